@@ -1,10 +1,10 @@
-// Package testdata locates the third-party test material that lives beside
+// Package shared locates the third-party test material that lives beside
 // the repository (../shared/testdata), never inside it.
 //
 // LOMO_TESTDATA overrides the location. When the folder is absent, tests skip
 // with a printed reason, unless LOMO_REQUIRE_TESTDATA=1 (set by CI), which
 // turns the skip into a failure so that CI always runs them.
-package testdata
+package shared
 
 import (
 	"os"
