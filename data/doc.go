@@ -1,0 +1,3 @@
+// Package data holds tokenizers, datasets and prompts, the collator,
+// safetensors and Hugging Face config loading.
+package data
