@@ -1,0 +1,294 @@
+package monitor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// DefaultPublisherQueue is how many events a Publisher buffers while the
+// network is slow or the hub unreachable.
+const DefaultPublisherQueue = 4096
+
+// ErrPublisherClosed is returned by Publish after Close.
+var ErrPublisherClosed = errors.New("monitor: publisher closed")
+
+// Publisher sends a run's events to a remote hub (`lomo monitor --listen`)
+// over a websocket and receives the hub's control actions back.
+//
+// Publish never blocks the training loop: events go to a bounded queue that a
+// background goroutine drains; when the queue is full the oldest event is
+// dropped (never a "run" or "end" event) and counted (Dropped). A lost
+// connection is redialed with backoff; queued events wait for it.
+type Publisher struct {
+	url    string
+	header http.Header
+	run    string
+
+	mu     sync.Mutex
+	queue  []Event
+	max    int
+	closed bool
+	wake   chan struct{} // cap 1: the queue has something
+
+	dropped   atomic.Uint64
+	sent      atomic.Uint64
+	onControl atomic.Pointer[func(string)]
+
+	ctx    context.Context // cancelled by Close after the flush
+	cancel context.CancelFunc
+	done   chan struct{}
+	flush  chan struct{} // closed by Close: drain then stop
+}
+
+// Dial connects to the hub at hubURL (ws://, wss://, http:// or https://;
+// with no path, /ws/publish is used) as the publisher of run, authenticating
+// with token when it is not empty. It fails if the first connection fails
+// (e.g. 401 for a wrong token); later connection losses are redialed in the
+// background.
+func Dial(ctx context.Context, hubURL, token, run string) (*Publisher, error) {
+	if !ValidRunID(run) {
+		return nil, fmt.Errorf("%w: %q", ErrRunID, run)
+	}
+	u, err := url.Parse(hubURL)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: hub url: %w", err)
+	}
+	switch u.Scheme {
+	case "ws", "wss", "http", "https":
+	default:
+		return nil, fmt.Errorf("monitor: hub url %q: want ws://, wss://, http:// or https://", hubURL)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/ws/publish"
+	}
+	q := u.Query()
+	q.Set("run", run)
+	q.Del("token") // sent in the header, kept out of logs
+	u.RawQuery = q.Encode()
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	p := &Publisher{
+		url: u.String(), header: h, run: run, max: DefaultPublisherQueue,
+		wake: make(chan struct{}, 1), done: make(chan struct{}), flush: make(chan struct{}),
+	}
+	c, err := p.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	go p.loop(c)
+	return p, nil
+}
+
+func (p *Publisher) dial(ctx context.Context) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, p.url, &websocket.DialOptions{HTTPHeader: p.header})
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
+			return nil, fmt.Errorf("monitor: hub refused the token (401): %w", err)
+		}
+		return nil, fmt.Errorf("monitor: dialing hub: %w", err)
+	}
+	c.SetReadLimit(maxViewerFrame)
+	return c, nil
+}
+
+// OnControl sets the function that receives the control actions
+// ("checkpoint", "stop") viewers send to this run. It runs on the
+// publisher's reader goroutine: it must not block.
+func (p *Publisher) OnControl(fn func(action string)) {
+	p.onControl.Store(&fn)
+}
+
+// Publish queues ev for the hub and returns at once. It fills in Run (when
+// empty), V (when 0) and Time (when zero) and validates the event; the hub
+// assigns Seq.
+func (p *Publisher) Publish(ev Event) error {
+	if ev.Run == "" {
+		ev.Run = p.run
+	}
+	if ev.V == 0 {
+		ev.V = SchemaVersion
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	if ev.Run != p.run {
+		return fmt.Errorf("%w: publisher is for run %q", ErrRunID, p.run)
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrPublisherClosed
+	}
+	if len(p.queue) >= p.max {
+		i := 0
+		for i < len(p.queue) && (p.queue[i].Kind == KindRun || p.queue[i].Kind == KindEnd) {
+			i++
+		}
+		if i == len(p.queue) { // nothing droppable: drop the new event
+			p.mu.Unlock()
+			p.dropped.Add(1)
+			return nil
+		}
+		if i == 0 {
+			p.queue[0] = Event{}
+			p.queue = p.queue[1:]
+		} else {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+		}
+		p.dropped.Add(1)
+	}
+	p.queue = append(p.queue, ev)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Dropped is the number of events dropped because the queue was full.
+func (p *Publisher) Dropped() uint64 { return p.dropped.Load() }
+
+// Sent is the number of events written to the hub.
+func (p *Publisher) Sent() uint64 { return p.sent.Load() }
+
+// Close sends the events still queued (waiting at most 5 s for the hub) and
+// closes the connection. Publish fails after Close.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	already := p.closed
+	p.closed = true
+	p.mu.Unlock()
+	if !already {
+		close(p.flush)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		p.cancel()
+		<-p.done
+	}
+	p.cancel()
+	return nil
+}
+
+// next takes the oldest queued event, if any.
+func (p *Publisher) next() (Event, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		return Event{}, false
+	}
+	ev := p.queue[0]
+	p.queue[0] = Event{}
+	p.queue = p.queue[1:]
+	return ev, true
+}
+
+// requeue puts back an event that could not be sent.
+func (p *Publisher) requeue(ev Event) {
+	p.mu.Lock()
+	p.queue = append([]Event{ev}, p.queue...)
+	p.mu.Unlock()
+}
+
+func (p *Publisher) loop(c *websocket.Conn) {
+	defer close(p.done)
+	backoff := 250 * time.Millisecond
+	for {
+		err := p.serve(c)
+		if err == nil { // flushed after Close
+			c.Close(websocket.StatusNormalClosure, "publisher closed")
+			return
+		}
+		c.CloseNow()
+		for {
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-p.flush:
+				// Closing while disconnected: try once more, briefly.
+			case <-time.After(backoff):
+			}
+			if p.ctx.Err() != nil {
+				return
+			}
+			c, err = p.dial(p.ctx)
+			if err == nil {
+				backoff = 250 * time.Millisecond
+				break
+			}
+			select {
+			case <-p.flush: // closed and the hub is unreachable: give up
+				return
+			default:
+			}
+			backoff = min(backoff*2, 10*time.Second)
+		}
+	}
+}
+
+// serve writes queued events to c and reads control messages from it until
+// the connection fails (error) or Close has flushed the queue (nil).
+func (p *Publisher) serve(c *websocket.Conn) error {
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			_, data, err := c.Read(p.ctx)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			var m controlMsg
+			if json.Unmarshal(data, &m) != nil || m.Type != "control" || !ValidAction(m.Action) {
+				continue
+			}
+			if fn := p.onControl.Load(); fn != nil {
+				(*fn)(m.Action)
+			}
+		}
+	}()
+	for {
+		ev, ok := p.next()
+		if !ok {
+			select {
+			case <-p.wake:
+				continue
+			case <-p.flush:
+				if ev, ok = p.next(); !ok {
+					return nil
+				}
+			case err := <-readErr:
+				return err
+			case <-p.ctx.Done():
+				return p.ctx.Err()
+			}
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			continue // unencodable (e.g. NaN in Config): skip it
+		}
+		if err := writeFrame(p.ctx, c, b); err != nil {
+			p.requeue(ev)
+			return err
+		}
+		p.sent.Add(1)
+	}
+}
