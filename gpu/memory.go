@@ -109,3 +109,29 @@ func (a *accountant) resetPeak() {
 // AlignedSize is the number of bytes a buffer of n bytes occupies: WebGPU
 // copies and mappings need sizes that are multiples of 4.
 func AlignedSize(n int64) int64 { return (n + 3) &^ 3 }
+
+// DType is the storage type of a tensor's elements. Arithmetic is always
+// f32; f16 is stored as pairs packed in u32 and read with unpack2x16float,
+// which works on every adapter (DESIGN.md, contract 5).
+type DType int
+
+const (
+	F32 DType = iota
+	F16
+)
+
+func (t DType) String() string {
+	if t == F16 {
+		return "f16"
+	}
+	return "f32"
+}
+
+// Bytes is the buffer size for n elements: f16 pairs share one u32, so an
+// odd count is padded by one element.
+func (t DType) Bytes(n int) int64 {
+	if t == F16 {
+		return int64((n+1)/2) * 4
+	}
+	return int64(n) * 4
+}

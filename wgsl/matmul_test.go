@@ -1,0 +1,105 @@
+package wgsl
+
+import (
+	"fmt"
+	"testing"
+	"unsafe"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// refMatmul: C = alpha*op(A)·op(B) + beta*C0 in float64, one batch, with the
+// storage layouts of matmul.wgsl.
+func refMatmul(a, b, c0 []float64, m, n, k int, ta, tb bool, alpha, beta float64) []float64 {
+	c := make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			s := 0.0
+			for l := 0; l < k; l++ {
+				av := a[i*k+l]
+				if ta {
+					av = a[l*m+i]
+				}
+				bv := b[l*n+j]
+				if tb {
+					bv = b[j*k+l]
+				}
+				s += av * bv
+			}
+			c[i*n+j] = alpha * s
+			if beta != 0 {
+				c[i*n+j] += beta * c0[i*n+j]
+			}
+		}
+	}
+	return c
+}
+
+func TestMatmulParamsLayout(t *testing.T) {
+	// Params in matmul.wgsl: 16 scalars of 4 bytes.
+	if got := unsafe.Sizeof(MatmulParams{}); got != 64 {
+		t.Errorf("MatmulParams is %d bytes, WGSL Params is 64", got)
+	}
+	if got := unsafe.Offsetof(MatmulParams{}.Alpha); got != 48 {
+		t.Errorf("Alpha at %d, WGSL at 48", got)
+	}
+}
+
+func TestMatmul(t *testing.T) {
+	cases := []struct {
+		m, n, k, batches int
+		ta, tb           bool
+		bt               gpu.DType
+		alpha, beta      float64
+	}{
+		{1, 1, 1, 1, false, false, gpu.F32, 1, 0},
+		{3, 5, 7, 1, false, false, gpu.F32, 1, 0},
+		{64, 64, 16, 1, false, false, gpu.F32, 1, 0},
+		{65, 33, 17, 1, false, true, gpu.F32, 1, 0},  // x·Wᵀ
+		{17, 70, 65, 1, true, false, gpu.F32, 1, 0},  // dyᵀ·x
+		{31, 9, 40, 1, false, false, gpu.F32, 0.5, 1}, // accumulate
+		{13, 29, 11, 3, false, false, gpu.F32, 1, 0},  // batched
+		{20, 37, 23, 1, false, true, gpu.F16, 1, 0},   // f16 weights
+		{21, 6, 19, 2, false, false, gpu.F16, 2, 0.5},
+		{130, 70, 100, 1, true, true, gpu.F32, 1, 0},
+	}
+	for ci, tc := range cases {
+		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta)
+		t.Run(name, func(t *testing.T) {
+			r := rng(uint64(ci))
+			m, n, k, nb := tc.m, tc.n, tc.k, tc.batches
+			a := randn(r, nb*m*k, 1)
+			b := roundTo(randn(r, nb*n*k, 1), tc.bt)
+			c0 := randn(r, nb*m*n, 1)
+			ab := upload(t, a, gpu.F32)
+			bb := upload(t, b, tc.bt)
+			var cb *gpu.Buffer
+			if tc.beta != 0 {
+				cb = outputWith(t, c0)
+			} else {
+				cb = output(t, nb*m*n)
+			}
+			err := Matmul(dev, Mat{Buf: cb, Batch: m * n}, Mat{Buf: ab, Batch: m * k, T: tc.ta},
+				Mat{Buf: bb, DType: tc.bt, Batch: k * n, T: tc.tb}, m, n, k, nb, float32(tc.alpha), float32(tc.beta))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := download(t, cb, nb*m*n, gpu.F32)
+			var want []float64
+			for z := 0; z < nb; z++ {
+				want = append(want, refMatmul(a[z*m*k:], b[z*k*n:], c0[z*m*n:], m, n, k, tc.ta, tc.tb, tc.alpha, tc.beta)...)
+			}
+			// f32 accumulation of k products of unit normals: error grows
+			// like sqrt(k) * 2^-24 * |terms|; 1e-5 relative + 1e-5*sqrt(k).
+			assertClose(t, "C", got, want, tol{Atol: 2e-6 * float64(k), Rtol: 1e-5})
+		})
+	}
+}
+
+func TestMatmulRejectsShortBuffers(t *testing.T) {
+	a := upload(t, make([]float64, 6), gpu.F32)
+	c := output(t, 4)
+	if err := Matmul(dev, Mat{Buf: c}, Mat{Buf: a}, Mat{Buf: a}, 2, 2, 4, 1, 1, 0); err == nil {
+		t.Error("matmul with A too small for (2,4) succeeded")
+	}
+}
