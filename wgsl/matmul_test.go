@@ -55,8 +55,8 @@ func TestMatmul(t *testing.T) {
 		{1, 1, 1, 1, false, false, gpu.F32, 1, 0},
 		{3, 5, 7, 1, false, false, gpu.F32, 1, 0},
 		{64, 64, 16, 1, false, false, gpu.F32, 1, 0},
-		{65, 33, 17, 1, false, true, gpu.F32, 1, 0},  // x·Wᵀ
-		{17, 70, 65, 1, true, false, gpu.F32, 1, 0},  // dyᵀ·x
+		{65, 33, 17, 1, false, true, gpu.F32, 1, 0},   // x·Wᵀ
+		{17, 70, 65, 1, true, false, gpu.F32, 1, 0},   // dyᵀ·x
 		{31, 9, 40, 1, false, false, gpu.F32, 0.5, 1}, // accumulate
 		{13, 29, 11, 3, false, false, gpu.F32, 1, 0},  // batched
 		{20, 37, 23, 1, false, true, gpu.F16, 1, 0},   // f16 weights
