@@ -370,3 +370,56 @@ func TestTokenizerConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A Metaspace pre-tokenizer and decoder (the newer export of Llama-style
+// tokenizers) must tokenize like the Prepend+Replace normalizer.
+func TestTokenizerMetaspace(t *testing.T) {
+	dir := shared.Path(t, "models/stories260K")
+	raw, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := LoadTokenizer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not text that starts with a space: there the tokenizers library's
+	// Metaspace adds no "▁" (the text already starts with one) while the
+	// Prepend normalizer does.
+	texts := []string{"Once upon a time, there was a little girl named Lily.", "two  spaces ", "Zoë\tsaid hi", "x<s>y"}
+	for _, split := range []bool{false, true} {
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["normalizer"] = nil
+		m["pre_tokenizer"] = map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": split}
+		m["decoder"] = map[string]any{"type": "Sequence", "decoders": []any{
+			map[string]any{"type": "ByteFallback"},
+			map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": split},
+		}}
+		b, _ := json.Marshal(m)
+		tk, err := ParseTokenizer(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range texts {
+			want, got := ref.Encode(s), tk.Encode(s)
+			if s == "x<s>y" {
+				// "first": no "▁" before the segment after a special token.
+				want = append(ref.Encode("x"), 1, ref.vocab["y"])
+				if ref.vocab["y"] == 0 {
+					t.Fatal("no y in vocab")
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("split=%v: Encode(%q) = %v, want %v", split, s, got, want)
+			}
+			if s != "x<s>y" {
+				if d := tk.Decode(got); d != s {
+					t.Errorf("split=%v: Decode = %q, want %q", split, d, s)
+				}
+			}
+		}
+	}
+}
