@@ -60,8 +60,8 @@ type LlamaConfig struct {
 	extra map[string]json.RawMessage // unknown keys, kept for Marshal
 }
 
-// knownKeys are the config.json keys decoded into LlamaConfig fields.
-var knownKeys = map[string]bool{
+// cfgKnownKeys are the config.json keys decoded into LlamaConfig fields.
+var cfgKnownKeys = map[string]bool{
 	"hidden_size": true, "intermediate_size": true, "num_hidden_layers": true,
 	"num_attention_heads": true, "num_key_value_heads": true, "vocab_size": true,
 	"rope_theta": true, "rms_norm_eps": true, "tie_word_embeddings": true,
@@ -83,27 +83,27 @@ func LoadLlamaConfig(path string) (*LlamaConfig, error) {
 	}
 	c, err := ParseLlamaConfig(b)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: %w", path, trimPrefix(err))
+		return nil, fmt.Errorf("data: %s: %w", path, cfgTrimPrefix(err))
 	}
 	return c, nil
 }
 
-// trimPrefix drops a leading "data: " so that errors are not prefixed twice.
-func trimPrefix(err error) error {
+// cfgTrimPrefix drops a leading "data: " so that errors are not prefixed twice.
+func cfgTrimPrefix(err error) error {
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "data: ") {
 		return err
 	}
-	return prefixTrimmed{msg[len("data: "):], err}
+	return cfgPrefixTrimmed{msg[len("data: "):], err}
 }
 
-type prefixTrimmed struct {
+type cfgPrefixTrimmed struct {
 	msg string
 	err error
 }
 
-func (p prefixTrimmed) Error() string { return p.msg }
-func (p prefixTrimmed) Unwrap() error { return p.err }
+func (p cfgPrefixTrimmed) Error() string { return p.msg }
+func (p cfgPrefixTrimmed) Unwrap() error { return p.err }
 
 // ParseLlamaConfig decodes a config.json, applies the defaults and
 // validates the result. To inspect a config without validating it, use
@@ -139,22 +139,22 @@ func (c *LlamaConfig) UnmarshalJSON(b []byte) error {
 	}
 	*c = LlamaConfig(p.plain)
 	var err error
-	if c.BOSTokenID, _, err = tokenID(p.BOS, 1); err != nil {
+	if c.BOSTokenID, _, err = cfgTokenID(p.BOS, 1); err != nil {
 		return fmt.Errorf("bos_token_id: %w", err)
 	}
-	if c.EOSTokenID, c.EOSTokenIDs, err = tokenID(p.EOS, 2); err != nil {
+	if c.EOSTokenID, c.EOSTokenIDs, err = cfgTokenID(p.EOS, 2); err != nil {
 		return fmt.Errorf("eos_token_id: %w", err)
 	}
 	if c.TorchDType == "" {
 		c.TorchDType = p.DType
 	}
-	if c.RopeTheta, err = optFloat(p.RopeTheta, 10000); err != nil {
+	if c.RopeTheta, err = cfgOptFloat(p.RopeTheta, 10000); err != nil {
 		return fmt.Errorf("rope_theta: %w", err)
 	}
-	if c.RMSNormEps, err = optFloat(p.RMSNormEps, 1e-6); err != nil {
+	if c.RMSNormEps, err = cfgOptFloat(p.RMSNormEps, 1e-6); err != nil {
 		return fmt.Errorf("rms_norm_eps: %w", err)
 	}
-	if _, ok := all["num_key_value_heads"]; !ok || isNull(all["num_key_value_heads"]) {
+	if _, ok := all["num_key_value_heads"]; !ok || cfgIsNull(all["num_key_value_heads"]) {
 		c.NumKVHeads = c.NumHeads
 	}
 	if c.HeadDim == 0 && c.NumHeads > 0 {
@@ -165,22 +165,22 @@ func (c *LlamaConfig) UnmarshalJSON(b []byte) error {
 	}
 	c.extra = map[string]json.RawMessage{}
 	for k, v := range all {
-		if !knownKeys[k] {
+		if !cfgKnownKeys[k] {
 			c.extra[k] = v
 		}
 	}
 	return nil
 }
 
-func isNull(r json.RawMessage) bool { return string(bytes.TrimSpace(r)) == "null" }
+func cfgIsNull(r json.RawMessage) bool { return string(bytes.TrimSpace(r)) == "null" }
 
 // tokenID decodes an int, a list of ints (first is the id) or null (-1);
 // absent gives def.
-func tokenID(r json.RawMessage, def int) (int, []int, error) {
+func cfgTokenID(r json.RawMessage, def int) (int, []int, error) {
 	if len(r) == 0 {
 		return def, nil, nil
 	}
-	if isNull(r) {
+	if cfgIsNull(r) {
 		return -1, nil, nil
 	}
 	var id int
@@ -197,8 +197,8 @@ func tokenID(r json.RawMessage, def int) (int, []int, error) {
 	return ids[0], ids, nil
 }
 
-func optFloat(r json.RawMessage, def float64) (float64, error) {
-	if len(r) == 0 || isNull(r) {
+func cfgOptFloat(r json.RawMessage, def float64) (float64, error) {
+	if len(r) == 0 || cfgIsNull(r) {
 		return def, nil
 	}
 	var f float64
@@ -424,7 +424,7 @@ func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
 			report("tensor %q %v is missing", e.Name, e.Shape)
 			continue
 		}
-		if !sameShape(got.Shape, e.Shape) {
+		if !cfgSameShape(got.Shape, e.Shape) {
 			report("tensor %q: expected shape %v, found %v", e.Name, e.Shape, got.Shape)
 		}
 		if !got.DType.IsFloat() {
@@ -436,7 +436,7 @@ func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
 			continue
 		}
 		if got.Name == "lm_head.weight" && c.TieWordEmbeddings {
-			if exp := []int{c.VocabSize, c.HiddenSize}; !sameShape(got.Shape, exp) {
+			if exp := []int{c.VocabSize, c.HiddenSize}; !cfgSameShape(got.Shape, exp) {
 				report("tensor %q: expected shape %v, found %v", got.Name, exp, got.Shape)
 			}
 			continue
@@ -450,7 +450,7 @@ func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
 	return errors.Join(errs...)
 }
 
-func sameShape(a, b []int) bool {
+func cfgSameShape(a, b []int) bool {
 	if len(a) != len(b) {
 		return false
 	}

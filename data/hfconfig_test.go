@@ -11,7 +11,7 @@ import (
 )
 
 func TestStories260KConfig(t *testing.T) {
-	dir := stories(t)
+	dir := stStoriesDir(t)
 	c, err := LoadLlamaConfig(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func TestParamShapesOrder(t *testing.T) {
 	}
 	var got []string
 	for _, ti := range c.ParamShapes() {
-		got = append(got, ti.Name+fmtShape(ti.Shape))
+		got = append(got, ti.Name+cfgFmtShape(ti.Shape))
 		if ti.DType != BF16 || ti.Size != ti.NumElements()*2 {
 			t.Errorf("%s: dtype %s size %d", ti.Name, ti.DType, ti.Size)
 		}
@@ -126,7 +126,7 @@ func TestParamShapesOrder(t *testing.T) {
 	}
 }
 
-func fmtShape(s []int) string {
+func cfgFmtShape(s []int) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
@@ -179,7 +179,7 @@ func TestConfigDefaultsAndTokens(t *testing.T) {
 }
 
 func TestConfigMarshalRoundTrip(t *testing.T) {
-	dir := stories(t)
+	dir := stStoriesDir(t)
 	c, err := LoadLlamaConfig(dir)
 	if err != nil {
 		t.Fatal(err)

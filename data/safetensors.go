@@ -82,11 +82,11 @@ func (ti TensorInfo) NumElements() int64 {
 	return n
 }
 
-// maxHeaderSize bounds the JSON header, as the reference implementation does.
-const maxHeaderSize = 100 << 20
+// stMaxHeaderSize bounds the JSON header, as the reference implementation does.
+const stMaxHeaderSize = 100 << 20
 
-// chunkBytes is the size of the buffer used to stream tensor data.
-const chunkBytes = 1 << 20
+// stChunkBytes is the size of the buffer used to stream tensor data.
+const stChunkBytes = 1 << 20
 
 // Safetensors is an open safetensors model: a single file or the shards of
 // a sharded model. It is safe for concurrent reads.
@@ -108,7 +108,7 @@ func OpenSafetensors(dir string) (*Safetensors, error) {
 	}
 	if !st.IsDir() {
 		if strings.HasSuffix(dir, ".index.json") {
-			return openIndex(dir)
+			return stOpenIndex(dir)
 		}
 		return OpenSafetensorsFile(dir)
 	}
@@ -118,7 +118,7 @@ func OpenSafetensors(dir string) (*Safetensors, error) {
 	}
 	index := filepath.Join(dir, "model.safetensors.index.json")
 	if _, err := os.Stat(index); err == nil {
-		return openIndex(index)
+		return stOpenIndex(index)
 	}
 	return nil, fmt.Errorf("data: %s: no model.safetensors or model.safetensors.index.json", dir)
 }
@@ -129,7 +129,7 @@ func OpenSafetensorsFile(path string) (*Safetensors, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
-	infos, meta, err := readHeader(f, path)
+	infos, meta, err := stReadHeader(f, path)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -154,19 +154,19 @@ func (s *Safetensors) sort() {
 	sort.Slice(s.sorted, func(i, j int) bool { return s.sorted[i].Name < s.sorted[j].Name })
 }
 
-func corrupt(path, format string, args ...any) error {
+func stCorrupt(path, format string, args ...any) error {
 	return fmt.Errorf("data: %s: %s: %w", path, fmt.Sprintf(format, args...), ErrCorrupt)
 }
 
-// readHeader parses and validates the header of an open safetensors file.
-func readHeader(f *os.File, path string) ([]TensorInfo, map[string]string, error) {
+// stReadHeader parses and validates the header of an open safetensors file.
+func stReadHeader(f *os.File, path string) ([]TensorInfo, map[string]string, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, fmt.Errorf("data: %w", err)
 	}
 	size := st.Size()
 	if size < 8 {
-		return nil, nil, corrupt(path, "file is %d bytes, too short for the 8-byte header length", size)
+		return nil, nil, stCorrupt(path, "file is %d bytes, too short for the 8-byte header length", size)
 	}
 	var lenBuf [8]byte
 	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
@@ -174,39 +174,39 @@ func readHeader(f *os.File, path string) ([]TensorInfo, map[string]string, error
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
 	if n > uint64(size-8) {
-		return nil, nil, corrupt(path, "header length %d goes beyond the end of the %d-byte file", n, size)
+		return nil, nil, stCorrupt(path, "header length %d goes beyond the end of the %d-byte file", n, size)
 	}
-	if n > maxHeaderSize {
-		return nil, nil, corrupt(path, "header length %d exceeds the %d-byte limit", n, maxHeaderSize)
+	if n > stMaxHeaderSize {
+		return nil, nil, stCorrupt(path, "header length %d exceeds the %d-byte limit", n, stMaxHeaderSize)
 	}
 	if n < 2 {
-		return nil, nil, corrupt(path, "header length %d is too short for a JSON object", n)
+		return nil, nil, stCorrupt(path, "header length %d is too short for a JSON object", n)
 	}
 	hdr := make([]byte, n)
 	if _, err := f.ReadAt(hdr, 8); err != nil {
 		return nil, nil, fmt.Errorf("data: %s: reading header: %w", path, err)
 	}
 	dataStart := int64(8 + n)
-	return parseHeader(hdr, path, dataStart, size-dataStart)
+	return stParseHeader(hdr, path, dataStart, size-dataStart)
 }
 
-type rawTensor struct {
+type stRawTensor struct {
 	DType       *DType   `json:"dtype"`
 	Shape       *[]int64 `json:"shape"`
 	DataOffsets *[]int64 `json:"data_offsets"`
 }
 
-// parseHeader validates the JSON header; dataStart is the absolute position
+// stParseHeader validates the JSON header; dataStart is the absolute position
 // of the data section and dataLen its length.
-func parseHeader(hdr []byte, path string, dataStart, dataLen int64) ([]TensorInfo, map[string]string, error) {
+func stParseHeader(hdr []byte, path string, dataStart, dataLen int64) ([]TensorInfo, map[string]string, error) {
 	dec := json.NewDecoder(bytes.NewReader(hdr))
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, nil, corrupt(path, "malformed JSON header: %v", err)
+		return nil, nil, stCorrupt(path, "malformed JSON header: %v", err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, nil, corrupt(path, "malformed JSON header: not an object")
+		return nil, nil, stCorrupt(path, "malformed JSON header: not an object")
 	}
 	seen := map[string]bool{}
 	var infos []TensorInfo
@@ -214,38 +214,38 @@ func parseHeader(hdr []byte, path string, dataStart, dataLen int64) ([]TensorInf
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, nil, corrupt(path, "malformed JSON header: %v", err)
+			return nil, nil, stCorrupt(path, "malformed JSON header: %v", err)
 		}
 		name, ok := tok.(string)
 		if !ok {
-			return nil, nil, corrupt(path, "malformed JSON header: key is not a string")
+			return nil, nil, stCorrupt(path, "malformed JSON header: key is not a string")
 		}
 		if seen[name] {
-			return nil, nil, corrupt(path, "duplicate entry %q in header", name)
+			return nil, nil, stCorrupt(path, "duplicate entry %q in header", name)
 		}
 		seen[name] = true
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, corrupt(path, "malformed JSON header at %q: %v", name, err)
+			return nil, nil, stCorrupt(path, "malformed JSON header at %q: %v", name, err)
 		}
 		if name == "__metadata__" {
 			if err := json.Unmarshal(raw, &meta); err != nil {
-				return nil, nil, corrupt(path, "__metadata__ is not an object of strings: %v", err)
+				return nil, nil, stCorrupt(path, "__metadata__ is not an object of strings: %v", err)
 			}
 			continue
 		}
-		ti, err := parseTensor(name, raw, path, dataStart, dataLen)
+		ti, err := stParseTensor(name, raw, path, dataStart, dataLen)
 		if err != nil {
 			return nil, nil, err
 		}
 		infos = append(infos, ti)
 	}
 	if _, err := dec.Token(); err != nil {
-		return nil, nil, corrupt(path, "malformed JSON header: %v", err)
+		return nil, nil, stCorrupt(path, "malformed JSON header: %v", err)
 	}
 	// Only whitespace (the padding) may follow the object.
 	if len(bytes.TrimRight(hdr[dec.InputOffset():], " \t\r\n\x00")) != 0 {
-		return nil, nil, corrupt(path, "malformed JSON header: trailing data after the object")
+		return nil, nil, stCorrupt(path, "malformed JSON header: trailing data after the object")
 	}
 	// Tensors must not overlap.
 	byOff := append([]TensorInfo(nil), infos...)
@@ -258,7 +258,7 @@ func parseHeader(hdr []byte, path string, dataStart, dataLen int64) ([]TensorInf
 	for i := 1; i < len(byOff); i++ {
 		a, b := byOff[i-1], byOff[i]
 		if b.Offset < a.Offset+a.Size {
-			return nil, nil, corrupt(path, "tensors %q [%d %d] and %q [%d %d] overlap", a.Name,
+			return nil, nil, stCorrupt(path, "tensors %q [%d %d] and %q [%d %d] overlap", a.Name,
 				a.Offset-dataStart, a.Offset-dataStart+a.Size, b.Name, b.Offset-dataStart, b.Offset-dataStart+b.Size)
 		}
 	}
@@ -268,45 +268,45 @@ func parseHeader(hdr []byte, path string, dataStart, dataLen int64) ([]TensorInf
 	return infos, meta, nil
 }
 
-func parseTensor(name string, raw json.RawMessage, path string, dataStart, dataLen int64) (TensorInfo, error) {
-	var rt rawTensor
+func stParseTensor(name string, raw json.RawMessage, path string, dataStart, dataLen int64) (TensorInfo, error) {
+	var rt stRawTensor
 	if err := json.Unmarshal(raw, &rt); err != nil {
-		return TensorInfo{}, corrupt(path, "tensor %q: malformed entry: %v", name, err)
+		return TensorInfo{}, stCorrupt(path, "tensor %q: malformed entry: %v", name, err)
 	}
 	if rt.DType == nil || rt.Shape == nil || rt.DataOffsets == nil {
-		return TensorInfo{}, corrupt(path, "tensor %q: entry needs dtype, shape and data_offsets", name)
+		return TensorInfo{}, stCorrupt(path, "tensor %q: entry needs dtype, shape and data_offsets", name)
 	}
 	dt := *rt.DType
 	esize := dt.Size()
 	if esize == 0 {
-		return TensorInfo{}, corrupt(path, "tensor %q: unknown dtype %q", name, string(dt))
+		return TensorInfo{}, stCorrupt(path, "tensor %q: unknown dtype %q", name, string(dt))
 	}
 	shape := make([]int, len(*rt.Shape))
 	nbytes := esize
 	for i, d := range *rt.Shape {
 		if d < 0 || d > math.MaxInt32*int64(math.MaxInt32) {
-			return TensorInfo{}, corrupt(path, "tensor %q: invalid dimension %d in shape %v", name, d, *rt.Shape)
+			return TensorInfo{}, stCorrupt(path, "tensor %q: invalid dimension %d in shape %v", name, d, *rt.Shape)
 		}
 		if d != 0 && nbytes > math.MaxInt64/d {
-			return TensorInfo{}, corrupt(path, "tensor %q: shape %v overflows", name, *rt.Shape)
+			return TensorInfo{}, stCorrupt(path, "tensor %q: shape %v overflows", name, *rt.Shape)
 		}
 		nbytes *= d
 		shape[i] = int(d)
 	}
 	offs := *rt.DataOffsets
 	if len(offs) != 2 {
-		return TensorInfo{}, corrupt(path, "tensor %q: data_offsets %v must have two entries", name, offs)
+		return TensorInfo{}, stCorrupt(path, "tensor %q: data_offsets %v must have two entries", name, offs)
 	}
 	begin, end := offs[0], offs[1]
 	if begin < 0 || end < begin {
-		return TensorInfo{}, corrupt(path, "tensor %q: invalid data_offsets [%d %d]", name, begin, end)
+		return TensorInfo{}, stCorrupt(path, "tensor %q: invalid data_offsets [%d %d]", name, begin, end)
 	}
 	if end-begin != nbytes {
-		return TensorInfo{}, corrupt(path, "tensor %q: data_offsets [%d %d] do not match %s %v (%d bytes)",
+		return TensorInfo{}, stCorrupt(path, "tensor %q: data_offsets [%d %d] do not match %s %v (%d bytes)",
 			name, begin, end, dt, shape, nbytes)
 	}
 	if end > dataLen {
-		return TensorInfo{}, corrupt(path, "tensor %q: data_offsets [%d %d] go beyond the %d-byte data section (file truncated?)",
+		return TensorInfo{}, stCorrupt(path, "tensor %q: data_offsets [%d %d] go beyond the %d-byte data section (file truncated?)",
 			name, begin, end, dataLen)
 	}
 	return TensorInfo{Name: name, DType: dt, Shape: shape, Offset: dataStart + begin, Size: nbytes, File: path}, nil
@@ -317,18 +317,18 @@ type safetensorsIndex struct {
 	WeightMap map[string]string `json:"weight_map"`
 }
 
-// openIndex opens a sharded model from its model.safetensors.index.json.
-func openIndex(indexPath string) (_ *Safetensors, err error) {
+// stOpenIndex opens a sharded model from its model.safetensors.index.json.
+func stOpenIndex(indexPath string) (_ *Safetensors, err error) {
 	b, err := os.ReadFile(indexPath)
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
 	var idx safetensorsIndex
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, corrupt(indexPath, "malformed index JSON: %v", err)
+		return nil, stCorrupt(indexPath, "malformed index JSON: %v", err)
 	}
 	if len(idx.WeightMap) == 0 {
-		return nil, corrupt(indexPath, "index has no weight_map")
+		return nil, stCorrupt(indexPath, "index has no weight_map")
 	}
 	dir := filepath.Dir(indexPath)
 	s := &Safetensors{
@@ -346,7 +346,7 @@ func openIndex(indexPath string) (_ *Safetensors, err error) {
 	for name, shard := range idx.WeightMap {
 		clean := filepath.Clean(filepath.FromSlash(shard))
 		if shard == "" || filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
-			return nil, corrupt(indexPath, "tensor %q: invalid shard file name %q", name, shard)
+			return nil, stCorrupt(indexPath, "tensor %q: invalid shard file name %q", name, shard)
 		}
 		shardSet[shard] = true
 	}
@@ -363,7 +363,7 @@ func openIndex(indexPath string) (_ *Safetensors, err error) {
 			return nil, fmt.Errorf("data: %s: shard: %w", indexPath, err)
 		}
 		s.files[p] = f
-		infos, meta, err := readHeader(f, p)
+		infos, meta, err := stReadHeader(f, p)
 		if err != nil {
 			return nil, err
 		}
@@ -374,7 +374,7 @@ func openIndex(indexPath string) (_ *Safetensors, err error) {
 		}
 		for _, ti := range infos {
 			if prev, dup := shardOf[ti.Name]; dup {
-				return nil, corrupt(indexPath, "tensor %q is in both %s and %s", ti.Name, prev, sh)
+				return nil, stCorrupt(indexPath, "tensor %q is in both %s and %s", ti.Name, prev, sh)
 			}
 			shardOf[ti.Name] = sh
 			s.tensors[ti.Name] = ti
@@ -388,9 +388,9 @@ func openIndex(indexPath string) (_ *Safetensors, err error) {
 	for _, name := range names {
 		want := idx.WeightMap[name]
 		if got, ok := shardOf[name]; !ok {
-			return nil, corrupt(indexPath, "tensor %q: listed in weight_map for %s but not found there", name, want)
+			return nil, stCorrupt(indexPath, "tensor %q: listed in weight_map for %s but not found there", name, want)
 		} else if got != want {
-			return nil, corrupt(indexPath, "tensor %q: weight_map says %s but it is in %s", name, want, got)
+			return nil, stCorrupt(indexPath, "tensor %q: weight_map says %s but it is in %s", name, want, got)
 		}
 	}
 	s.sort()
@@ -439,16 +439,16 @@ func (s *Safetensors) ReadRaw(name string) ([]byte, error) {
 		return nil, err
 	}
 	b := make([]byte, ti.Size)
-	if err := readAt(f, b, ti.Offset, ti); err != nil {
+	if err := stReadAt(f, b, ti.Offset, ti); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-func readAt(f *os.File, b []byte, off int64, ti TensorInfo) error {
+func stReadAt(f *os.File, b []byte, off int64, ti TensorInfo) error {
 	if _, err := f.ReadAt(b, off); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return corrupt(ti.File, "tensor %q: data truncated", ti.Name)
+			return stCorrupt(ti.File, "tensor %q: data truncated", ti.Name)
 		}
 		return fmt.Errorf("data: %s: tensor %q: %w", ti.File, ti.Name, err)
 	}
@@ -486,10 +486,10 @@ func (s *Safetensors) ReadF32Into(name string, dst []float32) error {
 		return fmt.Errorf("data: tensor %q has %d elements, destination has %d", name, n, len(dst))
 	}
 	esize := ti.DType.Size()
-	buf := make([]byte, min(ti.Size, chunkBytes))
+	buf := make([]byte, min(ti.Size, stChunkBytes))
 	for done := int64(0); done < ti.Size; {
 		chunk := buf[:min(int64(len(buf)), ti.Size-done)]
-		if err := readAt(f, chunk, ti.Offset+done, ti); err != nil {
+		if err := stReadAt(f, chunk, ti.Offset+done, ti); err != nil {
 			return err
 		}
 		out := dst[done/esize:]
@@ -667,7 +667,7 @@ func (w *SafetensorsWriter) WriteF32(name string, data []float32) error {
 		return fmt.Errorf("data: writing %s: tensor %q %v needs %d values, got %d", w.path, name, ti.Shape, n, len(data))
 	}
 	esize := int(ti.DType.Size())
-	per := max(chunkBytes/esize, 1)
+	per := max(stChunkBytes/esize, 1)
 	buf := make([]byte, min(len(data), per)*esize)
 	off := ti.Offset
 	for start := 0; start < len(data); start += per {

@@ -16,13 +16,13 @@ import (
 )
 
 // stories returns the stories260K model folder (or skips).
-func stories(t testing.TB) string {
+func stStoriesDir(t testing.TB) string {
 	t.Helper()
 	return shared.Path(t, "models/stories260K")
 }
 
 // rawFile builds a safetensors file from a header string and data bytes.
-func rawFile(header string, data []byte) []byte {
+func stRawFile(header string, data []byte) []byte {
 	var b bytes.Buffer
 	binary.Write(&b, binary.LittleEndian, uint64(len(header)))
 	b.WriteString(header)
@@ -30,7 +30,7 @@ func rawFile(header string, data []byte) []byte {
 	return b.Bytes()
 }
 
-func writeTemp(t testing.TB, name string, b []byte) string {
+func stWriteTemp(t testing.TB, name string, b []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, b, 0o644); err != nil {
@@ -98,7 +98,7 @@ func hfStrictCheck(t *testing.T, path string) {
 }
 
 func TestStories260KRead(t *testing.T) {
-	dir := stories(t)
+	dir := stStoriesDir(t)
 	s, err := OpenSafetensors(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestStories260KRead(t *testing.T) {
 // TestRoundTripStories writes all stories260K tensors as F32, F16 and BF16
 // and reads them back.
 func TestRoundTripStories(t *testing.T) {
-	dir := stories(t)
+	dir := stStoriesDir(t)
 	src, err := OpenSafetensors(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +458,7 @@ func TestWriterAbortAndFailure(t *testing.T) {
 }
 
 // smallValid returns a valid small safetensors file: "a" F32 [2,3], "b" F16 [4].
-func smallValid(t testing.TB) []byte {
+func stSmallValid(t testing.TB) []byte {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "s.safetensors")
 	w, err := CreateSafetensors(p, []TensorInfo{{Name: "a", DType: F32, Shape: []int{2, 3}}, {Name: "b", DType: F16, Shape: []int{4}}}, nil)
@@ -493,30 +493,30 @@ func TestCorrupt(t *testing.T) {
 		{"header length huge", hdrLen(1<<62, []byte(`{}`)), "beyond the end"},
 		{"header length beyond file", hdrLen(100, []byte(`{"a":1}`)), "beyond the end"},
 		{"header too small", hdrLen(1, []byte(`{}`)), "too short for a JSON object"},
-		{"garbage JSON", rawFile(`{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]`, data), "malformed JSON"},
-		{"not an object", rawFile(`[1, 2, 3]`, data), "not an object"},
-		{"binary garbage", rawFile("\x00\xff\xfe\x01garbage", data), "malformed JSON"},
-		{"trailing data", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} xx`, data), "trailing data"},
-		{"entry not an object", rawFile(`{"a": 5}`, data), `tensor "a": malformed entry`},
-		{"missing field", rawFile(`{"a":{"dtype":"F32","shape":[2]}}`, data), "needs dtype, shape and data_offsets"},
-		{"unknown dtype", rawFile(`{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}`, data), `unknown dtype "F31"`},
-		{"negative dim", rawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, data), "invalid dimension"},
-		{"shape overflow", rawFile(`{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}`, data), "overflow"},
-		{"offsets size mismatch", rawFile(`{"x":{"dtype":"F32","shape":[5,6],"data_offsets":[0,100]}}`, make([]byte, 120)),
+		{"garbage JSON", stRawFile(`{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]`, data), "malformed JSON"},
+		{"not an object", stRawFile(`[1, 2, 3]`, data), "not an object"},
+		{"binary garbage", stRawFile("\x00\xff\xfe\x01garbage", data), "malformed JSON"},
+		{"trailing data", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} xx`, data), "trailing data"},
+		{"entry not an object", stRawFile(`{"a": 5}`, data), `tensor "a": malformed entry`},
+		{"missing field", stRawFile(`{"a":{"dtype":"F32","shape":[2]}}`, data), "needs dtype, shape and data_offsets"},
+		{"unknown dtype", stRawFile(`{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}`, data), `unknown dtype "F31"`},
+		{"negative dim", stRawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, data), "invalid dimension"},
+		{"shape overflow", stRawFile(`{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}`, data), "overflow"},
+		{"offsets size mismatch", stRawFile(`{"x":{"dtype":"F32","shape":[5,6],"data_offsets":[0,100]}}`, make([]byte, 120)),
 			`tensor "x": data_offsets [0 100] do not match F32 [5 6] (120 bytes)`},
-		{"offsets reversed", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, data), "invalid data_offsets"},
-		{"offsets negative", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}}`, data), "invalid data_offsets"},
-		{"offsets three", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}}`, data), "two entries"},
-		{"offsets out of range", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[36,44]}}`, data), "beyond the 40-byte data section"},
-		{"truncated data", rawFile(`{"a":{"dtype":"F32","shape":[20],"data_offsets":[0,80]}}`, data), "truncated"},
-		{"overlap", rawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), "overlap"},
-		{"duplicate", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), `duplicate entry "a"`},
-		{"bad metadata", rawFile(`{"__metadata__":{"format":5}}`, data), "__metadata__"},
-		{"float offsets", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0.5,8]}}`, data), "malformed entry"},
+		{"offsets reversed", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, data), "invalid data_offsets"},
+		{"offsets negative", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}}`, data), "invalid data_offsets"},
+		{"offsets three", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}}`, data), "two entries"},
+		{"offsets out of range", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[36,44]}}`, data), "beyond the 40-byte data section"},
+		{"truncated data", stRawFile(`{"a":{"dtype":"F32","shape":[20],"data_offsets":[0,80]}}`, data), "truncated"},
+		{"overlap", stRawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), "overlap"},
+		{"duplicate", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), `duplicate entry "a"`},
+		{"bad metadata", stRawFile(`{"__metadata__":{"format":5}}`, data), "__metadata__"},
+		{"float offsets", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0.5,8]}}`, data), "malformed entry"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := writeTemp(t, "model.safetensors", c.file)
+			p := stWriteTemp(t, "model.safetensors", c.file)
 			s, err := OpenSafetensorsFile(p)
 			if err == nil {
 				s.Close()
@@ -532,11 +532,11 @@ func TestCorrupt(t *testing.T) {
 	}
 	// A valid file with no tensors and gaps between tensors are accepted.
 	for _, ok := range [][]byte{
-		rawFile(`{}`, nil),
-		rawFile(`{"__metadata__":{"format":"pt"}}  `, nil),
-		rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"b":{"dtype":"I8","shape":[],"data_offsets":[20,21]}}`, data),
+		stRawFile(`{}`, nil),
+		stRawFile(`{"__metadata__":{"format":"pt"}}  `, nil),
+		stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"b":{"dtype":"I8","shape":[],"data_offsets":[20,21]}}`, data),
 	} {
-		p := writeTemp(t, "ok.safetensors", ok)
+		p := stWriteTemp(t, "ok.safetensors", ok)
 		s, err := OpenSafetensorsFile(p)
 		if err != nil {
 			t.Errorf("%q: %v", ok, err)
@@ -548,7 +548,7 @@ func TestCorrupt(t *testing.T) {
 
 // TestCorruptStories damages copies of the real checkpoint.
 func TestCorruptStories(t *testing.T) {
-	dir := stories(t)
+	dir := stStoriesDir(t)
 	orig, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -561,7 +561,7 @@ func TestCorruptStories(t *testing.T) {
 			t.Fatalf("header lacks %q", old)
 		}
 		h := strings.Replace(hdr, old, new, 1)
-		return rawFile(h, orig[8+n:])
+		return stRawFile(h, orig[8+n:])
 	}
 	cases := []struct {
 		name string
@@ -625,7 +625,7 @@ func TestCorruptStories(t *testing.T) {
 }
 
 // writeShard writes the named tensors (values i*0.5+k) to a shard file.
-func writeShard(t *testing.T, path string, names []string, shape []int, dt DType) {
+func stWriteShard(t *testing.T, path string, names []string, shape []int, dt DType) {
 	t.Helper()
 	var infos []TensorInfo
 	for _, n := range names {
@@ -649,7 +649,7 @@ func writeShard(t *testing.T, path string, names []string, shape []int, dt DType
 	}
 }
 
-func writeIndex(t *testing.T, dir string, wm map[string]string) {
+func stWriteIndex(t *testing.T, dir string, wm map[string]string) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": 123}, "weight_map": wm})
 	if err := os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b, 0o644); err != nil {
@@ -660,9 +660,9 @@ func writeIndex(t *testing.T, dir string, wm map[string]string) {
 func TestSharded(t *testing.T) {
 	dir := t.TempDir()
 	s1, s2 := "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
-	writeShard(t, filepath.Join(dir, s1), []string{"a", "b"}, []int{2, 3}, F32)
-	writeShard(t, filepath.Join(dir, s2), []string{"c"}, []int{4}, BF16)
-	writeIndex(t, dir, map[string]string{"a": s1, "b": s1, "c": s2})
+	stWriteShard(t, filepath.Join(dir, s1), []string{"a", "b"}, []int{2, 3}, F32)
+	stWriteShard(t, filepath.Join(dir, s2), []string{"c"}, []int{4}, BF16)
+	stWriteIndex(t, dir, map[string]string{"a": s1, "b": s1, "c": s2})
 	s, err := OpenSafetensors(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -706,7 +706,7 @@ func TestSharded(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			writeIndex(t, dir, c.wm)
+			stWriteIndex(t, dir, c.wm)
 			s, err := OpenSafetensors(dir)
 			if err == nil {
 				s.Close()
@@ -719,9 +719,9 @@ func TestSharded(t *testing.T) {
 	}
 	t.Run("duplicate across shards", func(t *testing.T) {
 		d := t.TempDir()
-		writeShard(t, filepath.Join(d, s1), []string{"a", "b"}, []int{2}, F32)
-		writeShard(t, filepath.Join(d, s2), []string{"b"}, []int{2}, F32)
-		writeIndex(t, d, map[string]string{"a": s1, "b": s2})
+		stWriteShard(t, filepath.Join(d, s1), []string{"a", "b"}, []int{2}, F32)
+		stWriteShard(t, filepath.Join(d, s2), []string{"b"}, []int{2}, F32)
+		stWriteIndex(t, d, map[string]string{"a": s1, "b": s2})
 		if s, err := OpenSafetensors(d); err == nil || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"b" is in both`) {
 			if s != nil {
 				s.Close()
@@ -738,9 +738,9 @@ func TestSharded(t *testing.T) {
 	})
 	t.Run("corrupt shard", func(t *testing.T) {
 		d := t.TempDir()
-		writeShard(t, filepath.Join(d, s1), []string{"a"}, []int{2}, F32)
+		stWriteShard(t, filepath.Join(d, s1), []string{"a"}, []int{2}, F32)
 		os.WriteFile(filepath.Join(d, s2), []byte("garbage garbage"), 0o644)
-		writeIndex(t, d, map[string]string{"a": s1, "b": s2})
+		stWriteIndex(t, d, map[string]string{"a": s1, "b": s2})
 		if _, err := OpenSafetensors(d); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), s2) {
 			t.Errorf("error %v", err)
 		}
@@ -755,7 +755,7 @@ func TestSharded(t *testing.T) {
 // TestShardedStories splits stories260K into two shards and checks that the
 // sharded model reads identically and passes CheckWeights.
 func TestShardedStories(t *testing.T) {
-	dir := stories(t)
+	dir := stStoriesDir(t)
 	src, err := OpenSafetensors(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -782,7 +782,7 @@ func TestShardedStories(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	writeIndex(t, out, wm)
+	stWriteIndex(t, out, wm)
 	s, err := OpenSafetensors(out)
 	if err != nil {
 		t.Fatal(err)
@@ -806,7 +806,7 @@ func TestShardedStories(t *testing.T) {
 
 func TestReadF32LargeChunked(t *testing.T) {
 	// A tensor larger than the streaming chunk, in each float dtype.
-	n := chunkBytes/2 + 12345
+	n := stChunkBytes/2 + 12345
 	v := make([]float32, n)
 	for i := range v {
 		v[i] = float32(i%1000) - 500.25
@@ -849,14 +849,14 @@ func TestReadF32LargeChunked(t *testing.T) {
 }
 
 func FuzzOpenSafetensors(f *testing.F) {
-	valid := smallValid(f)
+	valid := stSmallValid(f)
 	f.Add(valid)
 	f.Add(valid[:len(valid)-3])
-	f.Add(rawFile(`{}`, nil))
-	f.Add(rawFile(`{"__metadata__":{"format":"pt"}}`, nil))
-	f.Add(rawFile(`{"a":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[1],"data_offsets":[8,16]}}`, make([]byte, 16)))
-	f.Add(rawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, make([]byte, 16)))
-	f.Add(rawFile(`{"a":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}`, nil))
+	f.Add(stRawFile(`{}`, nil))
+	f.Add(stRawFile(`{"__metadata__":{"format":"pt"}}`, nil))
+	f.Add(stRawFile(`{"a":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[1],"data_offsets":[8,16]}}`, make([]byte, 16)))
+	f.Add(stRawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, make([]byte, 16)))
+	f.Add(stRawFile(`{"a":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}`, nil))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'})
 	f.Add([]byte{})
 	dir := f.TempDir()
