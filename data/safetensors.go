@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrCorrupt is wrapped by every error that reports a malformed or truncated
@@ -554,7 +555,7 @@ func CreateSafetensors(path string, infos []TensorInfo, metadata map[string]stri
 	w := &SafetensorsWriter{path: path, infos: map[string]TensorInfo{}, written: map[string]bool{}}
 	var off int64
 	for _, ti := range infos {
-		if ti.Name == "" || ti.Name == "__metadata__" {
+		if ti.Name == "" || ti.Name == "__metadata__" || !utf8.ValidString(ti.Name) {
 			return nil, fmt.Errorf("data: %s: invalid tensor name %q", path, ti.Name)
 		}
 		if _, dup := w.infos[ti.Name]; dup {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/lomo-dev/lomo/internal/shared"
@@ -171,6 +172,46 @@ func TestStories260KRead(t *testing.T) {
 	}
 	if _, err := s.ReadF32("model.norm.weight"); err == nil {
 		t.Error("read after Close succeeded")
+	}
+}
+
+func TestConcurrentReads(t *testing.T) {
+	s, err := OpenSafetensors(stStoriesDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := map[string][]float32{}
+	for _, ti := range s.Tensors() {
+		want[ti.Name], _ = s.ReadF32(ti.Name)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := s.Tensors()
+			for i := range ts {
+				ti := ts[(i+g*7)%len(ts)]
+				v, err := s.ReadF32(ti.Name)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for j := range v {
+					if v[j] != want[ti.Name][j] {
+						errs <- errors.New(ti.Name + ": concurrent read differs")
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
 
@@ -350,6 +391,7 @@ func TestWriterSmall(t *testing.T) {
 		{{Name: "a", DType: F32, Shape: []int{-1}}},
 		{{Name: "__metadata__", DType: F32}},
 		{{Name: "", DType: F32}},
+		{{Name: "bad\xffutf8", DType: F32}},
 	} {
 		if w, err := CreateSafetensors(filepath.Join(dir, "bad.safetensors"), bad, nil); err == nil {
 			w.Abort()
