@@ -1,0 +1,161 @@
+package wgsl
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// AttentionParams mirrors Params in attention.wgsl (shared by its kernels).
+type AttentionParams struct {
+	B, T, H, KV uint32
+	D, G        uint32 // G = H/KV query heads per KV head
+	Scale       float32
+	_           uint32
+}
+
+// attentionMaxD is the largest head size the kernels handle (WG*NR in
+// attention.wgsl: each of 64 threads owns up to 4 elements of a row).
+const attentionMaxD = 256
+
+// attentionSource returns the shared part of attention.wgsl followed by one
+// of its sections ("// ==== section NAME ===="). The sections declare
+// different bindings under the same numbers, so each kernel is compiled from
+// the shared part and its own section only.
+func attentionSource(section string) string {
+	const marker = "// ==== section "
+	src := Source("attention", nil)
+	parts := strings.Split(src, marker)
+	for _, part := range parts[1:] {
+		name, _, _ := strings.Cut(part, " ====")
+		if name == section {
+			return parts[0] + marker + part
+		}
+	}
+	panic(fmt.Sprintf("wgsl: attention.wgsl has no section %q", section)) // programmer error
+}
+
+func attentionKernel(d *gpu.Device, section string, bindings []gpu.Access) (*gpu.Kernel, error) {
+	return d.Kernel(gpu.KernelSpec{
+		Name:       "attention/" + section,
+		Source:     attentionSource(section),
+		Bindings:   bindings,
+		ParamsSize: gpu.ParamsSize(AttentionParams{}),
+	})
+}
+
+// attentionCheck validates the shape and the buffer sizes (f32 elements,
+// start u32) and returns the Params.
+func attentionCheck(op string, b, t, h, kv, dh int, scale float32, bufs []attentionBuf) (AttentionParams, error) {
+	if b <= 0 || t <= 0 || h <= 0 || kv <= 0 || dh <= 0 {
+		return AttentionParams{}, fmt.Errorf("wgsl: %s: empty shape B=%d T=%d H=%d KV=%d D=%d", op, b, t, h, kv, dh)
+	}
+	if h%kv != 0 {
+		return AttentionParams{}, fmt.Errorf("wgsl: %s: H=%d is not a multiple of KV=%d", op, h, kv)
+	}
+	if dh > attentionMaxD {
+		return AttentionParams{}, fmt.Errorf("wgsl: %s: head size D=%d above %d", op, dh, attentionMaxD)
+	}
+	// One workgroup per row along x, per head along y, per batch along z.
+	if t > 65535 || h > 65535 || b > 65535 {
+		return AttentionParams{}, fmt.Errorf("wgsl: %s: grid (T=%d, H=%d, B=%d) beyond 65535 per dimension", op, t, h, b)
+	}
+	if int64(b)*int64(t)*int64(h)*int64(dh) >= 1<<32 {
+		return AttentionParams{}, fmt.Errorf("wgsl: %s: %d elements overflow u32 indices", op, int64(b)*int64(t)*int64(h)*int64(dh))
+	}
+	for _, x := range bufs {
+		if x.buf == nil {
+			return AttentionParams{}, fmt.Errorf("wgsl: %s: %s is nil", op, x.name)
+		}
+		if 4*int64(x.n) > x.buf.Size() {
+			return AttentionParams{}, fmt.Errorf("wgsl: %s: %s needs %d elements, buffer holds %d", op, x.name, x.n, x.buf.Size()/4)
+		}
+	}
+	return AttentionParams{
+		B: uint32(b), T: uint32(t), H: uint32(h), KV: uint32(kv),
+		D: uint32(dh), G: uint32(h / kv), Scale: scale,
+	}, nil
+}
+
+// attentionBuf is a buffer argument with the elements it must hold.
+type attentionBuf struct {
+	name string
+	buf  *gpu.Buffer
+	n    int
+}
+
+// AttentionForward records causal GQA self-attention:
+// out = softmax(scale * q·kᵀ + mask) · v per (batch, head), and saves lse,
+// the log-sum-exp of each row of scaled scores, for AttentionBackward.
+// Layouts: q, out (B,T,H,D); k, v (B,T,KV,D); lse (B,H,T); start (B) u32
+// (left padding: query t attends keys start[b] <= s <= t, a query before
+// start[b] only itself). Head h uses KV head h/(H/KV). D <= 256.
+func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, t, h, kv, dh int, scale float32) error {
+	nq, nk := b*t*h*dh, b*t*kv*dh
+	p, err := attentionCheck("attention forward", b, t, h, kv, dh, scale, []attentionBuf{
+		{"out", out, nq}, {"lse", lse, b * h * t}, {"q", q, nq}, {"k", k, nk}, {"v", v, nk}, {"start", start, b},
+	})
+	if err != nil {
+		return err
+	}
+	kern, err := attentionKernel(d, "forward", []gpu.Access{rw, rw, ro, ro, ro, ro})
+	if err != nil {
+		return err
+	}
+	// out (B,T,H,D), lse (B,H,T) <- q (B,T,H,D), k, v (B,T,KV,D)
+	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{out, lse, q, k, v, start}, uint32(t), uint32(h), uint32(b))
+}
+
+// AttentionBackward records the gradients of AttentionForward. dq (B,T,H,D)
+// and dk, dv (B,T,KV,D) are overwritten; dout is like out; out and lse are
+// what the forward saved. With delta = rowsum(dout*out),
+// P = exp(scale*q·k - lse) and dS = P*(dout·v - delta):
+// dq = scale*dS·k, dk = scale * Σ_group dSᵀ·q, dv = Σ_group Pᵀ·dout.
+// Three dispatches, deterministic (each output element is written by one
+// thread, no atomics). A scratch of B*H*T*2 f32 holds (lse, delta) per row.
+func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, b, t, h, kv, dh int, scale float32) error {
+	nq, nk := b*t*h*dh, b*t*kv*dh
+	p, err := attentionCheck("attention backward", b, t, h, kv, dh, scale, []attentionBuf{
+		{"dq", dq, nq}, {"dk", dk, nk}, {"dv", dv, nk}, {"dout", dout, nq}, {"q", q, nq}, {"k", k, nk},
+		{"v", v, nk}, {"out", out, nq}, {"lse", lse, b * h * t}, {"start", start, b},
+	})
+	if err != nil {
+		return err
+	}
+	if dk == dv {
+		return fmt.Errorf("wgsl: attention backward: dk and dv are the same buffer")
+	}
+	kDelta, err := attentionKernel(d, "delta", []gpu.Access{rw, ro, ro, ro})
+	if err != nil {
+		return err
+	}
+	kDQ, err := attentionKernel(d, "dq", []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
+	if err != nil {
+		return err
+	}
+	kDKDV, err := attentionKernel(d, "dkdv", []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
+	if err != nil {
+		return err
+	}
+	// stats (B,H,T,2): lse and delta side by side, so that the dk/dv kernel
+	// stays within 8 storage bindings (the WebGPU default limit).
+	stats, err := d.NewBuffer(gpu.TagScratch, int64(8*b*h*t))
+	if err != nil {
+		return fmt.Errorf("wgsl: attention backward: %w", err)
+	}
+	// Released once recorded: the recorded dispatches keep it valid
+	// (gpu.Buffer.Release).
+	defer stats.Release()
+	pb := gpu.Params(p)
+	// stats (B,H,T,2) <- dout, out (B,T,H,D), lse (B,H,T)
+	if err := d.Dispatch(kDelta, pb, []*gpu.Buffer{stats, dout, out, lse}, uint32(t), uint32(h), uint32(b)); err != nil {
+		return err
+	}
+	// dq (B,T,H,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
+	if err := d.Dispatch(kDQ, pb, []*gpu.Buffer{dq, dout, q, k, v, stats, start}, uint32(t), uint32(h), uint32(b)); err != nil {
+		return err
+	}
+	// dk, dv (B,T,KV,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
+	return d.Dispatch(kDKDV, pb, []*gpu.Buffer{dk, dv, dout, q, k, v, stats, start}, uint32(t), uint32(kv), uint32(b))
+}

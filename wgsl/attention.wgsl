@@ -1,0 +1,328 @@
+// attention: causal self-attention with grouped KV heads (GQA, LLaMA style),
+// forward and backward, f32 storage and arithmetic.
+//
+// Shapes (row-major): q, out, dq, dout (B,T,H,D): element (b,t,h,d) at
+// ((b*T + t)*H + h)*D + d. k, v, dk, dv (B,T,KV,D). Query head h reads KV
+// head h / G with G = H/KV. lse (B,H,T): log-sum-exp over keys of the scaled
+// scores of each query row (saved by forward for backward). stats (B,H,T,2):
+// (lse, delta = rowsum(dout*out)) per query row, a backward scratch.
+// start (B) u32, left padding: query t of batch b attends keys s with
+// start[b] <= s <= t; a padding query (t < start[b]) attends only s = t, so
+// its output is finite (the loss ignores it).
+//
+// Every kernel uses workgroups of WG = 64 threads. A row of D <= 256 values
+// is spread over the threads, thread i owning d = i + WG*r for r < NR = 4;
+// keys (or queries) are taken WG at a time, one per thread for the dot
+// products. The file has one section per entry point (the launcher compiles
+// the shared part with one section: the sections bind different buffers).
+//
+// Forward: one workgroup per query row, dispatch (T, H, B); online softmax
+// (flash attention, Dao et al. 2022) over blocks of WG keys, one tree
+// reduction of (max, sum) pairs per block.
+// Backward, three passes, no atomics (deterministic):
+//   delta: one workgroup per query row, dispatch (T, H, B): stats.
+//   dq:    one workgroup per query row (T, H, B):
+//          dq = scale * sum_s dS[t,s] k_s, dS = P*(dout·v_s - delta),
+//          P = exp(scale*q·k_s - lse).
+//   dkdv:  one workgroup per key row (T, KV, B), looping over the G heads
+//          of the group and the queries that attend the key:
+//          dv = sum P[t,s] dout_t, dk = scale * sum dS[t,s] q_t.
+
+struct Params {
+	B: u32, T: u32, H: u32, KV: u32,
+	D: u32, G: u32, scale: f32, _pad: u32,
+}
+
+const WG: u32 = 64u;
+const NR: u32 = 4u;       // D <= WG*NR
+const MAXD: u32 = 256u;   // WG*NR
+const NEG: f32 = -1e30;   // "minus infinity" that keeps exp(NEG - m) = 0 and NEG - NEG = 0 finite
+
+// Row offsets (in elements) of (b,t,h) in q-like and (b,t,kvh) in k-like arrays.
+fn qrow(b: u32, t: u32, h: u32) -> u32 { return ((b * p.T + t) * p.H + h) * p.D; }
+fn krow(b: u32, t: u32, kh: u32) -> u32 { return ((b * p.T + t) * p.KV + kh) * p.D; }
+
+// ==== section forward ====
+// Bindings: 0 out (rw), 1 lse (rw), 2 q, 3 k, 4 v, 5 start, 6 Params.
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(5) var<storage, read> start: array<u32>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+var<workgroup> qs: array<f32, MAXD>; // the query row
+var<workgroup> ps: array<f32, WG>;   // probabilities of the key block
+var<workgroup> rm: array<f32, WG>;   // reduction: max
+var<workgroup> rl: array<f32, WG>;   // reduction: sum relative to rm
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let t = wg.x;
+	let h = wg.y;
+	let b = wg.z;
+	let i = lid.x;
+	let kh = h / p.G;
+	let qo = qrow(b, t, h);
+	for (var d = i; d < p.D; d += WG) { qs[d] = q[qo + d]; }
+	var lo = start[b];
+	if (t < lo) { lo = t; }
+
+	var m = NEG;   // running max of the scores
+	var l = 0.0;   // running sum of exp(score - m)
+	var acc: array<f32, NR>;
+	for (var r = 0u; r < NR; r++) { acc[r] = 0.0; }
+	workgroupBarrier();
+
+	for (var s0 = lo; s0 <= t; s0 += WG) {
+		let s = s0 + i;
+		var sc = NEG;
+		if (s <= t) {
+			let ko = krow(b, s, kh);
+			var qk = 0.0;
+			for (var d = 0u; d < p.D; d++) { qk = fma(qs[d], k[ko + d], qk); }
+			sc = p.scale * qk;
+		}
+		// Tree reduction of (max, sum of exp(x - max)) pairs.
+		rm[i] = sc;
+		rl[i] = select(0.0, 1.0, s <= t);
+		workgroupBarrier();
+		for (var w = WG / 2u; w > 0u; w >>= 1u) {
+			if (i < w) {
+				let m1 = rm[i];
+				let m2 = rm[i + w];
+				let mx = max(m1, m2);
+				rl[i] = rl[i] * exp(m1 - mx) + rl[i + w] * exp(m2 - mx);
+				rm[i] = mx;
+			}
+			workgroupBarrier();
+		}
+		let bm = rm[0];
+		let bl = rl[0];
+		let mn = max(m, bm);
+		ps[i] = select(0.0, exp(sc - mn), s <= t);
+		let corr = exp(m - mn);
+		l = l * corr + bl * exp(bm - mn);
+		m = mn;
+		workgroupBarrier();
+		let nk = min(WG, t + 1u - s0);
+		for (var r = 0u; r < NR; r++) {
+			let d = i + r * WG;
+			if (d < p.D) {
+				var a = acc[r] * corr;
+				for (var j = 0u; j < nk; j++) {
+					a = fma(ps[j], v[krow(b, s0 + j, kh) + d], a);
+				}
+				acc[r] = a;
+			}
+		}
+		workgroupBarrier(); // ps, rm, rl are rewritten by the next block
+	}
+
+	let inv = 1.0 / l;
+	for (var r = 0u; r < NR; r++) {
+		let d = i + r * WG;
+		if (d < p.D) { out[qo + d] = acc[r] * inv; }
+	}
+	if (i == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
+}
+
+// ==== section delta ====
+// stats[row] = (lse[row], rowsum(dout*out)) for row = (b*H + h)*T + t.
+// Bindings: 0 stats (rw), 1 dout, 2 out, 3 lse, 4 Params.
+
+@group(0) @binding(0) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> out: array<f32>;
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let t = wg.x;
+	let h = wg.y;
+	let b = wg.z;
+	let i = lid.x;
+	let qo = qrow(b, t, h);
+	var s = 0.0;
+	for (var d = i; d < p.D; d += WG) { s = fma(dout[qo + d], out[qo + d], s); }
+	red[i] = s;
+	workgroupBarrier();
+	for (var w = WG / 2u; w > 0u; w >>= 1u) {
+		if (i < w) { red[i] += red[i + w]; }
+		workgroupBarrier();
+	}
+	if (i == 0u) {
+		let row = (b * p.H + h) * p.T + t;
+		stats[2u * row] = lse[row];
+		stats[2u * row + 1u] = red[0];
+	}
+}
+
+// ==== section dq ====
+// Bindings: 0 dq (rw), 1 dout, 2 q, 3 k, 4 v, 5 stats, 6 start, 7 Params.
+
+@group(0) @binding(0) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> k: array<f32>;
+@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(5) var<storage, read> stats: array<f32>;
+@group(0) @binding(6) var<storage, read> start: array<u32>;
+@group(0) @binding(7) var<uniform> p: Params;
+
+var<workgroup> qs: array<f32, MAXD>;  // q row
+var<workgroup> gs: array<f32, MAXD>;  // dout row
+var<workgroup> dss: array<f32, WG>;   // dS of the key block
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let t = wg.x;
+	let h = wg.y;
+	let b = wg.z;
+	let i = lid.x;
+	let kh = h / p.G;
+	let qo = qrow(b, t, h);
+	for (var d = i; d < p.D; d += WG) {
+		qs[d] = q[qo + d];
+		gs[d] = dout[qo + d];
+	}
+	let row = (b * p.H + h) * p.T + t;
+	let lse = stats[2u * row];
+	let delta = stats[2u * row + 1u];
+	var lo = start[b];
+	if (t < lo) { lo = t; }
+	var acc: array<f32, NR>;
+	for (var r = 0u; r < NR; r++) { acc[r] = 0.0; }
+	workgroupBarrier();
+
+	for (var s0 = lo; s0 <= t; s0 += WG) {
+		let s = s0 + i;
+		var ds = 0.0;
+		if (s <= t) {
+			let ko = krow(b, s, kh);
+			var sc = 0.0;
+			var dp = 0.0;
+			for (var d = 0u; d < p.D; d++) {
+				sc = fma(qs[d], k[ko + d], sc);
+				dp = fma(gs[d], v[ko + d], dp);
+			}
+			let pr = exp(p.scale * sc - lse);
+			ds = pr * (dp - delta);
+		}
+		dss[i] = ds;
+		workgroupBarrier();
+		let nk = min(WG, t + 1u - s0);
+		for (var r = 0u; r < NR; r++) {
+			let d = i + r * WG;
+			if (d < p.D) {
+				var a = acc[r];
+				for (var j = 0u; j < nk; j++) {
+					a = fma(dss[j], k[krow(b, s0 + j, kh) + d], a);
+				}
+				acc[r] = a;
+			}
+		}
+		workgroupBarrier();
+	}
+
+	for (var r = 0u; r < NR; r++) {
+		let d = i + r * WG;
+		if (d < p.D) { dq[qo + d] = p.scale * acc[r]; }
+	}
+}
+
+// ==== section dkdv ====
+// Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
+// 8 Params.
+
+@group(0) @binding(0) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<storage, read> q: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read> stats: array<f32>;
+@group(0) @binding(7) var<storage, read> start: array<u32>;
+@group(0) @binding(8) var<uniform> p: Params;
+
+var<workgroup> ks: array<f32, MAXD>;  // k row of the key
+var<workgroup> vs: array<f32, MAXD>;  // v row of the key
+var<workgroup> pss: array<f32, WG>;   // P of the query block
+var<workgroup> dss: array<f32, WG>;   // dS of the query block
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let s = wg.x;
+	let kh = wg.y;
+	let b = wg.z;
+	let i = lid.x;
+	let ko = krow(b, s, kh);
+	for (var d = i; d < p.D; d += WG) {
+		ks[d] = k[ko + d];
+		vs[d] = v[ko + d];
+	}
+	// Queries that attend key s: all t >= s when s is not padding, else
+	// only the padding query t = s.
+	var hi = p.T - 1u;
+	if (s < start[b]) { hi = s; }
+	var ak: array<f32, NR>;
+	var av: array<f32, NR>;
+	for (var r = 0u; r < NR; r++) {
+		ak[r] = 0.0;
+		av[r] = 0.0;
+	}
+	workgroupBarrier();
+
+	for (var hh = 0u; hh < p.G; hh++) {
+		let h = kh * p.G + hh;
+		for (var t0 = s; t0 <= hi; t0 += WG) {
+			let t = t0 + i;
+			var pr = 0.0;
+			var ds = 0.0;
+			if (t <= hi) {
+				let qo = qrow(b, t, h);
+				var sc = 0.0;
+				var dp = 0.0;
+				for (var d = 0u; d < p.D; d++) {
+					sc = fma(q[qo + d], ks[d], sc);
+					dp = fma(dout[qo + d], vs[d], dp);
+				}
+				let row = (b * p.H + h) * p.T + t;
+				pr = exp(p.scale * sc - stats[2u * row]);
+				ds = pr * (dp - stats[2u * row + 1u]);
+			}
+			pss[i] = pr;
+			dss[i] = ds;
+			workgroupBarrier();
+			let nq = min(WG, hi + 1u - t0);
+			for (var r = 0u; r < NR; r++) {
+				let d = i + r * WG;
+				if (d < p.D) {
+					var a = ak[r];
+					var c = av[r];
+					for (var j = 0u; j < nq; j++) {
+						let qo = qrow(b, t0 + j, h) + d;
+						a = fma(dss[j], q[qo], a);
+						c = fma(pss[j], dout[qo], c);
+					}
+					ak[r] = a;
+					av[r] = c;
+				}
+			}
+			workgroupBarrier();
+		}
+	}
+
+	for (var r = 0u; r < NR; r++) {
+		let d = i + r * WG;
+		if (d < p.D) {
+			dk[ko + d] = p.scale * ak[r];
+			dv[ko + d] = av[r];
+		}
+	}
+}

@@ -1,0 +1,356 @@
+package wgsl
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// attnShape is one attention problem: q (B,T,H,D), k, v (B,T,KV,D), and the
+// first unpadded position of each batch (nil: no padding).
+type attnShape struct {
+	B, T, H, KV, D int
+	start          []int
+}
+
+func (s attnShape) startOf(b int) int {
+	if s.start == nil {
+		return 0
+	}
+	return s.start[b]
+}
+
+// attends reports whether query t of batch b sees key s (attention.wgsl).
+func (s attnShape) attends(b, t, k int) bool {
+	st := s.startOf(b)
+	if t < st {
+		return k == t
+	}
+	return k >= st && k <= t
+}
+
+func (s attnShape) qi(b, t, h, d int) int  { return ((b*s.T+t)*s.H+h)*s.D + d }
+func (s attnShape) ki(b, t, kh, d int) int { return ((b*s.T+t)*s.KV+kh)*s.D + d }
+
+// refAttentionForward is the float64 forward: out (B,T,H,D) and lse (B,H,T).
+func refAttentionForward(sh attnShape, q, k, v []float64, scale float64) (out, lse []float64) {
+	out = make([]float64, sh.B*sh.T*sh.H*sh.D)
+	lse = make([]float64, sh.B*sh.H*sh.T)
+	g := sh.H / sh.KV
+	for b := 0; b < sh.B; b++ {
+		for h := 0; h < sh.H; h++ {
+			kh := h / g
+			for t := 0; t < sh.T; t++ {
+				scores := make([]float64, sh.T)
+				m := math.Inf(-1)
+				for s := 0; s < sh.T; s++ {
+					if !sh.attends(b, t, s) {
+						continue
+					}
+					x := 0.0
+					for d := 0; d < sh.D; d++ {
+						x += q[sh.qi(b, t, h, d)] * k[sh.ki(b, s, kh, d)]
+					}
+					scores[s] = scale * x
+					m = math.Max(m, scores[s])
+				}
+				sum := 0.0
+				for s := 0; s < sh.T; s++ {
+					if sh.attends(b, t, s) {
+						sum += math.Exp(scores[s] - m)
+					}
+				}
+				for s := 0; s < sh.T; s++ {
+					if !sh.attends(b, t, s) {
+						continue
+					}
+					pr := math.Exp(scores[s]-m) / sum
+					for d := 0; d < sh.D; d++ {
+						out[sh.qi(b, t, h, d)] += pr * v[sh.ki(b, s, kh, d)]
+					}
+				}
+				lse[(b*sh.H+h)*sh.T+t] = m + math.Log(sum)
+			}
+		}
+	}
+	return out, lse
+}
+
+// refAttentionBackward is the float64 backward from first principles
+// (softmax recomputed here, not taken from the forward): the gradients of
+// L with dL/dout = dout.
+func refAttentionBackward(sh attnShape, q, k, v, dout []float64, scale float64) (dq, dk, dv []float64) {
+	out, lse := refAttentionForward(sh, q, k, v, scale)
+	dq = make([]float64, len(q))
+	dk = make([]float64, len(k))
+	dv = make([]float64, len(v))
+	g := sh.H / sh.KV
+	for b := 0; b < sh.B; b++ {
+		for h := 0; h < sh.H; h++ {
+			kh := h / g
+			for t := 0; t < sh.T; t++ {
+				delta := 0.0
+				for d := 0; d < sh.D; d++ {
+					delta += dout[sh.qi(b, t, h, d)] * out[sh.qi(b, t, h, d)]
+				}
+				for s := 0; s < sh.T; s++ {
+					if !sh.attends(b, t, s) {
+						continue
+					}
+					qk, dp := 0.0, 0.0
+					for d := 0; d < sh.D; d++ {
+						qk += q[sh.qi(b, t, h, d)] * k[sh.ki(b, s, kh, d)]
+						dp += dout[sh.qi(b, t, h, d)] * v[sh.ki(b, s, kh, d)]
+					}
+					pr := math.Exp(scale*qk - lse[(b*sh.H+h)*sh.T+t])
+					ds := pr * (dp - delta)
+					for d := 0; d < sh.D; d++ {
+						dq[sh.qi(b, t, h, d)] += scale * ds * k[sh.ki(b, s, kh, d)]
+						dk[sh.ki(b, s, kh, d)] += scale * ds * q[sh.qi(b, t, h, d)]
+						dv[sh.ki(b, s, kh, d)] += pr * dout[sh.qi(b, t, h, d)]
+					}
+				}
+			}
+		}
+	}
+	return dq, dk, dv
+}
+
+// attentionStart uploads the start positions as u32.
+func attentionStart(t testing.TB, sh attnShape) *gpu.Buffer {
+	t.Helper()
+	buf, err := dev.NewBuffer(gpu.TagScratch, int64(4*sh.B))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(buf.Release)
+	raw := make([]byte, 4*sh.B)
+	for b := 0; b < sh.B; b++ {
+		binary.LittleEndian.PutUint32(raw[4*b:], uint32(sh.startOf(b)))
+	}
+	if err := dev.Write(buf, 0, raw); err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}
+
+// attentionGPUForward runs AttentionForward and reads back out and lse.
+func attentionGPUForward(t testing.TB, sh attnShape, q, k, v []float64, scale float64) (out, lse []float64) {
+	t.Helper()
+	nq := sh.B * sh.T * sh.H * sh.D
+	ob, lb := output(t, nq), output(t, sh.B*sh.H*sh.T)
+	err := AttentionForward(dev, ob, lb, upload(t, q, gpu.F32), upload(t, k, gpu.F32), upload(t, v, gpu.F32),
+		attentionStart(t, sh), sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return download(t, ob, nq, gpu.F32), download(t, lb, sh.B*sh.H*sh.T, gpu.F32)
+}
+
+// attentionGPUBackward runs AttentionBackward with out and lse given.
+func attentionGPUBackward(t testing.TB, sh attnShape, q, k, v, out, lse, dout []float64, scale float64) (dq, dk, dv []float64) {
+	t.Helper()
+	nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+	dqb, dkb, dvb := output(t, nq), output(t, nk), output(t, nk)
+	err := AttentionBackward(dev, dqb, dkb, dvb, upload(t, dout, gpu.F32), upload(t, q, gpu.F32), upload(t, k, gpu.F32),
+		upload(t, v, gpu.F32), upload(t, out, gpu.F32), upload(t, lse, gpu.F32), attentionStart(t, sh),
+		sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return download(t, dqb, nq, gpu.F32), download(t, dkb, nk, gpu.F32), download(t, dvb, nk, gpu.F32)
+}
+
+func TestAttentionParamsLayout(t *testing.T) {
+	// Params in attention.wgsl: 8 scalars of 4 bytes, scale the 7th.
+	if got := unsafe.Sizeof(AttentionParams{}); got != 32 {
+		t.Errorf("AttentionParams is %d bytes, WGSL Params is 32", got)
+	}
+	if got := unsafe.Offsetof(AttentionParams{}.G); got != 20 {
+		t.Errorf("G at %d, WGSL at 20", got)
+	}
+	if got := unsafe.Offsetof(AttentionParams{}.Scale); got != 24 {
+		t.Errorf("Scale at %d, WGSL at 24", got)
+	}
+}
+
+// attentionCases: T=1, T across the 64-wide key/query blocks and not a
+// multiple of them, MHA and GQA (G = 2, 4), D below, at and above the 64
+// threads of a row up to the 256 maximum, left padding (including a batch
+// that is all padding), and peaky softmax (q scaled by 4).
+var attentionCases = []struct {
+	sh     attnShape
+	qScale float64
+}{
+	{attnShape{B: 1, T: 1, H: 1, KV: 1, D: 4}, 1},
+	{attnShape{B: 2, T: 5, H: 2, KV: 2, D: 6}, 1},
+	{attnShape{B: 1, T: 70, H: 4, KV: 1, D: 40}, 1},
+	{attnShape{B: 2, T: 33, H: 4, KV: 2, D: 64, start: []int{0, 5}}, 1},
+	{attnShape{B: 3, T: 20, H: 2, KV: 1, D: 6, start: []int{0, 7, 25}}, 1},
+	{attnShape{B: 2, T: 130, H: 2, KV: 1, D: 8, start: []int{70, 0}}, 4},
+	{attnShape{B: 1, T: 9, H: 2, KV: 1, D: 130}, 1},
+	{attnShape{B: 1, T: 66, H: 1, KV: 1, D: 256, start: []int{1}}, 1},
+}
+
+func (s attnShape) String() string {
+	return fmt.Sprintf("B%d_T%d_H%d_KV%d_D%d_start%v", s.B, s.T, s.H, s.KV, s.D, s.start)
+}
+
+func TestAttentionForward(t *testing.T) {
+	for ci, tc := range attentionCases {
+		t.Run(tc.sh.String(), func(t *testing.T) {
+			sh := tc.sh
+			r := rng(uint64(100 + ci))
+			scale := 1 / math.Sqrt(float64(sh.D))
+			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), gpu.F32)
+			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
+			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
+			out, lse := attentionGPUForward(t, sh, q, k, v, float64(float32(scale)))
+			wantOut, wantLse := refAttentionForward(sh, q, k, v, float64(float32(scale)))
+			// out is a convex combination of unit-normal v: its error is the
+			// f32 error of the scores (D products, ~sqrt(D)*2^-24*|score
+			// terms|, times qScale) carried through exp, plus the rounding of
+			// the weighted sum: 1e-6 * qScale * sqrt(D) absolute, 1e-5 relative.
+			at := 1e-6 * tc.qScale * math.Sqrt(float64(sh.D)) * 4
+			assertClose(t, "out", out, wantOut, tol{Atol: at, Rtol: 1e-5})
+			// lse ~ max score + log(T): the same score error, relative to its size.
+			assertClose(t, "lse", lse, wantLse, tol{Atol: at, Rtol: 1e-5})
+		})
+	}
+}
+
+func TestAttentionBackward(t *testing.T) {
+	for ci, tc := range attentionCases {
+		t.Run(tc.sh.String(), func(t *testing.T) {
+			sh := tc.sh
+			r := rng(uint64(200 + ci))
+			scale := float64(float32(1 / math.Sqrt(float64(sh.D))))
+			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), gpu.F32)
+			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
+			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
+			dout := roundTo(randn(r, len(q), 1), gpu.F32)
+			out, lse := refAttentionForward(sh, q, k, v, scale)
+			dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, roundTo(out, gpu.F32), roundTo(lse, gpu.F32), dout, scale)
+			wq, wk, wv := refAttentionBackward(sh, q, k, v, dout, scale)
+			// Each gradient is a sum of products of unit-scale terms (D for
+			// the dot products, then up to G*T terms for dk, dv): f32 error
+			// ~ 2^-24 * sqrt(terms) * term size, with terms up to qScale*sqrt(D)
+			// (dout·v, q·k). 1e-6 * qScale * sqrt(D*G*T) absolute covers it with
+			// a margin of ~4; 1e-4 relative.
+			at := 1e-6 * tc.qScale * math.Sqrt(float64(sh.D*sh.T*sh.H/sh.KV)) * 4
+			tl := tol{Atol: at, Rtol: 1e-4}
+			assertClose(t, "dq", dq, wq, tl)
+			assertClose(t, "dk", dk, wk, tl)
+			assertClose(t, "dv", dv, wv, tl)
+		})
+	}
+}
+
+// TestAttentionBackwardCentralDiff checks the kernels (and the float64
+// reference backward) against central differences of the float64 forward
+// with L = sum(out * w), so dout = w, on B=2, T=3, H=2, KV=1, D=4 with the
+// second batch left-padded by one (its first query attends only itself).
+func TestAttentionBackwardCentralDiff(t *testing.T) {
+	sh := attnShape{B: 2, T: 3, H: 2, KV: 1, D: 4, start: []int{0, 1}}
+	r := rng(7)
+	scale := float64(float32(0.5))
+	nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+	q := roundTo(randn(r, nq, 1), gpu.F32)
+	k := roundTo(randn(r, nk, 1), gpu.F32)
+	v := roundTo(randn(r, nk, 1), gpu.F32)
+	w := roundTo(randn(r, nq, 1), gpu.F32)
+	loss := func(q, k, v []float64) float64 {
+		out, _ := refAttentionForward(sh, q, k, v, scale)
+		return dot(out, w)
+	}
+	const step = 1e-5 // float64 central differences: error ~ step^2 + 1e-16/step
+	numQ := centralDiff(func(x []float64) float64 { return loss(x, k, v) }, q, step)
+	numK := centralDiff(func(x []float64) float64 { return loss(q, x, v) }, k, step)
+	numV := centralDiff(func(x []float64) float64 { return loss(q, k, x) }, v, step)
+
+	rq, rk, rv := refAttentionBackward(sh, q, k, v, w, scale)
+	// float64 against float64: only the differencing error, ~1e-10.
+	ref := tol{Atol: 1e-8, Rtol: 1e-6}
+	assertClose(t, "ref dq", rq, numQ, ref)
+	assertClose(t, "ref dk", rk, numK, ref)
+	assertClose(t, "ref dv", rv, numV, ref)
+
+	out, lse := attentionGPUForward(t, sh, q, k, v, scale)
+	dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, out, lse, w, scale)
+	// f32 kernels (fed the f32 forward's out and lse) on O(1) values with a
+	// handful of terms each: ~1e-7 error; 1e-5 leaves room and still catches
+	// any wrong term (each contributes O(0.1)).
+	gpuTol := tol{Atol: 1e-5, Rtol: 1e-5}
+	assertClose(t, "dq", dq, numQ, gpuTol)
+	assertClose(t, "dk", dk, numK, gpuTol)
+	assertClose(t, "dv", dv, numV, gpuTol)
+}
+
+func TestAttentionRejectsBadShapes(t *testing.T) {
+	sh := attnShape{B: 1, T: 4, H: 2, KV: 1, D: 8}
+	buf := output(t, 64)
+	small := output(t, 8)
+	st := attentionStart(t, sh)
+	if err := AttentionForward(dev, buf, buf, buf, buf, buf, st, 1, 4, 3, 2, 8, 1); err == nil {
+		t.Error("forward with H=3 not a multiple of KV=2 succeeded")
+	}
+	if err := AttentionForward(dev, buf, buf, buf, buf, buf, st, 1, 1, 1, 1, 257, 1); err == nil {
+		t.Error("forward with D=257 succeeded")
+	}
+	if err := AttentionForward(dev, buf, buf, small, buf, buf, st, 1, 4, 2, 1, 8, 1); err == nil {
+		t.Error("forward with q too small for (1,4,2,8) succeeded")
+	}
+	if err := AttentionBackward(dev, buf, small, buf, buf, buf, buf, buf, buf, buf, st, 1, 4, 2, 1, 8, 1); err == nil {
+		t.Error("backward with dk too small succeeded")
+	}
+	if err := AttentionBackward(dev, buf, buf, buf, buf, buf, buf, buf, buf, buf, st, 0, 4, 2, 1, 8, 1); err == nil {
+		t.Error("backward with B=0 succeeded")
+	}
+}
+
+// BenchmarkAttentionForward reports GFLOP/s of the causal forward: per
+// (batch, head) 2*D flops for q·k and 2*D for P·v over T(T+1)/2 pairs.
+// Shapes above `cpuMax` flops skip on CPU adapters (lavapipe runs ~1 GFLOP/s).
+func BenchmarkAttentionForward(b *testing.B) {
+	const cpuMax = 2e8
+	for _, sh := range []attnShape{
+		{B: 1, T: 128, H: 8, KV: 2, D: 64},
+		{B: 1, T: 256, H: 8, KV: 2, D: 64},
+		{B: 1, T: 256, H: 4, KV: 4, D: 128},
+		{B: 4, T: 1024, H: 32, KV: 8, D: 128}, // LLaMA-3-8B heads
+		{B: 1, T: 4096, H: 32, KV: 8, D: 128},
+	} {
+		flops := 4 * float64(sh.B*sh.H*sh.D) * float64(sh.T) * float64(sh.T+1) / 2
+		b.Run(fmt.Sprintf("%s/%s", dev.Info.Name, sh), func(b *testing.B) {
+			if dev.Info.Type == "cpu" && flops > cpuMax {
+				b.Skipf("%.1e flops per call: too slow for the CPU adapter %q", flops, dev.Info.Name)
+			}
+			r := rng(1)
+			nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+			q, k, v := upload(b, randn(r, nq, 1), gpu.F32), upload(b, randn(r, nk, 1), gpu.F32), upload(b, randn(r, nk, 1), gpu.F32)
+			out, lse, st := output(b, nq), output(b, sh.B*sh.H*sh.T), attentionStart(b, sh)
+			scale := float32(1 / math.Sqrt(float64(sh.D)))
+			run := func() {
+				if err := AttentionForward(dev, out, lse, q, k, v, st, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+					b.Fatal(err)
+				}
+			}
+			run() // compile
+			sync(b)
+			b.ResetTimer()
+			begin := time.Now()
+			for range b.N {
+				run()
+			}
+			sync(b)
+			sec := time.Since(begin).Seconds()
+			b.ReportMetric(flops*float64(b.N)/sec/1e9, "GFLOP/s")
+			b.Logf("adapter %q (%s): %.2f GFLOP/s", dev.Info.Name, dev.Info.Type, flops*float64(b.N)/sec/1e9)
+		})
+	}
+}
