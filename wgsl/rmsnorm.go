@@ -1,0 +1,132 @@
+package wgsl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// RMSNormParams mirrors Params in rmsnorm.wgsl (forward and backward).
+type RMSNormParams struct {
+	Rows, Cols uint32
+	Eps        float32
+	Accumulate uint32 // backward_dw: dw += instead of dw =
+}
+
+// rmsnormWG is the workgroup size of every rmsnorm entry point; rmsnormDWCols
+// the columns one backward_dw workgroup covers (rmsnorm.wgsl).
+const (
+	rmsnormWG     = 256
+	rmsnormDWCols = 32
+)
+
+func rmsnormKernel(d *gpu.Device, entry string, wt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
+	return d.Kernel(gpu.KernelSpec{
+		Name:       "rmsnorm/" + entry + "/" + wt.String(),
+		Source:     Source("rmsnorm", dtypeSubst(nil, "W", "w", wt)),
+		Entry:      entry,
+		Bindings:   bindings,
+		ParamsSize: gpu.ParamsSize(RMSNormParams{}),
+	})
+}
+
+// rmsnormCheck validates the shapes and buffer sizes shared by forward and
+// backward: the (rows, cols) f32 buffers named in names, rstd (rows), w (cols).
+func rmsnormCheck(op string, rows, cols int, wt gpu.DType, w, rstd *gpu.Buffer, names []string, rowsByCols ...*gpu.Buffer) error {
+	if rows <= 0 || cols <= 0 {
+		return fmt.Errorf("wgsl: %s: empty shape rows=%d cols=%d", op, rows, cols)
+	}
+	if int64(rows)*int64(cols) > math.MaxUint32 {
+		return fmt.Errorf("wgsl: %s: rows*cols = %d exceeds u32 indexing", op, int64(rows)*int64(cols))
+	}
+	if wt != gpu.F32 && wt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: weight dtype %v, want f32 or f16", op, wt)
+	}
+	for i, b := range rowsByCols {
+		name := names[i]
+		if need := 4 * int64(rows) * int64(cols); b.Size() < need {
+			return fmt.Errorf("wgsl: %s: %s needs %d bytes for (%d,%d) f32, buffer holds %d", op, name, need, rows, cols, b.Size())
+		}
+	}
+	if need := 4 * int64(rows); rstd.Size() < need {
+		return fmt.Errorf("wgsl: %s: rstd needs %d bytes for %d rows, buffer holds %d", op, need, rows, rstd.Size())
+	}
+	if need := wt.Bytes(cols); w.Size() < need {
+		return fmt.Errorf("wgsl: %s: w needs %d bytes for %d %v, buffer holds %d", op, need, cols, wt, w.Size())
+	}
+	return nil
+}
+
+// rmsnormDistinct fails when a buffer appears twice: WebGPU forbids binding
+// one buffer twice in a dispatch where one binding is writable.
+func rmsnormDistinct(op string, names []string, bufs ...*gpu.Buffer) error {
+	for i := range bufs {
+		for j := i + 1; j < len(bufs); j++ {
+			if bufs[i] == bufs[j] {
+				return fmt.Errorf("wgsl: %s: %s and %s are the same buffer (no in-place variant)", op, names[i], names[j])
+			}
+		}
+	}
+	return nil
+}
+
+// RMSNormForward records y = x / sqrt(mean(x²) + eps) * w over each row of
+// x (rows, cols) f32, and saves rstd (rows) f32 = 1/sqrt(mean(x²) + eps)
+// for the backward. w (cols) is f32 or f16 (wt). y, rstd, x, w must be
+// distinct buffers.
+func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, wt gpu.DType, rows, cols int, eps float32) error {
+	const op = "rmsnorm"
+	if err := rmsnormCheck(op, rows, cols, wt, w, rstd, []string{"y", "x"}, y, x); err != nil {
+		return err
+	}
+	if !(eps >= 0) || math.IsInf(float64(eps), 0) {
+		return fmt.Errorf("wgsl: %s: eps %v, want a finite value >= 0", op, eps)
+	}
+	if err := rmsnormDistinct(op, []string{"y", "rstd", "x", "w"}, y, rstd, x, w); err != nil {
+		return err
+	}
+	k, err := rmsnormKernel(d, "forward", wt, []gpu.Access{rw, rw, ro, ro})
+	if err != nil {
+		return err
+	}
+	p := RMSNormParams{Rows: uint32(rows), Cols: uint32(cols), Eps: eps}
+	gx, gy, gz := d.Grid(rows*rmsnormWG, rmsnormWG) // one workgroup per row
+	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{y, rstd, x, w}, gx, gy, gz)
+}
+
+// RMSNormBackward records the gradients of RMSNormForward: dx (rows, cols)
+// f32 is overwritten with dL/dx; dw (cols) f32 gets the sum over rows of
+// dy*x*rstd, added to its contents if accumulate, else stored. rstd is what
+// the forward saved. Two dispatches (dx per row, dw per column block), both
+// deterministic. All buffers must be distinct.
+func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, wt gpu.DType, rows, cols int, accumulate bool) error {
+	const op = "rmsnorm backward"
+	if err := rmsnormCheck(op, rows, cols, wt, w, rstd, []string{"dx", "dy", "x"}, dx, dy, x); err != nil {
+		return err
+	}
+	if need := 4 * int64(cols); dw.Size() < need {
+		return fmt.Errorf("wgsl: %s: dw needs %d bytes for %d f32, buffer holds %d", op, need, cols, dw.Size())
+	}
+	if err := rmsnormDistinct(op, []string{"dx", "dw", "dy", "x", "w", "rstd"}, dx, dw, dy, x, w, rstd); err != nil {
+		return err
+	}
+	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
+	kdx, err := rmsnormKernel(d, "backward_dx", wt, access)
+	if err != nil {
+		return err
+	}
+	kdw, err := rmsnormKernel(d, "backward_dw", wt, access)
+	if err != nil {
+		return err
+	}
+	p := gpu.Params(RMSNormParams{Rows: uint32(rows), Cols: uint32(cols), Accumulate: b2u(accumulate)})
+	bufs := []*gpu.Buffer{dx, dw, x, w, dy, rstd}
+	gx, gy, gz := d.Grid(rows*rmsnormWG, rmsnormWG) // one workgroup per row
+	if err := d.Dispatch(kdx, p, bufs, gx, gy, gz); err != nil {
+		return err
+	}
+	blocks := (cols + rmsnormDWCols - 1) / rmsnormDWCols
+	gx, gy, gz = d.Grid(blocks*rmsnormWG, rmsnormWG) // one workgroup per 32 columns
+	return d.Dispatch(kdw, p, bufs, gx, gy, gz)
+}

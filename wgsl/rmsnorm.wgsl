@@ -1,0 +1,125 @@
+// rmsnorm: y = x / sqrt(mean(x²) + eps) * w per row (LLaMA's RMSNorm, Zhang
+// & Sennrich 2019, "Root Mean Square Layer Normalization"), and its backward.
+//
+// Shapes (row-major): x, y, dy, dx (R,C) f32 with R rows (the tokens, B*T) and
+// C the hidden size; w (C) f32 or f16 pairs ({{W_T}}); dw (C) f32;
+// rstd (R) f32 = 1/sqrt(mean(x²) + eps), saved by forward for backward.
+//
+// Three entry points share this module with two binding sets. A binding
+// number is reused only between entry points that never touch each other's
+// variables, which WGSL allows (the rule is per entry point's resource
+// interface). Params is the same struct for both sets.
+//   forward      0 y (rw), 1 rstd (rw), 2 x, 3 w, 4 Params.
+//                One workgroup of 256 per row: a strided sum of squares, a
+//                tree reduction in workgroup memory, then y. Dispatch
+//                Grid(R*256, 256): R workgroups, folded into y past 65535.
+//   backward_dx  0 dx (rw), 1 dw (rw, untouched), 2 x, 3 w, 4 dy, 5 rstd, 6 Params.
+//                dx = rstd * (w*dy - x * rstd² * sum(dy*w*x) / C); one
+//                workgroup of 256 per row as forward. Dispatch as forward.
+//   backward_dw  same bindings; dw = [dw +] sum over rows of dy*x*rstd.
+//                Workgroup 256 = 32 columns x 8 row lanes; lane l sums rows
+//                l, l+8, ...; then the 8 lanes are added in order. Fixed
+//                order, no atomics: deterministic. Dispatch
+//                Grid(ceil(C/32)*256, 256).
+
+struct Params {
+	rows: u32, cols: u32, eps: f32, accumulate: u32,
+}
+
+// forward
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rstd_out: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<{{W_T}}>;
+@group(0) @binding(4) var<uniform> pf: Params;
+
+// backward (x and w as above)
+@group(0) @binding(0) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;
+@group(0) @binding(6) var<uniform> pb: Params;
+
+{{W_AT}}
+
+const WG: u32 = 256u;
+const DW_COLS: u32 = 32u;
+const DW_LANES: u32 = 8u; // DW_COLS * DW_LANES == WG
+
+var<workgroup> red: array<f32, 256>;
+
+// workgroup_sum returns the sum of v over the workgroup: a tree in workgroup
+// memory, the same order on every run. Call from uniform control flow.
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+	red[lid] = v;
+	workgroupBarrier();
+	for (var s = WG / 2u; s > 0u; s >>= 1u) {
+		if (lid < s) { red[lid] += red[lid + s]; }
+		workgroupBarrier();
+	}
+	let total = red[0];
+	workgroupBarrier(); // red may be reused right after
+	return total;
+}
+
+@compute @workgroup_size(256)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+		@builtin(local_invocation_index) lid: u32) {
+	let row = wg.x + wg.y * nwg.x;
+	if (row >= pf.rows) { return; } // uniform: the whole workgroup leaves
+	let C = pf.cols;
+	let base = row * C;
+	var ss = 0.0;
+	for (var j = lid; j < C; j += WG) {
+		let v = x[base + j];
+		ss = fma(v, v, ss);
+	}
+	let r = inverseSqrt(workgroup_sum(lid, ss) / f32(C) + pf.eps);
+	for (var j = lid; j < C; j += WG) {
+		y[base + j] = x[base + j] * r * w_at(j);
+	}
+	if (lid == 0u) { rstd_out[row] = r; }
+}
+
+@compute @workgroup_size(256)
+fn backward_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+		@builtin(local_invocation_index) lid: u32) {
+	let row = wg.x + wg.y * nwg.x;
+	if (row >= pb.rows) { return; }
+	let C = pb.cols;
+	let base = row * C;
+	var s = 0.0;
+	for (var j = lid; j < C; j += WG) {
+		s = fma(dy[base + j] * w_at(j), x[base + j], s);
+	}
+	let r = rstd[row];
+	// d rstd / d x_j = -rstd³ x_j / C, hence the second term.
+	let k = r * r * workgroup_sum(lid, s) / f32(C);
+	for (var j = lid; j < C; j += WG) {
+		dx[base + j] = r * (dy[base + j] * w_at(j) - x[base + j] * k);
+	}
+}
+
+@compute @workgroup_size(256)
+fn backward_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+		@builtin(local_invocation_index) lid: u32) {
+	let group = wg.x + wg.y * nwg.x;
+	let c = lid % DW_COLS;
+	let lane = lid / DW_COLS;
+	let col = group * DW_COLS + c;
+	var s = 0.0;
+	if (col < pb.cols) {
+		for (var r = lane; r < pb.rows; r += DW_LANES) {
+			let i = r * pb.cols + col;
+			s = fma(dy[i] * x[i], rstd[r], s);
+		}
+	}
+	red[lid] = s;
+	workgroupBarrier();
+	if (lane == 0u && col < pb.cols) {
+		var t = 0.0;
+		for (var l = 0u; l < DW_LANES; l++) { t += red[l * DW_COLS + c]; }
+		if (pb.accumulate != 0u) { t += dw[col]; }
+		dw[col] = t;
+	}
+}
