@@ -1,0 +1,107 @@
+// xent: fused log-softmax cross-entropy, forward and backward in one pass
+// over the logits, in place.
+//
+// Shapes: logits (N,V) f32 row-major, labels (N) i32, loss (N) f32.
+// For row r with label l = labels[r]:
+//   lse       = log(sum_j exp(logits[r,j]))          (max-subtracted)
+//   loss[r]   = min(lse - logits[r,l], clip_loss)    (clip only if clip_loss > 0)
+//   logits[r,j] <- grad_scale * (softmax[r,j] - [j == l])   (if compute_grad)
+// A negative label (-100, the ignore index) gives loss 0 and a zero gradient
+// row. A clamped token (loss > clip_loss > 0) has a zero gradient row: the
+// derivative of min(x, c) in x is 0 where the clamp is active (REFERENCE §1.1).
+// A label >= V is a caller bug: loss and gradient row become NaN so that it
+// cannot pass unnoticed.
+// Bindings: 0 loss (rw), 1 logits (rw, read only when compute_grad == 0),
+// 2 labels, 3 Params.
+// Workgroup 256 threads, one workgroup per row; dispatch gpu.Grid(N, 1)
+// (row = wg.x + wg.y * num_workgroups.x). Each thread keeps an online
+// (max, sum of exp) over its strided slice of the row, the pairs are merged
+// by a tree in workgroup memory, then each thread overwrites its slice with
+// the gradient. Two passes over the row; no probability buffer is stored.
+
+struct Params {
+	n: u32, v: u32, compute_grad: u32, _p0: u32,
+	grad_scale: f32, clip_loss: f32, _p1: u32, _p2: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<i32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+const WG: u32 = 256u;
+const LOWEST: f32 = -3.40282347e38; // stands for -inf as an empty max
+
+var<workgroup> wmax: array<f32, 256>;
+var<workgroup> wsum: array<f32, 256>;
+var<workgroup> wlabel: i32;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+		@builtin(local_invocation_index) t: u32) {
+	let row = wid.x + wid.y * nwg.x;
+	if (row >= p.n) { return; } // uniform: the whole workgroup leaves
+	let base = row * p.v;
+	if (t == 0u) { wlabel = labels[row]; }
+	let label = workgroupUniformLoad(&wlabel);
+
+	if (label < 0) { // ignored token
+		if (t == 0u) { loss[row] = 0.0; }
+		if (p.compute_grad != 0u) {
+			for (var j = t; j < p.v; j += WG) { logits[base + j] = 0.0; }
+		}
+		return;
+	}
+
+	// The label's logit is read before any thread can overwrite it: the
+	// barriers of the reduction below separate this read from the writes.
+	var xl = 0.0;
+	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
+
+	var m = LOWEST;
+	var s = 0.0;
+	for (var j = t; j < p.v; j += WG) {
+		let x = logits[base + j];
+		if (x > m) {
+			s = s * exp(m - x) + 1.0;
+			m = x;
+		} else {
+			s += exp(x - m);
+		}
+	}
+	wmax[t] = m;
+	wsum[t] = s;
+	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+		workgroupBarrier();
+		if (t < stride) {
+			let m2 = wmax[t + stride];
+			let s2 = wsum[t + stride];
+			let mm = max(m, m2);
+			s = s * exp(m - mm) + s2 * exp(m2 - mm);
+			m = mm;
+			wmax[t] = m;
+			wsum[t] = s;
+		}
+	}
+	workgroupBarrier();
+	storageBarrier();
+	let lse = wmax[0] + log(wsum[0]);
+
+	var l = lse - xl;
+	var scale = p.grad_scale;
+	if (p.clip_loss > 0.0 && l > p.clip_loss) {
+		l = p.clip_loss;
+		scale = 0.0;
+	}
+	if (u32(label) >= p.v) { // out of range: poison loudly
+		l = bitcast<f32>(0x7fc00000u);
+		scale = l;
+	}
+	if (t == 0u) { loss[row] = l; }
+	if (p.compute_grad == 0u) { return; }
+	for (var j = t; j < p.v; j += WG) {
+		var g = exp(logits[base + j] - lse);
+		if (j == u32(label)) { g -= 1.0; }
+		logits[base + j] = scale * g;
+	}
+}
