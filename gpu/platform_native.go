@@ -4,10 +4,32 @@ package gpu
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
+
+func init() {
+	// wgpu-native logs warnings (missing windowing, surfaceless) to stderr
+	// on every start; lomo reports errors itself. LOMO_WGPU_LOG=warn|info|debug
+	// brings them back.
+	level := wgpu.LogLevelError
+	switch os.Getenv("LOMO_WGPU_LOG") {
+	case "warn":
+		level = wgpu.LogLevelWarn
+	case "info":
+		level = wgpu.LogLevelInfo
+	case "debug":
+		level = wgpu.LogLevelDebug
+	}
+	wgpu.SetLogLevel(level)
+	// Mesa's EGL, probed while adapters are enumerated, complains on stderr
+	// when XDG_RUNTIME_DIR is unset (headless servers, CI).
+	if os.Getenv("XDG_RUNTIME_DIR") == "" {
+		os.Setenv("XDG_RUNTIME_DIR", os.TempDir())
+	}
+}
 
 // instanceDescriptor is nil: the native binding leaves fields of its C
 // descriptor uninitialised when given one (seen: a garbage GLES version that
