@@ -1,0 +1,178 @@
+package wgsl
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// ReduceParams mirrors Params in reduce.wgsl (shared by its kernels).
+type ReduceParams struct {
+	N, Index, Groups, Bits, Off uint32
+	_, _                        uint32
+	Scale                       float32
+}
+
+// sectionMarker opens a section of a multi-kernel .wgsl file at the start
+// of a line (the same convention as attention.wgsl).
+const sectionMarker = "\n// ==== section "
+
+// wgslSections returns the shared part of a family's WGSL (the text before
+// its first section) followed by the named sections in the order given, with
+// subst applied. The sections of a file bind different buffers under the
+// same numbers, so each kernel is compiled from the shared part and only the
+// sections it needs.
+func wgslSections(family string, subst map[string]string, names ...string) string {
+	parts := strings.Split(Source(family, subst), sectionMarker)
+	var b strings.Builder
+	b.WriteString(parts[0])
+	for _, name := range names {
+		found := false
+		for _, part := range parts[1:] {
+			if n, _, _ := strings.Cut(part, " ===="); n == name {
+				b.WriteString(sectionMarker + part)
+				found = true
+				break
+			}
+		}
+		if !found {
+			panic(fmt.Sprintf("wgsl: %s.wgsl has no section %q", family, name)) // programmer error
+		}
+	}
+	return b.String()
+}
+
+// sectionKernel compiles (once) the kernel made of a family's shared part and
+// the named sections; the cache name is family/variant.
+func sectionKernel(d *gpu.Device, family, variant string, subst map[string]string, sections []string, bindings []gpu.Access, params any) (*gpu.Kernel, error) {
+	return d.Kernel(gpu.KernelSpec{
+		Name:       family + "/" + variant,
+		Source:     wgslSections(family, subst, sections...),
+		Bindings:   bindings,
+		ParamsSize: gpu.ParamsSize(params),
+	})
+}
+
+// reduceWG is the workgroup size of reduce.wgsl; reduceMaxGroups caps the
+// stage-1 workgroups of SumSquares (enough to fill an H100: 132 SMs x 2048
+// threads / 256), so that stage 2 folds at most 1024 partials.
+const (
+	reduceWG        = 256
+	reduceMaxGroups = 1024
+)
+
+// reduceGroups is the number of stage-1 workgroups for `items` items: a
+// function of the size only, which keeps the sums deterministic.
+func reduceGroups(items int) int {
+	return max(1, min(reduceMaxGroups, (items+reduceWG-1)/reduceWG))
+}
+
+// reduceNeed checks that buf holds `bytes` bytes.
+func reduceNeed(op, name string, buf *gpu.Buffer, bytes int64) error {
+	if buf == nil {
+		return fmt.Errorf("wgsl: %s: nil %s buffer", op, name)
+	}
+	if bytes > buf.Size() {
+		return fmt.Errorf("wgsl: %s: %s needs %d bytes, buffer holds %d", op, name, bytes, buf.Size())
+	}
+	return nil
+}
+
+// SumSquares records out[outIndex] += sum_i (x[i]*scale)^2 over n elements
+// of x (f32, or f16 by xt); out is f32. Two dispatches: workgroup partials
+// into a scratch buffer (gpu.TagScratch, released once recorded), then one
+// workgroup folds them into out. Deterministic: the partition depends on n.
+func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt gpu.DType, n int, scale float32) error {
+	const op = "sum squares"
+	if n <= 0 || outIndex < 0 || n > math.MaxUint32 {
+		return fmt.Errorf("wgsl: %s: n=%d, outIndex=%d", op, n, outIndex)
+	}
+	if xt != gpu.F32 && xt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported dtype %v", op, xt)
+	}
+	if err := reduceNeed(op, "x", x, xt.Bytes(n)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "out", out, int64(4*(outIndex+1))); err != nil {
+		return err
+	}
+	if out == x {
+		return fmt.Errorf("wgsl: %s: out and x must be distinct buffers", op)
+	}
+	words := n
+	if xt == gpu.F16 {
+		words = (n + 1) / 2
+	}
+	groups := reduceGroups(words)
+	p := ReduceParams{N: uint32(n), Index: uint32(outIndex), Groups: uint32(groups), Scale: scale}
+	stage1, err := sectionKernel(d, "reduce", "sumsq_"+xt.String(), nil, []string{"sumsq_" + xt.String()}, []gpu.Access{rw, ro}, p)
+	if err != nil {
+		return err
+	}
+	fold, err := sectionKernel(d, "reduce", "sumsq_fold", nil, []string{"sumsq_fold"}, []gpu.Access{rw, ro}, p)
+	if err != nil {
+		return err
+	}
+	part, err := d.NewBuffer(gpu.TagScratch, int64(4*groups))
+	if err != nil {
+		return fmt.Errorf("wgsl: %s: %w", op, err)
+	}
+	defer part.Release() // the recorded dispatches keep their order on the queue
+	// x (n) -> part (groups) -> out[outIndex]
+	if err := d.Dispatch(stage1, gpu.Params(p), []*gpu.Buffer{part, x}, uint32(groups), 1, 1); err != nil {
+		return err
+	}
+	return d.Dispatch(fold, gpu.Params(p), []*gpu.Buffer{out, part}, 1, 1, 1)
+}
+
+// CheckFinite records flags[flagIndex] = 1 (u32) if any |x[i]*scale| over n
+// f32 elements is not <= limit: NaN, ±inf, or beyond limit. limit = +inf
+// checks only for non-finite values; 65504 models an fp16 overflow. The
+// flag is never cleared here (Fill clears it).
+func CheckFinite(d *gpu.Device, flags *gpu.Buffer, flagIndex int, x *gpu.Buffer, n int, scale, limit float32) error {
+	const op = "check finite"
+	if n <= 0 || flagIndex < 0 || n > math.MaxUint32 {
+		return fmt.Errorf("wgsl: %s: n=%d, flagIndex=%d", op, n, flagIndex)
+	}
+	if !(limit >= 0) {
+		return fmt.Errorf("wgsl: %s: limit %v must be >= 0", op, limit)
+	}
+	if err := reduceNeed(op, "x", x, int64(4*n)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "flags", flags, int64(4*(flagIndex+1))); err != nil {
+		return err
+	}
+	if flags == x {
+		return fmt.Errorf("wgsl: %s: flags and x must be distinct buffers", op)
+	}
+	p := ReduceParams{N: uint32(n), Index: uint32(flagIndex), Bits: math.Float32bits(limit), Scale: scale}
+	k, err := sectionKernel(d, "reduce", "check_finite", nil, []string{"check_finite"}, []gpu.Access{rw, ro}, p)
+	if err != nil {
+		return err
+	}
+	gx, gy, gz := d.Grid(n, reduceWG)
+	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{flags, x}, gx, gy, gz)
+}
+
+// Fill records x[off+i] = bits for i < n, over a buffer of 32-bit elements
+// (f32 or u32): Fill(d, acc, 0, n, 0) zeroes an accumulator;
+// math.Float32bits(v) fills with an f32 value.
+func Fill(d *gpu.Device, x *gpu.Buffer, off, n int, bits uint32) error {
+	const op = "fill"
+	if n <= 0 || off < 0 || off+n > math.MaxUint32 {
+		return fmt.Errorf("wgsl: %s: off=%d n=%d", op, off, n)
+	}
+	if err := reduceNeed(op, "x", x, int64(4*(off+n))); err != nil {
+		return err
+	}
+	p := ReduceParams{N: uint32(n), Off: uint32(off), Bits: bits}
+	k, err := sectionKernel(d, "reduce", "fill", nil, []string{"fill"}, []gpu.Access{rw}, p)
+	if err != nil {
+		return err
+	}
+	gx, gy, gz := d.Grid(n, reduceWG)
+	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{x}, gx, gy, gz)
+}

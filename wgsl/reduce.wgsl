@@ -1,0 +1,123 @@
+// reduce: whole-buffer reductions and fills used by the optimizers.
+//
+// One file, several kernels: each is compiled from the shared part below and
+// one section (marked "==== section NAME ===="), since the sections bind different
+// buffers under the same numbers. All share one Params struct.
+//
+// sumsq_f32 / sumsq_f16 (stage 1 of SumSquares): x (N) f32, or f16 pairs in
+//   u32 words. Bindings 0 part (rw, `groups` f32), 1 x, 2 Params. Dispatch
+//   (groups,1,1) workgroups of 256; workgroup w sums (x*scale)^2 over the
+//   words w*256 + t + k*groups*256 into part[w]. The partition depends only
+//   on N, so the result is deterministic.
+// sumsq_fold (stage 2): bindings 0 out (rw, f32), 1 part, 2 Params. One
+//   workgroup of 256: out[index] += sum(part[0..groups)).
+// check_finite: x (N) f32. Bindings 0 flags (rw, u32), 1 x, 2 Params.
+//   flags[index] = 1 if some |x*scale| is not <= limit (NaN, ±inf, or above
+//   limit). The test is on the bits of |x*scale|, not on float compares:
+//   WGSL lets compilers assume that no NaN or inf occurs, so `x != x` or
+//   `abs(x) > limit` may be folded away. Never writes 0. Dispatch
+//   gpu.Grid(N, 256).
+// fill: bindings 0 x (rw, u32 words), 1 Params. x[off + i] = bits for
+//   i < N. Dispatch gpu.Grid(N, 256).
+
+struct Params {
+	n: u32,      // elements
+	index: u32,  // out / flags element
+	groups: u32, // stage-1 workgroups (sumsq)
+	bits: u32,   // fill pattern; limit's bits for check_finite
+	off: u32,    // fill offset
+	_p0: u32, _p1: u32,
+	scale: f32,
+}
+
+const WG: u32 = 256u;
+
+var<workgroup> red: array<f32, 256>;
+
+// wg_sum returns the sum of v over the workgroup to every thread (a fixed
+// tree, so the order of additions is fixed). Call from uniform control flow.
+fn wg_sum(t: u32, v: f32) -> f32 {
+	red[t] = v;
+	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+		workgroupBarrier();
+		if (t < stride) { red[t] += red[t + stride]; }
+	}
+	workgroupBarrier();
+	let s = red[0];
+	workgroupBarrier(); // red may be reused right after
+	return s;
+}
+
+// ==== section sumsq_f32 ====
+@group(0) @binding(0) var<storage, read_write> part: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+	var s = 0.0;
+	for (var i = wid.x * WG + t; i < p.n; i += p.groups * WG) {
+		let v = x[i] * p.scale;
+		s = fma(v, v, s);
+	}
+	let total = wg_sum(t, s);
+	if (t == 0u) { part[wid.x] = total; }
+}
+
+// ==== section sumsq_f16 ====
+@group(0) @binding(0) var<storage, read_write> part: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+	let words = (p.n + 1u) / 2u;
+	var s = 0.0;
+	for (var w = wid.x * WG + t; w < words; w += p.groups * WG) {
+		var v = unpack2x16float(x[w]) * p.scale;
+		if (2u * w + 1u >= p.n) { v.y = 0.0; } // padding half of an odd N
+		s += dot(v, v);
+	}
+	let total = wg_sum(t, s);
+	if (t == 0u) { part[wid.x] = total; }
+}
+
+// ==== section sumsq_fold ====
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) t: u32) {
+	var s = 0.0;
+	for (var i = t; i < p.groups; i += WG) { s += part[i]; }
+	let total = wg_sum(t, s);
+	if (t == 0u) { out[p.index] += total; }
+}
+
+// ==== section check_finite ====
+@group(0) @binding(0) var<storage, read_write> flags: array<atomic<u32>>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * WG;
+	if (i >= p.n) { return; }
+	// Non-negative floats order like their bit patterns; exponent all ones
+	// is inf or NaN, flagged even when limit is +inf.
+	let a = bitcast<u32>(x[i] * p.scale) & 0x7fffffffu;
+	if (a >= 0x7f800000u || a > p.bits) {
+		atomicStore(&flags[p.index], 1u);
+	}
+}
+
+// ==== section fill ====
+@group(0) @binding(0) var<storage, read_write> x: array<u32>;
+@group(0) @binding(1) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * WG;
+	if (i < p.n) { x[p.off + i] = p.bits; }
+}
