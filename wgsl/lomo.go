@@ -1,0 +1,59 @@
+package wgsl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// LomoParams mirrors Params in lomo.wgsl.
+type LomoParams struct {
+	N                                              uint32
+	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
+	_, _                                           uint32
+}
+
+// LomoStep holds the scalars of one LOMO update (REFERENCE §1.4): the
+// learning rate, decoupled weight decay, the inverse of the loss scale, the
+// gradient value clip (0: off) and the norm-clipping coefficient (1: off).
+type LomoStep struct{ LR, WeightDecay, InvScale, ClipValue, ClipCoef float32 }
+
+// LomoUpdate records the LOMO update in place on param (n elements, f32 or
+// f16 by pt) from its f32 gradient grad (n):
+//
+//	g = grad*InvScale; if ClipValue > 0 { g = clamp(g, ±ClipValue) }; g *= ClipCoef
+//	p = float32(param); if WeightDecay > 0 { p *= 1 - LR*WeightDecay }; p -= LR*g
+//
+// and stores p back in pt. f16 parameters are updated one pair per thread
+// and written with pack2x16float.
+func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt gpu.DType, n int, s LomoStep) error {
+	const op = "lomo update"
+	if n <= 0 || n > math.MaxUint32-1 {
+		return fmt.Errorf("wgsl: %s: %d elements", op, n)
+	}
+	if pt != gpu.F32 && pt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported param dtype %v", op, pt)
+	}
+	if err := reduceNeed(op, "param", param, pt.Bytes(n)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "grad", grad, int64(4*n)); err != nil {
+		return err
+	}
+	if param == grad {
+		return fmt.Errorf("wgsl: %s: param and grad must be distinct buffers", op)
+	}
+	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef}
+	k, err := sectionKernel(d, "lomo", pt.String(), nil, []string{pt.String()}, []gpu.Access{rw, ro}, p)
+	if err != nil {
+		return err
+	}
+	threads := n
+	if pt == gpu.F16 {
+		threads = (n + 1) / 2
+	}
+	// param (n) -= lr * clipped grad (n), in place.
+	x, y, z := d.Grid(threads, 256)
+	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad}, x, y, z)
+}

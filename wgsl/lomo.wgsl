@@ -1,0 +1,60 @@
+// lomo: the LOMO parameter update (REFERENCE §1.4), in place, one parameter
+// at a time from its complete gradient:
+//   g = grad * inv_scale;  if clip_value > 0: g = clamp(g, ±clip_value);
+//   g *= clip_coef;  p = f32(param);  if weight_decay > 0: p *= 1 - lr*wd;
+//   p -= lr * g;  param = p stored in param's dtype (no f32 master copy).
+//
+// Shapes: param (N) f32, or f16 pairs in u32 words; grad (N) f32.
+// Bindings: 0 param (rw), 1 grad, 2 Params. Workgroup 256.
+// Sections (marked "==== section NAME ===="): f32, one thread per element,
+// dispatch gpu.Grid(N, 256); f16, one thread per u32 pair, written whole
+// with pack2x16float (the padding half of an odd N keeps its bits),
+// dispatch gpu.Grid(ceil(N/2), 256).
+
+struct Params {
+	n: u32, lr: f32, weight_decay: f32, inv_scale: f32,
+	clip_value: f32, clip_coef: f32, _p0: u32, _p1: u32,
+}
+
+const WG: u32 = 256u;
+
+fn lomo_step(param: f32, grad: f32) -> f32 {
+	var g = grad * p.inv_scale;
+	if (p.clip_value > 0.0) { g = clamp(g, -p.clip_value, p.clip_value); }
+	g *= p.clip_coef;
+	var q = param;
+	if (p.weight_decay > 0.0) { q *= 1.0 - p.lr * p.weight_decay; }
+	return q - p.lr * g;
+}
+
+// ==== section f32 ====
+@group(0) @binding(0) var<storage, read_write> param: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * WG;
+	if (i >= p.n) { return; }
+	param[i] = lomo_step(param[i], grad[i]);
+}
+
+// ==== section f16 ====
+@group(0) @binding(0) var<storage, read_write> param: array<u32>;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let w = gid.x + gid.y * nwg.x * WG;
+	let i = 2u * w;
+	if (i >= p.n) { return; }
+	let old = param[w];
+	let v = unpack2x16float(old);
+	let lo = lomo_step(v.x, grad[i]);
+	if (i + 1u < p.n) {
+		param[w] = pack2x16float(vec2<f32>(lo, lomo_step(v.y, grad[i + 1u])));
+	} else {
+		param[w] = (pack2x16float(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
+	}
+}

@@ -1,0 +1,126 @@
+package wgsl
+
+import (
+	"fmt"
+	"math"
+	"testing"
+	"unsafe"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// refLomo is REFERENCE §1.4 in float64: the new parameter values (before
+// rounding to the storage dtype).
+func refLomo(param, grad []float64, s LomoStep) []float64 {
+	lr, wd := float64(s.LR), float64(s.WeightDecay)
+	out := make([]float64, len(param))
+	for i := range param {
+		g := grad[i] * float64(s.InvScale)
+		if s.ClipValue > 0 {
+			c := float64(s.ClipValue)
+			g = math.Max(-c, math.Min(c, g))
+		}
+		g *= float64(s.ClipCoef)
+		p := param[i]
+		if wd > 0 {
+			p *= 1 - lr*wd
+		}
+		out[i] = p - lr*g
+	}
+	return out
+}
+
+func TestLomoParamsLayout(t *testing.T) {
+	// Params in lomo.wgsl: n, lr, weight_decay, inv_scale, clip_value, clip_coef, _p0, _p1.
+	if got := unsafe.Sizeof(LomoParams{}); got != 32 {
+		t.Errorf("LomoParams is %d bytes, WGSL Params is 32", got)
+	}
+	if got := unsafe.Offsetof(LomoParams{}.ClipValue); got != 16 {
+		t.Errorf("ClipValue at %d, WGSL at 16", got)
+	}
+	if got := unsafe.Offsetof(LomoParams{}.ClipCoef); got != 20 {
+		t.Errorf("ClipCoef at %d, WGSL at 20", got)
+	}
+}
+
+func TestLomoUpdate(t *testing.T) {
+	plain := LomoStep{LR: 0.01, InvScale: 1, ClipCoef: 1}
+	// Loss scale 1024, value clip active on about a third of the elements,
+	// decoupled weight decay and a norm-clip coefficient.
+	all := LomoStep{LR: 0.03, WeightDecay: 0.1, InvScale: 1.0 / 1024, ClipValue: 1, ClipCoef: 0.7}
+	cases := []struct {
+		pt    gpu.DType
+		n     int
+		gs    float64 // gradient scale (the loss scale the gradient carries)
+		step  LomoStep
+		label string
+	}{
+		{gpu.F32, 1, 1, plain, "plain"},
+		{gpu.F32, 257, 1, plain, "plain"},
+		{gpu.F32, 4097, 1024, all, "all"},
+		{gpu.F32, 1000, 1024, LomoStep{LR: 0.05, InvScale: 1.0 / 1024, ClipValue: 0.5, ClipCoef: 1}, "clip_only"},
+		{gpu.F32, 999, 1, LomoStep{LR: 0.02, WeightDecay: 0.5, InvScale: 1, ClipCoef: 0.25}, "wd_coef"},
+		{gpu.F16, 1, 1, plain, "plain"},
+		{gpu.F16, 2, 1, plain, "plain"},
+		{gpu.F16, 257, 1024, all, "all"},
+		{gpu.F16, 4096, 1024, all, "all"},
+		{gpu.F16, 1001, 1, LomoStep{LR: 0.02, WeightDecay: 0.5, InvScale: 1, ClipCoef: 0.25}, "wd_coef"},
+	}
+	for ci, tc := range cases {
+		t.Run(fmt.Sprintf("%v_n%d_%s", tc.pt, tc.n, tc.label), func(t *testing.T) {
+			r := rng(uint64(400 + ci))
+			param := roundTo(randn(r, tc.n, 1), tc.pt)
+			grad := roundTo(randn(r, tc.n, tc.gs), gpu.F32)
+			stored := param
+			if tc.pt == gpu.F16 && tc.n%2 == 1 {
+				// The padding half of the last pair must keep its bits.
+				stored = append(append([]float64(nil), param...), 7)
+			}
+			pb := upload(t, stored, tc.pt)
+			if err := LomoUpdate(dev, pb, upload(t, grad, gpu.F32), tc.pt, tc.n, tc.step); err != nil {
+				t.Fatal(err)
+			}
+			got := download(t, pb, len(stored), tc.pt)
+			if len(stored) > tc.n && got[tc.n] != 7 {
+				t.Errorf("padding half changed to %v", got[tc.n])
+			}
+			want := refLomo(param, grad, tc.step)
+			if tc.pt == gpu.F32 {
+				// A handful of f32 roundings (g*inv, *coef, 1-lr*wd, products,
+				// the difference) on a result dominated by p: ≤ ~5 ulp =
+				// 3e-7 relative; atol 1e-8 covers p ≈ lr*g cancelling to ~0
+				// (a few ulp of lr*g ≈ 0.01).
+				assertClose(t, "param", got[:tc.n], want, tol{Atol: 1e-8, Rtol: 1e-6})
+				return
+			}
+			// f16: the f32 result is within ~1e-7 of the float64 one, then
+			// pack2x16float may round to either neighbour (WGSL leaves the
+			// direction to the implementation): 1 f16 ulp = 2^-10 relative
+			// for normals, 2^-24 absolute for subnormals.
+			assertClose(t, "param", got[:tc.n], want, tol{Atol: math.Ldexp(1, -24), Rtol: math.Ldexp(1, -10)})
+			nearest := roundTo(want, gpu.F16)
+			same := 0
+			for i := range nearest {
+				if nearest[i] == got[i] {
+					same++
+				}
+			}
+			t.Logf("f16: %d of %d elements equal the round-to-nearest value", same, tc.n)
+		})
+	}
+}
+
+func TestLomoUpdateRejectsBadSizes(t *testing.T) {
+	p := upload(t, make([]float64, 10), gpu.F16) // 20 bytes
+	g := upload(t, make([]float64, 10), gpu.F32)
+	s := LomoStep{LR: 1, InvScale: 1, ClipCoef: 1}
+	if err := LomoUpdate(dev, p, g, gpu.F16, 11, s); err == nil {
+		t.Error("11 f16 elements in a 10-element buffer accepted")
+	}
+	if err := LomoUpdate(dev, p, g, gpu.F32, 10, s); err == nil {
+		t.Error("10 f32 elements in a 20-byte buffer accepted")
+	}
+	if err := LomoUpdate(dev, g, g, gpu.F32, 10, s); err == nil {
+		t.Error("param aliasing grad accepted")
+	}
+}
