@@ -355,3 +355,49 @@ func BenchmarkAttentionForward(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAttentionBackward reports GFLOP/s of the backward, counted as
+// 2.5x the forward's flops (q·k, dout·v, dS·k, dSᵀ·q, Pᵀ·dout: five
+// products against two); the kernels recompute q·k twice, which is not
+// counted.
+func BenchmarkAttentionBackward(b *testing.B) {
+	const cpuMax = 2e8
+	for _, sh := range []attnShape{
+		{B: 1, T: 128, H: 8, KV: 2, D: 64},
+		{B: 4, T: 1024, H: 32, KV: 8, D: 128},
+		{B: 1, T: 4096, H: 32, KV: 8, D: 128},
+	} {
+		flops := 2.5 * 4 * float64(sh.B*sh.H*sh.D) * float64(sh.T) * float64(sh.T+1) / 2
+		b.Run(fmt.Sprintf("%s/%s", dev.Info.Name, sh), func(b *testing.B) {
+			if dev.Info.Type == "cpu" && flops > cpuMax {
+				b.Skipf("%.1e flops per call: too slow for the CPU adapter %q", flops, dev.Info.Name)
+			}
+			r := rng(2)
+			nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+			q, k, v := upload(b, randn(r, nq, 1), gpu.F32), upload(b, randn(r, nk, 1), gpu.F32), upload(b, randn(r, nk, 1), gpu.F32)
+			dout := upload(b, randn(r, nq, 1), gpu.F32)
+			out, lse, st := output(b, nq), output(b, sh.B*sh.H*sh.T), attentionStart(b, sh)
+			dq, dk, dv := output(b, nq), output(b, nk), output(b, nk)
+			scale := float32(1 / math.Sqrt(float64(sh.D)))
+			if err := AttentionForward(dev, out, lse, q, k, v, st, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+				b.Fatal(err)
+			}
+			run := func() {
+				if err := AttentionBackward(dev, dq, dk, dv, dout, q, k, v, out, lse, st, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+					b.Fatal(err)
+				}
+			}
+			run() // compile
+			sync(b)
+			b.ResetTimer()
+			begin := time.Now()
+			for range b.N {
+				run()
+			}
+			sync(b)
+			sec := time.Since(begin).Seconds()
+			b.ReportMetric(flops*float64(b.N)/sec/1e9, "GFLOP/s")
+			b.Logf("adapter %q (%s): %.2f GFLOP/s", dev.Info.Name, dev.Info.Type, flops*float64(b.N)/sec/1e9)
+		})
+	}
+}
