@@ -1,0 +1,503 @@
+package nn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/wgsl"
+)
+
+// Llama is a LLaMA-architecture decoder on the device, with Hugging Face
+// parameter names.
+type Llama struct {
+	Cfg    *data.LlamaConfig
+	DType  gpu.DType // parameter storage
+	Embed  *Param    // (V,C)
+	Layers []*Block
+	Norm   *Param // (C)
+	Head   *Param // (V,C); the same Param as Embed when tied
+	// Checkpointing recomputes each block in backward instead of keeping its
+	// activations (REFERENCE §5 gradient_checkpointing).
+	Checkpointing bool
+
+	d      *gpu.Device
+	params []*Param
+	byName map[string]*Param
+}
+
+// Block is one decoder layer.
+type Block struct {
+	AttnNorm, Q, K, V, O, MLPNorm, Gate, Up, Down *Param
+}
+
+// NewLlama allocates the parameters of cfg (contents undefined: Load or
+// InitRandom next).
+func NewLlama(d *gpu.Device, cfg *data.LlamaConfig, dt gpu.DType) (*Llama, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.RopeScaling != nil {
+		return nil, fmt.Errorf("nn: rope_scaling %v is not supported", cfg.RopeScaling)
+	}
+	m := &Llama{Cfg: cfg, DType: dt, d: d, byName: map[string]*Param{}, Layers: make([]*Block, cfg.NumLayers)}
+	for i := range m.Layers {
+		m.Layers[i] = &Block{}
+	}
+	for _, ti := range cfg.ParamShapes() {
+		dt := dt
+		if len(ti.Shape) == 1 {
+			dt = gpu.F32 // norm weights are tiny: keep them f32
+		}
+		p, err := NewParam(d, ti.Name, dt, ti.Shape...)
+		if err != nil {
+			m.Release()
+			return nil, err
+		}
+		m.params = append(m.params, p)
+		m.byName[ti.Name] = p
+		if err := m.place(p); err != nil {
+			m.Release()
+			return nil, err
+		}
+	}
+	if cfg.TieWordEmbeddings {
+		m.Head = m.Embed
+	}
+	return m, nil
+}
+
+func (m *Llama) place(p *Param) error {
+	name := p.Name
+	switch name {
+	case "model.embed_tokens.weight":
+		m.Embed = p
+		return nil
+	case "model.norm.weight":
+		m.Norm = p
+		return nil
+	case "lm_head.weight":
+		m.Head = p
+		return nil
+	}
+	var i int
+	var rest string
+	if _, err := fmt.Sscanf(name, "model.layers.%d.", &i); err != nil || i < 0 || i >= len(m.Layers) {
+		return fmt.Errorf("nn: unexpected parameter %q", name)
+	}
+	rest = name[strings.Index(name[len("model.layers."):], ".")+len("model.layers.")+1:]
+	b := m.Layers[i]
+	slot := map[string]**Param{
+		"input_layernorm.weight": &b.AttnNorm, "self_attn.q_proj.weight": &b.Q, "self_attn.k_proj.weight": &b.K,
+		"self_attn.v_proj.weight": &b.V, "self_attn.o_proj.weight": &b.O, "post_attention_layernorm.weight": &b.MLPNorm,
+		"mlp.gate_proj.weight": &b.Gate, "mlp.up_proj.weight": &b.Up, "mlp.down_proj.weight": &b.Down,
+	}[rest]
+	if slot == nil {
+		return fmt.Errorf("nn: unexpected parameter %q", name)
+	}
+	*slot = p
+	return nil
+}
+
+// Params lists the parameters in order of first use in the forward pass
+// (a tied head appears once, as the embedding).
+func (m *Llama) Params() []*Param { return m.params }
+
+// Param returns a parameter by its Hugging Face name.
+func (m *Llama) Param(name string) *Param { return m.byName[name] }
+
+// Release frees the parameters.
+func (m *Llama) Release() {
+	for _, p := range m.params {
+		p.Release()
+	}
+	m.params = nil
+}
+
+// InitRandom sets weights to N(0, std) and norm weights to 1 (seeded).
+func (m *Llama) InitRandom(seed uint64, std float64) error {
+	r := rand.New(rand.NewPCG(seed, 0x11a3a))
+	for _, p := range m.params {
+		v := make([]float32, p.Len())
+		for i := range v {
+			if len(p.Shape) == 1 {
+				v[i] = 1
+			} else {
+				v[i] = float32(r.NormFloat64() * std)
+			}
+		}
+		if err := m.d.Write(p.Buf, 0, EncodeF32(v, p.DType)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LoadLlama reads config.json and the safetensors weights of an HF model
+// folder, checking names and shapes first, then streaming tensor by tensor
+// to the device (f32, f16 and bf16 checkpoints convert to dt).
+func LoadLlama(d *gpu.Device, dir string, dt gpu.DType) (*Llama, error) {
+	cfg, err := data.LoadLlamaConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := data.OpenSafetensors(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if err := cfg.CheckWeights(st); err != nil {
+		return nil, err
+	}
+	m, err := NewLlama(d, cfg, dt)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range m.params {
+		v, err := st.ReadF32(p.Name)
+		if err != nil {
+			m.Release()
+			return nil, err
+		}
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				m.Release()
+				return nil, fmt.Errorf("nn: %s: %s[%d] is %v", dir, p.Name, i, x)
+			}
+		}
+		if err := d.Write(p.Buf, 0, EncodeF32(v, p.DType)); err != nil {
+			m.Release()
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Save writes config.json and model.safetensors (in the parameters' storage
+// dtype) to dir, each through a temporary file renamed into place, so a
+// failure leaves any earlier checkpoint intact.
+func (m *Llama) Save(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cfg := *m.Cfg
+	cfg.TorchDType = "float32"
+	if m.DType == gpu.F16 {
+		cfg.TorchDType = "float16"
+	}
+	var infos []data.TensorInfo
+	for _, p := range m.params {
+		st := data.F32
+		if p.DType == gpu.F16 {
+			st = data.F16
+		}
+		infos = append(infos, data.TensorInfo{Name: p.Name, DType: st, Shape: p.Shape})
+	}
+	w, err := data.CreateSafetensors(filepath.Join(dir, "model.safetensors"), infos, map[string]string{"format": "pt"})
+	if err != nil {
+		return err
+	}
+	for _, p := range m.params {
+		v, err := ReadF32(m.d, p.Tensor)
+		if err == nil {
+			err = w.WriteF32(p.Name, v)
+		}
+		if err != nil {
+			w.Abort()
+			return fmt.Errorf("nn: save %s: %w", p.Name, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	b, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, "config.json"), b)
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err2 := f.Close(); err == nil {
+		err = err2
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// Inputs is one batch on the device: B sequences of T tokens, left padded.
+type Inputs struct {
+	B, T   int
+	IDs    *gpu.Buffer // u32 (B*T)
+	Pos    *gpu.Buffer // u32 (B*T): position of each token, counted from its sequence's first real token
+	Start  *gpu.Buffer // u32 (B): index of the first real token of each sequence
+	Labels *gpu.Buffer // i32 (B*T): next-token targets, -100 ignored; nil without labels
+	Count  int         // labels that count
+}
+
+// IgnoreIndex marks a label that the loss ignores.
+const IgnoreIndex = -100
+
+// ErrTokenID: a token id outside the vocabulary.
+var ErrTokenID = errors.New("nn: token id outside the vocabulary")
+
+// NewInputs uploads a batch. ids and labels are (B,T) row-major; labels may
+// be nil; start[b] is the number of padding tokens on the left of row b.
+func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, error) {
+	if len(ids) != b*t || (labels != nil && len(labels) != b*t) || len(start) != b {
+		return nil, fmt.Errorf("%w: inputs of %d ids, %d labels, %d starts for B=%d T=%d", ErrShape, len(ids), len(labels), len(start), b, t)
+	}
+	v := m.Cfg.VocabSize
+	u32 := func(xs []int) []byte {
+		out := make([]byte, 4*len(xs))
+		for i, x := range xs {
+			binary.LittleEndian.PutUint32(out[4*i:], uint32(int32(x)))
+		}
+		return out
+	}
+	pos := make([]int, b*t)
+	for r := 0; r < b; r++ {
+		if start[r] < 0 || start[r] > t {
+			return nil, fmt.Errorf("%w: start %d of row %d outside 0..%d", ErrShape, start[r], r, t)
+		}
+		for j := 0; j < t; j++ {
+			pos[r*t+j] = max(0, j-start[r])
+		}
+	}
+	count := 0
+	for i, id := range ids {
+		if id < 0 || id >= v {
+			return nil, fmt.Errorf("%w: id %d at position %d (vocab %d)", ErrTokenID, id, i, v)
+		}
+		if labels != nil {
+			if l := labels[i]; l >= v || (l < 0 && l != IgnoreIndex) {
+				return nil, fmt.Errorf("%w: label %d at position %d (vocab %d)", ErrTokenID, l, i, v)
+			} else if l >= 0 {
+				count++
+			}
+		}
+	}
+	in := &Inputs{B: b, T: t, Count: count}
+	up := func(xs []int) (*gpu.Buffer, error) {
+		buf, err := m.d.NewBuffer(gpu.TagScratch, int64(4*len(xs)))
+		if err != nil {
+			return nil, err
+		}
+		return buf, m.d.Write(buf, 0, u32(xs))
+	}
+	var err error
+	if in.IDs, err = up(ids); err == nil {
+		if in.Pos, err = up(pos); err == nil {
+			if in.Start, err = up(start); err == nil && labels != nil {
+				in.Labels, err = up(labels)
+			}
+		}
+	}
+	if err != nil {
+		in.Release()
+		return nil, err
+	}
+	return in, nil
+}
+
+// Release frees the batch's buffers.
+func (in *Inputs) Release() {
+	for _, b := range []*gpu.Buffer{in.IDs, in.Pos, in.Start, in.Labels} {
+		if b != nil {
+			b.Release()
+		}
+	}
+}
+
+func (m *Llama) attnShape(in *Inputs) AttentionShape {
+	c := m.Cfg
+	return AttentionShape{B: in.B, T: in.T, H: c.NumHeads, KV: c.NumKVHeads, D: c.HeadDim}
+}
+
+// block runs one decoder layer: x (N,C) -> (N,C).
+func (m *Llama) block(t *Tape, l *Block, x *Tensor, in *Inputs) (*Tensor, error) {
+	c := m.Cfg
+	eps := float32(c.RMSNormEps)
+	theta := float32(c.RopeTheta)
+	s := m.attnShape(in)
+	var keep []*Tensor // handles to drop on return
+	defer func() {
+		for _, k := range keep {
+			k.Release()
+		}
+	}()
+	h, err := t.RMSNorm(x, l.AttnNorm, eps) // (N,C)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, h)
+	q, err := t.Linear(h, l.Q) // (N,H*D)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, q)
+	k, err := t.Linear(h, l.K) // (N,KV*D)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, k)
+	v, err := t.Linear(h, l.V) // (N,KV*D)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, v)
+	if _, err := t.RoPE(q, in.Pos, s.H, s.D, theta); err != nil {
+		return nil, err
+	}
+	if _, err := t.RoPE(k, in.Pos, s.KV, s.D, theta); err != nil {
+		return nil, err
+	}
+	o, err := t.Attention(q, k, v, in.Start, s) // (N,H*D)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, o)
+	a, err := t.Linear(o, l.O) // (N,C)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, a)
+	x2, err := t.Add(x, a) // (N,C)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, x2)
+	h2, err := t.RMSNorm(x2, l.MLPNorm, eps)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, h2)
+	g, err := t.Linear(h2, l.Gate) // (N,F)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, g)
+	u, err := t.Linear(h2, l.Up) // (N,F)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, u)
+	sw, err := t.SwiGLU(g, u) // (N,F)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, sw)
+	dn, err := t.Linear(sw, l.Down) // (N,C)
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, dn)
+	return t.Add(x2, dn)
+}
+
+// hidden runs the embedding and all blocks, then the final norm: (N,C).
+func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
+	n := in.B * in.T
+	x, err := t.Embedding(m.Embed, in.IDs, n) // (N,C)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range m.Layers {
+		var y *Tensor
+		if m.Checkpointing && t.Grad() {
+			y, err = t.Checkpoint(fmt.Sprintf("layer %d", i), x, func(t *Tape, x *Tensor) (*Tensor, error) {
+				return m.block(t, l, x, in)
+			})
+		} else {
+			y, err = m.block(t, l, x, in)
+		}
+		x.Release()
+		if err != nil {
+			return nil, err
+		}
+		x = y
+	}
+	h, err := t.RMSNorm(x, m.Norm, float32(m.Cfg.RMSNormEps))
+	x.Release()
+	return h, err
+}
+
+// Logits runs the model: (N,V) f32 logits.
+func (m *Llama) Logits(t *Tape, in *Inputs) (*Tensor, error) {
+	h, err := m.hidden(t, in)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Release()
+	return t.Linear(h, m.Head)
+}
+
+// Loss runs the model and the cross-entropy against in.Labels: the per-token
+// losses (N), to read and to call Backward on. With tied embeddings and
+// grad, the head's weight gradient is not kept from the head's backward to
+// the embedding's: it is recomputed just before the embedding's update
+// (Tape.DeferGrad), so that no gradient of the vocabulary matrix lives
+// through the whole backward pass.
+func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
+	if in.Labels == nil {
+		return nil, fmt.Errorf("nn: loss without labels")
+	}
+	h, err := m.hidden(t, in)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Release()
+	var logits *Tensor
+	if m.Cfg.TieWordEmbeddings && t.Grad() && !m.Embed.Frozen {
+		logits, err = t.linearNoWeightGrad(h, m.Head)
+		if err == nil {
+			h.Retain()
+			t.DeferGrad(m.Embed, func(dst *gpu.Buffer, acc bool) error { return m.tiedHeadGrad(t, h, in, opt, dst, acc) }, h.Release)
+		}
+	} else {
+		logits, err = t.Linear(h, m.Head)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer logits.Release()
+	return t.CrossEntropy(logits, in.Labels, opt)
+}
+
+// tiedHeadGrad recomputes dlogits from h and adds dlogitsᵀ·h to dst (V,C).
+func (m *Llama) tiedHeadGrad(t *Tape, h *Tensor, in *Inputs, opt LossOptions, dst *gpu.Buffer, acc bool) error {
+	sub := NewTape(t.D, false)
+	logits, err := sub.Linear(h, m.Head) // (N,V)
+	if err != nil {
+		return err
+	}
+	defer logits.Release()
+	loss, err := t.activation(logits.Shape[0])
+	if err != nil {
+		return err
+	}
+	defer loss.Release()
+	n, v, c := logits.Shape[0], logits.Shape[1], h.Shape[1]
+	if err := wgsl.CrossEntropy(t.D, loss.Buf, logits.Buf, in.Labels, n, v, opt.GradScale, opt.ClipLoss, true); err != nil {
+		return err
+	}
+	// dlogitsᵀ (V,N) · h (N,C) -> dE (V,C)
+	return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst}, wgsl.Mat{Buf: logits.Buf, T: true}, wgsl.Mat{Buf: h.Buf}, v, c, n, 1, 1, beta(acc))
+}

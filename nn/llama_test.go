@@ -1,0 +1,235 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+var dev *gpu.Device
+
+func TestMain(m *testing.M) {
+	d, err := gpu.Open(gpu.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nn tests need a WebGPU adapter:", err)
+		os.Exit(1)
+	}
+	dev = d
+	code := m.Run()
+	d.Close()
+	os.Exit(code)
+}
+
+// toyConfig is a two-block LLaMA small enough for central differences.
+func toyConfig(tied bool) *data.LlamaConfig {
+	return &data.LlamaConfig{
+		HiddenSize: 16, IntermediateSize: 24, NumLayers: 2, NumHeads: 4, NumKVHeads: 2,
+		VocabSize: 37, RopeTheta: 10000, RMSNormEps: 1e-5, TieWordEmbeddings: tied,
+		MaxPositionEmbeddings: 64, HeadDim: 4, ModelType: "llama", TorchDType: "float32",
+		BOSTokenID: 1, EOSTokenID: 2, HiddenAct: "silu",
+	}
+}
+
+// toyBatch: B=2, T=6, the second row left-padded by 2, labels shifted ids.
+func toyBatch(t *testing.T, m *Llama) *Inputs {
+	t.Helper()
+	r := rand.New(rand.NewPCG(3, 4))
+	b, tt := 2, 6
+	start := []int{0, 2}
+	ids := make([]int, b*tt)
+	labels := make([]int, b*tt)
+	for i := range ids {
+		ids[i] = 3 + r.IntN(m.Cfg.VocabSize-3)
+	}
+	for row := 0; row < b; row++ {
+		for j := 0; j < tt; j++ {
+			i := row*tt + j
+			labels[i] = IgnoreIndex
+			if j < start[row] {
+				ids[i] = 0 // padding
+			} else if j+1 < tt {
+				labels[i] = ids[i+1]
+			}
+		}
+	}
+	in, err := m.NewInputs(b, tt, ids, labels, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Release)
+	return in
+}
+
+func newToy(t *testing.T, tied bool) *Llama {
+	t.Helper()
+	m, err := NewLlama(dev, toyConfig(tied), gpu.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Release)
+	if err := m.InitRandom(11, 0.3); err != nil {
+		t.Fatal(err)
+	}
+	// Norm weights away from 1 so that their gradients are exercised.
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, p := range m.Params() {
+		if len(p.Shape) == 1 {
+			v := make([]float32, p.Len())
+			for i := range v {
+				v[i] = float32(0.8 + 0.4*r.Float64())
+			}
+			if err := dev.Write(p.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return m
+}
+
+// lossValue runs a forward without grad and returns the mean loss.
+func lossValue(t *testing.T, m *Llama, in *Inputs) float64 {
+	t.Helper()
+	tape := NewTape(dev, false)
+	loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loss.Release()
+	v, err := ReadF32(dev, loss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := 0.0
+	for _, x := range v {
+		s += float64(x)
+	}
+	return s / float64(in.Count)
+}
+
+type gradRecord struct {
+	order    []string
+	grads    map[string][]float32
+	peakGrad int64 // grad-tag live bytes seen at callbacks
+}
+
+// backward runs Loss and Backward, copying every gradient to the host.
+func backward(t *testing.T, m *Llama, in *Inputs) gradRecord {
+	t.Helper()
+	rec := gradRecord{grads: map[string][]float32{}}
+	tape := NewTape(dev, true)
+	loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loss.Release()
+	dev.ResetPeak()
+	err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error {
+		if _, dup := rec.grads[p.Name]; dup {
+			return fmt.Errorf("second callback for %s", p.Name)
+		}
+		rec.order = append(rec.order, p.Name)
+		v, err := ReadBufferF32(dev, g, p.Len(), gpu.F32)
+		rec.grads[p.Name] = v
+		rec.peakGrad = max(rec.peakGrad, dev.Stats().Tag(gpu.TagGrad).Live)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live := dev.Stats().Tag(gpu.TagGrad).Live; live != 0 {
+		t.Errorf("%d grad bytes still live after backward", live)
+	}
+	return rec
+}
+
+func largestParamBytes(m *Llama) int64 {
+	var n int64
+	for _, p := range m.Params() {
+		n = max(n, 4*int64(p.Len()))
+	}
+	return n
+}
+
+// TestBackwardContract checks DESIGN.md contract 1 on a two-block toy model,
+// with and without activation checkpointing, untied and tied: each
+// parameter once, in reverse order of use, with its complete gradient
+// (against central differences of the loss), and never more gradient bytes
+// alive than the largest single parameter's gradient.
+func TestBackwardContract(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tied=%v", tied), func(t *testing.T) {
+			m := newToy(t, tied)
+			in := toyBatch(t, m)
+			var plain gradRecord
+			for _, ckpt := range []bool{false, true} {
+				m.Checkpointing = ckpt
+				rec := backward(t, m, in)
+				var want []string
+				for _, p := range m.Params() {
+					want = append(want, p.Name)
+				}
+				slices.Reverse(want)
+				if !slices.Equal(rec.order, want) {
+					t.Errorf("checkpointing=%v: callback order\n got %v\nwant %v", ckpt, rec.order, want)
+				}
+				if rec.peakGrad > largestParamBytes(m) {
+					t.Errorf("checkpointing=%v: %d grad bytes live at a callback, largest parameter gradient is %d", ckpt, rec.peakGrad, largestParamBytes(m))
+				}
+				if peak := dev.Stats().Tag(gpu.TagGrad).Peak; peak > largestParamBytes(m) {
+					t.Errorf("checkpointing=%v: grad peak %d bytes over the largest parameter gradient %d", ckpt, peak, largestParamBytes(m))
+				}
+				if !ckpt {
+					plain = rec
+					continue
+				}
+				// Recomputation must give the same gradients as the plain
+				// backward (same kernels on the same values: f32 rounding only).
+				for name, g := range rec.grads {
+					for i := range g {
+						if d := math.Abs(float64(g[i] - plain.grads[name][i])); d > 1e-6+1e-5*math.Abs(float64(g[i])) {
+							t.Fatalf("%s[%d]: checkpointed %g, plain %g", name, i, g[i], plain.grads[name][i])
+						}
+					}
+				}
+			}
+			// Central differences of the f32 loss on sampled coordinates: loss
+			// ~3.6 carries ~4e-7 rounding, so with h = 1e-2 the estimate is good
+			// to ~1e-4; O(h^2) curvature terms add about as much.
+			r := rand.New(rand.NewPCG(9, 9))
+			const h = 1e-2
+			for _, p := range m.Params() {
+				vals, err := ReadF32(dev, p.Tensor)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for s := 0; s < 3; s++ {
+					i := r.IntN(len(vals))
+					if p == m.Embed {
+						// rows of tokens that occur have gradients; pick one
+						i = (3+r.IntN(m.Cfg.VocabSize-3))*p.Cols() + r.IntN(p.Cols())
+					}
+					f := func(x float32) float64 {
+						v := slices.Clone(vals)
+						v[i] = x
+						if err := dev.Write(p.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
+							t.Fatal(err)
+						}
+						return lossValue(t, m, in)
+					}
+					num := (f(vals[i]+h) - f(vals[i]-h)) / (2 * h)
+					f(vals[i])
+					got := float64(plain.grads[p.Name][i])
+					if math.Abs(got-num) > 3e-4+2e-2*math.Abs(num) {
+						t.Errorf("%s[%d]: backward %.6g, central difference %.6g", p.Name, i, got, num)
+					}
+				}
+			}
+		})
+	}
+}

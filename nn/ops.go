@@ -1,0 +1,422 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/wgsl"
+)
+
+// Shape letters: N rows (B*T tokens), C channels, K input features, O output
+// features, H heads, KV key/value heads, D head size, F FFN size, V vocab.
+
+func (t *Tape) activation(shape ...int) (*Tensor, error) {
+	return NewTensor(t.D, gpu.TagActivation, gpu.F32, shape...)
+}
+
+func rows(x *Tensor) int { return x.Len() / x.Shape[len(x.Shape)-1] }
+
+// Linear: y (N,O) = x (N,K) · Wᵀ, W (O,K) as stored by Hugging Face.
+// Backward: dW += dyᵀ·x, dx += dy·W. Saves x.
+func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) { return t.linear(x, w, true) }
+
+// linearNoWeightGrad is Linear whose backward computes dx only; the caller
+// supplies W's gradient another way (Tape.DeferGrad) and W's use is not
+// counted here.
+func (t *Tape) linearNoWeightGrad(x *Tensor, w *Param) (*Tensor, error) { return t.linear(x, w, false) }
+
+func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool) (*Tensor, error) {
+	n, k := rows(x), x.Shape[len(x.Shape)-1]
+	o := w.Shape[0]
+	if w.Cols() != k {
+		return nil, fmt.Errorf("%w: linear %s: x %v, W %v", ErrShape, w.Name, x.Shape, w.Shape)
+	}
+	y, err := t.activation(n, o)
+	if err != nil {
+		return nil, err
+	}
+	// x (N,K) · W (O,K)ᵀ -> y (N,O)
+	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: y.Buf}, wgsl.Mat{Buf: x.Buf}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}, n, o, k, 1, 1, 0); err != nil {
+		y.Release()
+		return nil, fmt.Errorf("linear %s: %w", w.Name, err)
+	}
+	wg := w.Tensor
+	var ps []*Param
+	if weightGrad {
+		ps = []*Param{w}
+	} else {
+		wg = nil
+	}
+	if !t.needs(x, wg) {
+		t.countParams(ps...)
+		return y, nil
+	}
+	x.Retain()
+	t.record(&op{
+		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: x.Release,
+		backward: func() error {
+			if y.grad == nil {
+				return nil
+			}
+			if weightGrad && !w.Frozen {
+				dw, acc, err := t.gradOf(w.Tensor)
+				if err != nil {
+					return err
+				}
+				// dyᵀ (O,N) · x (N,K) -> dW (O,K)
+				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw}, wgsl.Mat{Buf: y.grad, T: true}, wgsl.Mat{Buf: x.Buf}, o, k, n, 1, 1, beta(acc)); err != nil {
+					return err
+				}
+			}
+			if x.needsGrad {
+				dx, acc, err := t.gradOf(x)
+				if err != nil {
+					return err
+				}
+				// dy (N,O) · W (O,K) -> dx (N,K)
+				return wgsl.Matmul(t.D, wgsl.Mat{Buf: dx}, wgsl.Mat{Buf: y.grad}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, k, o, 1, 1, beta(acc))
+			}
+			return nil
+		},
+	})
+	return y, nil
+}
+
+func beta(accumulate bool) float32 {
+	if accumulate {
+		return 1
+	}
+	return 0
+}
+
+// RMSNorm: y (N,C) = x / rms(x) * w. Saves x and rstd (N).
+func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
+	n, c := rows(x), x.Shape[len(x.Shape)-1]
+	if w.Len() != c {
+		return nil, fmt.Errorf("%w: rmsnorm %s: x %v, w %v", ErrShape, w.Name, x.Shape, w.Shape)
+	}
+	y, err := t.activation(n, c)
+	if err != nil {
+		return nil, err
+	}
+	rstd, err := t.activation(n)
+	if err != nil {
+		y.Release()
+		return nil, err
+	}
+	if err := wgsl.RMSNormForward(t.D, y.Buf, rstd.Buf, x.Buf, w.Buf, w.DType, n, c, eps); err != nil {
+		y.Release()
+		rstd.Release()
+		return nil, fmt.Errorf("rmsnorm %s: %w", w.Name, err)
+	}
+	if !t.needs(x, w.Tensor) {
+		t.countParams(w)
+		rstd.Release()
+		return y, nil
+	}
+	x.Retain()
+	t.record(&op{
+		name: "rmsnorm " + w.Name, outputs: []*Tensor{y}, params: []*Param{w},
+		release: func() { x.Release(); rstd.Release() },
+		backward: func() error {
+			if y.grad == nil {
+				return nil
+			}
+			dw, acc, err := t.gradOf(w.Tensor)
+			if err != nil {
+				return err
+			}
+			if !x.needsGrad {
+				tmp, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(x.Len()))
+				if err != nil {
+					return err
+				}
+				defer tmp.Release()
+				return wgsl.RMSNormBackward(t.D, tmp, dw, y.grad, x.Buf, w.Buf, rstd.Buf, w.DType, n, c, acc)
+			}
+			return t.addGrad(x, func(dx *gpu.Buffer) error {
+				return wgsl.RMSNormBackward(t.D, dx, dw, y.grad, x.Buf, w.Buf, rstd.Buf, w.DType, n, c, acc)
+			})
+		},
+	})
+	return y, nil
+}
+
+// Embedding: out (N,C) = table[ids]. ids is a u32 buffer of N token ids,
+// validated against the vocabulary by the caller.
+func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) {
+	v, c := table.Shape[0], table.Shape[1]
+	out, err := t.activation(n, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := wgsl.EmbeddingForward(t.D, out.Buf, table.Buf, ids, table.DType, n, c, v); err != nil {
+		out.Release()
+		return nil, fmt.Errorf("embedding %s: %w", table.Name, err)
+	}
+	if !t.needs(table.Tensor) {
+		t.countParams(table)
+		return out, nil
+	}
+	t.record(&op{
+		name: "embedding " + table.Name, outputs: []*Tensor{out}, params: []*Param{table},
+		backward: func() error {
+			if out.grad == nil {
+				return nil
+			}
+			dt, acc, err := t.gradOf(table.Tensor)
+			if err != nil {
+				return err
+			}
+			return wgsl.EmbeddingBackward(t.D, dt, out.grad, ids, n, c, v, acc)
+		},
+	})
+	return out, nil
+}
+
+// RoPE rotates x (N, heads*D) in place by each row's position (pos, u32 per
+// row) and returns x. Backward rotates the gradient back, in place. No op
+// recorded before may have saved x: its values change.
+func (t *Tape) RoPE(x *Tensor, pos *gpu.Buffer, heads, headDim int, theta float32) (*Tensor, error) {
+	n := rows(x)
+	if x.Shape[len(x.Shape)-1] != heads*headDim {
+		return nil, fmt.Errorf("%w: rope: x %v for %d heads of %d", ErrShape, x.Shape, heads, headDim)
+	}
+	if err := wgsl.RoPE(t.D, x.Buf, pos, n, heads, headDim, theta, false); err != nil {
+		return nil, fmt.Errorf("rope: %w", err)
+	}
+	if !t.needs(x) {
+		return x, nil
+	}
+	// The op's output is x itself: its gradient is rotated back in place and
+	// stays x's gradient for the op that produced x.
+	t.ops = append(t.ops, &op{
+		name: "rope",
+		backward: func() error {
+			if x.grad == nil {
+				return nil
+			}
+			return wgsl.RoPE(t.D, x.grad, pos, n, heads, headDim, theta, true)
+		},
+	})
+	return x, nil
+}
+
+// AttentionShape is the geometry of one attention call.
+type AttentionShape struct{ B, T, H, KV, D int }
+
+// Attention: causal self-attention with grouped KV heads. q (N, H*D),
+// k, v (N, KV*D), N = B*T; start (B, u32) masks left padding. Saves q, k, v,
+// the output and the log-sum-exp (B,H,T).
+func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (*Tensor, error) {
+	n := s.B * s.T
+	if rows(q) != n || q.Len() != n*s.H*s.D || k.Len() != n*s.KV*s.D || v.Len() != k.Len() {
+		return nil, fmt.Errorf("%w: attention q %v k %v v %v for %+v", ErrShape, q.Shape, k.Shape, v.Shape, s)
+	}
+	out, err := t.activation(n, s.H*s.D)
+	if err != nil {
+		return nil, err
+	}
+	lse, err := t.activation(s.B, s.H, s.T)
+	if err != nil {
+		out.Release()
+		return nil, err
+	}
+	scale := float32(1 / math.Sqrt(float64(s.D)))
+	if err := wgsl.AttentionForward(t.D, out.Buf, lse.Buf, q.Buf, k.Buf, v.Buf, start, s.B, s.T, s.H, s.KV, s.D, scale); err != nil {
+		out.Release()
+		lse.Release()
+		return nil, fmt.Errorf("attention: %w", err)
+	}
+	if !t.needs(q, k, v) {
+		lse.Release()
+		return out, nil
+	}
+	q.Retain()
+	k.Retain()
+	v.Retain()
+	out.Retain()
+	t.record(&op{
+		name: "attention", outputs: []*Tensor{out},
+		release: func() { q.Release(); k.Release(); v.Release(); out.Release(); lse.Release() },
+		backward: func() error {
+			if out.grad == nil {
+				return nil
+			}
+			var dq, dk, dv *gpu.Buffer
+			var tmps []*gpu.Buffer
+			defer func() {
+				for _, b := range tmps {
+					b.Release()
+				}
+			}()
+			// The kernel overwrites dq, dk, dv: write straight into fresh
+			// gradients, or into temporaries added onto existing ones.
+			dst := func(x *Tensor) (*gpu.Buffer, error) {
+				if x.grad == nil {
+					b, _, err := t.gradOf(x)
+					return b, err
+				}
+				b, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(x.Len()))
+				tmps = append(tmps, b)
+				return b, err
+			}
+			var err error
+			if dq, err = dst(q); err != nil {
+				return err
+			}
+			if dk, err = dst(k); err != nil {
+				return err
+			}
+			if dv, err = dst(v); err != nil {
+				return err
+			}
+			if err := wgsl.AttentionBackward(t.D, dq, dk, dv, out.grad, q.Buf, k.Buf, v.Buf, out.Buf, lse.Buf, start, s.B, s.T, s.H, s.KV, s.D, scale); err != nil {
+				return err
+			}
+			for _, p := range []struct {
+				x *Tensor
+				b *gpu.Buffer
+			}{{q, dq}, {k, dk}, {v, dv}} {
+				if p.b != p.x.grad {
+					if err := wgsl.Axpy(t.D, p.x.grad, p.b, p.x.Len(), 1, 1); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		},
+	})
+	return out, nil
+}
+
+// SwiGLU: h = silu(g) * u, all (N,F). Saves g and u.
+func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
+	if g.Len() != u.Len() {
+		return nil, fmt.Errorf("%w: swiglu g %v u %v", ErrShape, g.Shape, u.Shape)
+	}
+	h, err := t.activation(g.Shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := wgsl.SwiGLU(t.D, h.Buf, g.Buf, u.Buf, g.Len()); err != nil {
+		h.Release()
+		return nil, err
+	}
+	if !t.needs(g, u) {
+		return h, nil
+	}
+	g.Retain()
+	u.Retain()
+	t.record(&op{
+		name: "swiglu", outputs: []*Tensor{h},
+		release: func() { g.Release(); u.Release() },
+		backward: func() error {
+			if h.grad == nil {
+				return nil
+			}
+			dg, accG, err := t.gradOf(g)
+			if err != nil {
+				return err
+			}
+			du, accU, err := t.gradOf(u)
+			if err != nil {
+				return err
+			}
+			return wgsl.SwiGLUBackward(t.D, dg, du, h.grad, g.Buf, u.Buf, g.Len(), accG, accU)
+		},
+	})
+	return h, nil
+}
+
+// Add: y = a + b (the residual stream).
+func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
+	if a.Len() != b.Len() {
+		return nil, fmt.Errorf("%w: add %v + %v", ErrShape, a.Shape, b.Shape)
+	}
+	y, err := t.activation(a.Shape...)
+	if err != nil {
+		return nil, err
+	}
+	if err := wgsl.Add(t.D, y.Buf, a.Buf, b.Buf, a.Len()); err != nil {
+		y.Release()
+		return nil, err
+	}
+	if !t.needs(a, b) {
+		return y, nil
+	}
+	t.record(&op{
+		name: "add", outputs: []*Tensor{y},
+		backward: func() error {
+			if y.grad == nil {
+				return nil
+			}
+			for _, x := range []*Tensor{a, b} {
+				if !x.needsGrad {
+					continue
+				}
+				dx, acc, err := t.gradOf(x)
+				if err != nil {
+					return err
+				}
+				if err := wgsl.Axpy(t.D, dx, y.grad, x.Len(), 1, beta(acc)); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+	return y, nil
+}
+
+// LossOptions configure CrossEntropy.
+type LossOptions struct {
+	// GradScale multiplies the gradient: loss scale / number of counted
+	// tokens, so that the gradient is that of the (scaled) mean loss.
+	GradScale float32
+	// ClipLoss clamps each token's loss (REFERENCE §1.1); 0 is off.
+	ClipLoss float32
+}
+
+// CrossEntropy returns the per-row loss (N) of logits (N,V) against labels
+// (i32 per row, -100 ignored). On a tape with grad, the logits buffer is
+// overwritten in place by dlogits (scaled by GradScale): the logits tensor
+// must not be read afterwards. The result is the tensor to call Backward on.
+func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions) (*Tensor, error) {
+	n, v := rows(logits), logits.Shape[len(logits.Shape)-1]
+	loss, err := t.activation(n)
+	if err != nil {
+		return nil, err
+	}
+	grad := t.needs(logits)
+	if err := wgsl.CrossEntropy(t.D, loss.Buf, logits.Buf, labels, n, v, opt.GradScale, opt.ClipLoss, grad); err != nil {
+		loss.Release()
+		return nil, fmt.Errorf("cross entropy: %w", err)
+	}
+	if !grad {
+		return loss, nil
+	}
+	logits.Retain()
+	t.record(&op{
+		name: "cross entropy", outputs: []*Tensor{loss},
+		backward: func() error {
+			// dlogits were written over the logits by the forward: the
+			// buffer becomes the logits' gradient.
+			if logits.grad != nil {
+				return fmt.Errorf("logits already have a gradient")
+			}
+			logits.grad = logits.Buf
+			logits.Buf.Retag(gpu.TagActivation)
+			logits.Buf = nil
+			logits.refs-- // the buffer now lives as the gradient
+			return nil
+		},
+		release: func() {
+			if logits.Buf != nil {
+				logits.Release()
+			}
+		},
+	})
+	return loss, nil
+}

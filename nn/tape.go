@@ -1,0 +1,309 @@
+package nn
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/wgsl"
+)
+
+// GradFunc receives a parameter's complete gradient (f32, same element
+// count as the parameter, tag grad). The gradient buffer is released when
+// it returns, so an optimizer must use it within the call (recording
+// dispatches that read it is enough: see gpu.Buffer.Release).
+type GradFunc func(p *Param, grad *gpu.Buffer) error
+
+// Tape records the backward of the ops run on it. A tape without grad runs
+// the forward only (evaluation, generation, and the forward of a
+// checkpointed block).
+type Tape struct {
+	D    *gpu.Device
+	grad bool
+	ops  []*op
+	// uses counts, per parameter, the recorded uses whose backward has not
+	// run yet; the gradient is complete when it drops to zero. Checkpointed
+	// blocks share their parent's counter.
+	uses      map[*Param]int
+	countUses bool
+	deferred  map[*Param][]deferredGrad
+	callback  GradFunc // set while Backward runs; checkpointed blocks call it too
+}
+
+type op struct {
+	name     string
+	backward func() error
+	release  func()
+	outputs  []*Tensor
+	params   []*Param
+}
+
+// deferredGrad adds a gradient contribution to p just before p's callback,
+// for ops that recompute it instead of keeping it alive (the tied LM head).
+type deferredGrad struct {
+	add     func(dst *gpu.Buffer, accumulate bool) error
+	release func()
+}
+
+// NewTape returns a tape; with grad false it records nothing.
+func NewTape(d *gpu.Device, grad bool) *Tape {
+	return &Tape{D: d, grad: grad, countUses: grad, uses: map[*Param]int{}, deferred: map[*Param][]deferredGrad{}}
+}
+
+// Grad reports whether the tape records backward.
+func (t *Tape) Grad() bool { return t.grad }
+
+// needs reports whether an op with these inputs must record a backward.
+func (t *Tape) needs(xs ...*Tensor) bool {
+	if !t.grad {
+		return false
+	}
+	for _, x := range xs {
+		if x != nil && x.needsGrad && !(x.param != nil && x.param.Frozen) {
+			return true
+		}
+	}
+	return false
+}
+
+// record appends an op. Its params are counted as used; release runs after
+// its backward, or when the tape is released without one.
+func (t *Tape) record(o *op) {
+	ps := o.params[:0]
+	for _, p := range o.params {
+		if p.Frozen {
+			continue
+		}
+		ps = append(ps, p)
+		if t.countUses {
+			t.uses[p]++
+		}
+	}
+	o.params = ps
+	t.ops = append(t.ops, o)
+	for _, y := range o.outputs {
+		y.needsGrad = true
+	}
+}
+
+// countParams counts param uses on a tape that records no backward (the
+// forward of a checkpointed block), so that the parent knows a gradient is
+// still to come.
+func (t *Tape) countParams(ps ...*Param) {
+	if !t.countUses {
+		return
+	}
+	for _, p := range ps {
+		if !p.Frozen {
+			t.uses[p]++
+		}
+	}
+}
+
+// Release frees what the recorded ops saved, without running backward.
+func (t *Tape) Release() {
+	for i := len(t.ops) - 1; i >= 0; i-- {
+		if t.ops[i].release != nil {
+			t.ops[i].release()
+		}
+		for _, y := range t.ops[i].outputs {
+			if y.grad != nil {
+				y.grad.Release()
+				y.grad = nil
+			}
+		}
+	}
+	t.ops = nil
+	for _, ds := range t.deferred {
+		for _, dg := range ds {
+			dg.release()
+		}
+	}
+	t.deferred = map[*Param][]deferredGrad{}
+}
+
+// gradOf returns x's gradient buffer to write into, allocating it if absent,
+// and whether it already holds a partial sum to accumulate onto.
+func (t *Tape) gradOf(x *Tensor) (*gpu.Buffer, bool, error) {
+	if x.grad != nil {
+		return x.grad, true, nil
+	}
+	tag := gpu.TagActivation
+	if x.param != nil {
+		tag = gpu.TagGrad
+	}
+	b, err := t.D.NewBuffer(tag, 4*int64(x.Len()))
+	if err != nil {
+		return nil, false, err
+	}
+	x.grad = b
+	return b, false, nil
+}
+
+// addGrad writes a gradient contribution into x.grad with a kernel that can
+// only overwrite: directly when x has no gradient yet, else through a
+// temporary and an axpy.
+func (t *Tape) addGrad(x *Tensor, write func(dst *gpu.Buffer) error) error {
+	if x.grad == nil {
+		dst, _, err := t.gradOf(x)
+		if err != nil {
+			return err
+		}
+		return write(dst)
+	}
+	tmp, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(x.Len()))
+	if err != nil {
+		return err
+	}
+	defer tmp.Release() // recorded dispatches keep it valid
+	if err := write(tmp); err != nil {
+		return err
+	}
+	return wgsl.Axpy(t.D, x.grad, tmp, x.Len(), 1, 1)
+}
+
+// DeferGrad registers a contribution to p's gradient that is computed when
+// p's last recorded use has run its backward, just before p's callback. p
+// must have at least one recorded use.
+func (t *Tape) DeferGrad(p *Param, add func(dst *gpu.Buffer, accumulate bool) error, release func()) {
+	t.deferred[p] = append(t.deferred[p], deferredGrad{add, release})
+}
+
+// ErrNotLoss: Backward was called on a tensor that is not a loss.
+var ErrNotLoss = errors.New("nn: backward from a tensor that is not a loss (use CrossEntropy)")
+
+// Backward runs the recorded backward from loss, calling fn once per
+// trainable parameter with its complete gradient, in reverse order of use.
+// The tape is empty afterwards.
+func (t *Tape) Backward(loss *Tensor, fn GradFunc) error {
+	if !t.grad {
+		return fmt.Errorf("nn: backward on a tape without grad")
+	}
+	if len(t.ops) == 0 || !loss.needsGrad || t.ops[len(t.ops)-1].outputs[0] != loss {
+		t.Release()
+		return ErrNotLoss
+	}
+	t.callback = fn
+	err := t.run(fn)
+	t.callback = nil
+	if err != nil {
+		t.Release()
+	}
+	return err
+}
+
+// run executes the recorded ops' backward in reverse order.
+func (t *Tape) run(fn GradFunc) error {
+	for len(t.ops) > 0 {
+		o := t.ops[len(t.ops)-1]
+		t.ops = t.ops[:len(t.ops)-1]
+		err := o.backward()
+		if o.release != nil {
+			o.release()
+		}
+		// Every consumer of an output ran its backward before this op did,
+		// so the outputs' gradients are spent: free them here.
+		for _, y := range o.outputs {
+			if y.grad != nil {
+				y.grad.Release()
+				y.grad = nil
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("nn: backward of %s: %w", o.name, err)
+		}
+		for _, p := range o.params {
+			if err := t.used(p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// used marks one use of p as done; on the last one p's gradient is complete.
+func (t *Tape) used(p *Param, fn GradFunc) error {
+	t.uses[p]--
+	if t.uses[p] > 0 {
+		return nil
+	}
+	delete(t.uses, p)
+	for _, dg := range t.deferred[p] {
+		dst, acc, err := t.gradOf(p.Tensor)
+		if err == nil {
+			err = dg.add(dst, acc)
+		}
+		dg.release()
+		if err != nil {
+			return fmt.Errorf("nn: deferred gradient of %s: %w", p.Name, err)
+		}
+	}
+	delete(t.deferred, p)
+	if p.grad == nil {
+		return fmt.Errorf("nn: parameter %s has no gradient after its last use", p.Name)
+	}
+	err := fn(p, p.grad)
+	// The gradient is freed as soon as the callback has used it: under LOMO
+	// at most about one parameter's gradient is alive at any time.
+	p.grad.Release()
+	p.grad = nil
+	if err != nil {
+		return fmt.Errorf("nn: gradient callback for %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// Checkpoint runs block(x) without keeping its activations; backward
+// recomputes the block from x (saved) and runs the block's own backward.
+// The block must be a pure function of x and parameters.
+func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor) (*Tensor, error)) (*Tensor, error) {
+	// The forward records nothing but counts parameter uses for the parent.
+	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred}
+	y, err := block(inner, x)
+	if err != nil {
+		return nil, err
+	}
+	if !t.grad {
+		return y, nil
+	}
+	x.Retain()
+	o := &op{name: "checkpoint " + name, outputs: []*Tensor{y}, release: x.Release}
+	o.backward = func() error {
+		// Recompute with grad, on a leaf that shares x's buffer, without
+		// counting the parameter uses again (the forward counted them).
+		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback}
+		leaf := &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad}
+		y2, err := block(sub, leaf)
+		if err != nil {
+			sub.Release()
+			return err
+		}
+		if y.grad == nil {
+			sub.Release()
+			y2.Release()
+			return nil
+		}
+		y2.grad, y.grad = y.grad, nil // hand the output gradient to the recomputed graph
+		err = sub.run(sub.callback)
+		y2.Release()
+		if err != nil {
+			sub.Release()
+			return err
+		}
+		if leaf.grad != nil && x.needsGrad {
+			if x.grad == nil {
+				x.grad, leaf.grad = leaf.grad, nil
+			} else if err := wgsl.Axpy(t.D, x.grad, leaf.grad, x.Len(), 1, 1); err != nil {
+				return err
+			}
+		}
+		if leaf.grad != nil {
+			leaf.grad.Release()
+			leaf.grad = nil
+		}
+		return nil
+	}
+	t.ops = append(t.ops, o)
+	y.needsGrad = true
+	return y, nil
+}

@@ -1,0 +1,154 @@
+package nn
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// ErrShape is wrapped by every shape mismatch.
+var ErrShape = errors.New("nn: shape mismatch")
+
+// Tensor is a dense row-major array on the device. Activations are f32;
+// parameters may be f16. A Tensor is reference counted: ops that save it for
+// backward retain it, and its buffer returns to the device when the last
+// holder releases it.
+type Tensor struct {
+	Buf   *gpu.Buffer
+	Shape []int
+	DType gpu.DType
+
+	refs      int
+	grad      *gpu.Buffer // f32 gradient, same element count, while backward runs
+	needsGrad bool
+	param     *Param
+}
+
+// Len is the number of elements.
+func (t *Tensor) Len() int {
+	n := 1
+	for _, s := range t.Shape {
+		n *= s
+	}
+	return n
+}
+
+// Retain adds a holder.
+func (t *Tensor) Retain() *Tensor { t.refs++; return t }
+
+// Release drops a holder; the last one frees the buffer.
+func (t *Tensor) Release() {
+	if t == nil || t.refs <= 0 {
+		return
+	}
+	t.refs--
+	if t.refs == 0 {
+		// The gradient is not freed here: the op that produced t still
+		// needs it in backward; Tape.run frees it after that op.
+		t.Buf.Release()
+	}
+}
+
+func shapeString(s []int) string { return fmt.Sprint(s) }
+
+// NewTensor allocates an uninitialised tensor with one holder.
+func NewTensor(d *gpu.Device, tag gpu.Tag, dt gpu.DType, shape ...int) (*Tensor, error) {
+	t := &Tensor{Shape: append([]int(nil), shape...), DType: dt, refs: 1}
+	b, err := d.NewBuffer(tag, dt.Bytes(t.Len()))
+	if err != nil {
+		return nil, err
+	}
+	t.Buf = b
+	return t, nil
+}
+
+// FromF32 uploads v as a tensor of dtype dt (f16 rounds to nearest even).
+func FromF32(d *gpu.Device, tag gpu.Tag, dt gpu.DType, v []float32, shape ...int) (*Tensor, error) {
+	t, err := NewTensor(d, tag, dt, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) != t.Len() {
+		t.Release()
+		return nil, fmt.Errorf("%w: %d values for shape %v", ErrShape, len(v), shape)
+	}
+	if err := d.Write(t.Buf, 0, EncodeF32(v, dt)); err != nil {
+		t.Release()
+		return nil, err
+	}
+	return t, nil
+}
+
+// EncodeF32 packs v in dtype dt, little-endian.
+func EncodeF32(v []float32, dt gpu.DType) []byte {
+	b := make([]byte, dt.Bytes(len(v)))
+	for i, x := range v {
+		if dt == gpu.F16 {
+			binary.LittleEndian.PutUint16(b[2*i:], data.F32ToF16(x))
+		} else {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+		}
+	}
+	return b
+}
+
+// DecodeF32 unpacks n values of dtype dt.
+func DecodeF32(b []byte, n int, dt gpu.DType) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		if dt == gpu.F16 {
+			v[i] = data.F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+		} else {
+			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	}
+	return v
+}
+
+// ReadF32 reads a tensor back as float32 (after all recorded work).
+func ReadF32(d *gpu.Device, t *Tensor) ([]float32, error) {
+	return ReadBufferF32(d, t.Buf, t.Len(), t.DType)
+}
+
+// ReadBufferF32 reads n elements of dtype dt from b.
+func ReadBufferF32(d *gpu.Device, b *gpu.Buffer, n int, dt gpu.DType) ([]float32, error) {
+	raw, err := d.Read(b, 0, dt.Bytes(n))
+	if err != nil {
+		return nil, err
+	}
+	return DecodeF32(raw, n, dt), nil
+}
+
+// Param is a trainable (or frozen) model weight.
+type Param struct {
+	*Tensor
+	Name   string
+	Frozen bool
+}
+
+// NewParam allocates a parameter tensor (tag param).
+func NewParam(d *gpu.Device, name string, dt gpu.DType, shape ...int) (*Param, error) {
+	t, err := NewTensor(d, gpu.TagParam, dt, shape...)
+	if err != nil {
+		return nil, fmt.Errorf("nn: param %s: %w", name, err)
+	}
+	p := &Param{Tensor: t, Name: name}
+	t.param = p
+	t.needsGrad = true
+	return p, nil
+}
+
+// Rows and Cols view a parameter as a matrix (a vector is 1 x n).
+func (p *Param) Rows() int {
+	if len(p.Shape) < 2 {
+		return 1
+	}
+	return p.Shape[0]
+}
+
+// Cols is the size of the last dimension.
+func (p *Param) Cols() int { return p.Shape[len(p.Shape)-1] }
