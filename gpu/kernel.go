@@ -37,6 +37,13 @@ type Kernel struct {
 	pipeline *wgpu.ComputePipeline
 }
 
+// CachedKernel returns the kernel compiled under name, if any: launchers
+// look it up before building the WGSL source again.
+func (d *Device) CachedKernel(name string) (*Kernel, bool) {
+	k, ok := d.kernels[name]
+	return k, ok
+}
+
 // Kernel compiles spec once and caches it by spec.Name.
 func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	if k, ok := d.kernels[spec.Name]; ok {

@@ -66,6 +66,9 @@ func kernel(d *gpu.Device, family, variant string, subst map[string]string, bind
 	if variant != "" {
 		name += "/" + variant
 	}
+	if k, ok := d.CachedKernel(name); ok {
+		return k, nil
+	}
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,
 		Source:     Source(family, subst),
