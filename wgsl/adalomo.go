@@ -1,0 +1,169 @@
+package wgsl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// AdaLomoParams mirrors Params in adalomo.wgsl (shared by its kernels).
+type AdaLomoParams struct {
+	Rows, Cols, N, ChunkRows                       uint32
+	Chunks, Groups, _, _                           uint32
+	LR, Beta, Eps1, Eps2                           float32
+	ClipThreshold, WeightDecay, InvScale, ClipCoef float32
+}
+
+// AdaLomoStep holds the scalars of one AdaLomo update (REFERENCE §3): LR,
+// Beta = 1 - t^-0.8 (0 at t=1; the caller counts t), Eps1 (1e-30), Eps2
+// (1e-3), ClipThreshold (1), decoupled WeightDecay, the inverse loss scale
+// and the norm-clipping coefficient (1: off).
+type AdaLomoStep struct{ LR, Beta, Eps1, Eps2, ClipThreshold, WeightDecay, InvScale, ClipCoef float32 }
+
+// adalomoMaxChunks caps the row chunks of the column sums, so that their
+// scratch is at most adalomoMaxChunks*cols floats; adalomoMinChunkRows keeps
+// each chunk's 4 row lanes busy on short matrices.
+const (
+	adalomoMaxChunks    = 64
+	adalomoMinChunkRows = 16
+)
+
+// AdaLomoUpdate records the AdaLomo update of one parameter, in place
+// (adalomo.wgsl), from its f32 gradient grad (rows, cols); the gradient is
+// first multiplied by InvScale and ClipCoef.
+//
+// c != nil: factored (matrix) state, r (rows) and c (cols) f32, updated in
+// place: r = beta*r + (1-beta)*mean_cols(G), c = beta*c + (1-beta)*mean_rows(G),
+// G = g^2 + Eps1, u = g * rsqrt(r_i/mean(r)) * rsqrt(c_j).
+// c == nil: unfactored (vector) state v = r, of rows*cols f32 elements:
+// v = beta*v + (1-beta)*G, u = g*rsqrt(v). (A factored state of a single row
+// or column gives the same u as the vector state, so the choice for such
+// shapes only decides the state's size.)
+// Then u /= max(1, RMS(u)/ClipThreshold), lr_t = LR*max(Eps2, RMS(param)),
+// param = param*(1 - lr_t*WeightDecay) - lr_t*u, stored in pt (f32 or f16).
+//
+// All reductions run on the device in one recorded sequence (7 dispatches for
+// a matrix, 3 for a vector; no read-back); scratch buffers are tagged
+// gpu.TagScratch and released once recorded.
+func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt gpu.DType, rows, cols int, s AdaLomoStep) error {
+	const op = "adalomo update"
+	if rows <= 0 || cols <= 0 || int64(rows)*int64(cols) >= math.MaxUint32 {
+		return fmt.Errorf("wgsl: %s: shape (%d,%d)", op, rows, cols)
+	}
+	if pt != gpu.F32 && pt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported param dtype %v", op, pt)
+	}
+	n := rows * cols
+	vector := c == nil
+	stateN := rows
+	if vector {
+		stateN = n
+	}
+	if err := reduceNeed(op, "param", param, pt.Bytes(n)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "grad", grad, int64(4*n)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "r", r, int64(4*stateN)); err != nil {
+		return err
+	}
+	if !vector {
+		if err := reduceNeed(op, "c", c, int64(4*cols)); err != nil {
+			return err
+		}
+		if (cols+63)/64 > 65535 {
+			return fmt.Errorf("wgsl: %s: %d columns beyond the column-sum grid", op, cols)
+		}
+	}
+	if param == grad || param == r || param == c || grad == r || grad == c || r == c {
+		return fmt.Errorf("wgsl: %s: param, grad, r and c must be distinct buffers", op)
+	}
+
+	chunkRows := max(adalomoMinChunkRows, (rows+adalomoMaxChunks-1)/adalomoMaxChunks)
+	chunks := (rows + chunkRows - 1) / chunkRows
+	groups := reduceGroups(n)
+	p := AdaLomoParams{
+		Rows: uint32(rows), Cols: uint32(cols), N: uint32(n), ChunkRows: uint32(chunkRows),
+		Chunks: uint32(chunks), Groups: uint32(groups),
+		LR: s.LR, Beta: s.Beta, Eps1: s.Eps1, Eps2: s.Eps2,
+		ClipThreshold: s.ClipThreshold, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipCoef: s.ClipCoef,
+	}
+	partN := 2 * groups
+	if !vector {
+		partN = max(partN, chunks*cols)
+	}
+	part, err := d.NewBuffer(gpu.TagScratch, int64(4*partN))
+	if err != nil {
+		return fmt.Errorf("wgsl: %s: %w", op, err)
+	}
+	// Released once recorded: the dispatches keep their order on the queue.
+	defer part.Release()
+	// stats: sum(r), sum(u^2), sum(param^2).
+	stats, err := d.NewBuffer(gpu.TagScratch, 16)
+	if err != nil {
+		return fmt.Errorf("wgsl: %s: %w", op, err)
+	}
+	defer stats.Release()
+
+	// A stage is one dispatch: the kernel made of `sections`, its buffers in
+	// binding order (the first one written), and its grid.
+	type stage struct {
+		variant  string
+		sections []string
+		bufs     []*gpu.Buffer
+		grid     [3]uint32
+	}
+	grid := func(x, y, z uint32) [3]uint32 { return [3]uint32{x, y, z} }
+	updateThreads := n
+	if pt == gpu.F16 {
+		updateThreads = (n + 1) / 2
+	}
+	update := grid(d.Grid(updateThreads, 256))
+	upd := "update_" + pt.String()
+	var stages []stage
+	if vector {
+		// grad, v (N) -> v, part (2*groups) -> stats -> param (N)
+		stages = []stage{
+			{"vec_partial_" + pt.String(), []string{"vec_partial"}, []*gpu.Buffer{part, r, grad, param}, grid(uint32(groups), 1, 1)},
+			{"sq_fold", []string{"sq_fold"}, []*gpu.Buffer{stats, part}, grid(1, 1, 1)},
+			{upd + "_vec", []string{upd, "u_vec"}, []*gpu.Buffer{param, stats, grad, r}, update},
+		}
+	} else {
+		// grad (R,C) -> r (R); grad -> part (chunks,C) -> c (C); r -> stats[0];
+		// grad, r, c, param -> part (2*groups) -> stats[1:3] -> param (R,C)
+		stages = []stage{
+			{"row_state", []string{"row_state"}, []*gpu.Buffer{r, grad}, grid(d.Grid(rows, 1))},
+			{"col_partial", []string{"col_partial"}, []*gpu.Buffer{part, grad}, grid(uint32((cols+63)/64), uint32(chunks), 1)},
+			{"col_state", []string{"col_state"}, []*gpu.Buffer{c, part}, grid(d.Grid(cols, 256))},
+			{"r_sum", []string{"r_sum"}, []*gpu.Buffer{stats, r}, grid(1, 1, 1)},
+			{"mat_partial_" + pt.String(), []string{"mat_partial"}, []*gpu.Buffer{part, stats, grad, r, c, param}, grid(uint32(groups), 1, 1)},
+			{"sq_fold", []string{"sq_fold"}, []*gpu.Buffer{stats, part}, grid(1, 1, 1)},
+			{upd + "_mat", []string{upd, "u_mat"}, []*gpu.Buffer{param, stats, grad, r, c}, update},
+		}
+	}
+	kernels := make([]*gpu.Kernel, len(stages))
+	subst := dtypeSubst(nil, "P", "param", pt)
+	for i, st := range stages {
+		access := make([]gpu.Access, len(st.bufs))
+		for j := range access {
+			access[j] = ro
+		}
+		access[0] = rw
+		if st.sections[0] == "vec_partial" {
+			access[1] = rw // v
+		}
+		if kernels[i], err = sectionKernel(d, "adalomo", st.variant, subst, st.sections, access, p); err != nil {
+			return err
+		}
+	}
+	// Every kernel compiled and every size checked: record them all.
+	params := gpu.Params(p)
+	for i, st := range stages {
+		if err := d.Dispatch(kernels[i], params, st.bufs, st.grid[0], st.grid[1], st.grid[2]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
