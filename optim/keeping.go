@@ -1,0 +1,161 @@
+package optim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/wgsl"
+)
+
+// keeping is a baseline that keeps every gradient until the backward pass
+// ends, then clips by the global norm and updates: plain SGD, or AdamW with
+// two f32 moments (and an f32 master copy of f16 parameters). This is the
+// memory that LOMO saves; `lomo plan` predicts it and tests measure it.
+type keeping struct {
+	d      *gpu.Device
+	cfg    Config
+	dtype  gpu.DType
+	step   int
+	grads  map[*nn.Param]*gpu.Buffer
+	adam   map[*nn.Param][3]*gpu.Buffer // m, v, master (f16 only)
+	stats  *gpu.Buffer
+	scaler *LossScaler
+}
+
+func newKeeping(d *gpu.Device, cfg Config, dt gpu.DType) (*keeping, error) {
+	k := &keeping{d: d, cfg: cfg, dtype: dt, grads: map[*nn.Param]*gpu.Buffer{}, scaler: NewStaticScaler(1)}
+	if cfg.Name == "adamw" {
+		k.adam = map[*nn.Param][3]*gpu.Buffer{}
+	}
+	return k, nil
+}
+
+func (k *keeping) Steps() int { return k.step }
+
+func (k *keeping) Release() {
+	for _, g := range k.grads {
+		g.Release()
+	}
+	k.grads = map[*nn.Param]*gpu.Buffer{}
+	for _, s := range k.adam {
+		for _, b := range s {
+			if b != nil {
+				b.Release()
+			}
+		}
+	}
+	if k.adam != nil {
+		k.adam = map[*nn.Param][3]*gpu.Buffer{}
+	}
+	if k.stats != nil {
+		k.stats.Release()
+		k.stats = nil
+	}
+}
+
+func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
+	k.step++
+	lr := k.cfg.Schedule.At(k.step)
+	res := Result{Step: k.step, LR: lr, LossScale: 1, ClipCoef: 1}
+	t := nn.NewTape(k.d, true)
+	lossT, tokens, err := fwd(t, 1)
+	if err != nil {
+		t.Release()
+		return res, err
+	}
+	defer lossT.Release()
+	var order []*nn.Param
+	// Keep a copy of every gradient: memory for all of them at once.
+	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
+		kept, ok := k.grads[p]
+		if !ok {
+			var err error
+			if kept, err = k.d.NewBuffer(gpu.TagGrad, g.Size()); err != nil {
+				return err
+			}
+			k.grads[p] = kept
+		}
+		order = append(order, p)
+		return k.d.Copy(g, 0, kept, 0, g.Size())
+	})
+	if err != nil {
+		return res, err
+	}
+	if res.Loss, err = meanLoss(k.d, lossT, tokens); err != nil {
+		return res, err
+	}
+	res.Tokens = tokens
+	coef := float32(1)
+	if k.cfg.ClipGradNorm > 0 {
+		if k.stats == nil {
+			if k.stats, err = k.d.NewBuffer(gpu.TagScratch, 16); err != nil {
+				return res, err
+			}
+		}
+		if err := wgsl.Fill(k.d, k.stats, 0, 1, 0); err != nil {
+			return res, err
+		}
+		for _, p := range order {
+			if err := wgsl.SumSquares(k.d, k.stats, 0, k.grads[p], gpu.F32, p.Len(), 1); err != nil {
+				return res, err
+			}
+		}
+		raw, err := k.d.Read(k.stats, 0, 4)
+		if err != nil {
+			return res, err
+		}
+		res.GradNorm = math.Sqrt(float64(math.Float32frombits(binary.LittleEndian.Uint32(raw))))
+		coef = float32(math.Min(1, k.cfg.ClipGradNorm/(res.GradNorm+1e-6)))
+		res.ClipCoef = float64(coef)
+	}
+	for _, p := range order {
+		if err := k.apply(p, float32(lr), coef); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (k *keeping) apply(p *nn.Param, lr, coef float32) error {
+	g := k.grads[p]
+	if k.cfg.Name == "sgd" {
+		return wgsl.LomoUpdate(k.d, p.Buf, g, p.DType, p.Len(), wgsl.LomoStep{
+			LR: lr, WeightDecay: float32(k.cfg.WeightDecay), InvScale: 1, ClipValue: float32(k.cfg.ClipGradValue), ClipCoef: coef,
+		})
+	}
+	st, ok := k.adam[p]
+	if !ok {
+		var err error
+		if st[0], err = zeroed(k.d, p.Len()); err != nil {
+			return err
+		}
+		if st[1], err = zeroed(k.d, p.Len()); err != nil {
+			return err
+		}
+		if p.DType == gpu.F16 {
+			// The f32 master copy starts from the f16 weights.
+			if st[2], err = k.d.NewBuffer(gpu.TagOptimizer, 4*int64(p.Len())); err != nil {
+				return err
+			}
+			v, err := nn.ReadF32(k.d, p.Tensor)
+			if err != nil {
+				return err
+			}
+			if err := k.d.Write(st[2], 0, nn.EncodeF32(v, gpu.F32)); err != nil {
+				return err
+			}
+		}
+		k.adam[p] = st
+	}
+	if k.cfg.ClipGradValue > 0 {
+		return fmt.Errorf("optim: clip_grad_value is not supported with adamw")
+	}
+	b1, b2 := k.cfg.Beta1, k.cfg.Beta2
+	return wgsl.AdamWUpdate(k.d, p.Buf, st[2], st[0], st[1], g, p.DType, p.Len(), wgsl.AdamWStep{
+		LR: lr, Beta1: float32(b1), Beta2: float32(b2), Eps: float32(k.cfg.Eps), WeightDecay: float32(k.cfg.WeightDecay),
+		BC1: float32(1 - math.Pow(b1, float64(k.step))), BC2: float32(1 - math.Pow(b2, float64(k.step))), GradScale: coef,
+	})
+}

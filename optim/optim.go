@@ -1,0 +1,295 @@
+package optim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/wgsl"
+)
+
+// Forward runs the model's loss on t, with the loss gradient multiplied by
+// lossScale, and returns the per-token loss tensor and the number of tokens
+// that count (the mean's denominator).
+type Forward func(t *nn.Tape, lossScale float32) (loss *nn.Tensor, tokens int, err error)
+
+// Config holds the optimizer settings (REFERENCE §5 names in comments).
+type Config struct {
+	Name          string   // lomo, adalomo, sgd, adamw
+	Schedule      Schedule // learning_rate, lr_scheduler_type, warmup
+	WeightDecay   float64  // weight_decay
+	ClipGradNorm  float64  // clip_grad_norm; 0 is off
+	ClipGradValue float64  // clip_grad_value; 0 is off
+	// AdaLomo (REFERENCE §3).
+	Eps1, Eps2, ClipThreshold float64
+	// AdamW.
+	Beta1, Beta2, Eps float64
+}
+
+// Defaults fills zero fields with the reference defaults.
+func (c *Config) Defaults() {
+	if c.Eps1 == 0 {
+		c.Eps1 = 1e-30
+	}
+	if c.Eps2 == 0 {
+		c.Eps2 = 1e-3
+	}
+	if c.ClipThreshold == 0 {
+		c.ClipThreshold = 1
+	}
+	if c.Beta1 == 0 {
+		c.Beta1 = 0.9
+	}
+	if c.Beta2 == 0 {
+		c.Beta2 = 0.999
+	}
+	if c.Eps == 0 {
+		c.Eps = 1e-8
+	}
+}
+
+// Result reports one step.
+type Result struct {
+	Step      int     `json:"step"`
+	Loss      float64 `json:"loss"`
+	LR        float64 `json:"lr"`
+	GradNorm  float64 `json:"grad_norm"` // of the unscaled gradient; 0 when not measured
+	ClipCoef  float64 `json:"clip_coef"`
+	LossScale float64 `json:"loss_scale"`
+	Skipped   bool    `json:"skipped"`
+	Tokens    int     `json:"tokens"`
+}
+
+// Optimizer runs training steps.
+type Optimizer interface {
+	// Step runs one optimizer step on the batch that fwd computes the loss of.
+	Step(params []*nn.Param, fwd Forward) (Result, error)
+	// Steps is how many steps ran (skipped ones included).
+	Steps() int
+	// Release frees the optimizer state.
+	Release()
+}
+
+// New returns the optimizer that cfg names. dt is the parameters' storage:
+// under f16, LOMO uses dynamic loss scaling and AdaLomo a static 2^10
+// (REFERENCE §2-3); both then need gradient-norm clipping, as in the
+// reference, because the overflow check is part of the norm pass.
+func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
+	cfg.Defaults()
+	if err := cfg.Schedule.Validate(); err != nil {
+		return nil, err
+	}
+	base := &fused{d: d, cfg: cfg, dtype: dt, scaler: NewStaticScaler(1), limit: float32(math.Inf(1))}
+	if dt == gpu.F16 {
+		// lomo keeps activations and gradients in f32. Under f16 storage a
+		// scaled gradient beyond the f16 range counts as an overflow, as it
+		// would in the reference's fp16 backward.
+		base.limit = 65504
+	}
+	switch cfg.Name {
+	case "lomo":
+		if dt == gpu.F16 {
+			base.scaler = NewDynamicScaler()
+		}
+		base.update = base.lomoUpdate
+	case "adalomo":
+		if dt == gpu.F16 {
+			base.scaler = NewStaticScaler(1 << 10)
+		}
+		base.state = map[*nn.Param][2]*gpu.Buffer{}
+		base.update = base.adalomoUpdate
+	case "sgd", "adamw":
+		return newKeeping(d, cfg, dt)
+	default:
+		return nil, fmt.Errorf("optim: unknown optimizer %q (lomo, adalomo, sgd, adamw)", cfg.Name)
+	}
+	if dt == gpu.F16 && cfg.ClipGradNorm <= 0 {
+		return nil, fmt.Errorf("optim: %s with f16 parameters needs clip_grad_norm > 0 (the overflow check runs in the norm pass)", cfg.Name)
+	}
+	return base, nil
+}
+
+// fused is LOMO or AdaLomo: the update runs in the backward callback.
+type fused struct {
+	d      *gpu.Device
+	cfg    Config
+	dtype  gpu.DType
+	scaler *LossScaler
+	limit  float32
+	step   int
+	t      int // AdaLomo's step counter (good steps)
+	state  map[*nn.Param][2]*gpu.Buffer
+	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error
+	// stats: [0] sum of squares (f32), [1] overflow flag (u32)
+	stats *gpu.Buffer
+}
+
+func (o *fused) Steps() int { return o.step }
+
+func (o *fused) Release() {
+	for _, s := range o.state {
+		for _, b := range s {
+			if b != nil {
+				b.Release()
+			}
+		}
+	}
+	o.state = map[*nn.Param][2]*gpu.Buffer{}
+	if o.stats != nil {
+		o.stats.Release()
+		o.stats = nil
+	}
+}
+
+// Step: with clip_grad_norm, a first forward+backward measures the norm of
+// the unscaled gradient (and overflow) and frees each gradient at once; a
+// second forward+backward applies the update with the clip coefficient
+// (REFERENCE §1.3). Without it, one pass updates directly.
+func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
+	o.step++
+	lr := float32(o.cfg.Schedule.At(o.step))
+	scale := o.scaler.Scale
+	invScale := float32(1 / scale)
+	res := Result{Step: o.step, LR: float64(lr), LossScale: scale, ClipCoef: 1}
+	coef := float32(1)
+	if o.cfg.ClipGradNorm > 0 {
+		sumsq, overflow, loss, tokens, err := measure(o.d, &o.stats, fwd, float32(scale), invScale, o.limit)
+		if err != nil {
+			return res, err
+		}
+		res.Loss, res.Tokens = loss, tokens
+		if o.scaler.Update(overflow) {
+			res.Skipped = true
+			res.GradNorm = math.Inf(1)
+			return res, nil
+		}
+		res.GradNorm = math.Sqrt(sumsq)
+		coef = float32(math.Min(1, o.cfg.ClipGradNorm/(res.GradNorm+1e-6)))
+		res.ClipCoef = float64(coef)
+	}
+	if o.update != nil && o.cfg.Name == "adalomo" {
+		o.t++
+	}
+	t := nn.NewTape(o.d, true)
+	lossT, tokens, err := fwd(t, float32(scale))
+	if err != nil {
+		t.Release()
+		return res, err
+	}
+	defer lossT.Release()
+	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error { return o.update(p, g, lr, invScale, coef) })
+	if err != nil {
+		return res, err
+	}
+	if o.cfg.ClipGradNorm <= 0 {
+		if res.Loss, err = meanLoss(o.d, lossT, tokens); err != nil {
+			return res, err
+		}
+		res.Tokens = tokens
+		o.scaler.Update(false)
+	}
+	return res, nil
+}
+
+func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
+	return wgsl.LomoUpdate(o.d, p.Buf, g, p.DType, p.Len(), wgsl.LomoStep{
+		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
+		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
+	})
+}
+
+func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
+	st, ok := o.state[p]
+	rows, cols := p.Rows(), p.Cols()
+	if !ok {
+		// Factored second moments for matrices (rows + cols floats), a full
+		// one for vectors; zero at the start (beta is 0 at t=1 anyway).
+		var err error
+		if rows > 1 {
+			if st[0], err = zeroed(o.d, rows); err == nil {
+				st[1], err = zeroed(o.d, cols)
+			}
+		} else {
+			st[0], err = zeroed(o.d, cols)
+		}
+		if err != nil {
+			return err
+		}
+		o.state[p] = st
+	}
+	beta := float32(1 - math.Pow(float64(o.t), -0.8))
+	return wgsl.AdaLomoUpdate(o.d, p.Buf, g, st[0], st[1], p.DType, rows, cols, wgsl.AdaLomoStep{
+		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
+		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef,
+	})
+}
+
+// zeroed allocates n f32 of optimizer state set to 0.
+func zeroed(d *gpu.Device, n int) (*gpu.Buffer, error) {
+	b, err := d.NewBuffer(gpu.TagOptimizer, 4*int64(n))
+	if err != nil {
+		return nil, err
+	}
+	if err := wgsl.Fill(d, b, 0, n, 0); err != nil {
+		b.Release()
+		return nil, err
+	}
+	return b, nil
+}
+
+// measure runs a forward and a backward that only measure: the sum of
+// squares of the unscaled gradient and whether any scaled gradient
+// overflowed. Each gradient is freed right after its reduction.
+func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, limit float32) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
+	if *stats == nil {
+		if *stats, err = d.NewBuffer(gpu.TagScratch, 16); err != nil {
+			return
+		}
+	}
+	st := *stats
+	if err = wgsl.Fill(d, st, 0, 2, 0); err != nil {
+		return
+	}
+	t := nn.NewTape(d, true)
+	lossT, tokens, err := fwd(t, scale)
+	if err != nil {
+		t.Release()
+		return
+	}
+	defer lossT.Release()
+	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
+		if err := wgsl.SumSquares(d, st, 0, g, gpu.F32, p.Len(), invScale); err != nil {
+			return err
+		}
+		return wgsl.CheckFinite(d, st, 1, g, p.Len(), 1, limit)
+	})
+	if err != nil {
+		return
+	}
+	raw, err := d.Read(st, 0, 8)
+	if err != nil {
+		return
+	}
+	sumsq = float64(math.Float32frombits(binary.LittleEndian.Uint32(raw)))
+	overflow = binary.LittleEndian.Uint32(raw[4:]) != 0 || math.IsNaN(sumsq) || math.IsInf(sumsq, 0)
+	loss, err = meanLoss(d, lossT, tokens)
+	return
+}
+
+// meanLoss reads the per-token losses and averages over the counted tokens.
+func meanLoss(d *gpu.Device, loss *nn.Tensor, tokens int) (float64, error) {
+	v, err := nn.ReadF32(d, loss)
+	if err != nil {
+		return 0, err
+	}
+	s := 0.0
+	for _, x := range v {
+		s += float64(x)
+	}
+	if tokens == 0 {
+		return 0, nil
+	}
+	return s / float64(tokens), nil
+}
