@@ -76,7 +76,43 @@ type Device struct {
 
 	kernels map[string]*Kernel
 	rec     *recorder
+	// dry: a planning device that runs no kernels and holds no memory but
+	// keeps the same exact accounting (see OpenDry).
+	dry bool
 }
+
+// OpenDry returns a device that allocates nothing and runs nothing: buffers
+// are only accounted, kernels are not compiled, reads return zeros. Running
+// a training step on it gives the exact memory table of that step on a
+// real adapter with these limits, from the model config alone: `lomo plan`
+// is built on it.
+func OpenDry(name string, limits Limits) *Device {
+	if limits.MinUniformBufferOffsetAlign == 0 {
+		limits.MinUniformBufferOffsetAlign = 256
+	}
+	d := &Device{
+		Info:     AdapterInfo{Name: name, Type: "dry", Backend: "none", Limits: limits},
+		Features: map[string]bool{},
+		cache:    map[cacheKey][]*wgpu.Buffer{},
+		kernels:  map[string]*Kernel{},
+		limits:   limits,
+		dry:      true,
+	}
+	d.rec, _ = newRecorder(d) // a dry allocation cannot fail
+	return d
+}
+
+// UnlimitedLimits are limits for a dry device that refuses no size.
+func UnlimitedLimits() Limits {
+	return Limits{
+		MaxBufferSize: 1 << 50, MaxStorageBufferBindingSize: 1 << 50, MaxStorageBuffersPerStage: 16,
+		MaxComputeWorkgroupStorageSize: 32768, MaxComputeInvocations: 1024, MaxWorkgroupsPerDimension: 65535,
+		MinUniformBufferOffsetAlign: 256,
+	}
+}
+
+// Dry reports whether the device only plans.
+func (d *Device) Dry() bool { return d.dry }
 
 type cacheKey struct {
 	size  int64
@@ -236,7 +272,13 @@ func Open(opt Options) (*Device, error) {
 	if d.limits.MinUniformBufferOffsetAlign == 0 {
 		d.limits.MinUniformBufferOffsetAlign = 256
 	}
-	d.rec = newRecorder(d)
+	if d.rec, err = newRecorder(d); err != nil {
+		d.queue.Release()
+		dev.Release()
+		c.adapter.Release()
+		inst.Release()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -275,6 +317,10 @@ func (d *Device) checkLost() error {
 // Close releases everything the device holds. Buffers not yet released
 // become invalid.
 func (d *Device) Close() {
+	if d.dry {
+		d.cache = map[cacheKey][]*wgpu.Buffer{}
+		return
+	}
 	if d.dev == nil {
 		return
 	}
@@ -331,17 +377,21 @@ func (d *Device) newBuffer(tag Tag, n int64, usage wgpu.BufferUsage) (*Buffer, e
 	key := cacheKey{n, usage}
 	d.mu.Lock()
 	var wb *wgpu.Buffer
+	fresh := true
 	if l := d.cache[key]; len(l) > 0 {
 		wb = l[len(l)-1]
 		d.cache[key] = l[:len(l)-1]
+		fresh = false
 	}
 	d.mu.Unlock()
-	if wb == nil {
+	if wb == nil && !d.dry {
 		var err error
 		wb, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{Size: uint64(n), Usage: usage})
 		if err != nil {
 			return nil, fmt.Errorf("gpu: create %s buffer of %d bytes: %w", tag, n, err)
 		}
+	}
+	if fresh {
 		d.mu.Lock()
 		d.acct.reserve(n)
 		d.mu.Unlock()
@@ -389,8 +439,10 @@ func (d *Device) TrimCache() {
 	defer d.mu.Unlock()
 	for k, l := range d.cache {
 		for _, b := range l {
-			b.Destroy()
-			b.Release()
+			if b != nil {
+				b.Destroy()
+				b.Release()
+			}
 			d.acct.s.Reserved.Live -= k.size
 		}
 	}
@@ -420,6 +472,9 @@ func (d *Device) Write(b *Buffer, off int64, data []byte) error {
 		padded := make([]byte, AlignedSize(int64(len(data))))
 		copy(padded, data)
 		data = padded
+	}
+	if d.dry {
+		return nil
 	}
 	if err := d.rec.flush(); err != nil {
 		return err
@@ -451,6 +506,9 @@ func (d *Device) Read(b *Buffer, off, n int64) ([]byte, error) {
 		return nil, err
 	}
 	defer st.Release()
+	if d.dry {
+		return make([]byte, n), nil
+	}
 	if err := d.rec.copy(b, off, st, 0, an); err != nil {
 		return nil, err
 	}
@@ -478,6 +536,9 @@ func (d *Device) Copy(src *Buffer, srcOff int64, dst *Buffer, dstOff int64, n in
 	if srcOff+n > src.size || dstOff+n > dst.size || n%4 != 0 || srcOff%4 != 0 || dstOff%4 != 0 {
 		return fmt.Errorf("gpu: copy %d bytes from %d/%d to %d/%d: out of range or unaligned", n, srcOff, src.size, dstOff, dst.size)
 	}
+	if d.dry {
+		return nil
+	}
 	return d.rec.copy(src, srcOff, dst, dstOff, n)
 }
 
@@ -488,6 +549,9 @@ func (d *Device) Flush() error { return d.rec.flush() }
 func (d *Device) Sync() error {
 	if err := d.rec.flush(); err != nil {
 		return err
+	}
+	if d.dry {
+		return nil
 	}
 	waitIdle(d)
 	return d.checkLost()

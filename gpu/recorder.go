@@ -27,20 +27,21 @@ type recorder struct {
 	stride  int
 }
 
-func newRecorder(d *Device) *recorder {
-	return &recorder{d: d, stride: int(d.limits.MinUniformBufferOffsetAlign)}
+// newRecorder allocates the uniform arena up front (tag scratch), on real
+// and dry devices alike, so both account the same bytes from the start.
+func newRecorder(d *Device) (*recorder, error) {
+	r := &recorder{d: d, stride: int(d.limits.MinUniformBufferOffsetAlign)}
+	b, err := d.newBuffer(TagScratch, int64(maxBatch*r.stride), wgpu.BufferUsageUniform|wgpu.BufferUsageCopyDst)
+	if err != nil {
+		return nil, err
+	}
+	r.arena = b
+	return r, nil
 }
 
 func (r *recorder) begin() error {
 	if r.enc != nil {
 		return nil
-	}
-	if r.arena == nil {
-		b, err := r.d.newBuffer(TagScratch, int64(maxBatch*r.stride), wgpu.BufferUsageUniform|wgpu.BufferUsageCopyDst)
-		if err != nil {
-			return err
-		}
-		r.arena = b
 	}
 	enc, err := r.d.dev.CreateCommandEncoder(nil)
 	if err != nil {
@@ -56,6 +57,11 @@ func (r *recorder) dispatch(k *Kernel, params []byte, bufs []*Buffer, x, y, z ui
 		if err := r.flush(); err != nil {
 			return err
 		}
+	}
+	if r.d.dry {
+		r.n++
+		r.total++
+		return nil
 	}
 	if err := r.begin(); err != nil {
 		return err
@@ -116,6 +122,7 @@ func (r *recorder) copy(src *Buffer, srcOff int64, dst *Buffer, dstOff int64, n 
 // and the error names the operation.
 func (r *recorder) flush() error {
 	if r.enc == nil {
+		r.n = 0
 		return nil
 	}
 	defer r.reset()
