@@ -185,7 +185,7 @@ func sgCOPA(line []byte) ([]Example, error) {
 	case "cause":
 		q = "What was the cause?"
 	case "effect":
-		q = "What happened as a result?"
+		q = "What was the effect?"
 	default:
 		return nil, fmt.Errorf("question %q: want cause or effect", *v.Question)
 	}
