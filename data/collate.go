@@ -6,11 +6,14 @@ package data
 // Token boundaries. The prompt and the target are tokenized separately and
 // the ids concatenated: BOS + Encode(prompt) + Encode(target) [+ EOS], as
 // the reference does. With a SentencePiece-style tokenizer this is not the
-// same as Encode(prompt + target) (the target gets its own leading "▁", and
-// the prompt's trailing space stays a token of the prompt), but it is the
-// same for every option and for training and evaluation, the prompt tokens
-// do not depend on the answer, and at generation time the model continues
-// exactly the prompt tokens it was trained on.
+// same as Encode(prompt + target): the target gets its own leading "▁" and
+// the prompt's trailing space stays a token of the prompt, so with the
+// stories260K tokenizer "...Answer: " + "Yes" is "... : ▁ | ▁ Y es" and
+// decodes to "Answer:  Yes" (two spaces). But it is the same for every
+// option and for training and evaluation, the prompt tokens do not depend
+// on the answer, and at generation time the model continues exactly the
+// prompt tokens it was trained on (decoded answers are whitespace-trimmed
+// by the metrics' normalization).
 //
 // Labels are next-token targets, already shifted: Labels[i] is the id the
 // model should predict at position i (that is IDs[i+1] when token i+1 is

@@ -23,6 +23,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The answer line every SuperGLUE prompt ends with.
@@ -96,8 +98,8 @@ func sgQuestion(q string) string {
 	if q != "" && !strings.HasSuffix(q, "?") {
 		q += "?"
 	}
-	if q != "" {
-		q = strings.ToUpper(q[:1]) + q[1:]
+	if r, n := utf8.DecodeRuneInString(q); n > 0 && r != utf8.RuneError {
+		q = string(unicode.ToUpper(r)) + q[n:]
 	}
 	return q
 }

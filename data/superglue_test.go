@@ -223,3 +223,16 @@ func TestSuperGLUEUnlabelledAndAltLabels(t *testing.T) {
 		t.Errorf("%+v", ex)
 	}
 }
+
+func TestSGQuestion(t *testing.T) {
+	for in, want := range map[string]string{
+		"is it true":   "Is it true?",
+		" ébène noire": "Ébène noire?",
+		"Why?":         "Why?",
+		"":             "",
+	} {
+		if got := sgQuestion(in); got != want {
+			t.Errorf("sgQuestion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
