@@ -140,12 +140,14 @@ func (k *keeping) apply(p *nn.Param, lr, coef float32) error {
 			if st[2], err = k.d.NewBuffer(gpu.TagOptimizer, 4*int64(p.Len())); err != nil {
 				return err
 			}
-			v, err := nn.ReadF32(k.d, p.Tensor)
-			if err != nil {
-				return err
-			}
-			if err := k.d.Write(st[2], 0, nn.EncodeF32(v, gpu.F32)); err != nil {
-				return err
+			if !k.d.Dry() { // a plan needs the bytes, not the values
+				v, err := nn.ReadF32(k.d, p.Tensor)
+				if err != nil {
+					return err
+				}
+				if err := k.d.Write(st[2], 0, nn.EncodeF32(v, gpu.F32)); err != nil {
+					return err
+				}
 			}
 		}
 		k.adam[p] = st

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/monitor"
+	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/train"
+	"github.com/schollz/progressbar/v3"
+)
+
+func init() {
+	register("train", "fine-tune a model from a YAML config (LOMO reference keys)", cmdTrain)
+	register("eval", "evaluate a model on a task and print a JSON line", cmdEval)
+	register("generate", "continue a prompt", cmdGenerate)
+	register("tokenize", "print the token ids of a text as a JSON array", cmdTokenize)
+}
+
+// openDevice opens the adapter named by --adapter (or LOMO_ADAPTER).
+func openDevice(adapter string, log io.Writer) (*gpu.Device, error) {
+	d, err := gpu.Open(gpu.Options{Adapter: adapter})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "adapter: %s (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+	return d, nil
+}
+
+// bar is the terminal progress bar of a run.
+type bar struct {
+	w io.Writer
+	b *progressbar.ProgressBar
+}
+
+func (p *bar) Start(total int, desc string) {
+	p.b = progressbar.NewOptions(total, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100_000_000),
+		progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionClearOnFinish())
+}
+
+func (p *bar) Step(loss float64) {
+	p.b.Describe(fmt.Sprintf("loss %.4f", loss))
+	p.b.Add(1)
+}
+
+func (p *bar) Finish() { p.b.Finish() }
+
+// keyValues collects --key value overrides that follow the known flags.
+func keyValues(args []string) (flags []string, kv [][2]string, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "--") || isKnownTrainFlag(a) {
+			flags = append(flags, a)
+			if isKnownTrainFlag(a) && !strings.Contains(a, "=") && a != "--resume" && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		k := strings.TrimPrefix(a, "--")
+		if eq := strings.IndexByte(k, '='); eq >= 0 {
+			kv = append(kv, [2]string{k[:eq], k[eq+1:]})
+			continue
+		}
+		if i+1 >= len(args) {
+			return nil, nil, fmt.Errorf("%w: --%s needs a value", errUsage, k)
+		}
+		kv = append(kv, [2]string{k, args[i+1]})
+		i++
+	}
+	return flags, kv, nil
+}
+
+func isKnownTrainFlag(a string) bool {
+	name := strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]
+	switch name {
+	case "config", "adapter", "monitor", "monitor-token", "resume", "run", "h", "help":
+		return true
+	}
+	return false
+}
+
+func cmdTrain(args []string, stdout, stderr io.Writer) error {
+	flagArgs, kv, err := keyValues(args)
+	if err != nil {
+		return err
+	}
+	fs := newFlags("train", stderr)
+	cfgPath := fs.String("config", "", "YAML config (keys of the LOMO reference's args_lomo.yaml); --key value overrides any key")
+	adapter := fs.String("adapter", "", "adapter index or name (default: LOMO_ADAPTER, else the best one)")
+	monAddr := fs.String("monitor", "", "serve the live dashboard and metric stream on this address (e.g. :8080 or 127.0.0.1:8080)")
+	monToken := fs.String("monitor-token", "", "token for --monitor beyond loopback (default: generated and printed)")
+	resume := fs.Bool("resume", false, "continue from the newest checkpoint in output_dir")
+	runID := fs.String("run", "", "run id for the monitor (default: from output_dir)")
+	if err := parse(fs, flagArgs); err != nil {
+		return err
+	}
+	cfg := train.DefaultConfig()
+	if *cfgPath != "" {
+		if cfg, err = train.LoadConfig(*cfgPath); err != nil && len(kv) == 0 {
+			return err
+		}
+	}
+	for _, p := range kv {
+		if err := cfg.Set(p[0], p[1]); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	d, err := openDevice(*adapter, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	opts := train.Options{Progress: &bar{w: stderr}, Resume: *resume, Log: stderr, Run: *runID}
+	if opts.Run == "" {
+		opts.Run = runName(cfg.OutputDir)
+	}
+	var stopMonitor func()
+	var hub *monitor.Hub
+	if *monAddr != "" {
+		hub, stopMonitor, err = serveMonitor(*monAddr, *monToken, opts.Run, stderr)
+		if err != nil {
+			return err
+		}
+		defer stopMonitor()
+		opts.Sink = hub
+	}
+	tr, err := train.New(cfg, d, opts)
+	if err != nil {
+		return err
+	}
+	defer tr.Release()
+	if hub != nil {
+		cancel := hub.OnControl(opts.Run, tr.Control)
+		defer cancel()
+	}
+	// Ctrl-C stops after the current step, with a checkpoint; a second one exits.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	go func() {
+		<-sig
+		fmt.Fprintln(stderr, "\ninterrupt: stopping after this step (again to quit now)")
+		tr.RequestStop()
+		<-sig
+		os.Exit(130)
+	}()
+	s, err := tr.Run()
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(s)
+	fmt.Fprintln(stdout, string(b))
+	return nil
+}
+
+func runName(outDir string) string {
+	n := filepath.Base(filepath.Clean(outDir))
+	if !monitor.ValidRunID(n) {
+		return "run"
+	}
+	return n
+}
+
+func cmdEval(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("eval", stderr)
+	model := fs.String("model", "", "model folder (HF layout: config.json, model.safetensors, tokenizer.json)")
+	task := fs.String("task", "", "task name: "+strings.Join(data.TaskNames(), ", "))
+	file := fs.String("data", "", "task file (jsonl)")
+	limit := fs.Int("limit", 0, "evaluate the first n examples only")
+	batch := fs.Int("batch", 16, "sequences per forward pass")
+	maxLen := fs.Int("max-length", 1024, "tokens per sequence")
+	mean := fs.Bool("mean", false, "rank options by mean NLL per token (default: summed, as the reference)")
+	adapter := fs.String("adapter", "", "adapter index or name")
+	dtype := fs.String("dtype", "f32", "parameter storage: f32 or f16")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *model == "" || *task == "" || *file == "" {
+		return fmt.Errorf("%w: --model, --task and --data are required", errUsage)
+	}
+	t, err := data.LoadTask(*task, *file)
+	if err != nil {
+		return err
+	}
+	if *limit > 0 && *limit < len(t.Examples) {
+		t.Examples = t.Examples[:*limit]
+	}
+	tok, err := data.LoadTokenizer(*model)
+	if err != nil {
+		return err
+	}
+	d, err := openDevice(*adapter, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	m, err := nn.LoadLlama(d, *model, parseDType(*dtype))
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	r, err := train.Evaluate(m, tok, t, train.EvalOptions{BatchSize: *batch, MaxLen: *maxLen, Mean: *mean, MaxNewTokens: 32})
+	if err != nil {
+		return err
+	}
+	out := map[string]any{"task": r.Task, "metric": r.Metric, r.Metric: r.Value, "n": r.N, "chance": t.Chance()}
+	if r.Metric == "em" {
+		out["f1"] = r.F1
+	}
+	b, _ := json.Marshal(out)
+	fmt.Fprintln(stdout, string(b))
+	return nil
+}
+
+func parseDType(s string) gpu.DType {
+	if s == "f16" {
+		return gpu.F16
+	}
+	return gpu.F32
+}
+
+func cmdGenerate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("generate", stderr)
+	model := fs.String("model", "", "model folder (HF layout)")
+	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
+	maxNew := fs.Int("max-new-tokens", 64, "tokens to generate at most")
+	temp := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
+	topK := fs.Int("top-k", 50, "keep the k most likely tokens (0: off)")
+	topP := fs.Float64("top-p", 1, "keep the smallest set with this probability mass (1: off)")
+	rep := fs.Float64("repetition-penalty", 1, "penalty for tokens already in the text (1: off)")
+	seed := fs.Uint64("seed", 42, "sampling seed")
+	adapter := fs.String("adapter", "", "adapter index or name")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *model == "" {
+		return fmt.Errorf("%w: --model is required", errUsage)
+	}
+	tok, err := data.LoadTokenizer(*model)
+	if err != nil {
+		return err
+	}
+	d, err := openDevice(*adapter, io.Discard)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	m, err := nn.LoadLlama(d, *model, gpu.F32)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	ids := tok.EncodeWithSpecial(*prompt)
+	if len(ids) == 0 {
+		if tok.BOS() < 0 {
+			return errors.New("empty prompt and the tokenizer has no BOS token")
+		}
+		ids = []int{tok.BOS()}
+	}
+	// Print the continuation as it grows: decode the whole new text each
+	// time and write what was not printed yet (byte-fallback tokens only
+	// make characters together).
+	var out []int
+	printed := 0
+	_, err = m.Generate(ids, nn.SampleOptions{MaxNewTokens: *maxNew, Temperature: *temp, TopK: *topK, TopP: *topP, RepetitionPenalty: *rep, Seed: *seed, EOS: tok.EOS()},
+		func(id int) error {
+			out = append(out, id)
+			text := tok.Decode(out)
+			if len(text) > printed && !strings.HasSuffix(text, "\uFFFD") {
+				fmt.Fprint(stdout, text[printed:])
+				printed = len(text)
+			}
+			return nil
+		})
+	if text := tok.Decode(out); len(text) > printed {
+		fmt.Fprint(stdout, text[printed:])
+	}
+	fmt.Fprintln(stdout)
+	return err
+}
+
+func cmdTokenize(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("tokenize", stderr)
+	model := fs.String("model", "", "model folder or tokenizer.json")
+	text := fs.String("text", "", "text to tokenize")
+	noSpecial := fs.Bool("no-special", false, "do not add BOS")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *model == "" {
+		return fmt.Errorf("%w: --model is required", errUsage)
+	}
+	tok, err := data.LoadTokenizer(*model)
+	if err != nil {
+		return err
+	}
+	ids := tok.EncodeWithSpecial(*text)
+	if *noSpecial {
+		ids = tok.Encode(*text)
+	}
+	if ids == nil {
+		ids = []int{}
+	}
+	b, _ := json.Marshal(ids)
+	fmt.Fprintln(stdout, string(b))
+	return nil
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/train"
+)
+
+func init() {
+	register("plan", "predict device memory for each optimizer and whether it fits a card", cmdPlan)
+}
+
+var cards = []struct {
+	name  string
+	bytes int64
+}{{"24GB", 24e9}, {"48GB", 48e9}, {"80GB", 80e9}}
+
+func cmdPlan(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("plan", stderr)
+	model := fs.String("model", "", "model folder or config.json (only the config is read)")
+	batch := fs.Int("batch", 8, "sequences per step")
+	seq := fs.Int("seq", 512, "tokens per sequence")
+	optName := fs.String("optimizer", "", "lomo, adalomo, sgd or adamw (default: all)")
+	dtype := fs.String("dtype", "f16", "parameter storage: f32 or f16")
+	ckpt := fs.Bool("checkpointing", false, "activation checkpointing per block")
+	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO/AdaLomo then run two passes; activations are recomputed, not kept)")
+	asJSON := fs.Bool("json", false, "one JSON object per line per optimizer")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *model == "" {
+		return fmt.Errorf("%w: --model is required", errUsage)
+	}
+	if *dtype != "f32" && *dtype != "f16" {
+		return fmt.Errorf("%w: --dtype %q is not f32 or f16", errUsage, *dtype)
+	}
+	cfg, err := data.LoadLlamaConfig(*model)
+	if err != nil {
+		return err
+	}
+	opts := []string{"lomo", "adalomo", "sgd", "adamw"}
+	if *optName != "" {
+		opts = strings.Split(*optName, ",")
+	}
+	var plans []train.Plan
+	for _, o := range opts {
+		p, err := train.PlanStep(train.PlanRequest{Config: cfg, Batch: *batch, Seq: *seq, Optimizer: o, DType: parseDType(*dtype), Checkpointing: *ckpt, ClipGradNorm: *clip})
+		if err != nil {
+			return fmt.Errorf("%s: %w", o, err)
+		}
+		plans = append(plans, p)
+	}
+	if *asJSON {
+		for _, p := range plans {
+			m := map[string]any{}
+			b, _ := json.Marshal(p)
+			json.Unmarshal(b, &m)
+			for _, c := range cards {
+				m["fits_"+c.name] = p.Total <= c.bytes
+			}
+			b, _ = json.Marshal(m)
+			fmt.Fprintln(stdout, string(b))
+		}
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v (1 GB = 1e9 bytes)\n",
+		*model, count(cfg.NumParams()), *batch, *seq, *dtype, *ckpt)
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "optimizer\tparams\tgrads\toptimizer\tactivations\tscratch\ttotal\t24GB\t48GB\t80GB\t")
+	gb := decimalBytes
+	for _, p := range plans {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Optimizer, gb(p.Params), gb(p.Grads), gb(p.OptimizerSt), gb(p.Activations), gb(p.Scratch), gb(p.Total))
+		for _, c := range cards {
+			fit := "no"
+			if p.Total <= c.bytes {
+				fit = "yes"
+			}
+			fmt.Fprintf(w, "\t%s", fit)
+		}
+		fmt.Fprintln(w, "\t")
+	}
+	w.Flush()
+	fmt.Fprintln(stdout, "total is the peak of the step, not the sum of the column peaks; planned by running the step on a dry device")
+	return nil
+}
+
+// decimalBytes formats bytes in decimal units (GB as GPU vendors count).
+func decimalBytes(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2f MB", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// count formats a parameter count.
+func count(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2fB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2fM", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1fK", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}

@@ -1,0 +1,498 @@
+package train
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/monitor"
+	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/optim"
+)
+
+// Options wire a Trainer to its surroundings.
+type Options struct {
+	Sink     monitor.Sink // metric events; nil: none
+	Run      string       // run id for events
+	Progress Progress     // progress display; nil: none
+	Resume   bool         // continue from the newest checkpoint in output_dir
+	Log      io.Writer    // human-readable notes; nil: discard
+}
+
+// Progress shows training progress (a terminal bar natively, nothing or a
+// page element in the browser).
+type Progress interface {
+	Start(total int, desc string)
+	Step(loss float64)
+	Finish()
+}
+
+// Trainer fine-tunes a model on a task.
+type Trainer struct {
+	Cfg   Config
+	D     *gpu.Device
+	Model *nn.Llama
+	Tok   *data.Tokenizer
+	Train *data.Task
+	Eval  *data.Task
+	Opt   optim.Optimizer
+
+	opts      Options
+	step      int
+	epoch     int
+	stop      atomic.Bool
+	saveNow   atomic.Bool
+	metrics   *os.File
+	startStep int
+	tokens    int64
+	elapsed   time.Duration
+}
+
+// TrainerState is saved with every checkpoint (trainer_state.json).
+type TrainerState struct {
+	Step      int     `json:"step"`
+	Epoch     int     `json:"epoch"` // epochs completed
+	LossScale float64 `json:"loss_scale"`
+	Optimizer string  `json:"optimizer"`
+	Seed      uint64  `json:"seed"`
+}
+
+// New loads the model, tokenizer and task of cfg onto d.
+func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	tr := &Trainer{Cfg: cfg, D: d, opts: opts}
+	modelDir := cfg.ModelNameOrPath
+	if opts.Resume {
+		ck, st, err := LatestCheckpoint(cfg.OutputDir)
+		if err != nil {
+			return nil, err
+		}
+		if ck != "" {
+			modelDir = ck
+			tr.step, tr.epoch, tr.startStep = st.Step, st.Epoch, st.Step
+			fmt.Fprintf(opts.Log, "resuming from %s (step %d, %d epochs done)\n", ck, st.Step, st.Epoch)
+		}
+	}
+	tok, err := data.LoadTokenizer(modelDir)
+	if err != nil {
+		return nil, fmt.Errorf("train: tokenizer of %s: %w", modelDir, err)
+	}
+	tr.Tok = tok
+	if tr.Train, tr.Eval, err = loadTasks(cfg); err != nil {
+		return nil, err
+	}
+	dt := gpu.F32
+	if cfg.DType == "f16" {
+		dt = gpu.F16
+	}
+	if tr.Model, err = nn.LoadLlama(d, modelDir, dt); err != nil {
+		return nil, err
+	}
+	tr.Model.Checkpointing = cfg.GradCheckpoint
+	if tr.Tok.VocabSize() > tr.Model.Cfg.VocabSize {
+		tr.Model.Release()
+		return nil, fmt.Errorf("train: tokenizer has %d tokens, model vocabulary %d", tr.Tok.VocabSize(), tr.Model.Cfg.VocabSize)
+	}
+	ocfg := optim.Config{
+		Name: cfg.Optimizer, WeightDecay: cfg.WeightDecay, ClipGradNorm: cfg.ClipGradNorm, ClipGradValue: cfg.ClipGradValue,
+		Schedule: optim.Schedule{Kind: cfg.LRSchedulerType, LR: cfg.LearningRate, Warmup: cfg.Warmup, Total: tr.TotalSteps()},
+	}
+	if tr.Opt, err = optim.New(d, ocfg, dt); err != nil {
+		tr.Model.Release()
+		return nil, err
+	}
+	return tr, nil
+}
+
+func loadTasks(cfg Config) (trainT, evalT *data.Task, err error) {
+	all, err := data.LoadTask(cfg.DatasetName, cfg.TrainFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.EvalFile != "" {
+		ev, err := data.LoadTask(cfg.DatasetName, cfg.EvalFile)
+		return all, ev, err
+	}
+	n := min(cfg.TrainSize, len(all.Examples)*4/5)
+	if n <= 0 {
+		n = len(all.Examples) * 4 / 5
+	}
+	trainT, evalT = all.Split(n, cfg.Seed)
+	if len(trainT.Examples) == 0 || len(evalT.Examples) == 0 {
+		return nil, nil, fmt.Errorf("train: %s has %d examples: too few to split into train and eval", cfg.TrainFile, len(all.Examples))
+	}
+	return trainT, evalT, nil
+}
+
+// Release frees the model and optimizer state.
+func (tr *Trainer) Release() {
+	if tr.Opt != nil {
+		tr.Opt.Release()
+	}
+	if tr.Model != nil {
+		tr.Model.Release()
+	}
+	if tr.metrics != nil {
+		tr.metrics.Close()
+	}
+}
+
+// StepsPerEpoch is the number of batches in one epoch.
+func (tr *Trainer) StepsPerEpoch() int {
+	n := 0
+	for _, ex := range tr.Train.Examples {
+		if ex.Target != "" {
+			n++
+		}
+	}
+	return (n + tr.Cfg.TrainBatchSize - 1) / tr.Cfg.TrainBatchSize
+}
+
+// TotalSteps is the optimizer steps of the whole run.
+func (tr *Trainer) TotalSteps() int {
+	total := tr.StepsPerEpoch() * max(1, tr.Cfg.NumTrainEpochs)
+	if tr.Cfg.MaxSteps > 0 {
+		total = min(total, tr.Cfg.MaxSteps)
+		if tr.Cfg.NumTrainEpochs <= 0 {
+			total = tr.Cfg.MaxSteps
+		}
+	}
+	return total
+}
+
+// RequestStop asks the run to stop after the current step (a checkpoint is
+// saved).
+func (tr *Trainer) RequestStop() { tr.stop.Store(true) }
+
+// RequestCheckpoint asks for a checkpoint after the current step.
+func (tr *Trainer) RequestCheckpoint() { tr.saveNow.Store(true) }
+
+// Control applies a monitor control action.
+func (tr *Trainer) Control(action string) {
+	switch action {
+	case monitor.ActionStop:
+		tr.RequestStop()
+	case monitor.ActionCheckpoint:
+		tr.RequestCheckpoint()
+	}
+}
+
+func (tr *Trainer) publish(ev monitor.Event) {
+	if tr.opts.Sink == nil {
+		return
+	}
+	ev.V = monitor.SchemaVersion
+	ev.Run = tr.opts.Run
+	ev.Time = time.Now()
+	if err := tr.opts.Sink.Publish(ev); err != nil {
+		fmt.Fprintf(tr.opts.Log, "monitor: %v\n", err)
+	}
+}
+
+// Summary is the outcome of a run.
+type Summary struct {
+	Steps            int     `json:"steps"`
+	ZeroShotAccuracy float64 `json:"zero_shot_accuracy"`
+	FinalAccuracy    float64 `json:"finetuned_accuracy"`
+	FinalLoss        float64 `json:"final_loss"`
+	FirstLoss        float64 `json:"first_loss"`
+	TokensPerSec     float64 `json:"tokens_per_sec"`
+	Stopped          bool    `json:"stopped"`
+	OutputDir        string  `json:"output_dir"`
+	Metric           string  `json:"metric"`
+}
+
+// Run trains: zero-shot evaluation, epochs of optimizer steps with metric
+// lines and events, evaluation each epoch, checkpoints. It returns when the
+// run ends, is stopped, or fails.
+func (tr *Trainer) Run() (Summary, error) {
+	s := Summary{OutputDir: tr.Cfg.OutputDir, ZeroShotAccuracy: math.NaN(), FinalAccuracy: math.NaN(), FirstLoss: math.NaN()}
+	if err := os.MkdirAll(tr.Cfg.OutputDir, 0o755); err != nil {
+		return s, err
+	}
+	f, err := os.OpenFile(filepath.Join(tr.Cfg.OutputDir, "metrics.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return s, err
+	}
+	tr.metrics = f
+	tr.publish(monitor.Event{Kind: monitor.KindRun, RunInfo: &monitor.RunInfo{
+		Model: tr.Cfg.ModelNameOrPath, Adapter: tr.D.Info.Name, Config: tr.Cfg.Map(), Params: tr.Model.Cfg.NumParams(),
+		Optimizer: tr.Cfg.Optimizer, Dtype: tr.Cfg.DType,
+	}})
+	err = tr.run(&s)
+	end := monitor.End{Reason: "done"}
+	switch {
+	case err != nil:
+		end = monitor.End{Reason: "error", Err: err.Error()}
+	case s.Stopped:
+		end.Reason = "stopped"
+	}
+	tr.publish(monitor.Event{Kind: monitor.KindEnd, End: &end})
+	return s, err
+}
+
+func (tr *Trainer) run(s *Summary) error {
+	if tr.Cfg.ZeroShotEval && tr.step == 0 {
+		r, err := tr.Evaluate(tr.Eval)
+		if err != nil {
+			return err
+		}
+		s.ZeroShotAccuracy, s.Metric = r.Value, r.Metric
+		tr.logEval(r, true)
+	}
+	total := tr.TotalSteps()
+	perEpoch := tr.StepsPerEpoch()
+	if tr.opts.Progress != nil {
+		tr.opts.Progress.Start(total-tr.step, fmt.Sprintf("%s %s", tr.Cfg.Optimizer, tr.Cfg.DatasetName))
+		defer tr.opts.Progress.Finish()
+	}
+	pad := max(0, tr.Tok.EOS())
+	for ; tr.step < total; tr.epoch++ {
+		batches := data.TrainBatches(tr.Tok, tr.Train, tr.Cfg.TrainBatchSize, tr.Cfg.DataMaxLength, tr.Cfg.TrainOnInputs, tr.Cfg.Seed, tr.epoch, pad)
+		skip := tr.step - tr.epoch*perEpoch // steps of this epoch done before a resume
+		for bi, b := range batches {
+			if bi < skip {
+				continue
+			}
+			if tr.step >= total {
+				break
+			}
+			res, err := tr.trainStep(b)
+			if err != nil {
+				return fmt.Errorf("step %d: %w", tr.step+1, err)
+			}
+			if math.IsNaN(s.FirstLoss) {
+				s.FirstLoss = res.Loss
+			}
+			s.FinalLoss = res.Loss
+			if tr.saveNow.Swap(false) {
+				if _, err := tr.SaveCheckpoint(); err != nil {
+					return err
+				}
+			}
+			if tr.stop.Load() {
+				s.Stopped = true
+				_, err := tr.SaveCheckpoint()
+				s.Steps = tr.step
+				return err
+			}
+		}
+		if tr.Cfg.EvalStrategy == "epoch" {
+			r, err := tr.Evaluate(tr.Eval)
+			if err != nil {
+				return err
+			}
+			s.FinalAccuracy, s.Metric = r.Value, r.Metric
+			tr.logEval(r, false)
+		}
+		if tr.Cfg.SaveStrategy == "epoch" {
+			if _, err := tr.SaveCheckpoint(); err != nil {
+				return err
+			}
+		}
+	}
+	if math.IsNaN(s.FinalAccuracy) {
+		r, err := tr.Evaluate(tr.Eval)
+		if err != nil {
+			return err
+		}
+		s.FinalAccuracy, s.Metric = r.Value, r.Metric
+		tr.logEval(r, false)
+	}
+	s.Steps = tr.step
+	if tr.elapsed > 0 {
+		s.TokensPerSec = float64(tr.tokens) / tr.elapsed.Seconds()
+	}
+	if tr.Cfg.SaveStrategy != "no" {
+		if err := tr.SaveFinal(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// metricLine is one line of metrics.jsonl.
+type metricLine struct {
+	optim.Result
+	Epoch        float64                `json:"epoch"`
+	TokensPerSec float64                `json:"tokens_per_sec"`
+	Memory       map[string]gpu.MemStat `json:"memory"`
+}
+
+func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
+	in, err := tr.Model.NewInputs(b.B, b.T, b.IDs, b.Labels, b.Start)
+	if err != nil {
+		return optim.Result{}, err
+	}
+	defer in.Release()
+	t0 := time.Now()
+	res, err := tr.Opt.Step(tr.Model.Params(), StepForward(tr.Model, in, float32(tr.Cfg.ClipLossValue)))
+	if err != nil {
+		return res, err
+	}
+	if err := tr.D.Sync(); err != nil {
+		return res, err
+	}
+	dt := time.Since(t0)
+	tokens := 0
+	for _, st := range b.Start {
+		tokens += b.T - st
+	}
+	tr.tokens += int64(tokens)
+	tr.elapsed += dt
+	tr.step++
+	tps := float64(tokens) / dt.Seconds()
+	stats := tr.D.Stats()
+	line := metricLine{Result: res, Epoch: float64(tr.step) / float64(max(1, tr.StepsPerEpoch())), TokensPerSec: tps, Memory: stats.Map()}
+	if err := tr.writeMetric(line); err != nil {
+		return res, err
+	}
+	mem := map[string]monitor.MemStat{}
+	for k, v := range stats.Map() {
+		mem[k] = monitor.MemStat{Live: v.Live, Peak: v.Peak}
+	}
+	tr.publish(monitor.Event{Kind: monitor.KindStep, Step: &monitor.Step{
+		Step: tr.step, Epoch: line.Epoch, Loss: res.Loss, LR: res.LR, GradNorm: res.GradNorm, ClipCoef: res.ClipCoef,
+		LossScale: res.LossScale, Skipped: res.Skipped, TokensPerSec: tps, Memory: mem,
+	}})
+	if tr.opts.Progress != nil {
+		tr.opts.Progress.Step(res.Loss)
+	}
+	return res, nil
+}
+
+func (tr *Trainer) writeMetric(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// A NaN loss cannot be JSON: write it as null rather than lose the line.
+		b, err = json.Marshal(map[string]any{"step": tr.step, "loss": nil, "error": err.Error()})
+		if err != nil {
+			return err
+		}
+	}
+	_, err = tr.metrics.Write(append(b, '\n'))
+	return err
+}
+
+func (tr *Trainer) logEval(r EvalResult, zeroShot bool) {
+	r.ZeroShot = zeroShot
+	r.Step = tr.step
+	_ = tr.writeMetric(map[string]any{"step": tr.step, "eval": r})
+	tr.publish(monitor.Event{Kind: monitor.KindEval, Eval: &monitor.Eval{Step: tr.step, Task: r.Task, Metric: r.Metric, Value: r.Value, ZeroShot: zeroShot}})
+	label := "eval"
+	if zeroShot {
+		label = "zero-shot eval"
+	}
+	fmt.Fprintf(tr.opts.Log, "%s at step %d: %s %s = %.4f (%d examples)\n", label, tr.step, r.Task, r.Metric, r.Value, r.N)
+}
+
+// SaveCheckpoint writes output_dir/checkpoint-<step> (model in HF layout,
+// tokenizer, trainer_state.json) through a temporary folder renamed into
+// place, so that an interrupted save never leaves a damaged checkpoint.
+func (tr *Trainer) SaveCheckpoint() (string, error) {
+	dir := filepath.Join(tr.Cfg.OutputDir, fmt.Sprintf("checkpoint-%d", tr.step))
+	st := TrainerState{Step: tr.step, Epoch: tr.epoch, Optimizer: tr.Cfg.Optimizer, Seed: tr.Cfg.Seed}
+	if tr.step > 0 && tr.step%max(1, tr.StepsPerEpoch()) == 0 {
+		st.Epoch = tr.step / tr.StepsPerEpoch()
+	}
+	if err := tr.saveModelDir(dir, &st); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(tr.opts.Log, "checkpoint saved: %s\n", dir)
+	return dir, nil
+}
+
+// SaveFinal writes the fine-tuned model to output_dir/final.
+func (tr *Trainer) SaveFinal() error {
+	return tr.saveModelDir(filepath.Join(tr.Cfg.OutputDir, "final"), nil)
+}
+
+func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
+	if err := tr.Model.Save(tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	src := tr.Cfg.ModelNameOrPath
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			continue // optional files
+		}
+		if err := os.WriteFile(filepath.Join(tmp, f), b, 0o644); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	if st != nil {
+		b, _ := json.MarshalIndent(st, "", "  ")
+		if err := os.WriteFile(filepath.Join(tmp, "trainer_state.json"), b, 0o644); err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+	}
+	old := dir + ".old"
+	os.RemoveAll(old)
+	if _, err := os.Stat(dir); err == nil {
+		if err := os.Rename(dir, old); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	os.RemoveAll(old)
+	return nil
+}
+
+// LatestCheckpoint finds the newest complete checkpoint in dir ("" if none).
+func LatestCheckpoint(dir string) (string, TrainerState, error) {
+	var st TrainerState
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", st, nil
+	}
+	if err != nil {
+		return "", st, err
+	}
+	var steps []int
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, "checkpoint-") || strings.Contains(name, ".") {
+			continue
+		}
+		if n, err := strconv.Atoi(strings.TrimPrefix(name, "checkpoint-")); err == nil {
+			steps = append(steps, n)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(steps)))
+	for _, n := range steps {
+		ck := filepath.Join(dir, fmt.Sprintf("checkpoint-%d", n))
+		b, err := os.ReadFile(filepath.Join(ck, "trainer_state.json"))
+		if err != nil {
+			continue
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			return "", st, fmt.Errorf("train: %s/trainer_state.json: %w", ck, err)
+		}
+		return ck, st, nil
+	}
+	return "", st, nil
+}
