@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,8 +22,9 @@ type HubOptions struct {
 	// MaxHistory is how many events each run keeps for replay to new viewers
 	// (the most recent ones; the run's first "run" event is always kept).
 	MaxHistory int
-	// QueueSize is each viewer's queue of live events. A viewer whose queue is
-	// full when an event is published is dropped.
+	// QueueSize is how far (in events) a viewer may lag behind the live
+	// stream: a viewer with more than QueueSize published events not yet
+	// written to it is dropped. It should not exceed MaxHistory.
 	QueueSize int
 	// MaxRuns bounds the number of runs the hub tracks; Publish to a new run
 	// beyond it fails with ErrTooManyRuns.
@@ -92,6 +94,8 @@ type runState struct {
 	pinned    []byte // the first "run" event once evicted from ring
 	seq       uint64
 	subs      map[*subscriber]struct{}
+	subsList  []*subscriber // copy of subs, replaced (never mutated) on change
+	wake      chan struct{} // cap 1: events were published
 	sinks     map[int]func(string)
 	nextSink  int
 	info      *RunInfo
@@ -103,9 +107,12 @@ type runState struct {
 	published uint64
 }
 
-// subscriber is one live viewer's queue.
+// subscriber is one live viewer. Its "queue" is the run's history ring: it
+// reads the events after cursor from there, so publishing costs the same
+// whatever the number of viewers.
 type subscriber struct {
-	ch     chan []byte
+	cursor atomic.Uint64 // seq of the last event handed to the viewer
+	notify chan struct{} // cap 1: events after cursor may exist
 	kick   chan struct{} // closed when the hub drops the viewer
 	once   sync.Once
 	reason kickReason
@@ -145,8 +152,10 @@ func (h *Hub) run(id string, create bool) (*runState, error) {
 		ring:  make([]stored, 0, min(h.opts.MaxHistory, 1024)),
 		subs:  make(map[*subscriber]struct{}),
 		sinks: make(map[int]func(string)),
+		wake:  make(chan struct{}, 1),
 	}
 	h.runs[id] = r
+	go r.fanOut(h.opts)
 	return r, nil
 }
 
@@ -211,16 +220,85 @@ func (r *runState) publish(ev *Event, opts HubOptions) error {
 	}
 	r.updated = ev.Time
 
-	for s := range r.subs {
-		select {
-		case s.ch <- data:
-		default:
-			delete(r.subs, s)
-			r.dropped++
-			s.drop(kickTooSlow)
-		}
+	// O(1) whatever the number of viewers: the run's fan-out goroutine
+	// wakes them.
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 	return nil
+}
+
+// fanOut runs for the life of the run: after each batch of published events
+// it wakes every viewer, and drops those lagging more than QueueSize events
+// behind (stalled or too slow). It does this work so that Publish, on the
+// trainer's goroutine, does not.
+func (r *runState) fanOut(opts HubOptions) {
+	var slow []*subscriber
+	for range r.wake {
+		r.mu.Lock()
+		latest, subs := r.seq, r.subsList
+		r.mu.Unlock()
+		slow = slow[:0]
+		for _, s := range subs {
+			// cursor may have passed latest meanwhile: compare, then subtract.
+			if cur := s.cursor.Load(); cur < latest && latest-cur > uint64(opts.QueueSize) {
+				slow = append(slow, s)
+				continue
+			}
+			select {
+			case s.notify <- struct{}{}:
+			default:
+			}
+		}
+		for _, s := range slow {
+			r.dropSlow(s)
+		}
+	}
+}
+
+// dropSlow drops a viewer that fell too far behind.
+func (r *runState) dropSlow(s *subscriber) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.subs[s]; ok {
+		r.removeSub(s)
+		r.dropped++
+		s.drop(kickTooSlow)
+	}
+}
+
+// removeSub unregisters s; r.mu must be held.
+func (r *runState) removeSub(s *subscriber) {
+	delete(r.subs, s)
+	list := make([]*subscriber, 0, len(r.subs))
+	for x := range r.subs {
+		list = append(list, x)
+	}
+	r.subsList = list
+}
+
+// next returns the events after s.cursor (at most max), oldest first, and
+// the seq of the last one. ok is false when some of them already left the
+// history ring: the viewer fell too far behind.
+func (r *runState) next(s *subscriber, max int) (frames [][]byte, last uint64, ok bool) {
+	cur := s.cursor.Load()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur >= r.seq {
+		return nil, cur, true
+	}
+	oldest := r.ring[r.head].seq
+	if cur+1 < oldest {
+		return nil, cur, false
+	}
+	n := min(int(r.seq-cur), max)
+	frames = make([][]byte, n)
+	start := int(cur + 1 - oldest)
+	for i := range frames {
+		frames[i] = r.ring[(r.head+start+i)%len(r.ring)].data
+	}
+	return frames, cur + uint64(n), true
 }
 
 // subscribe registers a viewer of run id and returns the run's history at
@@ -231,7 +309,7 @@ func (h *Hub) subscribe(id string) ([][]byte, *subscriber, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s := &subscriber{ch: make(chan []byte, h.opts.QueueSize), kick: make(chan struct{})}
+	s := &subscriber{notify: make(chan struct{}, 1), kick: make(chan struct{})}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h.mu.RLock()
@@ -247,7 +325,9 @@ func (h *Hub) subscribe(id string) ([][]byte, *subscriber, error) {
 	for i := range r.ring {
 		hist = append(hist, r.ring[(r.head+i)%len(r.ring)].data)
 	}
+	s.cursor.Store(r.seq)
 	r.subs[s] = struct{}{}
+	r.subsList = append(r.subsList[:len(r.subsList):len(r.subsList)], s)
 	return hist, s, nil
 }
 
@@ -257,7 +337,9 @@ func (h *Hub) unsubscribe(id string, s *subscriber) {
 		return
 	}
 	r.mu.Lock()
-	delete(r.subs, s)
+	if _, ok := r.subs[s]; ok {
+		r.removeSub(s)
+	}
 	r.mu.Unlock()
 }
 
@@ -381,9 +463,10 @@ func (h *Hub) Close() {
 	for _, r := range rs {
 		r.mu.Lock()
 		for s := range r.subs {
-			delete(r.subs, s)
 			s.drop(kickShutdown)
 		}
+		clear(r.subs)
+		r.subsList = nil
 		r.mu.Unlock()
 	}
 }

@@ -312,12 +312,16 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		defer close(watched)
 		select {
 		case <-sub.kick:
+		case <-exited:
+		}
+		select {
+		case <-sub.kick:
 			if sub.reason == kickShutdown {
 				c.Close(websocket.StatusGoingAway, "hub shutting down")
 			} else {
 				c.Close(StatusTooSlow, "viewer too slow")
 			}
-		case <-exited:
+		default:
 		}
 	}()
 	defer func() {
@@ -359,19 +363,38 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	rs, _ := s.hub.run(run, false)
 	for {
-		var b []byte
 		select {
-		case b = <-sub.ch:
-		case b = <-acks:
+		case <-sub.notify:
+		case b := <-acks:
+			if err := writeFrame(ctx, c, b); err != nil {
+				c.CloseNow()
+				return
+			}
+			continue
 		case <-sub.kick:
 			return
 		case <-readDone:
 			return
 		}
-		if err := writeFrame(ctx, c, b); err != nil {
-			c.CloseNow()
-			return
+		for {
+			frames, last, ok := rs.next(sub, 256)
+			if !ok { // fell out of the history ring: too slow
+				rs.dropSlow(sub)
+				return
+			}
+			if len(frames) == 0 {
+				break
+			}
+			first := last - uint64(len(frames))
+			for i, b := range frames {
+				if err := writeFrame(ctx, c, b); err != nil {
+					c.CloseNow()
+					return
+				}
+				sub.cursor.Store(first + uint64(i) + 1)
+			}
 		}
 	}
 }
