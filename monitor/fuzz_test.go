@@ -33,6 +33,7 @@ func FuzzHandleFrame(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, mode byte, data []byte) {
 		hub := NewHub(HubOptions{MaxHistory: 16, MaxRuns: 4, QueueSize: 4})
+		defer hub.Close()
 		var actions int
 		defer hub.OnControl("r", func(string) { actions++ })()
 		typ := websocket.MessageText

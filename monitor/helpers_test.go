@@ -17,6 +17,7 @@ func newTestServer(t testing.TB, hub *Hub, opts Options) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(NewServer(hub, opts))
 	t.Cleanup(srv.Close)
+	t.Cleanup(hub.Close)
 	return srv
 }
 

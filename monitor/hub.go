@@ -62,6 +62,7 @@ type Hub struct {
 	mu     sync.RWMutex
 	runs   map[string]*runState
 	closed bool
+	done   chan struct{} // closed by Close: stops the fan-out goroutines
 }
 
 // NewHub returns an empty hub.
@@ -75,7 +76,7 @@ func NewHub(opts HubOptions) *Hub {
 	if opts.MaxRuns <= 0 {
 		opts.MaxRuns = DefaultMaxRuns
 	}
-	return &Hub{opts: opts, runs: make(map[string]*runState)}
+	return &Hub{opts: opts, runs: make(map[string]*runState), done: make(chan struct{})}
 }
 
 // stored is one encoded event of a run's history.
@@ -96,6 +97,7 @@ type runState struct {
 	subs      map[*subscriber]struct{}
 	subsList  []*subscriber // copy of subs, replaced (never mutated) on change
 	wake      chan struct{} // cap 1: events were published
+	fanOnce   sync.Once     // starts the fan-out goroutine at the first viewer
 	sinks     map[int]func(string)
 	nextSink  int
 	info      *RunInfo
@@ -155,7 +157,6 @@ func (h *Hub) run(id string, create bool) (*runState, error) {
 		wake:  make(chan struct{}, 1),
 	}
 	h.runs[id] = r
-	go r.fanOut(h.opts)
 	return r, nil
 }
 
@@ -229,13 +230,19 @@ func (r *runState) publish(ev *Event, opts HubOptions) error {
 	return nil
 }
 
-// fanOut runs for the life of the run: after each batch of published events
+// fanOut runs from the run's first viewer until the hub closes: after each
+// batch of published events
 // it wakes every viewer, and drops those lagging more than QueueSize events
 // behind (stalled or too slow). It does this work so that Publish, on the
 // trainer's goroutine, does not.
-func (r *runState) fanOut(opts HubOptions) {
+func (r *runState) fanOut(opts HubOptions, done <-chan struct{}) {
 	var slow []*subscriber
-	for range r.wake {
+	for {
+		select {
+		case <-r.wake:
+		case <-done:
+			return
+		}
 		r.mu.Lock()
 		latest, subs := r.seq, r.subsList
 		r.mu.Unlock()
@@ -325,6 +332,7 @@ func (h *Hub) subscribe(id string) ([][]byte, *subscriber, error) {
 	for i := range r.ring {
 		hist = append(hist, r.ring[(r.head+i)%len(r.ring)].data)
 	}
+	r.fanOnce.Do(func() { go r.fanOut(h.opts, h.done) })
 	s.cursor.Store(r.seq)
 	r.subs[s] = struct{}{}
 	r.subsList = append(r.subsList[:len(r.subsList):len(r.subsList)], s)
@@ -454,6 +462,9 @@ func (r *runState) summary() RunSummary {
 // It is meant for shutdown.
 func (h *Hub) Close() {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.done)
+	}
 	h.closed = true
 	rs := make([]*runState, 0, len(h.runs))
 	for _, r := range h.runs {

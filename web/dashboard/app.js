@@ -60,6 +60,20 @@
     return Math.max(300, (el.clientWidth || el.parentElement.clientWidth || 440) - 4);
   }
 
+  // Axis labels: short and distinct for tiny learning rates and huge loss
+  // scales alike.
+  function fmtNum(v) {
+    if (v === null || v === undefined) return '';
+    const a = Math.abs(v);
+    if (a === 0) return '0';
+    if (a >= 1e9) return +(v / 1e9).toPrecision(3) + 'G';
+    if (a >= 1e6) return +(v / 1e6).toPrecision(3) + 'M';
+    if (a >= 1e4) return +(v / 1e3).toPrecision(3) + 'k';
+    if (a < 1e-2) return v.toExponential(1).replace('.0e', 'e');
+    return String(+v.toPrecision(3));
+  }
+  const yValues = (u, splits) => splits.map(fmtNum);
+
   function makeChart(id, series, opts) {
     const el = $(id);
     if (charts[id]) {
@@ -75,6 +89,7 @@
       axes: [{ label: 'step' }, {}],
       series: [{ label: 'step' }].concat(series),
     }, opts || {});
+    o.axes = o.axes.map((a, i) => (i > 0 && !a.values ? Object.assign({ values: yValues, size: 56 }, a) : a));
     const data = [[]].concat(series.map(() => []));
     charts[id] = new uPlot(o, data, el);
     return charts[id];
