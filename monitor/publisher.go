@@ -29,9 +29,9 @@ var ErrPublisherClosed = errors.New("monitor: publisher closed")
 // dropped (never a "run" or "end" event) and counted (Dropped). A lost
 // connection is redialed with backoff; queued events wait for it.
 type Publisher struct {
-	url    string
-	header http.Header
-	run    string
+	url  string
+	opts *websocket.DialOptions
+	run  string
 
 	mu     sync.Mutex
 	queue  []Event
@@ -72,14 +72,13 @@ func Dial(ctx context.Context, hubURL, token, run string) (*Publisher, error) {
 	}
 	q := u.Query()
 	q.Set("run", run)
-	q.Del("token") // sent in the header, kept out of logs
-	u.RawQuery = q.Encode()
-	h := http.Header{}
-	if token != "" {
-		h.Set("Authorization", "Bearer "+token)
+	q.Del("token") // sent in the header where possible, kept out of logs
+	if token != "" && tokenInQuery {
+		q.Set("token", token) // browsers cannot set headers on websockets
 	}
+	u.RawQuery = q.Encode()
 	p := &Publisher{
-		url: u.String(), header: h, run: run, max: DefaultPublisherQueue,
+		url: u.String(), opts: dialOptions(token), run: run, max: DefaultPublisherQueue,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), flush: make(chan struct{}),
 	}
 	c, err := p.dial(ctx)
@@ -94,7 +93,7 @@ func Dial(ctx context.Context, hubURL, token, run string) (*Publisher, error) {
 func (p *Publisher) dial(ctx context.Context) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	c, resp, err := websocket.Dial(ctx, p.url, &websocket.DialOptions{HTTPHeader: p.header})
+	c, resp, err := websocket.Dial(ctx, p.url, p.opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
 			return nil, fmt.Errorf("monitor: hub refused the token (401): %w", err)
