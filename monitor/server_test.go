@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -682,4 +683,79 @@ func Example() {
 	st, _ := hub.Stats("run-1")
 	fmt.Println(st.Events, st.LastStep.Loss)
 	// Output: 2 2.5
+}
+
+// A Publisher whose connection is cut redials and goes on delivering.
+func TestPublisherReconnects(t *testing.T) {
+	hub := NewHub(HubOptions{})
+	srv := newTestServer(t, hub, Options{})
+	ctx := testCtx(t, 15*time.Second)
+
+	// A TCP proxy in front of the hub, whose connections we can cut.
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := pl.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			go io.Copy(c, u)
+			go io.Copy(u, c)
+		}
+	}()
+	cut := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		conns = nil
+	}
+	controlIs := func(want bool) {
+		for st, _ := hub.Stats("rc"); st.Control != want; st, _ = hub.Stats("rc") {
+			if ctx.Err() != nil {
+				t.Fatalf("control never became %v", want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	p, err := Dial(ctx, "ws://"+pl.Addr().String(), "", "rc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	v := mustDialView(t, srv, "rc", "")
+	for i := 1; i <= 5; i++ {
+		p.Publish(stepEvent("", i))
+	}
+	for i := 1; i <= 5; i++ {
+		readEvent(t, ctx, v)
+	}
+	controlIs(true)
+	cut()
+	controlIs(false)
+	controlIs(true) // redialed
+	for i := 6; i <= 10; i++ {
+		p.Publish(stepEvent("", i))
+	}
+	for i := 6; i <= 10; i++ {
+		if ev := readEvent(t, ctx, v); ev.Step.Step != i || ev.Seq != uint64(i) {
+			t.Fatalf("after reconnect: %+v", ev)
+		}
+	}
 }
