@@ -218,6 +218,25 @@ type Summary struct {
 	Metric           string  `json:"metric"`
 }
 
+// MarshalJSON writes NaN figures (no evaluation ran) as null.
+func (s Summary) MarshalJSON() ([]byte, error) {
+	type plain Summary
+	b, err := json.Marshal(plain(s))
+	if err == nil {
+		return b, nil
+	}
+	m := map[string]any{"steps": s.Steps, "stopped": s.Stopped, "output_dir": s.OutputDir, "metric": s.Metric}
+	for k, v := range map[string]float64{"zero_shot_accuracy": s.ZeroShotAccuracy, "finetuned_accuracy": s.FinalAccuracy,
+		"final_loss": s.FinalLoss, "first_loss": s.FirstLoss, "tokens_per_sec": s.TokensPerSec} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			m[k] = nil
+		} else {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
+}
+
 // Run trains: zero-shot evaluation, epochs of optimizer steps with metric
 // lines and events, evaluation each epoch, checkpoints. It returns when the
 // run ends, is stopped, or fails.

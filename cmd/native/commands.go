@@ -162,7 +162,10 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(s)
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, string(b))
 	return nil
 }

@@ -1,0 +1,78 @@
+// Shared helpers of the browser tests: build lomo, start a training run with
+// its dashboard, open headless Chromium.
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const artifacts = join(root, 'test-artifacts');
+
+// testdata returns ../shared/testdata (or LOMO_TESTDATA), or null with the
+// reason to skip; under LOMO_REQUIRE_TESTDATA=1 a missing folder throws.
+export function testdata() {
+  const dir = process.env.LOMO_TESTDATA || resolve(root, '..', 'shared', 'testdata');
+  if (existsSync(join(dir, 'models', 'stories260K'))) return dir;
+  if (process.env.LOMO_REQUIRE_TESTDATA === '1') throw new Error(`test data not found at ${dir} (LOMO_REQUIRE_TESTDATA=1)`);
+  return null;
+}
+
+let built;
+export function lomoBinary() {
+  if (built) return built;
+  const out = join(mkdtempSync(join(tmpdir(), 'lomo-e2e-')), 'lomo');
+  execFileSync('go', ['build', '-o', out, './cmd/native'], { cwd: root, stdio: 'inherit' });
+  built = out;
+  return out;
+}
+
+// startTraining runs `lomo train` with a monitor and resolves once the
+// dashboard URL is printed.
+export async function startTraining(td, extraArgs = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'lomo-run-'));
+  const cfg = join(dir, 'run.yaml');
+  writeFileSync(cfg, [
+    `model_name_or_path: ${join(td, 'models', 'stories260K')}`,
+    'dataset_name: copa',
+    `train_file: ${join(td, 'superglue', 'COPA', 'val.jsonl')}`,
+    'train_size: 400',
+    'data_max_length: 48',
+    'per_device_train_batch_size: 2',
+    'learning_rate: 0.01',
+    'num_train_epochs: 50',
+    'max_steps: 2000',
+    'clip_grad_norm: 0',
+    'gradient_checkpointing: false',
+    'zero_shot_eval: false',
+    'evaluation_strategy: "no"',
+    'save_strategy: "no"',
+    `output_dir: ${join(dir, 'out')}`,
+  ].join('\n'));
+  const proc = spawn(lomoBinary(), ['train', '--config', cfg, '--monitor', '127.0.0.1:0', '--run', 'e2e', ...extraArgs], {
+    cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || tmpdir() },
+  });
+  let stdout = '', stderr = '';
+  proc.stdout.on('data', (b) => { stdout += b; });
+  const exited = new Promise((res) => proc.on('close', (code) => res(code)));
+  const url = await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error('no dashboard URL within 60 s:\n' + stderr)), 60_000);
+    proc.stderr.on('data', (b) => {
+      stderr += b;
+      const m = /dashboard: (\S+)/.exec(stderr);
+      if (m) { clearTimeout(timer); res(m[1]); }
+    });
+    proc.on('exit', (code) => rej(new Error(`lomo train exited with ${code} before serving:\n${stderr}`)));
+  });
+  return { url, dir, proc, exited, out: () => stdout, err: () => stderr };
+}
+
+export async function browser() {
+  mkdirSync(artifacts, { recursive: true });
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}

@@ -1,0 +1,26 @@
+# lomo's tasks. `npx --yes rust-just <task>` runs them without installing just.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Mesa's EGL complains on headless machines without it.
+export XDG_RUNTIME_DIR := env_var_or_default("XDG_RUNTIME_DIR", "/tmp")
+
+# Fine-tune the built-in model on the built-in task and print the report.
+demo *ARGS: (setup "demo")
+    go run ./cmd/native demo {{ARGS}}
+
+# Every check CI runs: format, vet, the browser build, Go tests, browser tests.
+test: (setup "test")
+    test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+    go vet ./...
+    GOOS=js GOARCH=wasm go build ./...
+    go test -count=1 ./...
+    cd e2e && node --test
+
+# Kernel benchmarks (GFLOP/s per adapter) and the planner's memory table.
+bench:
+    go test -run '^$' -bench . -benchtime 3x ./wgsl/
+    go run ./cmd/native plan --model bench/configs/llama-7b.json --batch 8 --seq 512 --checkpointing
+
+# Install the Vulkan driver (and for tests Chromium, playwright-core) if missing.
+setup mode="demo":
+    ./scripts/setup.sh {{mode}}
