@@ -106,6 +106,9 @@ func (m *Llama) place(p *Param) error {
 	return nil
 }
 
+// Device is the device the model lives on.
+func (m *Llama) Device() *gpu.Device { return m.d }
+
 // Params lists the parameters in order of first use in the forward pass
 // (a tied head appears once, as the embedding).
 func (m *Llama) Params() []*Param { return m.params }

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lomo-dev/lomo/internal/shared"
+)
+
+// lomo runs the CLI in-process and returns its exit code and output.
+func lomo(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func storiesDir(t *testing.T) string { return shared.Path(t, "models/stories260K") }
+
+// copyModel copies the stories260K folder so a test can damage it.
+func copyModel(t *testing.T) string {
+	t.Helper()
+	src := storiesDir(t)
+	dst := t.TempDir()
+	for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// TestGenerateStory: `lomo generate` from BOS at temperature 0 prints the
+// story published with stories260K (llama2.c doc/stories260K.md).
+func TestGenerateStory(t *testing.T) {
+	code, out, errs := lomo(t, "generate", "--model", storiesDir(t), "--max-new-tokens", "45", "--temperature", "0")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	want := "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball."
+	if !strings.HasPrefix(strings.TrimSpace(out), want[:60]) {
+		t.Errorf("generated:\n%q\nwant it to start with:\n%q", out, want[:60])
+	}
+}
+
+func TestTokenize(t *testing.T) {
+	code, out, errs := lomo(t, "tokenize", "--model", storiesDir(t), "--text", "Once upon a time, there was a little girl named Lily.")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var ids []int
+	if err := json.Unmarshal([]byte(out), &ids); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if len(ids) != 16 || ids[0] != 1 || ids[1] != 403 {
+		t.Errorf("ids %v: want 16 ids from BOS 1, 403, ...", ids)
+	}
+}
+
+// TestBadInputs: a corrupt or truncated safetensors file, a config/weights
+// shape mismatch and a malformed jsonl line each give a clear error naming
+// the problem, a non-zero exit, and no output written.
+func TestBadInputs(t *testing.T) {
+	copaVal := shared.Path(t, "superglue/COPA/val.jsonl")
+	cases := []struct {
+		name  string
+		setup func(dir string) (data string)
+		want  string
+	}{
+		{"truncated safetensors", func(dir string) string {
+			p := filepath.Join(dir, "model.safetensors")
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, b[:len(b)/2], 0o644)
+			return copaVal
+		}, "model.safetensors"},
+		{"corrupt header", func(dir string) string {
+			p := filepath.Join(dir, "model.safetensors")
+			b, _ := os.ReadFile(p)
+			copy(b[8:], []byte("{not json"))
+			os.WriteFile(p, b, 0o644)
+			return copaVal
+		}, "corrupt"},
+		{"shape mismatch", func(dir string) string {
+			p := filepath.Join(dir, "config.json")
+			b, _ := os.ReadFile(p)
+			os.WriteFile(p, bytes.Replace(b, []byte(`"intermediate_size": 172`), []byte(`"intermediate_size": 128`), 1), 0o644)
+			return copaVal
+		}, "shape"},
+		{"malformed jsonl", func(dir string) string {
+			p := filepath.Join(dir, "bad.jsonl")
+			b, _ := os.ReadFile(copaVal)
+			lines := strings.SplitN(string(b), "\n", 4)
+			lines[2] = `{"premise": "The man", "choice1": `
+			os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o644)
+			return p
+		}, "bad.jsonl:3"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyModel(t)
+			data := tc.setup(dir)
+			out := filepath.Join(t.TempDir(), "out")
+			code, stdout, errs := lomo(t, "train", "--model_name_or_path", dir, "--dataset_name", "copa", "--train_file", data,
+				"--output_dir", out, "--max_steps", "1", "--data_max_length", "32", "--per_device_train_batch_size", "2")
+			if code == 0 {
+				t.Fatalf("exit 0 for %s; stdout %s", tc.name, stdout)
+			}
+			if !strings.Contains(errs, tc.want) {
+				t.Errorf("error %q does not mention %q", errs, tc.want)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("output folder %s was created", out)
+			}
+		})
+	}
+}
+
+// TestAdapterErrors: an --adapter that names nothing, and a machine with
+// no Vulkan driver at all, give a clear error with a hint and exit 1.
+func TestAdapterErrors(t *testing.T) {
+	code, _, errs := lomo(t, "eval", "--model", storiesDir(t), "--task", "copa", "--data", shared.Path(t, "superglue/COPA/val.jsonl"), "--adapter", "no-such-gpu")
+	if code != 1 || !strings.Contains(errs, `no adapter matches "no-such-gpu"`) {
+		t.Errorf("--adapter no-such-gpu: exit %d, %q", code, errs)
+	}
+	if os.Getenv("LOMO_CHILD") == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A child process whose Vulkan loader finds no driver.
+		cmd := exec.Command(exe, "-test.run", "^TestNoAdapterChild$")
+		cmd.Env = append(os.Environ(), "LOMO_CHILD=1", "VK_DRIVER_FILES=/nonexistent/icd.json", "VK_ICD_FILENAMES=/nonexistent/icd.json")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("child: %v\n%s", err, b)
+		}
+	}
+}
+
+func TestNoAdapterChild(t *testing.T) {
+	if os.Getenv("LOMO_CHILD") == "" {
+		t.Skip("runs only as the child of TestAdapterErrors, with no Vulkan driver visible")
+	}
+	code, _, errs := lomo(t, "devices")
+	if code != 1 || !strings.Contains(errs, "no WebGPU adapter found") || !strings.Contains(errs, "mesa-vulkan-drivers") {
+		t.Errorf("no driver: exit %d, %q", code, errs)
+	}
+}
+
+// TestMonitorControlNeedsToken: with a token set, control without it is
+// refused; with it, "checkpoint" saves a checkpoint and "stop" ends the run
+// cleanly.
+func TestMonitorControlNeedsToken(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	pr, pw := io.Pipe()
+	done := make(chan int, 1)
+	var stdout bytes.Buffer
+	go func() {
+		code := run([]string{"train", "--model_name_or_path", storiesDir(t), "--dataset_name", "copa",
+			"--train_file", shared.Path(t, "superglue/COPA/val.jsonl"), "--output_dir", out, "--max_steps", "5000",
+			"--num_train_epochs", "100", "--data_max_length", "32", "--per_device_train_batch_size", "2", "--zero_shot_eval", "false",
+			"--evaluation_strategy", "no", "--save_strategy", "no", "--clip_grad_norm", "0",
+			"--monitor", "127.0.0.1:0", "--monitor-token", "s3cret", "--run", "ctl"}, &stdout, pw)
+		pw.Close()
+		done <- code
+	}()
+	url := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Split(scanCR)
+		re := regexp.MustCompile(`dashboard: (http://\S+)`)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				url <- m[1]
+			}
+		}
+	}()
+	var base string
+	select {
+	case u := <-url:
+		base = u[:strings.Index(u, "/?")]
+	case <-time.After(60 * time.Second):
+		t.Fatal("no dashboard URL")
+	}
+	post := func(action, token string) int {
+		req, _ := http.NewRequest("POST", base+"/api/control?run=ctl&action="+action, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// The trainer registers for control once the model is loaded.
+	deadline := time.Now().Add(60 * time.Second)
+	for post("checkpoint", "s3cret") != http.StatusNoContent { // 409 until the trainer listens
+		if time.Now().After(deadline) {
+			t.Fatal("control never accepted")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if c := post("stop", ""); c != http.StatusUnauthorized {
+		t.Errorf("stop without token: %d, want 401", c)
+	}
+	if c := post("stop", "wrong"); c != http.StatusUnauthorized {
+		t.Errorf("stop with a wrong token: %d, want 401", c)
+	}
+	if c := post("stop", "s3cret"); c != http.StatusNoContent {
+		t.Errorf("stop with the token: %d", c)
+	}
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("train exit %d", code)
+		}
+	case <-time.After(120 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	var s struct {
+		Stopped bool `json:"stopped"`
+		Steps   int  `json:"steps"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil || !s.Stopped {
+		t.Fatalf("summary %q: %v", stdout.String(), err)
+	}
+	cks, _ := filepath.Glob(filepath.Join(out, "checkpoint-*"))
+	if len(cks) < 1 {
+		t.Errorf("no checkpoint after checkpoint and stop: %v", cks)
+	}
+	for _, c := range cks {
+		if _, err := os.Stat(filepath.Join(c, "model.safetensors")); err != nil {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+}
+
+// scanCR splits on \n and \r (the progress bar redraws with \r).
+func scanCR(data []byte, atEOF bool) (int, []byte, error) {
+	for i, b := range data {
+		if b == '\n' || b == '\r' {
+			return i + 1, data[:i], nil
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
