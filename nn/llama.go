@@ -233,6 +233,9 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp makes 0600
+	}
 	if err2 := f.Close(); err == nil {
 		err = err2
 	}

@@ -36,7 +36,7 @@ type Plan struct {
 	NormPass      string `json:"norm_pass"`     // how clip_grad_norm gets its norm
 }
 
-// PlanStep computes the memory table by running the step on a dry device
+// PlanStep computes the memory table by running two steps on a dry device
 // (gpu.OpenDry): the same code as training, with allocations accounted and
 // nothing computed. The result is exact for the real step with the same
 // settings; tests hold it against measurements.
@@ -80,9 +80,13 @@ func PlanStep(req PlanRequest) (Plan, error) {
 		return p, err
 	}
 	defer in.Release()
+	// Two steps: optimizer state (AdamW moments, AdaLomo factors) is created
+	// in the first and is live through the second's activation peak.
 	before := d.Dispatches()
-	if _, err := opt.Step(m.Params(), StepForward(m, in, 0)); err != nil {
-		return p, err
+	for i := 0; i < 2; i++ {
+		if _, err := opt.Step(m.Params(), StepForward(m, in, 0)); err != nil {
+			return p, err
+		}
 	}
 	s := d.Stats()
 	p.Params = s.Tag(gpu.TagParam).Peak
@@ -91,7 +95,7 @@ func PlanStep(req PlanRequest) (Plan, error) {
 	p.Activations = s.Tag(gpu.TagActivation).Peak
 	p.Scratch = s.Tag(gpu.TagScratch).Peak + s.Tag(gpu.TagStaging).Peak
 	p.Total = s.Total.Peak
-	p.Dispatches = d.Dispatches() - before
+	p.Dispatches = (d.Dispatches() - before) / 2
 	return p, nil
 }
 

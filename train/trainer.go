@@ -48,15 +48,16 @@ type Trainer struct {
 	Eval  *data.Task
 	Opt   optim.Optimizer
 
-	opts      Options
-	step      int
-	epoch     int
-	stop      atomic.Bool
-	saveNow   atomic.Bool
-	metrics   *os.File
-	startStep int
-	tokens    int64
-	elapsed   time.Duration
+	opts       Options
+	trainStats gpu.Stats
+	step       int
+	epoch      int
+	stop       atomic.Bool
+	saveNow    atomic.Bool
+	metrics    *os.File
+	startStep  int
+	tokens     int64
+	elapsed    time.Duration
 }
 
 // TrainerState is saved with every checkpoint (trainer_state.json).
@@ -152,6 +153,11 @@ func (tr *Trainer) Release() {
 		tr.metrics.Close()
 	}
 }
+
+// TrainStats is the device accounting at the end of the training loop,
+// before the final evaluation: its peaks are those of training (and of any
+// evaluation between epochs).
+func (tr *Trainer) TrainStats() gpu.Stats { return tr.trainStats }
 
 // StepsPerEpoch is the number of batches in one epoch.
 func (tr *Trainer) StepsPerEpoch() int {
@@ -326,6 +332,7 @@ func (tr *Trainer) run(s *Summary) error {
 			}
 		}
 	}
+	tr.trainStats = tr.D.Stats()
 	if math.IsNaN(s.FinalAccuracy) {
 		r, err := tr.Evaluate(tr.Eval)
 		if err != nil {
