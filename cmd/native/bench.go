@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/train"
+)
+
+func init() {
+	register("bench", "kernel and training-step benchmarks as JSON", cmdBench)
+}
+
+// benchReport is `lomo bench --json`.
+type benchReport struct {
+	Date    string              `json:"date"`
+	Commit  string              `json:"commit,omitempty"`
+	Adapter string              `json:"adapter"`
+	Type    string              `json:"adapter_type"`
+	Backend string              `json:"backend"`
+	GOOS    string              `json:"goos"`
+	Kernels []train.KernelBench `json:"kernels"`
+	Steps   []train.BenchResult `json:"steps"`
+}
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("bench", stderr)
+	model := fs.String("model", "", "config.json (or model folder) for the training-step benchmark; empty: kernels only")
+	batch := fs.Int("batch", 4, "sequences per step")
+	seq := fs.Int("seq", 512, "tokens per sequence")
+	steps := fs.Int("steps", 3, "timed steps")
+	opts := fs.String("optimizer", "lomo", "optimizers to time, comma separated")
+	dtype := fs.String("dtype", "f16", "parameter storage: f32 or f16")
+	ckpt := fs.Bool("checkpointing", true, "activation checkpointing")
+	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO then runs the two-pass step)")
+	sizes := fs.String("matmul", "1024,2048,4096", "square matmul sizes to time (empty: none)")
+	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time")
+	adapter := fs.String("adapter", "", "adapter index or name")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	d, err := openDevice(*adapter, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	rep := benchReport{Date: time.Now().UTC().Format(time.RFC3339), Adapter: d.Info.Name, Type: d.Info.Type, Backend: d.Info.Backend, GOOS: runtime.GOOS}
+	if b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		rep.Commit = strings.TrimSpace(string(b))
+	}
+	if *sizes != "" {
+		var ns []int
+		for _, s := range strings.Split(*sizes, ",") {
+			var n int
+			if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
+				return fmt.Errorf("%w: --matmul %q", errUsage, *sizes)
+			}
+			ns = append(ns, n)
+		}
+		if rep.Kernels, err = train.BenchMatmul(d, ns, 5); err != nil {
+			return err
+		}
+	}
+	if *model != "" {
+		cfg, err := data.LoadLlamaConfig(*model)
+		if err != nil {
+			return err
+		}
+		for _, o := range strings.Split(*opts, ",") {
+			r, err := train.BenchStep(d, train.BenchRequest{Config: cfg, Batch: *batch, Seq: *seq, Steps: *steps, Optimizer: o,
+				DType: parseDType(*dtype), Checkpointing: *ckpt, ClipGradNorm: *clip, PeakTFLOPs: *peak})
+			if err != nil {
+				return fmt.Errorf("bench %s: %w", o, err)
+			}
+			rep.Steps = append(rep.Steps, r)
+		}
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		fmt.Fprintln(stdout, string(b))
+		return nil
+	}
+	fmt.Fprintf(stdout, "adapter %s (%s, %s)\n", rep.Adapter, rep.Type, rep.Backend)
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, k := range rep.Kernels {
+		fmt.Fprintf(w, "%s\t%s\t%.3f ms\t%.1f GFLOP/s\t\n", k.Kernel, k.Shape, 1e3*k.Seconds, k.GFLOPs)
+	}
+	for _, s := range rep.Steps {
+		fmt.Fprintf(w, "%s %s B%d T%d\t%.3f s/step\t%.0f tok/s\t%.2f TFLOP/s\tfloor %.3f s\tpeak %s (plan %s, %.2f%%)\t%d dispatches\t\n",
+			s.Optimizer, s.DType, s.Batch, s.Seq, s.StepSeconds, s.TokensPerSec, s.TFLOPs, s.FloorSeconds,
+			decimalBytes(s.PeakBytes), decimalBytes(s.PlannedBytes), s.PlanErrorPct, s.Dispatches)
+	}
+	return w.Flush()
+}

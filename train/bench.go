@@ -1,0 +1,190 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/optim"
+	"github.com/lomo-dev/lomo/wgsl"
+)
+
+// BenchRequest is an end-to-end training-step benchmark on a randomly
+// initialised model of a config (weights do not change the speed).
+type BenchRequest struct {
+	Config        *data.LlamaConfig
+	Batch, Seq    int
+	Steps         int // timed steps (after one warm-up step)
+	Optimizer     string
+	DType         gpu.DType
+	Checkpointing bool
+	ClipGradNorm  float64
+	PeakTFLOPs    float64 // the adapter's peak, for the floor; 0: unknown
+}
+
+// BenchResult is one step benchmark.
+type BenchResult struct {
+	Optimizer    string           `json:"optimizer"`
+	DType        string           `json:"dtype"`
+	Batch        int              `json:"batch"`
+	Seq          int              `json:"seq"`
+	Params       int64            `json:"params"`
+	StepSeconds  float64          `json:"step_seconds"`
+	TokensPerSec float64          `json:"tokens_per_sec"`
+	TFLOPs       float64          `json:"achieved_tflops"`     // model FLOPs (6·P·tokens, plus recompute and the norm pass) per second
+	FloorSeconds float64          `json:"floor_step_seconds"`  // those FLOPs at PeakTFLOPs; 0 if unknown
+	FLOPsPerStep float64          `json:"flops_per_step"`      // what the floor counts
+	Dispatches   int64            `json:"dispatches_per_step"` // kernel dispatches per step
+	PeakBytes    int64            `json:"peak_bytes"`          // measured
+	PlannedBytes int64            `json:"planned_bytes"`       // lomo plan
+	PlanErrorPct float64          `json:"plan_error_pct"`      // 100·|measured-planned|/planned
+	PeakByTag    map[string]int64 `json:"peak_by_tag"`         // measured
+	FinalLoss    float64          `json:"final_loss"`
+}
+
+// BenchStep times training steps and checks the plan against the
+// measurement.
+func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
+	r := BenchResult{Optimizer: req.Optimizer, DType: req.DType.String(), Batch: req.Batch, Seq: req.Seq, Params: req.Config.NumParams()}
+	plan, err := PlanStep(PlanRequest{Config: req.Config, Batch: req.Batch, Seq: req.Seq, Optimizer: req.Optimizer, DType: req.DType, Checkpointing: req.Checkpointing, ClipGradNorm: req.ClipGradNorm})
+	if err != nil {
+		return r, err
+	}
+	r.PlannedBytes = plan.Total
+	m, err := nn.NewLlama(d, req.Config, req.DType)
+	if err != nil {
+		return r, err
+	}
+	defer m.Release()
+	m.Checkpointing = req.Checkpointing
+	if err := m.InitRandom(1, 0.02); err != nil {
+		return r, err
+	}
+	opt, err := optim.New(d, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-4}, ClipGradNorm: req.ClipGradNorm}, req.DType)
+	if err != nil {
+		return r, err
+	}
+	defer opt.Release()
+	rng := rand.New(rand.NewPCG(1, 2))
+	n := req.Batch * req.Seq
+	ids, labels := make([]int, n), make([]int, n)
+	for i := range ids {
+		ids[i] = rng.IntN(req.Config.VocabSize)
+	}
+	for i := range labels {
+		labels[i] = nn.IgnoreIndex
+		if i%req.Seq < req.Seq-1 {
+			labels[i] = ids[i+1]
+		}
+	}
+	in, err := m.NewInputs(req.Batch, req.Seq, ids, labels, make([]int, req.Batch))
+	if err != nil {
+		return r, err
+	}
+	defer in.Release()
+	d.TrimCache()
+	d.ResetPeak()
+	step := func() error {
+		res, err := opt.Step(m.Params(), StepForward(m, in, 0))
+		r.FinalLoss = res.Loss
+		if err == nil {
+			err = d.Sync()
+		}
+		return err
+	}
+	if err := step(); err != nil { // warm-up: kernels compile, buffers cache
+		return r, err
+	}
+	steps := max(1, req.Steps)
+	d0 := d.Dispatches()
+	t0 := time.Now()
+	for i := 0; i < steps; i++ {
+		if err := step(); err != nil {
+			return r, err
+		}
+	}
+	el := time.Since(t0).Seconds()
+	r.Dispatches = (d.Dispatches() - d0) / int64(steps)
+	r.StepSeconds = el / float64(steps)
+	r.TokensPerSec = float64(n) / r.StepSeconds
+	// 2·P·tokens per forward, 4·P·tokens per backward; checkpointing adds a
+	// forward; a LOMO/AdaLomo norm pass doubles it all. Attention's T² term
+	// is left out (small next to P for these sequence lengths).
+	passes := 6.0
+	if req.Checkpointing {
+		passes += 2
+	}
+	if req.ClipGradNorm > 0 && (req.Optimizer == "lomo" || req.Optimizer == "adalomo") {
+		passes *= 2
+	}
+	r.FLOPsPerStep = passes * float64(r.Params) * float64(n)
+	r.TFLOPs = r.FLOPsPerStep / r.StepSeconds / 1e12
+	if req.PeakTFLOPs > 0 {
+		r.FloorSeconds = r.FLOPsPerStep / (req.PeakTFLOPs * 1e12)
+	}
+	st := d.Stats()
+	r.PeakBytes = st.Total.Peak
+	r.PeakByTag = map[string]int64{}
+	for k, v := range st.Map() {
+		r.PeakByTag[k] = v.Peak
+	}
+	r.PlanErrorPct = 100 * math.Abs(float64(r.PeakBytes-r.PlannedBytes)) / float64(r.PlannedBytes)
+	return r, nil
+}
+
+// KernelBench is one kernel timing.
+type KernelBench struct {
+	Kernel  string  `json:"kernel"`
+	Shape   string  `json:"shape"`
+	Seconds float64 `json:"seconds"`
+	GFLOPs  float64 `json:"gflops"`
+}
+
+// BenchMatmul times C = A·Bᵀ for square sizes (f32 and f16 weights).
+func BenchMatmul(d *gpu.Device, sizes []int, reps int) ([]KernelBench, error) {
+	var out []KernelBench
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+		for _, n := range sizes {
+			a, err := d.NewBuffer(gpu.TagScratch, 4*int64(n*n))
+			if err != nil {
+				return out, err
+			}
+			w, err := d.NewBuffer(gpu.TagScratch, dt.Bytes(n*n))
+			if err != nil {
+				return out, err
+			}
+			c, err := d.NewBuffer(gpu.TagScratch, 4*int64(n*n))
+			if err != nil {
+				return out, err
+			}
+			run := func() error {
+				return wgsl.Matmul(d, wgsl.Mat{Buf: c}, wgsl.Mat{Buf: a}, wgsl.Mat{Buf: w, DType: dt, T: true}, n, n, n, 1, 1, 0)
+			}
+			if err := run(); err != nil {
+				return out, err
+			}
+			if err := d.Sync(); err != nil {
+				return out, err
+			}
+			t0 := time.Now()
+			for i := 0; i < reps; i++ {
+				if err := run(); err != nil {
+					return out, err
+				}
+			}
+			if err := d.Sync(); err != nil {
+				return out, err
+			}
+			s := time.Since(t0).Seconds() / float64(reps)
+			out = append(out, KernelBench{Kernel: "matmul x·Wᵀ " + dt.String(), Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Seconds: s, GFLOPs: 2 * float64(n) * float64(n) * float64(n) / s / 1e9})
+			a.Release()
+			w.Release()
+			c.Release()
+		}
+	}
+	return out, nil
+}
