@@ -21,7 +21,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"
 tests=""
 for p in gpu wgsl nn optim; do
 	[ -x ".gpu/$p.test" ] || continue
-	(cd "$p" && timeout 120 "../.gpu/$p.test" -test.count=1 >"../$OUT/test_$p.txt" 2>&1)
+	out=$(cd "$OUT" && pwd)
+	(cd "$p" && timeout 120 "../.gpu/$p.test" -test.count=1 >"$out/test_$p.txt" 2>&1)
 	tests="$tests $p=$?"
 done
 
