@@ -34,7 +34,7 @@ type DemoOptions struct {
 
 // DefaultDemo is what `lomo demo` runs.
 func DefaultDemo() DemoOptions {
-	return DemoOptions{Out: "lomo-demo", Seed: 7, TrainN: 384, EvalN: 200, Epochs: 1, Batch: 16, LR: 0.05, Run: "demo"}
+	return DemoOptions{Out: "lomo-demo", Seed: 7, TrainN: 384, EvalN: 200, Epochs: 4, Batch: 16, LR: 0.1, Run: "demo"}
 }
 
 // DemoReport is what the demo prints (and `--json` emits as one object).

@@ -38,7 +38,7 @@ type PretrainConfig struct {
 // DefaultPretrain is the recipe that made the model embedded in lomo.
 func DefaultPretrain() PretrainConfig {
 	return PretrainConfig{Seed: 1, Stories: 4000, Merges: 381, Hidden: 64, FFN: 172, Layers: 2, Heads: 4, KVHeads: 2,
-		Steps: 500, Batch: 32, LR: 0.02, Optimizer: "adalomo", Out: "pretrained"}
+		Steps: 400, Batch: 32, LR: 0.02, Optimizer: "adalomo", Out: "pretrained"}
 }
 
 // TokenizerText is what the tokenizer is trained on: the corpus, plus the
