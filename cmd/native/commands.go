@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
@@ -17,6 +18,7 @@ import (
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/train"
 	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
 )
 
 func init() {
@@ -36,24 +38,44 @@ func openDevice(adapter string, log io.Writer) (*gpu.Device, error) {
 	return d, nil
 }
 
-// bar is the terminal progress bar of a run.
+// bar is the progress display of a run: a progress bar on a terminal, and a
+// plain line every tenth of the run otherwise (logs, CI).
 type bar struct {
-	w io.Writer
-	b *progressbar.ProgressBar
+	w           io.Writer
+	b           *progressbar.ProgressBar
+	total, done int
+	desc        string
+	start       time.Time
 }
 
 func (p *bar) Start(total int, desc string) {
+	p.total, p.done, p.desc, p.start = total, 0, desc, time.Now()
+	if f, ok := p.w.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		p.b = nil
+		return
+	}
 	p.b = progressbar.NewOptions(total, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription(desc),
-		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100_000_000),
+		progressbar.OptionShowCount(), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionClearOnFinish())
 }
 
 func (p *bar) Step(loss float64) {
-	p.b.Describe(fmt.Sprintf("loss %.4f", loss))
-	p.b.Add(1)
+	p.done++
+	if p.b != nil {
+		p.b.Describe(fmt.Sprintf("loss %.4f", loss))
+		p.b.Add(1)
+		return
+	}
+	if every := max(1, p.total/10); p.done%every == 0 || p.done == p.total {
+		fmt.Fprintf(p.w, "%s: step %d/%d, loss %.4f, %s\n", p.desc, p.done, p.total, loss, time.Since(p.start).Round(time.Second))
+	}
 }
 
-func (p *bar) Finish() { p.b.Finish() }
+func (p *bar) Finish() {
+	if p.b != nil {
+		p.b.Finish()
+	}
+}
 
 // keyValues collects --key value overrides that follow the known flags.
 func keyValues(args []string) (flags []string, kv [][2]string, err error) {
