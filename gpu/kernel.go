@@ -188,3 +188,14 @@ func (d *Device) Dispatch(k *Kernel, params []byte, bufs []*Buffer, x, y, z uint
 	}
 	return d.rec.dispatch(k, params, bufs, x, y, z)
 }
+
+// featureByName maps the feature names lomo requests to the binding's enum.
+func featureByName(name string) wgpu.FeatureName {
+	switch name {
+	case "shader-f16":
+		return wgpu.FeatureNameShaderF16
+	case "timestamp-query":
+		return wgpu.FeatureNameTimestampQuery
+	}
+	panic("gpu: unknown feature " + name) // programmer error
+}

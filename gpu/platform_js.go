@@ -21,16 +21,6 @@ func enumerate(inst *wgpu.Instance) []candidate {
 	return []candidate{{adapter: a, info: info, rank: 2}}
 }
 
-func featureByName(name string) wgpu.FeatureName {
-	switch name {
-	case "shader-f16":
-		return wgpu.FeatureNameShaderF16
-	case "timestamp-query":
-		return wgpu.FeatureNameTimestampQuery
-	}
-	panic("gpu: unknown feature " + name)
-}
-
 func endPass(p *wgpu.ComputePassEncoder) error { p.End(); return nil }
 
 // mapRead blocks on a promise: call it from a goroutine, never from inside a

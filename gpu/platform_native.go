@@ -85,16 +85,6 @@ func adapterType(t wgpu.AdapterType) string {
 	return "unknown"
 }
 
-func featureByName(name string) wgpu.FeatureName {
-	switch name {
-	case "shader-f16":
-		return wgpu.FeatureNameShaderF16
-	case "timestamp-query":
-		return wgpu.FeatureNameTimestampQuery
-	}
-	panic("gpu: unknown feature " + name)
-}
-
 func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }
 
 func mapRead(d *Device, b *wgpu.Buffer, size uint64) ([]byte, error) {

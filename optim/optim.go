@@ -95,6 +95,9 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 		}
 		base.update = base.lomoUpdate
 	case "adalomo":
+		if cfg.ClipGradValue > 0 {
+			return nil, fmt.Errorf("optim: clip_grad_value is not supported with adalomo (its update is clipped by RMS)")
+		}
 		if dt == gpu.F16 {
 			base.scaler = NewStaticScaler(1 << 10)
 		}
