@@ -421,11 +421,31 @@ func (tr *Trainer) logEval(r EvalResult, zeroShot bool) {
 	r.Step = tr.step
 	_ = tr.writeMetric(map[string]any{"step": tr.step, "eval": r})
 	tr.publish(monitor.Event{Kind: monitor.KindEval, Eval: &monitor.Eval{Step: tr.step, Task: r.Task, Metric: r.Metric, Value: r.Value, ZeroShot: zeroShot}})
+	tr.publishSample()
 	label := "eval"
 	if zeroShot {
 		label = "zero-shot eval"
 	}
 	fmt.Fprintf(tr.opts.Log, "%s at step %d: %s %s = %.4f (%d examples)\n", label, tr.step, r.Task, r.Metric, r.Value, r.N)
+}
+
+// publishSample sends the greedy continuation of the first eval prompt to
+// the monitor, so that viewers see what the model says as it trains.
+func (tr *Trainer) publishSample() {
+	if tr.opts.Sink == nil || tr.Eval == nil || len(tr.Eval.Examples) == 0 {
+		return
+	}
+	prompt := tr.Eval.Examples[0].Prompt
+	ids := tr.Tok.EncodeWithSpecial(prompt)
+	if len(ids) > tr.Cfg.DataMaxLength {
+		ids = append([]int{ids[0]}, ids[len(ids)-tr.Cfg.DataMaxLength+1:]...)
+	}
+	out, err := tr.Model.Generate(ids, nn.SampleOptions{MaxNewTokens: 16, EOS: tr.Tok.EOS()}, nil)
+	if err != nil {
+		fmt.Fprintf(tr.opts.Log, "sample: %v\n", err)
+		return
+	}
+	tr.publish(monitor.Event{Kind: monitor.KindSample, Sample: &monitor.Sample{Step: tr.step, Prompt: prompt, Text: tr.Tok.Decode(out)}})
 }
 
 // SaveCheckpoint writes output_dir/checkpoint-<step> (model in HF layout,

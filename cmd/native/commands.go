@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 
@@ -106,7 +107,7 @@ func keyValues(args []string) (flags []string, kv [][2]string, err error) {
 func isKnownTrainFlag(a string) bool {
 	name := strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]
 	switch name {
-	case "config", "adapter", "monitor", "monitor-token", "resume", "run", "h", "help":
+	case "config", "adapter", "monitor", "monitor-token", "publish", "resume", "run", "h", "help":
 		return true
 	}
 	return false
@@ -124,6 +125,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	monToken := fs.String("monitor-token", "", "token for --monitor beyond loopback (default: generated and printed)")
 	resume := fs.Bool("resume", false, "continue from the newest checkpoint in output_dir")
 	runID := fs.String("run", "", "run id for the monitor (default: from output_dir)")
+	publish := fs.String("publish", "", "publish metrics to a standalone hub (`lomo monitor`), e.g. ws://host:8080; its token from --monitor-token")
 	if err := parse(fs, flagArgs); err != nil {
 		return err
 	}
@@ -160,6 +162,18 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		defer stopMonitor()
 		opts.Sink = hub
 	}
+	var pub *monitor.Publisher
+	if *publish != "" {
+		if hub != nil {
+			return fmt.Errorf("%w: --monitor and --publish: choose one", errUsage)
+		}
+		if pub, err = monitor.Dial(context.Background(), *publish, *monToken, opts.Run); err != nil {
+			return err
+		}
+		defer pub.Close()
+		opts.Sink = pub
+		fmt.Fprintf(stderr, "publishing run %q to %s\n", opts.Run, *publish)
+	}
 	tr, err := train.New(cfg, d, opts)
 	if err != nil {
 		return err
@@ -168,6 +182,9 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	if hub != nil {
 		cancel := hub.OnControl(opts.Run, tr.Control)
 		defer cancel()
+	}
+	if pub != nil {
+		pub.OnControl(tr.Control)
 	}
 	// Ctrl-C stops after the current step, with a checkpoint; a second one exits.
 	sig := make(chan os.Signal, 2)

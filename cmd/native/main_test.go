@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lomo-dev/lomo/internal/shared"
+	"github.com/lomo-dev/lomo/monitor"
 )
 
 // lomo runs the CLI in-process and returns its exit code and output.
@@ -262,4 +264,40 @@ func scanCR(data []byte, atEOF bool) (int, []byte, error) {
 		return len(data), data, nil
 	}
 	return 0, nil, nil
+}
+
+// TestPublishToStandaloneHub: `lomo train --publish` streams a run to a
+// separate hub (as `lomo monitor` serves it), with its token; a wrong token
+// is refused before training starts.
+func TestPublishToStandaloneHub(t *testing.T) {
+	hub := monitor.NewHub(monitor.HubOptions{})
+	defer hub.Close()
+	srv := httptest.NewServer(monitor.NewServer(hub, monitor.Options{Token: "hubtok"}))
+	defer srv.Close()
+	args := func(token string) []string {
+		return []string{"train", "--model_name_or_path", storiesDir(t), "--dataset_name", "copa",
+			"--train_file", shared.Path(t, "superglue/COPA/val.jsonl"), "--output_dir", filepath.Join(t.TempDir(), "out"),
+			"--max_steps", "3", "--data_max_length", "32", "--per_device_train_batch_size", "2", "--zero_shot_eval", "false",
+			"--evaluation_strategy", "no", "--save_strategy", "no", "--clip_grad_norm", "0",
+			"--publish", srv.URL, "--monitor-token", token, "--run", "remote"}
+	}
+	if code, _, errs := lomo(t, args("wrong")...); code == 0 || !strings.Contains(errs, "401") {
+		t.Errorf("wrong token: exit %d, %q", code, errs)
+	}
+	code, _, errs := lomo(t, args("hubtok")...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	// The publisher flushes on close; the hub has the run, its steps and its end.
+	var got monitor.RunSummary
+	for i := 0; i < 100; i++ {
+		if s, ok := hub.Stats("remote"); ok && s.Ended {
+			got = s
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got.LastStep == nil || got.LastStep.Step != 3 {
+		t.Errorf("hub summary %+v: want the run ended with step 3", got)
+	}
 }
