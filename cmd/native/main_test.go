@@ -138,6 +138,11 @@ func TestAdapterErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, `no adapter matches "no-such-gpu"`) {
 		t.Errorf("--adapter no-such-gpu: exit %d, %q", code, errs)
 	}
+	out := t.TempDir()
+	code, stdout, errs := lomo(t, "demo", "--json", "--adapter", "no-such-gpu", "--out", out)
+	if code != 1 || stdout != "" || !strings.Contains(errs, `no adapter matches "no-such-gpu"`) || !strings.Contains(errs, "adapters: 0=") {
+		t.Errorf("demo --adapter no-such-gpu: exit %d, stdout %q, stderr %q", code, stdout, errs)
+	}
 	if os.Getenv("LOMO_CHILD") == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -157,9 +162,11 @@ func TestNoAdapterChild(t *testing.T) {
 	if os.Getenv("LOMO_CHILD") == "" {
 		t.Skip("runs only as the child of TestAdapterErrors, with no Vulkan driver visible")
 	}
-	code, _, errs := lomo(t, "devices")
-	if code != 1 || !strings.Contains(errs, "no WebGPU adapter found") || !strings.Contains(errs, "mesa-vulkan-drivers") {
-		t.Errorf("no driver: exit %d, %q", code, errs)
+	for _, args := range [][]string{{"devices"}, {"demo", "--json", "--out", t.TempDir()}} {
+		code, stdout, errs := lomo(t, args...)
+		if code != 1 || stdout != "" || !strings.Contains(errs, "no WebGPU adapter found") || !strings.Contains(errs, "mesa-vulkan-drivers") {
+			t.Errorf("%v with no driver: exit %d, stdout %q, stderr %q", args, code, stdout, errs)
+		}
 	}
 }
 
