@@ -174,13 +174,14 @@ func TestNoAdapterChild(t *testing.T) {
 // refused; with it, "checkpoint" saves a checkpoint and "stop" ends the run
 // cleanly.
 func TestMonitorControlNeedsToken(t *testing.T) {
+	model, copa := storiesDir(t), shared.Path(t, "superglue/COPA/val.jsonl") // here: Fatal/Skip must not run in a goroutine
 	out := filepath.Join(t.TempDir(), "out")
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	var stdout bytes.Buffer
 	go func() {
-		code := run([]string{"train", "--model_name_or_path", storiesDir(t), "--dataset_name", "copa",
-			"--train_file", shared.Path(t, "superglue/COPA/val.jsonl"), "--output_dir", out, "--max_steps", "5000",
+		code := run([]string{"train", "--model_name_or_path", model, "--dataset_name", "copa",
+			"--train_file", copa, "--output_dir", out, "--max_steps", "5000",
 			"--num_train_epochs", "100", "--data_max_length", "32", "--per_device_train_batch_size", "2", "--zero_shot_eval", "false",
 			"--evaluation_strategy", "no", "--save_strategy", "no", "--clip_grad_norm", "0",
 			"--monitor", "127.0.0.1:0", "--monitor-token", "s3cret", "--run", "ctl"}, &stdout, pw)
