@@ -52,15 +52,9 @@ func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float3
 		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
 		Alpha: alpha, Beta: beta,
 	}
-	tm := 4
-	if m >= 256 && n >= 256 {
-		tm = 8 // 128x128 tiles: twice the FMAs per workgroup-memory read
-	}
-	ts := 16 * tm
-	subst := dtypeSubst(map[string]string{"TM": fmt.Sprint(tm), "TM2": fmt.Sprint(tm * tm)}, "B", "b", b.DType)
-	kern, err := kernel(d, "matmul", fmt.Sprintf("%v/t%d", b.DType, ts), subst, []gpu.Access{rw, ro, ro}, p)
+	kern, err := kernel(d, "matmul", b.DType.String(), dtypeSubst(nil, "B", "b", b.DType), []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
 	}
-	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{c.Buf, a.Buf, b.Buf}, uint32((n+ts-1)/ts), uint32((m+ts-1)/ts), uint32(batches))
+	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{c.Buf, a.Buf, b.Buf}, uint32((n+63)/64), uint32((m+63)/64), uint32(batches))
 }

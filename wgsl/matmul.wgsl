@@ -6,12 +6,9 @@
 //           (a linear layer's weight W (out,in): y = x · Wᵀ).
 // A and C are f32; B is f32 or f16 pairs ({{B_T}}); accumulation is f32.
 // Bindings: 0 C (rw), 1 A, 2 B, 3 Params.
-// Workgroup 16x16 threads; each computes a TMxTM block of a TSxTS tile of C
-// (TS = 16*TM), stepping K by TK through workgroup memory (TK*TS = 1024
-// elements per operand: 4 loads per thread). Two tilings: TM=4 (64x64 tiles,
-// TK=16) for small matrices, TM=8 (128x128, TK=8) for large ones, where each
-// workgroup-memory read feeds twice the FMAs. Dispatch (ceil(N/TS),
-// ceil(M/TS), batches). Saves nothing for backward (the caller keeps A, B).
+// Workgroup 16x16 threads; each computes a 4x4 block of a 64x64 tile of C,
+// stepping K by 16 through workgroup memory. Dispatch (ceil(N/64),
+// ceil(M/64), batches). Saves nothing for backward (the caller keeps A, B).
 
 struct Params {
 	M: u32, N: u32, K: u32, ta: u32,
@@ -27,9 +24,8 @@ struct Params {
 
 {{B_AT}}
 
-const TM: u32 = {{TM}}u;      // per-thread block
-const TS: u32 = 16u * TM;     // tile size in M and N
-const TK: u32 = 1024u / TS;   // tile size in K
+const TS: u32 = 64u;  // tile size in M and N
+const TK: u32 = 16u;  // tile size in K
 
 var<workgroup> as_: array<f32, 1024>; // [TK][TS]: as_[k*TS + m]
 var<workgroup> bs_: array<f32, 1024>; // [TK][TS]: bs_[k*TS + n]
@@ -54,8 +50,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let m0 = wg.y * TS;
 	let n0 = wg.x * TS;
 	let tid = lid.y * 16u + lid.x;
-	var acc: array<f32, {{TM2}}>;
-	for (var i = 0u; i < TM * TM; i++) { acc[i] = 0.0; }
+	var acc: array<f32, 16>;
+	for (var i = 0u; i < 16u; i++) { acc[i] = 0.0; }
 
 	for (var k0 = 0u; k0 < p.K; k0 += TK) {
 		// 256 threads load 1024 elements of each tile, 4 each.
@@ -68,15 +64,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		}
 		workgroupBarrier();
 		for (var kk = 0u; kk < TK; kk++) {
-			var av: array<f32, {{TM}}>;
-			var bv: array<f32, {{TM}}>;
-			for (var i = 0u; i < TM; i++) {
-				av[i] = as_[kk * TS + lid.y * TM + i];
-				bv[i] = bs_[kk * TS + lid.x * TM + i];
+			var av: array<f32, 4>;
+			var bv: array<f32, 4>;
+			for (var i = 0u; i < 4u; i++) {
+				av[i] = as_[kk * TS + lid.y * 4u + i];
+				bv[i] = bs_[kk * TS + lid.x * 4u + i];
 			}
-			for (var i = 0u; i < TM; i++) {
-				for (var j = 0u; j < TM; j++) {
-					acc[i * TM + j] = fma(av[i], bv[j], acc[i * TM + j]);
+			for (var i = 0u; i < 4u; i++) {
+				for (var j = 0u; j < 4u; j++) {
+					acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
 				}
 			}
 		}
@@ -84,14 +80,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	}
 
 	let cbase = p.c_off + z * p.c_batch;
-	for (var i = 0u; i < TM; i++) {
-		let m = m0 + lid.y * TM + i;
+	for (var i = 0u; i < 4u; i++) {
+		let m = m0 + lid.y * 4u + i;
 		if (m >= p.M) { continue; }
-		for (var j = 0u; j < TM; j++) {
-			let n = n0 + lid.x * TM + j;
+		for (var j = 0u; j < 4u; j++) {
+			let n = n0 + lid.x * 4u + j;
 			if (n >= p.N) { continue; }
 			let idx = cbase + m * p.N + n;
-			var v = p.alpha * acc[i * TM + j];
+			var v = p.alpha * acc[i * 4u + j];
 			if (p.beta != 0.0) { v += p.beta * c[idx]; }
 			c[idx] = v;
 		}

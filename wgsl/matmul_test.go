@@ -62,9 +62,6 @@ func TestMatmul(t *testing.T) {
 		{20, 37, 23, 1, false, true, gpu.F16, 1, 0},   // f16 weights
 		{21, 6, 19, 2, false, false, gpu.F16, 2, 0.5},
 		{130, 70, 100, 1, true, true, gpu.F32, 1, 0},
-		// 128x128 tiles (M, N >= 256), edges not multiples of the tile.
-		{260, 300, 37, 1, false, true, gpu.F32, 1, 0},
-		{257, 256, 24, 2, true, false, gpu.F16, 1, 0.5},
 	}
 	for ci, tc := range cases {
 		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta)
