@@ -70,6 +70,10 @@ type Optimizer interface {
 	Steps() int
 	// Release frees the optimizer state.
 	Release()
+	// SaveState reads the state back for a checkpoint; LoadState restores
+	// it (for the same parameters) when a run resumes.
+	SaveState() (State, error)
+	LoadState(params []*nn.Param, s State) error
 }
 
 // New returns the optimizer that cfg names. dt is the parameters' storage:

@@ -62,11 +62,11 @@ type Trainer struct {
 
 // TrainerState is saved with every checkpoint (trainer_state.json).
 type TrainerState struct {
-	Step      int     `json:"step"`
-	Epoch     int     `json:"epoch"` // epochs completed
-	LossScale float64 `json:"loss_scale"`
-	Optimizer string  `json:"optimizer"`
-	Seed      uint64  `json:"seed"`
+	Step      int         `json:"step"`
+	Epoch     int         `json:"epoch"` // epochs completed
+	Optimizer string      `json:"optimizer"`
+	Seed      uint64      `json:"seed"`
+	Optim     optim.State `json:"optimizer_state"` // its tensors are in optimizer.safetensors
 }
 
 // New loads the model, tokenizer and task of cfg onto d.
@@ -89,6 +89,11 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 			tr.step, tr.epoch, tr.startStep = st.Step, st.Epoch, st.Step
 			fmt.Fprintf(opts.Log, "resuming from %s (step %d, %d epochs done)\n", ck, st.Step, st.Epoch)
 		}
+	}
+	var resumed *TrainerState
+	if modelDir != cfg.ModelNameOrPath {
+		_, st, _ := LatestCheckpoint(cfg.OutputDir)
+		resumed = &st
 	}
 	tok, err := data.LoadTokenizer(modelDir)
 	if err != nil {
@@ -118,7 +123,66 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		tr.Model.Release()
 		return nil, err
 	}
+	if resumed != nil {
+		if resumed.Optimizer != cfg.Optimizer {
+			tr.Release()
+			return nil, fmt.Errorf("train: checkpoint %s was made with %s, the config says %s", modelDir, resumed.Optimizer, cfg.Optimizer)
+		}
+		st := resumed.Optim
+		if st.Tensors, err = readOptimizerTensors(filepath.Join(modelDir, "optimizer.safetensors")); err == nil {
+			err = tr.Opt.LoadState(tr.Model.Params(), st)
+		}
+		if err != nil {
+			tr.Release()
+			return nil, fmt.Errorf("train: optimizer state of %s: %w", modelDir, err)
+		}
+	}
 	return tr, nil
+}
+
+// readOptimizerTensors reads optimizer.safetensors (absent: no tensors).
+func readOptimizerTensors(path string) (map[string][]float32, error) {
+	m := map[string][]float32{}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return m, nil
+	}
+	st, err := data.OpenSafetensorsFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	for _, ti := range st.Tensors() {
+		v, err := st.ReadF32(ti.Name)
+		if err != nil {
+			return nil, err
+		}
+		m[ti.Name] = v
+	}
+	return m, nil
+}
+
+// writeOptimizerTensors writes the optimizer's tensors (f32, flat).
+func writeOptimizerTensors(path string, t map[string][]float32) error {
+	names := make([]string, 0, len(t))
+	for n := range t {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	infos := make([]data.TensorInfo, len(names))
+	for i, n := range names {
+		infos[i] = data.TensorInfo{Name: n, DType: data.F32, Shape: []int{len(t[n])}}
+	}
+	w, err := data.CreateSafetensors(path, infos, nil)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := w.WriteF32(n, t[n]); err != nil {
+			w.Abort()
+			return err
+		}
+	}
+	return w.Close()
 }
 
 func loadTasks(cfg Config) (trainT, evalT *data.Task, err error) {
@@ -488,6 +552,15 @@ func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
 		}
 	}
 	if st != nil {
+		ost, err := tr.Opt.SaveState()
+		if err == nil && len(ost.Tensors) > 0 {
+			err = writeOptimizerTensors(filepath.Join(tmp, "optimizer.safetensors"), ost.Tensors)
+		}
+		if err != nil {
+			os.RemoveAll(tmp)
+			return err
+		}
+		st.Optim = ost
 		b, _ := json.MarshalIndent(st, "", "  ")
 		if err := os.WriteFile(filepath.Join(tmp, "trainer_state.json"), b, 0o644); err != nil {
 			os.RemoveAll(tmp)
