@@ -309,3 +309,41 @@ func TestPublishToStandaloneHub(t *testing.T) {
 		t.Errorf("hub summary %+v: want the run ended with step 3", got)
 	}
 }
+
+// TestEvalAndPlanJSON: `lomo eval` prints one JSON line with the metric;
+// `lomo plan --json` one object per optimizer with the byte columns.
+func TestEvalAndPlanJSON(t *testing.T) {
+	code, out, errs := lomo(t, "eval", "--model", storiesDir(t), "--task", "copa", "--data", shared.Path(t, "superglue/COPA/val.jsonl"), "--limit", "8")
+	if code != 0 {
+		t.Fatalf("eval: exit %d: %s", code, errs)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(out), &ev); err != nil || ev["metric"] != "acc" || ev["n"] != float64(8) {
+		t.Errorf("eval output %q (%v)", out, err)
+	}
+	if acc, ok := ev["acc"].(float64); !ok || acc < 0 || acc > 1 {
+		t.Errorf("eval acc %v", ev["acc"])
+	}
+	code, out, errs = lomo(t, "plan", "--model", filepath.Join(storiesDir(t), "config.json"), "--batch", "2", "--seq", "16", "--json")
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("plan --json: %d lines, want one per optimizer:\n%s", len(lines), out)
+	}
+	for i, l := range lines {
+		var p map[string]any
+		if err := json.Unmarshal([]byte(l), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p["optimizer"] != []string{"lomo", "adalomo", "sgd", "adamw"}[i] {
+			t.Errorf("line %d optimizer %v", i, p["optimizer"])
+		}
+		for _, k := range []string{"params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "scratch_bytes", "total_bytes"} {
+			if v, ok := p[k].(float64); !ok || v < 0 {
+				t.Errorf("line %d: %s = %v", i, k, p[k])
+			}
+		}
+	}
+}
