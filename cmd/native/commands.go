@@ -78,13 +78,16 @@ func (p *bar) Finish() {
 	}
 }
 
-// keyValues collects --key value overrides that follow the known flags.
+// keyValues splits train's arguments into its own flags and the --key value
+// overrides of config keys that follow the YAML names.
 func keyValues(args []string) (flags []string, kv [][2]string, err error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if !strings.HasPrefix(a, "--") || isKnownTrainFlag(a) {
+		name := strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]
+		takesValue, own := trainFlags[name]
+		if !strings.HasPrefix(a, "--") || own {
 			flags = append(flags, a)
-			if isKnownTrainFlag(a) && !strings.Contains(a, "=") && a != "--resume" && i+1 < len(args) {
+			if takesValue && !strings.Contains(a, "=") && i+1 < len(args) {
 				flags = append(flags, args[i+1])
 				i++
 			}
@@ -104,13 +107,10 @@ func keyValues(args []string) (flags []string, kv [][2]string, err error) {
 	return flags, kv, nil
 }
 
-func isKnownTrainFlag(a string) bool {
-	name := strings.SplitN(strings.TrimLeft(a, "-"), "=", 2)[0]
-	switch name {
-	case "config", "adapter", "monitor", "monitor-token", "publish", "resume", "run", "h", "help":
-		return true
-	}
-	return false
+// trainFlags are train's own flags, and whether each takes a value.
+var trainFlags = map[string]bool{
+	"config": true, "adapter": true, "monitor": true, "monitor-token": true, "publish": true, "run": true,
+	"resume": false, "h": false, "help": false,
 }
 
 func cmdTrain(args []string, stdout, stderr io.Writer) error {
