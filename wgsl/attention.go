@@ -12,7 +12,9 @@ type AttentionParams struct {
 	B, T, H, KV uint32
 	D, G        uint32 // G = H/KV query heads per KV head
 	Scale       float32
-	_           uint32
+	TK          uint32 // key rows per batch (= T except when decoding)
+	Q0          uint32 // position of query row 0 (0 except when decoding)
+	_, _, _     uint32
 }
 
 // attentionMaxD is the largest head size the kernels handle (WG*NR in
@@ -74,7 +76,7 @@ func attentionCheck(op string, b, t, h, kv, dh int, scale float32, bufs []attent
 	}
 	return AttentionParams{
 		B: uint32(b), T: uint32(t), H: uint32(h), KV: uint32(kv),
-		D: uint32(dh), G: uint32(h / kv), Scale: scale,
+		D: uint32(dh), G: uint32(h / kv), Scale: scale, TK: uint32(t),
 	}, nil
 }
 
@@ -105,6 +107,30 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, t,
 	}
 	// out (B,T,H,D), lse (B,H,T) <- q (B,T,H,D), k, v (B,T,KV,D)
 	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{out, lse, q, k, v, start}, uint32(t), uint32(h), uint32(b))
+}
+
+// AttentionDecode records the forward for decoding with a KV cache: tq new
+// query rows per batch at positions q0..q0+tq-1 attend the cached keys and
+// values, k and v laid out (B,TK,KV,D) with rows 0..q0+tq-1 filled (the new
+// ones included). q, out (B,tq,H,D); lse (B,H,tq) is written too (not needed
+// by decoding, kept so the kernel is the forward's).
+func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, tq, tk, q0, h, kv, dh int, scale float32) error {
+	if q0 < 0 || q0+tq > tk {
+		return fmt.Errorf("wgsl: attention decode: positions %d..%d beyond the cache of %d", q0, q0+tq-1, tk)
+	}
+	nq, nk := b*tq*h*dh, b*tk*kv*dh
+	p, err := attentionCheck("attention decode", b, tq, h, kv, dh, scale, []attentionBuf{
+		{"out", out, nq}, {"lse", lse, b * h * tq}, {"q", q, nq}, {"k", k, nk}, {"v", v, nk}, {"start", start, b},
+	})
+	if err != nil {
+		return err
+	}
+	p.TK, p.Q0 = uint32(tk), uint32(q0)
+	kern, err := attentionKernel(d, "forward", []gpu.Access{rw, rw, ro, ro, ro, ro})
+	if err != nil {
+		return err
+	}
+	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{out, lse, q, k, v, start}, uint32(tq), uint32(h), uint32(b))
 }
 
 // AttentionBackward records the gradients of AttentionForward. dq (B,T,H,D)

@@ -28,9 +28,14 @@
 //          of the group and the queries that attend the key:
 //          dv = sum P[t,s] dout_t, dk = scale * sum dS[t,s] q_t.
 
+// T: query rows per batch; TK: key rows per batch (the stride of k and v;
+// = T in training, the cache capacity in decoding); Q0: position of query
+// row 0 (0 in training; the cached length when decoding), so query t sits
+// at position Q0 + t and attends keys up to there. Backward needs TK = T, Q0 = 0.
 struct Params {
 	B: u32, T: u32, H: u32, KV: u32,
-	D: u32, G: u32, scale: f32, _pad: u32,
+	D: u32, G: u32, scale: f32, TK: u32,
+	Q0: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 const WG: u32 = 64u;
@@ -40,7 +45,7 @@ const NEG: f32 = -1e30;   // "minus infinity" that keeps exp(NEG - m) = 0 and NE
 
 // Row offsets (in elements) of (b,t,h) in q-like and (b,t,kvh) in k-like arrays.
 fn qrow(b: u32, t: u32, h: u32) -> u32 { return ((b * p.T + t) * p.H + h) * p.D; }
-fn krow(b: u32, t: u32, kh: u32) -> u32 { return ((b * p.T + t) * p.KV + kh) * p.D; }
+fn krow(b: u32, t: u32, kh: u32) -> u32 { return ((b * p.TK + t) * p.KV + kh) * p.D; }
 
 // ==== section forward ====
 // Bindings: 0 out (rw), 1 lse (rw), 2 q, 3 k, 4 v, 5 start, 6 Params.
@@ -60,15 +65,16 @@ var<workgroup> rl: array<f32, WG>;   // reduction: sum relative to rm
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-	let t = wg.x;
+	let t = wg.x;      // query row
 	let h = wg.y;
 	let b = wg.z;
 	let i = lid.x;
 	let kh = h / p.G;
 	let qo = qrow(b, t, h);
+	let pos = p.Q0 + t; // its position: keys s <= pos
 	for (var d = i; d < p.D; d += WG) { qs[d] = q[qo + d]; }
 	var lo = start[b];
-	if (t < lo) { lo = t; }
+	if (pos < lo) { lo = pos; }
 
 	var m = NEG;   // running max of the scores
 	var l = 0.0;   // running sum of exp(score - m)
@@ -76,10 +82,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	for (var r = 0u; r < NR; r++) { acc[r] = 0.0; }
 	workgroupBarrier();
 
-	for (var s0 = lo; s0 <= t; s0 += WG) {
+	for (var s0 = lo; s0 <= pos; s0 += WG) {
 		let s = s0 + i;
 		var sc = NEG;
-		if (s <= t) {
+		if (s <= pos) {
 			let ko = krow(b, s, kh);
 			var qk = 0.0;
 			for (var d = 0u; d < p.D; d++) { qk = fma(qs[d], k[ko + d], qk); }
@@ -87,7 +93,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		}
 		// Tree reduction of (max, sum of exp(x - max)) pairs.
 		rm[i] = sc;
-		rl[i] = select(0.0, 1.0, s <= t);
+		rl[i] = select(0.0, 1.0, s <= pos);
 		workgroupBarrier();
 		for (var w = WG / 2u; w > 0u; w >>= 1u) {
 			if (i < w) {
@@ -102,12 +108,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		let bm = rm[0];
 		let bl = rl[0];
 		let mn = max(m, bm);
-		ps[i] = select(0.0, exp(sc - mn), s <= t);
+		ps[i] = select(0.0, exp(sc - mn), s <= pos);
 		let corr = exp(m - mn);
 		l = l * corr + bl * exp(bm - mn);
 		m = mn;
 		workgroupBarrier();
-		let nk = min(WG, t + 1u - s0);
+		let nk = min(WG, pos + 1u - s0);
 		for (var r = 0u; r < NR; r++) {
 			let d = i + r * WG;
 			if (d < p.D) {

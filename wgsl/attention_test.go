@@ -167,9 +167,12 @@ func attentionGPUBackward(t testing.TB, sh attnShape, q, k, v, out, lse, dout []
 }
 
 func TestAttentionParamsLayout(t *testing.T) {
-	// Params in attention.wgsl: 8 scalars of 4 bytes, scale the 7th.
-	if got := unsafe.Sizeof(AttentionParams{}); got != 32 {
-		t.Errorf("AttentionParams is %d bytes, WGSL Params is 32", got)
+	// Params in attention.wgsl: 12 scalars of 4 bytes, scale the 7th, Q0 the 9th.
+	if got := unsafe.Sizeof(AttentionParams{}); got != 48 {
+		t.Errorf("AttentionParams is %d bytes, WGSL Params is 48", got)
+	}
+	if got := unsafe.Offsetof(AttentionParams{}.Q0); got != 32 {
+		t.Errorf("Q0 at %d, WGSL at 32", got)
 	}
 	if got := unsafe.Offsetof(AttentionParams{}.G); got != 20 {
 		t.Errorf("G at %d, WGSL at 20", got)
@@ -399,5 +402,57 @@ func BenchmarkAttentionBackward(b *testing.B) {
 			b.ReportMetric(flops*float64(b.N)/sec/1e9, "GFLOP/s")
 			b.Logf("adapter %q (%s): %.2f GFLOP/s", dev.Info.Name, dev.Info.Type, flops*float64(b.N)/sec/1e9)
 		})
+	}
+}
+
+// TestAttentionDecode: queries at positions q0..T-1 attending a KV cache of
+// capacity TK > T give the rows q0..T-1 of the full causal forward (float64
+// reference); cache rows past T hold NaN, so reading them would show.
+func TestAttentionDecode(t *testing.T) {
+	for ci, tc := range []struct {
+		sh     attnShape
+		q0, tk int
+	}{
+		{attnShape{B: 1, T: 9, H: 4, KV: 2, D: 8}, 8, 16},   // one new token
+		{attnShape{B: 1, T: 70, H: 2, KV: 1, D: 40}, 0, 80}, // prefill
+		{attnShape{B: 2, T: 7, H: 4, KV: 4, D: 6, start: []int{0, 3}}, 5, 12},
+	} {
+		t.Run(fmt.Sprintf("%v/q0=%d/tk=%d", tc.sh, tc.q0, tc.tk), func(t *testing.T) {
+			sh := tc.sh
+			r := rng(uint64(900 + ci))
+			scale := float64(float32(1 / math.Sqrt(float64(sh.D))))
+			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, 1), gpu.F32)
+			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
+			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
+			want, _ := refAttentionForward(sh, q, k, v, scale)
+			// The cache (B,TK,KV,D): rows 0..T-1 from k and v, the rest NaN.
+			row := sh.KV * sh.D
+			kc, vc := make([]float64, sh.B*tc.tk*row), make([]float64, sh.B*tc.tk*row)
+			for i := range kc {
+				kc[i], vc[i] = math.NaN(), math.NaN()
+			}
+			for b := 0; b < sh.B; b++ {
+				copy(kc[b*tc.tk*row:], k[b*sh.T*row:(b+1)*sh.T*row])
+				copy(vc[b*tc.tk*row:], v[b*sh.T*row:(b+1)*sh.T*row])
+			}
+			tq := sh.T - tc.q0
+			qrow := sh.H * sh.D
+			qn := make([]float64, 0, sh.B*tq*qrow)
+			var wantRows []float64
+			for b := 0; b < sh.B; b++ {
+				qn = append(qn, q[(b*sh.T+tc.q0)*qrow:(b+1)*sh.T*qrow]...)
+				wantRows = append(wantRows, want[(b*sh.T+tc.q0)*qrow:(b+1)*sh.T*qrow]...)
+			}
+			ob, lb := output(t, len(qn)), output(t, sh.B*sh.H*tq)
+			if err := AttentionDecode(dev, ob, lb, upload(t, qn, gpu.F32), upload(t, kc, gpu.F32), upload(t, vc, gpu.F32),
+				attentionStart(t, sh), sh.B, tq, tc.tk, tc.q0, sh.H, sh.KV, sh.D, float32(scale)); err != nil {
+				t.Fatal(err)
+			}
+			// Same tolerance as TestAttentionForward (unit-scale q).
+			assertClose(t, "out", download(t, ob, len(qn), gpu.F32), wantRows, tol{Atol: 4e-6 * math.Sqrt(float64(sh.D)), Rtol: 1e-5})
+		})
+	}
+	if err := AttentionDecode(dev, output(t, 8), output(t, 1), output(t, 8), output(t, 8), output(t, 8), output(t, 1), 1, 1, 1, 1, 1, 1, 8, 1); err == nil {
+		t.Error("decode at a position past the cache was accepted")
 	}
 }
