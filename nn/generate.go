@@ -1,10 +1,14 @@
 package nn
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"sort"
+
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/wgsl"
 )
 
 // SampleOptions control generation (REFERENCE §5 generation keys).
@@ -19,28 +23,36 @@ type SampleOptions struct {
 }
 
 // Generate continues prompt (token ids, BOS included if wanted) and returns
-// the new ids; onToken, if set, sees each id as it is chosen. Each step runs
-// the whole sequence (no KV cache yet) and reads back only the last row's
-// logits.
+// the new ids; onToken, if set, sees each id as it is chosen. The prompt
+// runs once and fills a KV cache; each new token then runs alone against it,
+// and only its logits are read back.
 func (m *Llama) Generate(prompt []int, opt SampleOptions, onToken func(id int) error) ([]int, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("nn: generate from an empty prompt (give at least BOS)")
 	}
+	capacity := len(prompt) + opt.MaxNewTokens
+	if mp := m.Cfg.MaxPositionEmbeddings; mp > 0 && capacity > mp {
+		capacity = max(mp, len(prompt))
+	}
+	c, err := m.newKVCache(capacity)
+	if err != nil {
+		return nil, err
+	}
+	defer c.release()
 	r := rand.New(rand.NewPCG(opt.Seed, 0x5eed))
 	seq := append([]int(nil), prompt...)
+	next := prompt
 	var out []int
 	v := m.Cfg.VocabSize
-	for len(out) < opt.MaxNewTokens {
-		if m.Cfg.MaxPositionEmbeddings > 0 && len(seq) >= m.Cfg.MaxPositionEmbeddings {
-			break
-		}
-		logits, err := m.lastLogits(seq)
+	for len(out) < opt.MaxNewTokens && c.n+len(next) <= c.capacity {
+		logits, err := m.decode(c, next)
 		if err != nil {
 			return out, err
 		}
 		id := Sample(logits[:v], seq, opt, r)
 		out = append(out, id)
 		seq = append(seq, id)
+		next = []int{id}
 		if onToken != nil {
 			if err := onToken(id); err != nil {
 				return out, err
@@ -53,26 +65,131 @@ func (m *Llama) Generate(prompt []int, opt SampleOptions, onToken func(id int) e
 	return out, nil
 }
 
-// lastLogits runs the model on one sequence and returns the logits of its
-// last position.
-func (m *Llama) lastLogits(seq []int) ([]float32, error) {
-	in, err := m.NewInputs(1, len(seq), seq, nil, []int{0})
+// kvCache holds, per layer, the keys and values (1, capacity, KV, D) f32
+// of the tokens of one sequence seen so far.
+type kvCache struct {
+	k, v        []*gpu.Buffer
+	capacity, n int
+}
+
+func (m *Llama) newKVCache(capacity int) (*kvCache, error) {
+	c := &kvCache{capacity: capacity}
+	bytes := 4 * int64(capacity*m.Cfg.NumKVHeads*m.Cfg.HeadDim)
+	for range m.Layers {
+		k, err := m.d.NewBuffer(gpu.TagActivation, bytes)
+		if err != nil {
+			c.release()
+			return nil, err
+		}
+		c.k = append(c.k, k)
+		v, err := m.d.NewBuffer(gpu.TagActivation, bytes)
+		if err != nil {
+			c.release()
+			return nil, err
+		}
+		c.v = append(c.v, v)
+	}
+	return c, nil
+}
+
+func (c *kvCache) release() {
+	for _, b := range append(c.k, c.v...) {
+		b.Release()
+	}
+	c.k, c.v = nil, nil
+}
+
+// decode runs ids at positions c.n.. through the model, appends their keys
+// and values to the cache, and returns the last one's logits.
+func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
+	n := len(ids)
+	in, err := m.NewInputs(1, n, ids, nil, []int{0})
 	if err != nil {
 		return nil, err
 	}
 	defer in.Release()
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = c.n + i
+	}
+	if err := m.d.Write(in.Pos, 0, u32Bytes(pos)); err != nil {
+		return nil, err
+	}
+	cfg := m.Cfg
+	hd, kvRow := cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
+	scale := float32(1 / math.Sqrt(float64(hd)))
 	t := NewTape(m.d, false)
-	logits, err := m.Logits(t, in)
+	x, err := t.Embedding(m.Embed, in.IDs, n) // (n,C)
+	if err != nil {
+		return nil, err
+	}
+	for li, l := range m.Layers {
+		y, err := m.blockWith(t, l, x, in, func(q, k, v *Tensor) (*Tensor, error) {
+			// k, v (n,KV*D) -> cache rows c.n..c.n+n-1
+			off, size := 4*int64(c.n*kvRow), 4*int64(n*kvRow)
+			if err := m.d.Copy(k.Buf, 0, c.k[li], off, size); err != nil {
+				return nil, err
+			}
+			if err := m.d.Copy(v.Buf, 0, c.v[li], off, size); err != nil {
+				return nil, err
+			}
+			o, err := t.activation(n, cfg.NumHeads*hd)
+			if err != nil {
+				return nil, err
+			}
+			lse, err := m.d.NewBuffer(gpu.TagScratch, 4*int64(cfg.NumHeads*n))
+			if err != nil {
+				o.Release()
+				return nil, err
+			}
+			defer lse.Release()
+			// q (n,H*D) at positions c.n.. against the cache -> o (n,H*D)
+			err = wgsl.AttentionDecode(m.d, o.Buf, lse, q.Buf, c.k[li], c.v[li], in.Start, 1, n, c.capacity, c.n, cfg.NumHeads, cfg.NumKVHeads, hd, scale)
+			if err != nil {
+				o.Release()
+				return nil, err
+			}
+			return o, nil
+		})
+		x.Release()
+		if err != nil {
+			return nil, err
+		}
+		x = y
+	}
+	defer x.Release()
+	// Only the last row goes through the final norm and the head.
+	last, err := t.activation(1, cfg.HiddenSize)
+	if err != nil {
+		return nil, err
+	}
+	defer last.Release()
+	row := 4 * int64(cfg.HiddenSize)
+	if err := m.d.Copy(x.Buf, int64(n-1)*row, last.Buf, 0, row); err != nil {
+		return nil, err
+	}
+	h, err := t.RMSNorm(last, m.Norm, float32(cfg.RMSNormEps))
+	if err != nil {
+		return nil, err
+	}
+	defer h.Release()
+	logits, err := t.Linear(h, m.Head) // (1,V)
 	if err != nil {
 		return nil, err
 	}
 	defer logits.Release()
-	v := m.Cfg.VocabSize
-	raw, err := m.d.Read(logits.Buf, int64(4*(len(seq)-1)*v), int64(4*v))
-	if err != nil {
-		return nil, err
+	c.n += n
+	return ReadF32(m.d, logits)
+}
+
+// u32Bytes encodes ints as little-endian 32-bit words (labels' -100 as
+// its two's complement, read as i32 by the kernels).
+func u32Bytes(xs []int) []byte {
+	out := make([]byte, 4*len(xs))
+	for i, x := range xs {
+		binary.LittleEndian.PutUint32(out[4*i:], uint32(int32(x)))
 	}
-	return DecodeF32(raw, v, logits.DType), nil
+	return out
 }
 
 // Sample picks the next id from logits with the options' processing, in

@@ -1,7 +1,6 @@
 package nn
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -271,13 +270,6 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 		return nil, fmt.Errorf("%w: inputs of %d ids, %d labels, %d starts for B=%d T=%d", ErrShape, len(ids), len(labels), len(start), b, t)
 	}
 	v := m.Cfg.VocabSize
-	u32 := func(xs []int) []byte {
-		out := make([]byte, 4*len(xs))
-		for i, x := range xs {
-			binary.LittleEndian.PutUint32(out[4*i:], uint32(int32(x)))
-		}
-		return out
-	}
 	pos := make([]int, b*t)
 	for r := 0; r < b; r++ {
 		if start[r] < 0 || start[r] > t {
@@ -306,7 +298,7 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 		if err != nil {
 			return nil, err
 		}
-		return buf, m.d.Write(buf, 0, u32(xs))
+		return buf, m.d.Write(buf, 0, u32Bytes(xs))
 	}
 	var err error
 	if in.IDs, err = up(ids); err == nil {
@@ -337,8 +329,18 @@ func (m *Llama) attnShape(in *Inputs) AttentionShape {
 	return AttentionShape{B: in.B, T: in.T, H: c.NumHeads, KV: c.NumKVHeads, D: c.HeadDim}
 }
 
+// attentionFunc is the attention of a block: the tape's (training, scoring)
+// or one over a KV cache (generation).
+type attentionFunc func(q, k, v *Tensor) (*Tensor, error)
+
 // block runs one decoder layer: x (N,C) -> (N,C).
 func (m *Llama) block(t *Tape, l *Block, x *Tensor, in *Inputs) (*Tensor, error) {
+	s := m.attnShape(in)
+	return m.blockWith(t, l, x, in, func(q, k, v *Tensor) (*Tensor, error) { return t.Attention(q, k, v, in.Start, s) })
+}
+
+// blockWith is block with the attention given.
+func (m *Llama) blockWith(t *Tape, l *Block, x *Tensor, in *Inputs, attention attentionFunc) (*Tensor, error) {
 	c := m.Cfg
 	eps := float32(c.RMSNormEps)
 	theta := float32(c.RopeTheta)
@@ -375,7 +377,7 @@ func (m *Llama) block(t *Tape, l *Block, x *Tensor, in *Inputs) (*Tensor, error)
 	if _, err := t.RoPE(k, in.Pos, s.KV, s.D, theta); err != nil {
 		return nil, err
 	}
-	o, err := t.Attention(q, k, v, in.Start, s) // (N,H*D)
+	o, err := attention(q, k, v) // (N,H*D)
 	if err != nil {
 		return nil, err
 	}

@@ -233,3 +233,52 @@ func TestBackwardContract(t *testing.T) {
 		})
 	}
 }
+
+// TestKVCacheDecode: a prompt prefilled into the KV cache, then tokens fed
+// one at a time, give at every position the logits of the full forward
+// over the whole sequence (tied and untied, grouped KV heads).
+func TestKVCacheDecode(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		m := newToy(t, tied)
+		seq := []int{1, 7, 30, 12, 5, 22, 9, 14}
+		in, err := m.NewInputs(1, len(seq), seq, nil, []int{0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logits, err := m.Logits(NewTape(dev, false), in)
+		in.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := ReadF32(dev, logits)
+		logits.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := m.newKVCache(len(seq) + 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := m.Cfg.VocabSize
+		check := func(pos int, got []float32) {
+			for j := 0; j < v; j++ {
+				want := full[pos*v+j]
+				if d := math.Abs(float64(got[j] - want)); d > 1e-5+1e-5*math.Abs(float64(want)) {
+					t.Fatalf("tied=%v position %d logit %d: cached %g, full %g", tied, pos, j, got[j], want)
+				}
+			}
+		}
+		got, err := m.decode(c, seq[:3]) // prefill
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(2, got)
+		for pos := 3; pos < len(seq); pos++ {
+			if got, err = m.decode(c, seq[pos:pos+1]); err != nil {
+				t.Fatal(err)
+			}
+			check(pos, got)
+		}
+		c.release()
+	}
+}
