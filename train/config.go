@@ -59,7 +59,8 @@ func DefaultConfig() Config {
 }
 
 // LoadConfig reads a YAML config over the defaults. Unknown keys are errors
-// (a typo must not silently fall back to a default).
+// (a typo must not silently fall back to a default). Values are checked by
+// Validate, after any command-line overrides.
 func LoadConfig(path string) (Config, error) {
 	c := DefaultConfig()
 	b, err := os.ReadFile(path)
@@ -71,7 +72,7 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return c, fmt.Errorf("train: config %s: %w", path, err)
 	}
-	return c, c.Validate()
+	return c, nil
 }
 
 // Set overrides one key by its YAML name from a string (--key value).

@@ -131,7 +131,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg := train.DefaultConfig()
 	if *cfgPath != "" {
-		if cfg, err = train.LoadConfig(*cfgPath); err != nil && len(kv) == 0 {
+		if cfg, err = train.LoadConfig(*cfgPath); err != nil {
 			return err
 		}
 	}
