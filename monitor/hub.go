@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -455,6 +456,40 @@ func (r *runState) summary() RunSummary {
 		Events: r.seq, Viewers: len(r.subs), Dropped: r.dropped, Control: len(r.sinks) > 0,
 		Started: r.started, Updated: r.updated,
 	}
+}
+
+// Drain waits until every viewer has been sent every event published so
+// far, or until ctx ends. A trainer calls it before shutting its hub down,
+// so that open dashboards see the run's last steps and its end.
+func (h *Hub) Drain(ctx context.Context) error {
+	for !h.drained() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (h *Hub) drained() bool {
+	h.mu.RLock()
+	rs := make([]*runState, 0, len(h.runs))
+	for _, r := range h.runs {
+		rs = append(rs, r)
+	}
+	h.mu.RUnlock()
+	for _, r := range rs {
+		r.mu.Lock()
+		seq, subs := r.seq, r.subsList
+		r.mu.Unlock()
+		for _, s := range subs {
+			if s.cursor.Load() < seq {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Close disconnects every viewer (status "going away") and makes later

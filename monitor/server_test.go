@@ -759,3 +759,38 @@ func TestPublisherReconnects(t *testing.T) {
 		}
 	}
 }
+
+// TestDrain: Drain returns once a live viewer has been sent every event,
+// so a trainer that shuts its hub down after the run's end event does not
+// cut it off from open dashboards.
+func TestDrain(t *testing.T) {
+	hub := NewHub(HubOptions{})
+	srv := newTestServer(t, hub, Options{})
+	mustPublish(t, hub, runEvent("d"))
+	c := mustDialView(t, srv, "d", "")
+	for i := 1; i <= 200; i++ {
+		mustPublish(t, hub, stepEvent("d", i))
+	}
+	mustPublish(t, hub, Event{Kind: KindEnd, Run: "d", End: &End{Reason: "done"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hub.Drain(ctx); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	hub.Close()
+	// Everything up to the end event was written before the close.
+	n := 0
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			break
+		}
+		n++
+		if ev, err := DecodeEvent(data); err == nil && ev.Kind == KindEnd {
+			break
+		}
+	}
+	if n != 202 {
+		t.Errorf("viewer read %d events before the close, want 202 (run, 200 steps, end)", n)
+	}
+}

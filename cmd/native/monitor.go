@@ -29,8 +29,10 @@ func serveMonitor(addr, token, run string, log io.Writer) (*monitor.Hub, func(),
 	go srv.Serve(ln)
 	fmt.Fprintf(log, "dashboard: %s\n", monitor.DashboardURL(ln, tok, run))
 	stop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Let open dashboards receive the run's last events (its end) first.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
+		hub.Drain(ctx)
 		srv.Shutdown(ctx)
 		hub.Close()
 	}
