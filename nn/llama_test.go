@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/data"
@@ -280,5 +281,61 @@ func TestKVCacheDecode(t *testing.T) {
 			check(pos, got)
 		}
 		c.release()
+	}
+}
+
+// TestBackwardReportsUnreachedParams: a parameter used in a checkpointed
+// block whose output never reaches the loss gets no callback; Backward says
+// so instead of silently skipping its update.
+func TestBackwardReportsUnreachedParams(t *testing.T) {
+	e, err := NewParam(dev, "E", gpu.F32, 5, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release()
+	w, err := NewParam(dev, "W", gpu.F32, 5, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Release()
+	dead, err := NewParam(dev, "dead", gpu.F32, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Release()
+	for _, p := range []*Param{e, w, dead} {
+		if err := dev.Write(p.Buf, 0, EncodeF32(make([]float32, p.Len()), gpu.F32)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids, _ := dev.NewBuffer(gpu.TagScratch, 8)
+	defer ids.Release()
+	labels, _ := dev.NewBuffer(gpu.TagScratch, 8)
+	defer labels.Release()
+	dev.Write(ids, 0, u32Bytes([]int{1, 2}))
+	dev.Write(labels, 0, u32Bytes([]int{2, 3}))
+	tape := NewTape(dev, true)
+	x, err := tape.Embedding(e, ids, 2) // (2,4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := tape.Checkpoint("dead", x, func(t *Tape, x *Tensor) (*Tensor, error) { return t.Linear(x, dead) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y.Release()
+	logits, err := tape.Linear(x, w) // (2,5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss, err := tape.CrossEntropy(logits, labels, LossOptions{GradScale: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loss.Release()
+	var got []string
+	err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error { got = append(got, p.Name); return nil })
+	if err == nil || !strings.Contains(err.Error(), "no gradient reached dead") {
+		t.Errorf("backward: %v (callbacks for %v)", err, got)
 	}
 }

@@ -3,6 +3,8 @@ package nn
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/wgsl"
@@ -186,6 +188,18 @@ func (t *Tape) Backward(loss *Tensor, fn GradFunc) error {
 	t.callback = fn
 	err := t.run(fn)
 	t.callback = nil
+	if err == nil && len(t.uses) > 0 {
+		// A parameter was used but no gradient reached its last use: the
+		// contract (one callback per trainable parameter) would silently
+		// break, so say which.
+		var names []string
+		for p := range t.uses {
+			names = append(names, p.Name)
+		}
+		sort.Strings(names)
+		err = fmt.Errorf("nn: no gradient reached %s", strings.Join(names, ", "))
+		t.uses = map[*Param]int{}
+	}
 	if err != nil {
 		t.Release()
 	}
