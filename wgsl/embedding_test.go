@@ -83,7 +83,7 @@ func TestEmbeddingForward(t *testing.T) {
 			// The buffer holds one more row than the table, of ones: an id
 			// of vocab would read it rather than a zero of robust access.
 			guard := append(slices.Clone(table), slices.Repeat([]float64{1}, tc.c)...)
-			tb, ib := upload(t, guard, tc.tt), ropeU32Buffer(t, ids)
+			tb, ib := upload(t, guard, tc.tt), uploadU32(t, ids)
 			ob := output(t, tc.n*tc.c)
 			if err := EmbeddingForward(dev, ob, tb, ib, tc.tt, tc.n, tc.c, tc.vocab); err != nil {
 				t.Fatal(err)
@@ -114,7 +114,7 @@ func TestEmbeddingBackward(t *testing.T) {
 				}
 				initial = append(initial, slices.Repeat([]float64{7}, tc.c)...)
 				db := outputWith(t, initial)
-				ob, ib := upload(t, dout, gpu.F32), ropeU32Buffer(t, ids)
+				ob, ib := upload(t, dout, gpu.F32), uploadU32(t, ids)
 				if err := EmbeddingBackward(dev, db, ob, ib, tc.n, tc.c, tc.vocab, acc); err != nil {
 					t.Fatal(err)
 				}
@@ -170,7 +170,7 @@ func TestEmbeddingBackwardCentralDiff(t *testing.T) {
 	// L is linear in the table: exact up to float64 cancellation (~1e-12).
 	assertClose(t, "ref backward vs central diff", refEmbeddingBackward(g, ids, c, vocab, nil), num, tol{Atol: 1e-9, Rtol: 1e-9})
 	db := output(t, vocab*c)
-	if err := EmbeddingBackward(dev, db, upload(t, g, gpu.F32), ropeU32Buffer(t, ids), n, c, vocab, false); err != nil {
+	if err := EmbeddingBackward(dev, db, upload(t, g, gpu.F32), uploadU32(t, ids), n, c, vocab, false); err != nil {
 		t.Fatal(err)
 	}
 	// Sums of at most three f32 terms of unit scale: 3 roundings, < 1e-6.
@@ -179,7 +179,7 @@ func TestEmbeddingBackwardCentralDiff(t *testing.T) {
 
 func TestEmbeddingRejects(t *testing.T) {
 	table := output(t, 12)
-	ids := ropeU32Buffer(t, []uint32{0, 1, 2})
+	ids := uploadU32(t, []uint32{0, 1, 2})
 	out := output(t, 9)
 	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, 3, 4, 3); err == nil {
 		t.Error("forward with out too small for (3,4) succeeded")

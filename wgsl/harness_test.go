@@ -64,6 +64,24 @@ func output(t testing.TB, n int) *gpu.Buffer {
 	return upload(t, nan, gpu.F32)
 }
 
+// uploadU32 makes a buffer holding v as u32 (ids, positions, flags).
+func uploadU32(t testing.TB, v []uint32) *gpu.Buffer {
+	t.Helper()
+	b, err := dev.NewBuffer(gpu.TagScratch, int64(4*len(v)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Release)
+	raw := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(raw[4*i:], x)
+	}
+	if err := dev.Write(b, 0, raw); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // outputWith makes an f32 buffer holding v (for kernels that accumulate).
 func outputWith(t testing.TB, v []float64) *gpu.Buffer { return upload(t, v, gpu.F32) }
 

@@ -98,24 +98,6 @@ func TestSumSquaresDeterministic(t *testing.T) {
 	}
 }
 
-// reduceFlags uploads u32 flags.
-func reduceFlags(t testing.TB, v []uint32) *gpu.Buffer {
-	t.Helper()
-	b, err := dev.NewBuffer(gpu.TagScratch, int64(4*len(v)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Release)
-	raw := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(raw[4*i:], x)
-	}
-	if err := dev.Write(b, 0, raw); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func reduceReadFlags(t testing.TB, b *gpu.Buffer, n int) []uint32 {
 	t.Helper()
 	raw, err := dev.Read(b, 0, int64(4*n))
@@ -161,7 +143,7 @@ func TestCheckFinite(t *testing.T) {
 			}
 			xb := upload(t, x, gpu.F32)
 			const idx = 1
-			flags := reduceFlags(t, []uint32{7, tc.pre, 9})
+			flags := uploadU32(t, []uint32{7, tc.pre, 9})
 			if err := CheckFinite(dev, flags, idx, xb, tc.n, tc.scale, tc.limit); err != nil {
 				t.Fatal(err)
 			}

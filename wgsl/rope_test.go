@@ -1,7 +1,6 @@
 package wgsl
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"testing"
@@ -9,24 +8,6 @@ import (
 
 	"github.com/lomo-dev/lomo/gpu"
 )
-
-// ropeU32Buffer makes a buffer holding v as u32 (positions, token ids).
-func ropeU32Buffer(t testing.TB, v []uint32) *gpu.Buffer {
-	t.Helper()
-	b, err := dev.NewBuffer(gpu.TagScratch, int64(4*len(v)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Release)
-	raw := make([]byte, 4*len(v))
-	for i, u := range v {
-		binary.LittleEndian.PutUint32(raw[4*i:], u)
-	}
-	if err := dev.Write(b, 0, raw); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // refRoPE: the HF rotate_half rotary embedding of x (rows, heads*d) in
 // float64; inverse rotates by -a.
@@ -128,7 +109,7 @@ func TestRoPE(t *testing.T) {
 				x := roundTo(randn(r, n, 1), gpu.F32)
 				pos := ropePositions(uint64(ci), tc.rows, tc.maxPos)
 				xb := upload(t, x, gpu.F32)
-				pb := ropeU32Buffer(t, pos)
+				pb := uploadU32(t, pos)
 				if err := RoPE(dev, xb, pb, tc.rows, tc.heads, tc.d, float32(tc.theta), inv); err != nil {
 					t.Fatal(err)
 				}
@@ -146,7 +127,7 @@ func TestRoPERoundTrip(t *testing.T) {
 	r := rng(600)
 	x := roundTo(randn(r, rows*heads*d, 1), gpu.F32)
 	pos := ropePositions(600, rows, 2048)
-	xb, pb := upload(t, x, gpu.F32), ropeU32Buffer(t, pos)
+	xb, pb := upload(t, x, gpu.F32), uploadU32(t, pos)
 	for _, inv := range []bool{false, true} {
 		if err := RoPE(dev, xb, pb, rows, heads, d, 10000, inv); err != nil {
 			t.Fatal(err)
@@ -185,7 +166,7 @@ func TestRoPEBackwardCentralDiff(t *testing.T) {
 	// L is linear in x: the difference quotient is exact up to float64
 	// cancellation, ~1e-16 * |L| / h ~ 1e-11.
 	assertClose(t, "ref backward vs central diff", refRoPE(g, pos, rows, heads, d, theta, true), num, tol{Atol: 1e-9, Rtol: 1e-9})
-	gb, pb := upload(t, g, gpu.F32), ropeU32Buffer(t, pos)
+	gb, pb := upload(t, g, gpu.F32), uploadU32(t, pos)
 	if err := RoPE(dev, gb, pb, rows, heads, d, theta, true); err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +175,7 @@ func TestRoPEBackwardCentralDiff(t *testing.T) {
 
 func TestRoPERejects(t *testing.T) {
 	x := output(t, 24)
-	pos := ropeU32Buffer(t, []uint32{0, 1})
+	pos := uploadU32(t, []uint32{0, 1})
 	if err := RoPE(dev, x, pos, 2, 2, 5, 10000, false); err == nil {
 		t.Error("odd headDim succeeded")
 	}
