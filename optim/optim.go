@@ -176,8 +176,8 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		coef = float32(math.Min(1, o.cfg.ClipGradNorm/(res.GradNorm+1e-6)))
 		res.ClipCoef = float64(coef)
 	}
-	if o.update != nil && o.cfg.Name == "adalomo" {
-		o.t++
+	if o.cfg.Name == "adalomo" {
+		o.t++ // AdaLomo counts the steps it applies (beta = 1 - t^-0.8)
 	}
 	t := nn.NewTape(o.d, true)
 	lossT, tokens, err := fwd(t, float32(scale))

@@ -43,7 +43,6 @@ type Config struct {
 	EvalStrategy    string  `yaml:"evaluation_strategy"` // epoch or no
 	SaveStrategy    string  `yaml:"save_strategy"`       // lomo: epoch, end or no
 	MaxNewTokens    int     `yaml:"max_new_tokens"`
-	LoggingSteps    int     `yaml:"logging_steps"`
 	ZeroShotEval    bool    `yaml:"zero_shot_eval"` // lomo: evaluate before training too
 }
 
@@ -54,7 +53,7 @@ func DefaultConfig() Config {
 		LearningRate: 0.03, NumTrainEpochs: 10, LRSchedulerType: "linear", Warmup: 0.1,
 		ClipGradNorm: 1.0, GradCheckpoint: true, Seed: 42, Optimizer: "lomo", DType: "f32",
 		OutputDir: "out", ScoreBy: "sum", EvalStrategy: "epoch", SaveStrategy: "end",
-		MaxNewTokens: 32, LoggingSteps: 1, ZeroShotEval: true, TrainSize: 1000,
+		MaxNewTokens: 32, ZeroShotEval: true, TrainSize: 1000,
 	}
 }
 

@@ -150,12 +150,11 @@ func Demo(d *gpu.Device, o DemoOptions) (DemoReport, error) {
 	r.FinetunedAccuracy, r.Steps, r.TokensPerSec = s.FinalAccuracy, s.Steps, s.TokensPerSec
 	r.FirstLoss, r.FinalLoss = s.FirstLoss, s.FinalLoss
 	r.ModelDir = filepath.Join(o.Out, "final")
-	// The largest training batch decides the peak: plan that step.
+	// The largest training batch decides the peak: plan that step. Its
+	// length is the longest training sequence, whatever the epoch's order.
 	r.Batch, r.Seq = o.Batch, 0
-	for ep := 0; ep < o.Epochs; ep++ {
-		for _, b := range data.TrainBatches(tr.Tok, tr.Train, cfg.TrainBatchSize, cfg.DataMaxLength, false, cfg.Seed, ep, max(0, tr.Tok.EOS())) {
-			r.Seq = max(r.Seq, b.T)
-		}
+	for _, b := range data.TrainBatches(tr.Tok, tr.Train, cfg.TrainBatchSize, cfg.DataMaxLength, cfg.TrainOnInputs, cfg.Seed, 0, max(0, tr.Tok.EOS())) {
+		r.Seq = max(r.Seq, b.T)
 	}
 	plan := func(name string) (Plan, error) {
 		return PlanStep(PlanRequest{Config: tr.Model.Cfg, Batch: r.Batch, Seq: r.Seq, Optimizer: name, DType: gpu.F32, Checkpointing: true, ClipGradNorm: cfg.ClipGradNorm})

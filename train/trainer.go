@@ -55,7 +55,6 @@ type Trainer struct {
 	stop       atomic.Bool
 	saveNow    atomic.Bool
 	metrics    *os.File
-	startStep  int
 	tokens     int64
 	elapsed    time.Duration
 }
@@ -79,21 +78,17 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	}
 	tr := &Trainer{Cfg: cfg, D: d, opts: opts}
 	modelDir := cfg.ModelNameOrPath
+	var resumed *TrainerState
 	if opts.Resume {
 		ck, st, err := LatestCheckpoint(cfg.OutputDir)
 		if err != nil {
 			return nil, err
 		}
 		if ck != "" {
-			modelDir = ck
-			tr.step, tr.epoch, tr.startStep = st.Step, st.Epoch, st.Step
+			modelDir, resumed = ck, &st
+			tr.step, tr.epoch = st.Step, st.Epoch
 			fmt.Fprintf(opts.Log, "resuming from %s (step %d, %d epochs done)\n", ck, st.Step, st.Epoch)
 		}
-	}
-	var resumed *TrainerState
-	if modelDir != cfg.ModelNameOrPath {
-		_, st, _ := LatestCheckpoint(cfg.OutputDir)
-		resumed = &st
 	}
 	tok, err := data.LoadTokenizer(modelDir)
 	if err != nil {
