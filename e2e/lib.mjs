@@ -1,9 +1,10 @@
 // Shared helpers of the browser tests: build lomo, start a training run with
 // its dashboard, open headless Chromium.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { join, resolve, dirname, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -75,4 +76,50 @@ export async function browser() {
     args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+}
+
+// goTestInBrowser compiles the Go tests of a package to WASM (GOOS=js) and
+// runs them in a page of headless Chromium, on its WebGPU adapter. It
+// resolves with the test binary's exit code and its output.
+export async function goTestInBrowser(pkg, args = [], { timeout = 600_000 } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'lomo-wasm-'));
+  const name = pkg.split('/').pop();
+  execFileSync('go', ['test', '-c', '-o', join(dir, 'test.wasm'), pkg], {
+    cwd: root, stdio: 'inherit', env: { ...process.env, GOOS: 'js', GOARCH: 'wasm' },
+  });
+  const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim();
+  copyFileSync(join(goroot, 'lib', 'wasm', 'wasm_exec.js'), join(dir, 'wasm_exec.js'));
+  writeFileSync(join(dir, 'index.html'), `<!doctype html><meta charset="utf-8"><title>${name}.test</title>
+<script src="wasm_exec.js"></script>
+<script>
+(async () => {
+  const go = new Go();
+  go.argv = ${JSON.stringify([`${name}.test`, ...args])};
+  go.exit = (code) => { window.goExit = code; };
+  const r = await WebAssembly.instantiateStreaming(fetch('test.wasm'), go.importObject);
+  globalThis.wasm = r; // the WebGPU binding reads WASM memory through it
+  await go.run(r.instance);
+})().catch((e) => { console.error('harness: ' + e); window.goExit = 'harness error'; });
+</script>`);
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+  const server = createServer((req, res) => {
+    const file = join(dir, new URL(req.url, 'http://x').pathname.slice(1) || 'index.html');
+    if (!file.startsWith(dir) || !existsSync(file)) { res.writeHead(404).end(); return; }
+    res.writeHead(200, { 'content-type': types[extname(file)] || 'application/octet-stream' });
+    res.end(readFileSync(file));
+  });
+  await new Promise((res) => server.listen(0, '127.0.0.1', res));
+  const b = await browser();
+  let out = '';
+  try {
+    const page = await b.newPage();
+    page.on('console', (m) => { out += m.text() + '\n'; });
+    page.on('pageerror', (e) => { out += 'pageerror: ' + e + '\n'; });
+    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+    await page.waitForFunction(() => window.goExit !== undefined, null, { timeout, polling: 500 });
+    return { code: await page.evaluate(() => window.goExit), out };
+  } finally {
+    await b.close();
+    server.close();
+  }
 }

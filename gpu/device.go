@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 // Sentinel errors.
@@ -18,11 +18,58 @@ var (
 	ErrNoAdapter = errors.New("gpu: no WebGPU adapter found: install a Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1 for a CPU adapter, or your GPU vendor's driver)")
 	// ErrAdapterNotFound: --adapter / LOMO_ADAPTER named none of the adapters.
 	ErrAdapterNotFound = errors.New("gpu: no adapter matches")
-	// ErrDeviceLost: the device was lost (driver reset, out of memory, ...).
+	// ErrDeviceLost: the device was lost (driver reset, destroyed, ...).
 	ErrDeviceLost = errors.New("gpu: device lost")
+	// ErrOutOfMemory: the adapter could not allocate what was asked.
+	ErrOutOfMemory = errors.New("gpu: out of device memory")
 	// ErrReleased: a buffer was used after Release.
 	ErrReleased = errors.New("gpu: buffer used after release")
+	// ErrClosed: the device was used after Close.
+	ErrClosed = errors.New("gpu: device closed")
 )
+
+// Error is a failure that WebGPU reported, with the operation lomo was
+// doing when it surfaced (the kernel, the batch of dispatches, the buffer).
+type Error struct {
+	Op   string // what lomo was doing, e.g. `compile kernel "matmul/f32"`
+	Kind string // validation, out-of-memory, internal, device-lost
+	Msg  string // the message of WebGPU's implementation
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("gpu: %s: %s error: %s", e.Op, e.Kind, strings.TrimSpace(e.Msg))
+}
+
+// Unwrap lets errors.Is match ErrDeviceLost and ErrOutOfMemory.
+func (e *Error) Unwrap() error {
+	switch e.Kind {
+	case "device-lost":
+		return ErrDeviceLost
+	case "out-of-memory":
+		return ErrOutOfMemory
+	}
+	return nil
+}
+
+// Caps are the optional capabilities lomo's kernels can use, as the
+// adapter offers them through the binding (and the device then enables).
+type Caps struct {
+	F16               bool `json:"f16"`                // WGSL `enable f16;` (shader-f16)
+	Subgroups         bool `json:"subgroups"`          // subgroup builtins
+	CooperativeMatrix bool `json:"cooperative_matrix"` // WGSL cooperative matrices (tensor cores / simdgroup matrices)
+	Timestamps        bool `json:"timestamps"`         // GPU timestamp queries
+}
+
+func (c Caps) String() string {
+	yn := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	return fmt.Sprintf("f16 %s, subgroups %s, cooperative matrix %s, timestamps %s",
+		yn(c.F16), yn(c.Subgroups), yn(c.CooperativeMatrix), yn(c.Timestamps))
+}
 
 // AdapterInfo describes one adapter, as `lomo devices` prints it.
 type AdapterInfo struct {
@@ -30,18 +77,22 @@ type AdapterInfo struct {
 	Name     string   `json:"name"`
 	Type     string   `json:"type"`    // discrete, integrated, cpu, unknown
 	Backend  string   `json:"backend"` // vulkan, metal, d3d12, webgpu
+	Driver   string   `json:"driver,omitempty"`
 	Software bool     `json:"software"`
-	Features []string `json:"features"`
-	Limits   Limits   `json:"limits"`
+	Caps     Caps     `json:"caps"`     // what lomo can use
+	Features []string `json:"features"` // every feature the adapter offers
+	Limits   Limits   `json:"limits"`   // the adapter's own limits
 }
 
-// Limits are the adapter limits lomo cares about.
+// Limits are the adapter or device limits lomo cares about.
 type Limits struct {
 	MaxBufferSize                  uint64 `json:"max_buffer_size"`
 	MaxStorageBufferBindingSize    uint64 `json:"max_storage_buffer_binding_size"`
 	MaxStorageBuffersPerStage      uint32 `json:"max_storage_buffers_per_stage"`
 	MaxComputeWorkgroupStorageSize uint32 `json:"max_compute_workgroup_storage_size"`
 	MaxComputeInvocations          uint32 `json:"max_compute_invocations_per_workgroup"`
+	MaxComputeWorkgroupSizeX       uint32 `json:"max_compute_workgroup_size_x"`
+	MaxComputeWorkgroupSizeY       uint32 `json:"max_compute_workgroup_size_y"`
 	MaxWorkgroupsPerDimension      uint32 `json:"max_compute_workgroups_per_dimension"`
 	MinUniformBufferOffsetAlign    uint32 `json:"min_uniform_buffer_offset_alignment"`
 }
@@ -60,25 +111,39 @@ type Options struct {
 // called from any goroutine.
 type Device struct {
 	Info AdapterInfo
-	// Features enabled on the device (shader-f16, timestamp-query when offered).
-	Features map[string]bool
+	// Caps enabled on the device: kernels may rely on them.
+	Caps Caps
 
 	inst    *wgpu.Instance
 	adapter *wgpu.Adapter
 	dev     *wgpu.Device
 	queue   *wgpu.Queue
+	plat    *platform // errors and loss as the platform reports them
 	limits  Limits
 
-	mu    sync.Mutex // guards acct, cache, lost
-	acct  accountant
-	cache map[cacheKey][]*wgpu.Buffer
-	lost  string
+	mu     sync.Mutex // guards acct, cache
+	acct   accountant
+	cache  map[cacheKey][]*devBuf
+	closed bool
 
 	kernels map[string]*Kernel
 	rec     *recorder
 	// dry: a planning device that runs no kernels and holds no memory but
 	// keeps the same exact accounting (see OpenDry).
 	dry bool
+}
+
+// devBuf is one WebGPU buffer with the state that decides whether work
+// using it may still be submitted: a submit that uses a destroyed or mapped
+// buffer is a validation error, which wgpu-native turns into an abort of the
+// process, so lomo checks it before every submit (recorder.flush).
+type devBuf struct {
+	b         *wgpu.Buffer // nil on a dry device
+	size      int64
+	usage     wgpu.BufferUsage
+	mapped    bool   // between MapAsync and Unmap
+	destroyed bool   // Destroy was called
+	batch     uint64 // the last batch that recorded a use of it
 }
 
 // OpenDry returns a device that allocates nothing and runs nothing: buffers
@@ -91,12 +156,11 @@ func OpenDry(name string, limits Limits) *Device {
 		limits.MinUniformBufferOffsetAlign = 256
 	}
 	d := &Device{
-		Info:     AdapterInfo{Name: name, Type: "dry", Backend: "none", Limits: limits},
-		Features: map[string]bool{},
-		cache:    map[cacheKey][]*wgpu.Buffer{},
-		kernels:  map[string]*Kernel{},
-		limits:   limits,
-		dry:      true,
+		Info:    AdapterInfo{Name: name, Type: "dry", Backend: "none", Limits: limits},
+		cache:   map[cacheKey][]*devBuf{},
+		kernels: map[string]*Kernel{},
+		limits:  limits,
+		dry:     true,
 	}
 	d.rec, _ = newRecorder(d) // a dry allocation cannot fail
 	return d
@@ -106,7 +170,8 @@ func OpenDry(name string, limits Limits) *Device {
 func UnlimitedLimits() Limits {
 	return Limits{
 		MaxBufferSize: 1 << 50, MaxStorageBufferBindingSize: 1 << 50, MaxStorageBuffersPerStage: 16,
-		MaxComputeWorkgroupStorageSize: 32768, MaxComputeInvocations: 1024, MaxWorkgroupsPerDimension: 65535,
+		MaxComputeWorkgroupStorageSize: 32768, MaxComputeInvocations: 1024,
+		MaxComputeWorkgroupSizeX: 1024, MaxComputeWorkgroupSizeY: 1024, MaxWorkgroupsPerDimension: 65535,
 		MinUniformBufferOffsetAlign: 256,
 	}
 }
@@ -121,7 +186,7 @@ type cacheKey struct {
 
 // Adapters lists the adapters of this machine in preference order.
 func Adapters() ([]AdapterInfo, error) {
-	inst := wgpu.CreateInstance(instanceDescriptor())
+	inst := newInstance()
 	if inst == nil {
 		return nil, ErrNoAdapter
 	}
@@ -167,9 +232,26 @@ func limitsOf(l wgpu.Limits) Limits {
 		MaxStorageBuffersPerStage:      l.MaxStorageBuffersPerShaderStage,
 		MaxComputeWorkgroupStorageSize: l.MaxComputeWorkgroupStorageSize,
 		MaxComputeInvocations:          l.MaxComputeInvocationsPerWorkgroup,
+		MaxComputeWorkgroupSizeX:       l.MaxComputeWorkgroupSizeX,
+		MaxComputeWorkgroupSizeY:       l.MaxComputeWorkgroupSizeY,
 		MaxWorkgroupsPerDimension:      l.MaxComputeWorkgroupsPerDimension,
 		MinUniformBufferOffsetAlign:    l.MinUniformBufferOffsetAlignment,
 	}
+}
+
+// requiredLimits are the limits lomo asks the device for: WebGPU's defaults
+// with what lomo needs raised to what the adapter allows. Copying every
+// adapter limit makes device creation fail on some drivers.
+func requiredLimits(al wgpu.Limits) wgpu.Limits {
+	req := wgpu.DefaultLimits()
+	req.MaxBufferSize = al.MaxBufferSize
+	req.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
+	req.MaxStorageBuffersPerShaderStage = al.MaxStorageBuffersPerShaderStage
+	req.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
+	req.MaxComputeInvocationsPerWorkgroup = al.MaxComputeInvocationsPerWorkgroup
+	req.MaxComputeWorkgroupSizeX = al.MaxComputeWorkgroupSizeX
+	req.MaxComputeWorkgroupSizeY = al.MaxComputeWorkgroupSizeY
+	return req
 }
 
 // choose picks the adapter that sel names, or the preferred one.
@@ -203,13 +285,14 @@ func names(cs []candidate) string {
 	return strings.Join(ns, ", ")
 }
 
-// Open opens a device on the chosen adapter.
+// Open opens a device on the chosen adapter, with every capability of Caps
+// that the adapter offers enabled.
 func Open(opt Options) (*Device, error) {
 	sel := opt.Adapter
 	if sel == "" {
 		sel = os.Getenv("LOMO_ADAPTER")
 	}
-	inst := wgpu.CreateInstance(instanceDescriptor())
+	inst := newInstance()
 	if inst == nil {
 		return nil, ErrNoAdapter
 	}
@@ -229,54 +312,23 @@ func Open(opt Options) (*Device, error) {
 	}
 	c := cs[idx]
 	d := &Device{
-		Info:     c.info,
-		Features: map[string]bool{},
-		inst:     inst,
-		adapter:  c.adapter,
-		cache:    map[cacheKey][]*wgpu.Buffer{},
-		kernels:  map[string]*Kernel{},
+		Info:    c.info,
+		Caps:    c.info.Caps,
+		inst:    inst,
+		adapter: c.adapter,
+		cache:   map[cacheKey][]*devBuf{},
+		kernels: map[string]*Kernel{},
 	}
-	var feats []wgpu.FeatureName
-	for _, f := range c.info.Features {
-		if f == "shader-f16" || f == "timestamp-query" {
-			feats = append(feats, featureByName(f))
-			d.Features[f] = true
-		}
-	}
-	al := c.adapter.GetLimits().Limits
-	req := wgpu.DefaultLimits()
-	// Raise only what lomo needs to what the adapter allows; copying every
-	// adapter limit makes RequestDevice fail on some drivers.
-	req.MaxBufferSize = al.MaxBufferSize
-	req.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
-	req.MaxStorageBuffersPerShaderStage = al.MaxStorageBuffersPerShaderStage
-	req.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
-	req.MaxComputeInvocationsPerWorkgroup = al.MaxComputeInvocationsPerWorkgroup
-	req.MaxComputeWorkgroupSizeX = al.MaxComputeWorkgroupSizeX
-	req.MaxComputeWorkgroupSizeY = al.MaxComputeWorkgroupSizeY
-	dev, err := c.adapter.RequestDevice(&wgpu.DeviceDescriptor{
-		RequiredFeatures: feats,
-		RequiredLimits:   &wgpu.RequiredLimits{Limits: req},
-		// No DeviceLostCallback: the native binding passes it to C inside a
-		// Go-allocated descriptor, which cgo's pointer check rejects. Loss
-		// is detected where it surfaces, in mapping a buffer.
-	})
-	if err != nil {
+	if err := d.openPlatform(c); err != nil {
 		c.adapter.Release()
 		inst.Release()
 		return nil, fmt.Errorf("gpu: request device on %q: %w", c.info.Name, err)
 	}
-	d.dev = dev
-	d.queue = dev.GetQueue()
-	d.limits = limitsOf(dev.GetLimits().Limits)
 	if d.limits.MinUniformBufferOffsetAlign == 0 {
 		d.limits.MinUniformBufferOffsetAlign = 256
 	}
 	if d.rec, err = newRecorder(d); err != nil {
-		d.queue.Release()
-		dev.Release()
-		c.adapter.Release()
-		inst.Release()
+		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -299,52 +351,89 @@ func (d *Device) ResetPeak() {
 	d.mu.Unlock()
 }
 
-func (d *Device) markLost(why string) {
-	d.mu.Lock()
-	d.lost = why
-	d.mu.Unlock()
-}
-
-func (d *Device) checkLost() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.lost != "" {
-		return fmt.Errorf("%w: %s", ErrDeviceLost, d.lost)
+// usable reports why the device cannot take work: closed or lost.
+func (d *Device) usable() error {
+	if d.closed {
+		return ErrClosed
 	}
-	return nil
-}
-
-// Close releases everything the device holds. Buffers not yet released
-// become invalid.
-func (d *Device) Close() {
 	if d.dry {
-		d.cache = map[cacheKey][]*wgpu.Buffer{}
+		return nil
+	}
+	return d.plat.lostError()
+}
+
+// Close waits for the device to finish its work, then releases everything
+// it holds. Buffers not yet released become invalid; releasing them later
+// only updates the accounting.
+func (d *Device) Close() {
+	if d.closed {
 		return
 	}
-	if d.dev == nil {
+	if d.dry {
+		d.cache = map[cacheKey][]*devBuf{}
+		d.closed = true
 		return
 	}
+	// Teardown order: nothing is destroyed while queued work may still read
+	// it, so submit what is recorded and wait for the queue first.
 	_ = d.rec.flush()
+	d.waitIdle()
 	d.rec.release()
 	for _, k := range d.kernels {
 		k.release()
 	}
 	d.kernels = nil
-	d.TrimCache()
+	d.destroyCache()
+	d.closed = true
 	d.queue.Release()
 	d.dev.Release()
 	d.adapter.Release()
 	d.inst.Release()
-	d.dev = nil
+	d.plat.close()
+}
+
+// guard runs fn and reports its error, or any error WebGPU raised meanwhile
+// (in the browser, through an error scope around fn), as an *Error naming op.
+func (d *Device) guard(op string, fn func() error) error {
+	if err := d.usable(); err != nil {
+		return err
+	}
+	d.plat.pushScope()
+	return d.plat.popScope(op, fn())
+}
+
+// bindingError turns an error of a binding call into an *Error naming op,
+// without the binding's own context (the name of its Go method).
+func bindingError(op string, err error) *Error {
+	msg := err.Error()
+	var we wgpu.Error
+	if errors.As(err, &we) && we.Wrapped != nil {
+		msg = we.Wrapped.Error()
+	}
+	return &Error{Op: op, Kind: errorKind(msg), Msg: msg}
+}
+
+// errorKind classifies an error of the binding by its message, which starts
+// with the error type ("Validation Error", "Out of Memory", ...).
+func errorKind(msg string) string {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "out of memory") || strings.Contains(m, "outofmemory"):
+		return "out-of-memory"
+	case strings.Contains(m, "device is lost") || strings.Contains(m, "device lost"):
+		return "device-lost"
+	case strings.HasPrefix(m, "internal"):
+		return "internal"
+	}
+	return "validation"
 }
 
 // Buffer is a device buffer with a tag. Its size is a multiple of 4 bytes.
 type Buffer struct {
 	d     *Device
-	buf   *wgpu.Buffer
+	buf   *devBuf
 	size  int64
 	tag   Tag
-	usage wgpu.BufferUsage
 	freed bool
 }
 
@@ -364,7 +453,7 @@ func (d *Device) NewBuffer(tag Tag, n int64) (*Buffer, error) {
 }
 
 func (d *Device) newBuffer(tag Tag, n int64, usage wgpu.BufferUsage) (*Buffer, error) {
-	if err := d.checkLost(); err != nil {
+	if err := d.usable(); err != nil {
 		return nil, err
 	}
 	if n <= 0 {
@@ -376,22 +465,28 @@ func (d *Device) newBuffer(tag Tag, n int64, usage wgpu.BufferUsage) (*Buffer, e
 	}
 	key := cacheKey{n, usage}
 	d.mu.Lock()
-	var wb *wgpu.Buffer
-	fresh := true
+	var db *devBuf
 	if l := d.cache[key]; len(l) > 0 {
-		wb = l[len(l)-1]
+		db = l[len(l)-1]
 		d.cache[key] = l[:len(l)-1]
-		fresh = false
 	}
 	d.mu.Unlock()
-	if wb == nil && !d.dry {
-		var err error
-		wb, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{Size: uint64(n), Usage: usage})
-		if err != nil {
-			return nil, fmt.Errorf("gpu: create %s buffer of %d bytes: %w", tag, n, err)
+	if db == nil {
+		db = &devBuf{size: n, usage: usage}
+		if !d.dry {
+			var wb *wgpu.Buffer
+			err := d.guard(fmt.Sprintf("create %s buffer of %d bytes", tag, n), func() (err error) {
+				wb, err = d.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: tag.String(), Size: uint64(n), Usage: usage})
+				return err
+			})
+			if err != nil {
+				if wb != nil {
+					wb.Release()
+				}
+				return nil, err
+			}
+			db.b = wb
 		}
-	}
-	if fresh {
 		d.mu.Lock()
 		d.acct.reserve(n)
 		d.mu.Unlock()
@@ -399,7 +494,7 @@ func (d *Device) newBuffer(tag Tag, n int64, usage wgpu.BufferUsage) (*Buffer, e
 	d.mu.Lock()
 	d.acct.add(tag, n)
 	d.mu.Unlock()
-	return &Buffer{d: d, buf: wb, size: n, tag: tag, usage: usage}, nil
+	return &Buffer{d: d, buf: db, size: n, tag: tag}, nil
 }
 
 // Release returns the buffer to the device. Dispatches already recorded
@@ -414,8 +509,12 @@ func (b *Buffer) Release() {
 	d := b.d
 	d.mu.Lock()
 	d.acct.sub(b.tag, b.size)
-	key := cacheKey{b.size, b.usage}
-	d.cache[key] = append(d.cache[key], b.buf)
+	if !d.closed && !b.buf.destroyed {
+		key := cacheKey{b.size, b.buf.usage}
+		d.cache[key] = append(d.cache[key], b.buf)
+	} else {
+		d.acct.s.Reserved.Live -= b.size
+	}
 	d.mu.Unlock()
 	b.buf = nil
 }
@@ -431,22 +530,38 @@ func (b *Buffer) Retag(t Tag) {
 	b.tag = t
 }
 
-// TrimCache destroys the cached (released) buffers. Pending work is flushed
-// first, since recorded dispatches may still use them.
+// TrimCache destroys the cached (released) buffers. Recorded work is
+// submitted and the queue drained first: submitted work may still use them.
 func (d *Device) TrimCache() {
-	_ = d.rec.flush()
+	if d.closed {
+		return
+	}
+	if !d.dry {
+		_ = d.rec.flush()
+		d.waitIdle()
+	}
+	d.destroyCache()
+}
+
+// destroyCache destroys every cached buffer; the queue must be idle.
+func (d *Device) destroyCache() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for k, l := range d.cache {
-		for _, b := range l {
-			if b != nil {
-				b.Destroy()
-				b.Release()
-			}
+		for _, db := range l {
+			db.destroy()
 			d.acct.s.Reserved.Live -= k.size
 		}
 	}
-	d.cache = map[cacheKey][]*wgpu.Buffer{}
+	d.cache = map[cacheKey][]*devBuf{}
+}
+
+func (db *devBuf) destroy() {
+	if db.b != nil && !db.destroyed {
+		db.b.Destroy()
+		db.b.Release()
+	}
+	db.destroyed = true
 }
 
 func (b *Buffer) check(op string) error {
@@ -474,15 +589,16 @@ func (d *Device) Write(b *Buffer, off int64, data []byte) error {
 		data = padded
 	}
 	if d.dry {
-		return nil
+		return d.usable()
 	}
 	if err := d.rec.flush(); err != nil {
 		return err
 	}
-	if err := d.queue.WriteBuffer(b.buf, uint64(off), data); err != nil {
-		return fmt.Errorf("gpu: write buffer: %w", err)
+	op := fmt.Sprintf("write %d bytes into a %s buffer", len(data), b.tag)
+	if b.buf.destroyed || b.buf.mapped {
+		return fmt.Errorf("gpu: %s: the buffer is destroyed or mapped", op)
 	}
-	return d.checkLost()
+	return d.guard(op, func() error { return d.queue.TryWriteBuffer(b.buf.b, uint64(off), data) })
 }
 
 // Read copies n bytes from byte offset off of the buffer back to the host,
@@ -505,23 +621,30 @@ func (d *Device) Read(b *Buffer, off, n int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer st.Release()
 	if d.dry {
+		st.Release()
 		return make([]byte, n), nil
 	}
 	if err := d.rec.copy(b, off, st, 0, an); err != nil {
+		st.Release()
 		return nil, err
 	}
 	if err := d.rec.flush(); err != nil {
+		st.Release()
 		return nil, err
 	}
-	out, err := mapRead(d, st.buf, uint64(an))
+	db := st.buf
+	db.mapped = true
+	out, err := d.mapRead(db.b, uint64(an))
 	if err != nil {
-		return nil, fmt.Errorf("gpu: read buffer: %w", err)
+		// The buffer may be left mapped or pending: never reuse it.
+		d.waitIdle()
+		db.destroy()
+		st.Release()
+		return nil, fmt.Errorf("gpu: read %d bytes from a %s buffer: %w", n, b.tag, err)
 	}
-	if err := d.checkLost(); err != nil {
-		return nil, err
-	}
+	db.mapped = false
+	st.Release()
 	return out[:n], nil
 }
 
@@ -551,10 +674,9 @@ func (d *Device) Sync() error {
 		return err
 	}
 	if d.dry {
-		return nil
+		return d.usable()
 	}
-	waitIdle(d)
-	return d.checkLost()
+	return d.guard("wait for the queue", func() error { d.waitIdle(); return nil })
 }
 
 // Dispatches returns how many kernel dispatches were recorded since the

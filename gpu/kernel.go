@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 // Access of one storage binding.
@@ -63,13 +63,8 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 		d.kernels[spec.Name] = k
 		return k, nil
 	}
-	var err error
-	k.module, err = d.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{
-		Label:          spec.Name,
-		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: spec.Source},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("gpu: compile kernel %q: %w", spec.Name, err)
+	if err := d.usable(); err != nil {
+		return nil, err
 	}
 	entries := make([]wgpu.BindGroupLayoutEntry, 0, len(spec.Bindings)+1)
 	for i, a := range spec.Bindings {
@@ -88,23 +83,30 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 		Visibility: wgpu.ShaderStageCompute,
 		Buffer:     wgpu.BufferBindingLayout{Type: wgpu.BufferBindingTypeUniform, MinBindingSize: uint64(spec.ParamsSize)},
 	})
-	k.layout, err = d.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Entries: entries})
-	if err != nil {
-		k.release()
-		return nil, fmt.Errorf("gpu: kernel %q: create bind group layout: %w", spec.Name, err)
-	}
-	k.plLayout, err = d.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{BindGroupLayouts: []*wgpu.BindGroupLayout{k.layout}})
-	if err != nil {
-		k.release()
-		return nil, fmt.Errorf("gpu: kernel %q: create pipeline layout: %w", spec.Name, err)
-	}
-	k.pipeline, err = d.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{
-		Layout:  k.plLayout,
-		Compute: wgpu.ProgrammableStageDescriptor{Module: k.module, EntryPoint: spec.Entry},
+	// Every object carries the kernel's name as its label, so that WebGPU's
+	// messages about it (here or when a batch using it is submitted) name it.
+	err := d.guard(fmt.Sprintf("compile kernel %q", spec.Name), func() (err error) {
+		k.module, err = d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{
+			Label:      spec.Name,
+			WGSLSource: &wgpu.ShaderSourceWGSL{Code: spec.Source},
+		})
+		if err != nil {
+			return err
+		}
+		k.layout, err = d.dev.TryCreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: spec.Name, Entries: entries})
+		if err != nil {
+			return err
+		}
+		k.plLayout, err = d.dev.TryCreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: spec.Name, BindGroupLayouts: []*wgpu.BindGroupLayout{k.layout}})
+		if err != nil {
+			return err
+		}
+		k.pipeline, err = d.dev.TryCreateComputePipeline(pipelineDescriptor(spec.Name, k.plLayout, k.module, spec.Entry))
+		return err
 	})
 	if err != nil {
 		k.release()
-		return nil, fmt.Errorf("gpu: kernel %q: create pipeline: %w", spec.Name, err)
+		return nil, err
 	}
 	d.kernels[spec.Name] = k
 	return k, nil
@@ -187,15 +189,4 @@ func (d *Device) Dispatch(k *Kernel, params []byte, bufs []*Buffer, x, y, z uint
 		return fmt.Errorf("gpu: dispatch %q: grid %dx%dx%d outside 1..%d", k.Spec.Name, x, y, z, lim)
 	}
 	return d.rec.dispatch(k, params, bufs, x, y, z)
-}
-
-// featureByName maps the feature names lomo requests to the binding's enum.
-func featureByName(name string) wgpu.FeatureName {
-	switch name {
-	case "shader-f16":
-		return wgpu.FeatureNameShaderF16
-	case "timestamp-query":
-		return wgpu.FeatureNameTimestampQuery
-	}
-	panic("gpu: unknown feature " + name) // programmer error
 }

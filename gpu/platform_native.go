@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 func init() {
@@ -31,17 +33,24 @@ func init() {
 	}
 }
 
-// instanceDescriptor is nil: the native binding leaves fields of its C
-// descriptor uninitialised when given one (seen: a garbage GLES version that
-// aborts wgpu-native). The GL backend is filtered out in enumerate instead.
-func instanceDescriptor() *wgpu.InstanceDescriptor { return nil }
+// Only Vulkan, Metal and D3D12 (webgpu.h's WGPUInstanceBackend bits): GL's
+// compute support is partial.
+const nativeBackends = wgpu.InstanceBackend(1<<0 | 1<<2 | 1<<3)
+
+func newInstance() (inst *wgpu.Instance) {
+	defer func() {
+		if recover() != nil { // the binding panics when wgpu-native has no instance
+			inst = nil
+		}
+	}()
+	return wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: nativeBackends})
+}
 
 func enumerate(inst *wgpu.Instance) []candidate {
 	var cs []candidate
 	for _, a := range inst.EnumerateAdapters(nil) {
 		ai := a.GetInfo()
 		if ai.BackendType == wgpu.BackendTypeOpenGL || ai.BackendType == wgpu.BackendTypeOpenGLES {
-			// Only Vulkan, Metal and D3D12: GL's compute support is partial.
 			a.Release()
 			continue
 		}
@@ -49,11 +58,22 @@ func enumerate(inst *wgpu.Instance) []candidate {
 			Name:    adapterName(ai),
 			Type:    adapterType(ai.AdapterType),
 			Backend: strings.ToLower(ai.BackendType.String()),
-			Limits:  limitsOf(a.GetLimits().Limits),
+			Driver:  ai.Description,
+			Limits:  limitsOf(a.GetLimits()),
 		}
 		info.Software = info.Type == "cpu"
-		for _, f := range a.EnumerateFeatures() {
+		for _, f := range a.GetFeatures() {
 			info.Features = append(info.Features, f.String())
+			switch f {
+			case wgpu.FeatureNameShaderF16:
+				info.Caps.F16 = true
+			case wgpu.FeatureNameSubgroups, wgpu.NativeFeatureSubgroup:
+				info.Caps.Subgroups = true
+			case wgpu.NativeFeatureCooperativeMatrix:
+				info.Caps.CooperativeMatrix = true
+			case wgpu.FeatureNameTimestampQuery:
+				info.Caps.Timestamps = true
+			}
 		}
 		cs = append(cs, candidate{adapter: a, info: info, rank: rankOf(info.Type)})
 	}
@@ -61,16 +81,13 @@ func enumerate(inst *wgpu.Instance) []candidate {
 	return cs
 }
 
-// adapterName prefers the device name; the binding reports some fields of
-// software adapters as numbers, so fall back to the driver description.
+// adapterName prefers the device name; some drivers report it as a number,
+// so fall back to the driver description.
 func adapterName(ai wgpu.AdapterInfo) string {
-	name := ai.Name
-	if name == "" || strings.HasPrefix(name, "0x") {
-		name = ai.DriverDescription
-	} else if ai.DriverDescription != "" && !strings.HasPrefix(ai.DriverDescription, "0x") {
-		name = fmt.Sprintf("%s (%s)", name, ai.DriverDescription)
+	if ai.Device == "" || strings.HasPrefix(ai.Device, "0x") {
+		return ai.Description
 	}
-	return name
+	return ai.Device
 }
 
 func adapterType(t wgpu.AdapterType) string {
@@ -85,26 +102,168 @@ func adapterType(t wgpu.AdapterType) string {
 	return "unknown"
 }
 
-func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }
-
-func mapRead(d *Device, b *wgpu.Buffer, size uint64) ([]byte, error) {
-	status := wgpu.BufferMapAsyncStatus(0xffffffff)
-	if err := b.MapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.BufferMapAsyncStatus) { status = s }); err != nil {
-		return nil, err
+// features returns the device features that give the adapter's caps.
+func features(c candidate) []wgpu.FeatureName {
+	var fs []wgpu.FeatureName
+	has := map[string]bool{}
+	for _, f := range c.info.Features {
+		has[f] = true
 	}
-	d.dev.Poll(true, nil)
-	if status == wgpu.BufferMapAsyncStatusDeviceLost {
-		d.markLost("mapping a buffer reported device lost")
-		return nil, ErrDeviceLost
+	for _, f := range []wgpu.FeatureName{wgpu.FeatureNameShaderF16, wgpu.FeatureNameTimestampQuery,
+		wgpu.FeatureNameSubgroups, wgpu.NativeFeatureSubgroup, wgpu.NativeFeatureCooperativeMatrix} {
+		if has[f.String()] {
+			fs = append(fs, f)
+		}
 	}
-	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("map staging buffer: status %v", status)
-	}
-	out := append([]byte(nil), b.GetMappedRange(0, uint(size))...)
-	if err := b.Unmap(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return fs
 }
 
-func waitIdle(d *Device) { d.dev.Poll(true, nil) }
+// platform holds what wgpu-native reports through the device's callbacks:
+// errors outside any error scope and the loss of the device. The callbacks
+// may come from any thread.
+type platform struct {
+	id     uintptr
+	mu     sync.Mutex
+	errs   []*Error // uncaptured errors not yet reported
+	lost   string   // why the device was lost; "" while it is not
+	closed atomic.Bool
+}
+
+var (
+	platformsMu sync.Mutex
+	platforms   = map[uintptr]*platform{}
+	platformIDs uintptr
+)
+
+func lookupPlatform(id uintptr) *platform {
+	platformsMu.Lock()
+	defer platformsMu.Unlock()
+	return platforms[id]
+}
+
+func (p *platform) onLost(reason, msg string) {
+	if p.closed.Load() {
+		return // the device is being released by Close
+	}
+	p.mu.Lock()
+	if p.lost == "" {
+		p.lost = fmt.Sprintf("%s: %s", reason, msg)
+	}
+	p.mu.Unlock()
+}
+
+func (p *platform) onError(kind, msg string) {
+	p.mu.Lock()
+	if len(p.errs) < 16 {
+		p.errs = append(p.errs, &Error{Kind: kind, Msg: msg})
+	}
+	p.mu.Unlock()
+}
+
+func (p *platform) lostError() error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lost != "" {
+		return &Error{Op: "use the device", Kind: "device-lost", Msg: p.lost}
+	}
+	return nil
+}
+
+// pushScope is a no-op natively: the binding's Try* calls scope their own
+// validation errors, and the uncaptured-error callback catches the rest.
+func (p *platform) pushScope() {}
+
+// popScope turns err (from a binding call) and any uncaptured error since
+// the last call into one *Error naming op.
+func (p *platform) popScope(op string, err error) error {
+	if p == nil {
+		return err
+	}
+	p.mu.Lock()
+	errs := p.errs
+	p.errs = nil
+	lost := p.lost
+	p.mu.Unlock()
+	if err != nil {
+		if e, ok := err.(*Error); ok {
+			return e
+		}
+		return bindingError(op, err)
+	}
+	if len(errs) > 0 {
+		e := *errs[0]
+		e.Op = op
+		if len(errs) > 1 {
+			e.Msg += fmt.Sprintf(" (and %d more errors)", len(errs)-1)
+		}
+		return &e
+	}
+	if lost != "" {
+		return &Error{Op: op, Kind: "device-lost", Msg: lost}
+	}
+	return nil
+}
+
+func (p *platform) close() {
+	p.closed.Store(true)
+	platformsMu.Lock()
+	delete(platforms, p.id)
+	platformsMu.Unlock()
+}
+
+func (d *Device) openPlatform(c candidate) error {
+	p := &platform{}
+	platformsMu.Lock()
+	platformIDs++
+	p.id = platformIDs
+	platforms[p.id] = p
+	platformsMu.Unlock()
+	dev, err := requestDevice(c.adapter, p.id, features(c), requiredLimits(c.adapter.GetLimits()))
+	if err != nil {
+		p.close()
+		return err
+	}
+	d.plat = p
+	d.dev = dev
+	d.queue = dev.GetQueue()
+	if d.limits, err = deviceLimits(dev); err != nil {
+		d.queue.Release()
+		dev.Release()
+		p.close()
+		return err
+	}
+	return nil
+}
+
+// mapRead maps a staging buffer whose copy was submitted and returns its
+// bytes. wgpu-native runs the map callback inside Poll.
+func (d *Device) mapRead(b *wgpu.Buffer, size uint64) ([]byte, error) {
+	status := wgpu.MapAsyncStatus(0)
+	err := d.guard("map the staging buffer", func() error {
+		return b.TryMapAsync(wgpu.MapModeRead, 0, size, func(s wgpu.MapAsyncStatus) { status = s })
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; status == 0 && i < 1000; i++ {
+		d.dev.Poll(true, nil)
+	}
+	if status != wgpu.MapAsyncStatusSuccess {
+		if err := d.plat.popScope("map the staging buffer", nil); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("map the staging buffer: status %v", status)
+	}
+	out := append([]byte(nil), b.GetMappedRange(0, uint(size))...)
+	return out, d.guard("unmap the staging buffer", b.TryUnmap)
+}
+
+// waitIdle blocks until the queue has finished all submitted work.
+func (d *Device) waitIdle() { d.dev.Poll(true, nil) }
+
+func pipelineDescriptor(label string, layout *wgpu.PipelineLayout, module *wgpu.ShaderModule, entry string) *wgpu.ComputePipelineDescriptor {
+	return &wgpu.ComputePipelineDescriptor{Label: label, Layout: layout, Compute: wgpu.ProgrammableStageDescriptor{Module: module, EntryPoint: entry}}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
@@ -27,18 +28,45 @@ func cmdDevices(args []string, stdout, stderr io.Writer) error {
 		return gpu.ErrNoAdapter
 	}
 	for _, a := range infos {
+		// The limits lomo's device got: open it as training would.
+		var got *gpu.Limits
+		var openErr string
+		if d, err := gpu.Open(gpu.Options{Adapter: strconv.Itoa(a.Index)}); err != nil {
+			openErr = err.Error()
+		} else {
+			l := d.Limits()
+			got = &l
+			d.Close()
+		}
 		if *asJSON {
-			b, _ := json.Marshal(a)
+			b, _ := json.Marshal(struct {
+				gpu.AdapterInfo
+				DeviceLimits *gpu.Limits `json:"device_limits,omitempty"`
+				DeviceError  string      `json:"device_error,omitempty"`
+			}{a, got, openErr})
 			fmt.Fprintln(stdout, string(b))
 			continue
 		}
-		fmt.Fprintf(stdout, "[%d] %s\n    type %s, backend %s\n", a.Index, a.Name, a.Type, a.Backend)
+		fmt.Fprintf(stdout, "[%d] %s\n    type %s, backend %s", a.Index, a.Name, a.Type, a.Backend)
+		if a.Driver != "" && a.Driver != a.Name {
+			fmt.Fprintf(stdout, ", driver %s", a.Driver)
+		}
+		fmt.Fprintf(stdout, "\n    lomo can use: %s\n", a.Caps)
+		if got == nil {
+			fmt.Fprintf(stdout, "    device: %s\n", openErr)
+		} else {
+			fmt.Fprintf(stdout, "    device limits: %s\n", limitsString(*got))
+		}
+		fmt.Fprintf(stdout, "    adapter limits: %s\n", limitsString(a.Limits))
 		fmt.Fprintf(stdout, "    features: %s\n", strings.Join(a.Features, " "))
-		l := a.Limits
-		fmt.Fprintf(stdout, "    max buffer %s, max storage binding %s, %d storage buffers/stage, workgroup memory %d B, %d invocations/workgroup\n",
-			bytesString(int64(l.MaxBufferSize)), bytesString(int64(l.MaxStorageBufferBindingSize)), l.MaxStorageBuffersPerStage, l.MaxComputeWorkgroupStorageSize, l.MaxComputeInvocations)
 	}
 	return nil
+}
+
+func limitsString(l gpu.Limits) string {
+	return fmt.Sprintf("max buffer %s, max storage binding %s, %d storage buffers/stage, workgroup memory %d B, %d invocations/workgroup, %d workgroups/dimension",
+		bytesString(int64(l.MaxBufferSize)), bytesString(int64(l.MaxStorageBufferBindingSize)), l.MaxStorageBuffersPerStage,
+		l.MaxComputeWorkgroupStorageSize, l.MaxComputeInvocations, l.MaxWorkgroupsPerDimension)
 }
 
 // bytesString formats a byte count in binary units.
