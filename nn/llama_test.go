@@ -11,20 +11,21 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/testgpu"
 )
 
 var dev *gpu.Device
 
 func TestMain(m *testing.M) {
-	d, err := gpu.Open(gpu.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "nn tests need a WebGPU adapter:", err)
-		os.Exit(1)
-	}
-	dev = d
-	code := m.Run()
-	d.Close()
-	os.Exit(code)
+	testgpu.Main(m, func() (func(), error) {
+		d, err := gpu.Open(gpu.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("nn tests need a WebGPU adapter: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "nn tests on adapter %q (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+		dev = d
+		return d.Close, nil
+	})
 }
 
 // toyConfig is a two-block LLaMA small enough for central differences.

@@ -9,21 +9,22 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 )
 
 var dev *gpu.Device
 
 func TestMain(m *testing.M) {
-	d, err := gpu.Open(gpu.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "optim tests need a WebGPU adapter:", err)
-		os.Exit(1)
-	}
-	dev = d
-	code := m.Run()
-	d.Close()
-	os.Exit(code)
+	testgpu.Main(m, func() (func(), error) {
+		d, err := gpu.Open(gpu.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("optim tests need a WebGPU adapter: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "optim tests on adapter %q (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+		dev = d
+		return d.Close, nil
+	})
 }
 
 func toyModel(t *testing.T, dt gpu.DType, tied bool) (*nn.Llama, *nn.Inputs) {

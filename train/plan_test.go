@@ -9,6 +9,7 @@ import (
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/internal/shared"
+	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 )
@@ -16,15 +17,15 @@ import (
 var dev *gpu.Device
 
 func TestMain(m *testing.M) {
-	d, err := gpu.Open(gpu.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "train tests need a WebGPU adapter:", err)
-		os.Exit(1)
-	}
-	dev = d
-	code := m.Run()
-	d.Close()
-	os.Exit(code)
+	testgpu.Main(m, func() (func(), error) {
+		d, err := gpu.Open(gpu.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("train tests need a WebGPU adapter: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "train tests on adapter %q (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+		dev = d
+		return d.Close, nil
+	})
 }
 
 // measure runs the planned step on the real device and returns its table.

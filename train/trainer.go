@@ -57,6 +57,9 @@ type Trainer struct {
 	metrics    *os.File
 	tokens     int64
 	elapsed    time.Duration
+	// lastCheckpoint is the newest checkpoint of this run (or the one it
+	// resumed from): where to continue after a failed step.
+	lastCheckpoint string
 }
 
 // TrainerState is saved with every checkpoint (trainer_state.json).
@@ -86,6 +89,7 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		}
 		if ck != "" {
 			modelDir, resumed = ck, &st
+			tr.lastCheckpoint = ck
 			tr.step, tr.epoch = st.Step, st.Epoch
 			fmt.Fprintf(opts.Log, "resuming from %s (step %d, %d epochs done)\n", ck, st.Step, st.Epoch)
 		}
@@ -359,7 +363,7 @@ func (tr *Trainer) run(s *Summary) error {
 			}
 			res, err := tr.trainStep(b)
 			if err != nil {
-				return fmt.Errorf("step %d: %w", tr.step+1, err)
+				return tr.stepFailed(err)
 			}
 			if math.IsNaN(s.FirstLoss) {
 				s.FirstLoss = res.Loss
@@ -410,6 +414,18 @@ func (tr *Trainer) run(s *Summary) error {
 		}
 	}
 	return nil
+}
+
+// stepFailed reports a failed step. LOMO and AdaLomo update the weights
+// during the backward pass, so after a failure the weights in memory may be
+// partly updated: nothing more is saved from them, and the error says where
+// the run can continue from.
+func (tr *Trainer) stepFailed(err error) error {
+	where := "no checkpoint was saved yet"
+	if tr.lastCheckpoint != "" {
+		where = fmt.Sprintf("the last checkpoint, %s, is intact: continue from it with --resume", tr.lastCheckpoint)
+	}
+	return fmt.Errorf("train: step %d failed; the weights in memory may be partly updated and were not saved; %s: %w", tr.step+1, where, err)
 }
 
 // metricLine is one line of metrics.jsonl.
@@ -520,6 +536,7 @@ func (tr *Trainer) SaveCheckpoint() (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(tr.opts.Log, "checkpoint saved: %s\n", dir)
+	tr.lastCheckpoint = dir
 	return dir, nil
 }
 

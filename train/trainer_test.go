@@ -2,11 +2,14 @@ package train
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/internal/shared"
 )
 
@@ -138,5 +141,49 @@ func TestResume(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(out, "*.tmp")); len(m) > 0 {
 		t.Errorf("temporary folders left: %v", m)
+	}
+}
+
+// TestFailedStepKeepsCheckpoint: when the GPU fails in the middle of a run
+// (here the device is closed under it), the step's error says so, names the
+// intact checkpoint to resume from, and nothing is saved from the partly
+// updated weights.
+func TestFailedStepKeepsCheckpoint(t *testing.T) {
+	d, err := gpu.Open(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	c := copaConfig(t, out)
+	c.ZeroShotEval = false
+	c.SaveStrategy = "end"
+	c.MaxSteps = 4
+	tr, err := New(c, d, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Release()
+	tr.RequestStop() // one step, then a checkpoint
+	if s, err := tr.Run(); err != nil || !s.Stopped {
+		t.Fatalf("first run: %+v %v", s, err)
+	}
+	d.Close()
+	_, err = tr.Run()
+	if !errors.Is(err, gpu.ErrClosed) {
+		t.Fatalf("run on a closed device: got %v, want an error wrapping gpu.ErrClosed", err)
+	}
+	t.Logf("error as reported: %v", err)
+	ck := filepath.Join(out, "checkpoint-1")
+	for _, want := range []string{"step 2 failed", ck, "--resume"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	got, st, err := LatestCheckpoint(out)
+	if err != nil || got != ck || st.Step != 1 {
+		t.Errorf("latest checkpoint after the failure: %q step %d, %v", got, st.Step, err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "final")); !os.IsNotExist(err) {
+		t.Errorf("a final model was saved after the failure (stat: %v)", err)
 	}
 }

@@ -10,22 +10,22 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/testgpu"
 )
 
 // dev is the one device the kernel tests share (opening one costs ~50 ms).
 var dev *gpu.Device
 
 func TestMain(m *testing.M) {
-	d, err := gpu.Open(gpu.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "wgsl tests need a WebGPU adapter:", err)
-		os.Exit(1)
-	}
-	fmt.Fprintf(os.Stderr, "wgsl tests on adapter %q (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
-	dev = d
-	code := m.Run()
-	d.Close()
-	os.Exit(code)
+	testgpu.Main(m, func() (func(), error) {
+		d, err := gpu.Open(gpu.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("wgsl tests need a WebGPU adapter: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "wgsl tests on adapter %q (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+		dev = d
+		return d.Close, nil
+	})
 }
 
 func rng(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x10f0)) }

@@ -30,7 +30,7 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 
 const WG: u32 = 256u;
-const LOWEST: f32 = -3.40282347e38; // stands for -inf as an empty max
+const LOWEST: f32 = -3.4028234663852886e38; // -FLT_MAX, exactly (WGSL rejects literals beyond it); stands for -inf as an empty max
 
 var<workgroup> wmax: array<f32, 256>;
 var<workgroup> wsum: array<f32, 256>;
@@ -94,7 +94,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 		scale = 0.0;
 	}
 	if (u32(label) >= p.v) { // out of range: poison loudly
-		l = bitcast<f32>(0x7fc00000u);
+		// A NaN built at run time: a constant NaN is a shader-creation
+		// error in WGSL (Tint enforces it). Exponent bits all set, quiet bit
+		// set: NaN whatever the label's bits.
+		l = bitcast<f32>(0x7fc00000u | u32(label));
 		scale = l;
 	}
 	if (t == 0u) { loss[row] = l; }
