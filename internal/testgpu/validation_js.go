@@ -4,6 +4,6 @@ package testgpu
 
 // startValidation: the browser has no Vulkan layers; WebGPU's own validation
 // reaches lomo through error scopes.
-func startValidation() (finish func() error, err error) {
-	return func() error { return nil }, nil
+func startValidation() (finish func(bool) error, err error) {
+	return func(bool) error { return nil }, nil
 }
