@@ -8,13 +8,21 @@ export XDG_RUNTIME_DIR := env_var_or_default("XDG_RUNTIME_DIR", "/tmp")
 demo *ARGS: (setup "demo")
     go run ./cmd/native demo {{ARGS}}
 
-# Every check CI runs: format, vet, the browser build, Go tests, browser tests.
+# Every check CI runs: format, vet, the browser build, Go tests (under the
+# Vulkan validation layers: any message fails), browser tests.
 test: (setup "test")
     test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
     go vet ./...
     GOOS=js GOARCH=wasm go build ./...
-    go test -count=1 -timeout 40m ./...
+    GOOS=js GOARCH=wasm go vet ./gpu ./wgsl ./internal/...
+    LOMO_VALIDATION=1 go test -count=1 -timeout 40m ./...
     cd e2e && node --test
+
+# The GPU layer under load: training with 200 dashboard viewers and the
+# evaluations that used to crash, 20 times each with the CPU busy (hours on
+# lavapipe); `just stress -runs 2` for a quick look.
+stress *ARGS:
+    go run ./bench/stress {{ARGS}}
 
 # Kernel benchmarks (GFLOP/s per adapter) and the planner's memory table.
 bench:

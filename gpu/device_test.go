@@ -208,3 +208,26 @@ func TestGridFolds(t *testing.T) {
 		}
 	}
 }
+
+// The device gets the adapter's buffer limits, not WebGPU's defaults (256
+// MiB buffers, 128 MiB storage bindings): the browser binding drops
+// requiredLimits and the native one cannot read limits back, so lomo
+// requests and reads them itself.
+func TestDeviceGetsAdapterLimits(t *testing.T) {
+	d := openTest(t)
+	t.Logf("adapter limits %+v", d.Info.Limits)
+	t.Logf("device limits  %+v", d.Limits())
+	got, want := d.Limits(), d.Info.Limits
+	if got.MaxBufferSize != want.MaxBufferSize || got.MaxStorageBufferBindingSize != want.MaxStorageBufferBindingSize ||
+		got.MaxComputeWorkgroupStorageSize != want.MaxComputeWorkgroupStorageSize || got.MaxStorageBuffersPerStage != want.MaxStorageBuffersPerStage {
+		t.Errorf("device limits %+v, adapter offers %+v", got, want)
+	}
+	if got.MaxBufferSize > 300<<20 {
+		b, err := d.NewBuffer(TagScratch, 300<<20)
+		if err != nil {
+			t.Fatalf("a 300 MiB buffer under a %d-byte limit: %v", got.MaxBufferSize, err)
+		}
+		b.Release()
+		d.TrimCache()
+	}
+}

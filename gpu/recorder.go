@@ -80,7 +80,7 @@ func (r *recorder) use(b *Buffer) {
 }
 
 func (r *recorder) dispatch(k *Kernel, params []byte, bufs []*Buffer, x, y, z uint32) error {
-	if r.n >= maxBatch {
+	if r.n >= maxBatch || len(r.staging)+len(params) > int(r.arena.size) {
 		if err := r.flush(); err != nil {
 			return err
 		}
