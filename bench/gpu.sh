@@ -40,10 +40,18 @@ def load(p):
         return json.load(open(os.path.join(out, p)))
     except Exception as e:
         return {"error": str(e)}
+def devices():
+    try:
+        return [json.loads(l) for l in open(os.path.join(out, "devices.json")) if l.startswith("{")]
+    except Exception as e:
+        return [{"error": str(e)}]
 r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "tests": tests.strip(),
-     "lomo": load("lomo_bench.json"), "torch": load("torch.json")}
+     "devices": devices(), "lomo": load("lomo_bench.json"), "torch": load("torch.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
 print("card:", r["card"]); print("tests:", r["tests"])
+for d in r["devices"]:
+    print(f'adapter [{d.get("index")}] {d.get("name")} ({d.get("type")}, {d.get("backend")}): caps {d.get("caps")}')
+    print(f'  device limits {d.get("device_limits") or d.get("device_error")}')
 for k in r["lomo"].get("kernels", []):
     print(f'{k["kernel"]:<22} {k["shape"]:>14} {k["gflops"]:10.1f} GFLOP/s')
 for s in r["lomo"].get("steps", []):

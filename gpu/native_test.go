@@ -20,3 +20,15 @@ func TestRawHandles(t *testing.T) {
 		t.Errorf("binding's HasFeature(timestamp-query) = %v on lomo's device, caps say %v", got, d.Caps.Timestamps)
 	}
 }
+
+// An error outside any error scope (out of memory, internal errors: the
+// binding scopes only validation) reaches lomo's uncaptured-error callback
+// and is reported by the next operation, instead of wgpu-native aborting the
+// process. Provoked here with an invalid buffer created outside any scope.
+func TestUncapturedErrorIsReported(t *testing.T) {
+	d := openTest(t)
+	d.unscopedError()
+	err := d.Sync()
+	wantError(t, err, "validation", "wait for the queue", "usage")
+	stillWorks(t, d)
+}

@@ -77,7 +77,13 @@ _Static_assert(offsetof(lomoDeviceDescriptor, deviceLostCallbackInfo) == 72, "WG
 _Static_assert(offsetof(lomoDeviceDescriptor, uncapturedErrorCallbackInfo) == 112, "WGPUDeviceDescriptor.uncapturedErrorCallbackInfo");
 _Static_assert(sizeof(lomoRequestDeviceCallbackInfo) == 40, "WGPURequestDeviceCallbackInfo");
 
+typedef struct { lomoChained* nextInChain; lomoStringView label; uint64_t usage; uint64_t size; uint32_t mappedAtCreation; } lomoBufferDescriptor;
+_Static_assert(sizeof(lomoBufferDescriptor) == 48, "WGPUBufferDescriptor");
+_Static_assert(offsetof(lomoBufferDescriptor, size) == 32, "WGPUBufferDescriptor.size");
+
 lomoFuture wgpuAdapterRequestDevice(lomoAdapter, const lomoDeviceDescriptor*, lomoRequestDeviceCallbackInfo);
+void* wgpuDeviceCreateBuffer(lomoDevice, const lomoBufferDescriptor*);
+void wgpuBufferRelease(void*);
 uint32_t wgpuDeviceGetLimits(lomoDevice, lomoLimits*);
 
 enum { lomoCallbackModeAllowSpontaneous = 3, lomoRequestDeviceSuccess = 1 };
@@ -94,6 +100,17 @@ static void lomoOnLost(lomoDevice const* d, uint32_t reason, lomoStringView m, v
 }
 static void lomoOnError(lomoDevice const* d, uint32_t type, lomoStringView m, void* u1, void* u2) {
 	lomoGoUncapturedError((uintptr_t)u1, type, (char*)m.data, lomoLen(m));
+}
+
+// lomoUnscopedError creates a buffer with no usage, which WebGPU rejects,
+// outside any error scope: the error can only reach the uncaptured-error
+// callback (a test of that path; without the callback wgpu-native aborts).
+static void lomoUnscopedError(lomoDevice d) {
+	lomoBufferDescriptor desc;
+	memset(&desc, 0, sizeof desc);
+	desc.size = 4;
+	void* b = wgpuDeviceCreateBuffer(d, &desc);
+	if (b) wgpuBufferRelease(b);
 }
 
 typedef struct { uint32_t status; lomoDevice device; char msg[1024]; } lomoRequestResult;
@@ -232,6 +249,9 @@ func deviceLimits(d *wgpu.Device) (Limits, error) {
 		MinUniformBufferOffsetAlign:    uint32(cl.minUniformBufferOffsetAlignment),
 	}, nil
 }
+
+// unscopedError raises a validation error outside any error scope (tests).
+func (d *Device) unscopedError() { C.lomoUnscopedError(C.lomoDevice(handleOf(d.dev))) }
 
 //export lomoGoDeviceLost
 func lomoGoDeviceLost(id C.uintptr_t, reason C.uint32_t, msg *C.char, n C.size_t) {
