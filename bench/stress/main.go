@@ -1,3 +1,5 @@
+//go:build !js
+
 // Command stress runs lomo's training step and evaluations many times each,
 // with the CPU kept busy and websocket viewers on a training run's live
 // dashboard, and fails loudly when any run crashes, exits non-zero, or prints
