@@ -144,7 +144,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt gpu.DType, r
 		}
 	}
 	kernels := make([]*gpu.Kernel, len(stages))
-	subst := dtypeSubst(nil, "P", "param", pt)
+	subst := pairSubst(nil, "P", "param", pt)
 	for i, st := range stages {
 		access := make([]gpu.Access, len(st.bufs))
 		for j := range access {

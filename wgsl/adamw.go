@@ -49,7 +49,7 @@ func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt gpu.DT
 		defer master.Release()
 	}
 	p := AdamWParams{N: uint32(n), LR: s.LR, B1: s.Beta1, B2: s.Beta2, Eps: s.Eps, WD: s.WeightDecay, BC1: s.BC1, BC2: s.BC2, GradScale: s.GradScale}
-	subst := dtypeSubst(map[string]string{"BODY": body}, "P", "p", pt)
+	subst := pairSubst(map[string]string{"BODY": body}, "P", "p", pt)
 	delete(subst, "P_AT")
 	k, err := kernel(d, "adamw", pt.String(), subst, []gpu.Access{rw, rw, rw, rw, ro}, p)
 	if err != nil {

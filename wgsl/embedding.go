@@ -16,7 +16,7 @@ type EmbeddingParams struct {
 func embeddingKernel(d *gpu.Device, entry string, tt gpu.DType) (*gpu.Kernel, error) {
 	return d.Kernel(gpu.KernelSpec{
 		Name:       "embedding/" + entry + "/" + tt.String(),
-		Source:     Source("embedding", dtypeSubst(nil, "T", "table", tt)),
+		Source:     Source("embedding", pairSubst(nil, "T", "table", tt)),
 		Entry:      entry,
 		Bindings:   []gpu.Access{rw, ro, ro},
 		ParamsSize: gpu.ParamsSize(EmbeddingParams{}),

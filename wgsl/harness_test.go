@@ -85,6 +85,16 @@ func uploadU32(t testing.TB, v []uint32) *gpu.Buffer {
 // outputWith makes an f32 buffer holding v (for kernels that accumulate).
 func outputWith(t testing.TB, v []float64) *gpu.Buffer { return upload(t, v, gpu.F32) }
 
+// outputOf is output for dtype dt: f16 NaN is 0x7e00.
+func outputOf(t testing.TB, n int, dt gpu.DType) *gpu.Buffer {
+	t.Helper()
+	nan := make([]float64, n)
+	for i := range nan {
+		nan[i] = math.NaN()
+	}
+	return upload(t, nan, dt)
+}
+
 func encode(v []float64, dt gpu.DType) []byte {
 	b := make([]byte, dt.Bytes(len(v)))
 	for i, x := range v {

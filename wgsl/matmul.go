@@ -17,17 +17,18 @@ type MatmulParams struct {
 // Mat describes how an operand is laid out in its buffer.
 type Mat struct {
 	Buf   *gpu.Buffer
-	DType gpu.DType // only B may be F16
+	DType gpu.DType // F16 for A and C needs shader-f16 (see dtypeSubst)
 	Off   int       // element offset of the first batch
 	Batch int       // elements between batches (0: the same matrix for all)
 	T     bool      // stored transposed (see matmul.wgsl)
 }
 
 // Matmul records C = alpha * op(A)·op(B) + beta*C for `batches` batches,
-// with op(A) (M,K), op(B) (K,N) and C (M,N) row-major.
+// with op(A) (M,K), op(B) (K,N) and C (M,N) row-major. Each operand is f32
+// or f16; arithmetic and accumulation are f32, C is rounded once.
 func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
-	if a.DType != gpu.F32 || c.DType != gpu.F32 {
-		return fmt.Errorf("wgsl: matmul: A and C must be f32 (A %v, C %v)", a.DType, c.DType)
+	if err := f16Writable(d, "matmul", "C", c.DType); err != nil {
+		return err
 	}
 	if m <= 0 || n <= 0 || k <= 0 || batches <= 0 {
 		return fmt.Errorf("wgsl: matmul: empty shape M=%d N=%d K=%d batches=%d", m, n, k, batches)
@@ -37,14 +38,14 @@ func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float3
 		cBatch = m * n
 	}
 	last := func(x Mat, size int) int64 { return int64(x.Off + (batches-1)*x.Batch + size) }
-	if x := last(a, m*k); 4*x > a.Buf.Size() {
-		return fmt.Errorf("wgsl: matmul: A needs %d elements, buffer holds %d", x, a.Buf.Size()/4)
+	if x := last(a, m*k); a.DType.Bytes(int(x)) > a.Buf.Size() {
+		return fmt.Errorf("wgsl: matmul: A needs %d %v elements, buffer holds fewer", x, a.DType)
 	}
 	if x := last(b, k*n); b.DType.Bytes(int(x)) > b.Buf.Size() {
 		return fmt.Errorf("wgsl: matmul: B needs %d elements, buffer holds fewer", x)
 	}
-	if x := int64(c.Off + (batches-1)*cBatch + m*n); 4*x > c.Buf.Size() {
-		return fmt.Errorf("wgsl: matmul: C needs %d elements, buffer holds %d", x, c.Buf.Size()/4)
+	if x := int64(c.Off + (batches-1)*cBatch + m*n); c.DType.Bytes(int(x)) > c.Buf.Size() {
+		return fmt.Errorf("wgsl: matmul: C needs %d %v elements, buffer holds fewer", x, c.DType)
 	}
 	p := MatmulParams{
 		M: uint32(m), N: uint32(n), K: uint32(k), TA: b2u(a.T), TB: b2u(b.T),
@@ -52,7 +53,14 @@ func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float3
 		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
 		Alpha: alpha, Beta: beta,
 	}
-	kern, err := kernel(d, "matmul", b.DType.String(), dtypeSubst(nil, "B", "b", b.DType), []gpu.Access{rw, ro, ro}, p)
+	subst := dtypeSubst(d, nil, "A", "a", a.DType)
+	dtypeSubst(d, subst, "B", "b", b.DType)
+	dtypeSubst(d, subst, "C", "c", c.DType)
+	variant := b.DType.String() // the all-f32 and f16-weight kernels keep their names
+	if a.DType != gpu.F32 || c.DType != gpu.F32 {
+		variant = dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	}
+	kern, err := kernel(d, "matmul", variant, subst, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,8 @@
 //   ta = 0: A stored (M,K); ta = 1: A stored (K,M) and read transposed.
 //   tb = 0: B stored (K,N); tb = 1: B stored (N,K) and read transposed
 //           (a linear layer's weight W (out,in): y = x · Wᵀ).
-// A and C are f32; B is f32 or f16 pairs ({{B_T}}); accumulation is f32.
+// A, B and C are each f32 or f16 (a_at/b_at read f32, c_st rounds once);
+// accumulation is f32.
 // Bindings: 0 C (rw), 1 A, 2 B, 3 Params.
 // Workgroup 16x16 threads; each computes a 4x4 block of a 64x64 tile of C,
 // stepping K by 16 through workgroup memory. Dispatch (ceil(N/64),
@@ -17,12 +18,15 @@ struct Params {
 	alpha: f32, beta: f32, _pad1: u32, _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> c: array<f32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(0) var<storage, read_write> c: array<{{C_T}}>;
+@group(0) @binding(1) var<storage, read> a: array<{{A_T}}>;
 @group(0) @binding(2) var<storage, read> b: array<{{B_T}}>;
 @group(0) @binding(3) var<uniform> p: Params;
 
+{{A_AT}}
 {{B_AT}}
+{{C_AT}}
+{{C_ST}}
 
 const TS: u32 = 64u;  // tile size in M and N
 const TK: u32 = 16u;  // tile size in K
@@ -33,8 +37,8 @@ var<workgroup> bs_: array<f32, 1024>; // [TK][TS]: bs_[k*TS + n]
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
 	if (m >= p.M || k >= p.K) { return 0.0; }
 	let base = p.a_off + z * p.a_batch;
-	if (p.ta == 0u) { return a[base + m * p.K + k]; }
-	return a[base + k * p.M + m];
+	if (p.ta == 0u) { return a_at(base + m * p.K + k); }
+	return a_at(base + k * p.M + m);
 }
 
 fn load_b(z: u32, k: u32, n: u32) -> f32 {
@@ -88,8 +92,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 			if (n >= p.N) { continue; }
 			let idx = cbase + m * p.N + n;
 			var v = p.alpha * acc[i * 4u + j];
-			if (p.beta != 0.0) { v += p.beta * c[idx]; }
-			c[idx] = v;
+			if (p.beta != 0.0) { v += p.beta * c_at(idx); }
+			c_st(idx, v);
 		}
 	}
 }

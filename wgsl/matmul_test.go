@@ -51,47 +51,58 @@ func TestMatmul(t *testing.T) {
 		ta, tb           bool
 		bt               gpu.DType
 		alpha, beta      float64
+		at, ct           gpu.DType // A and C (f32 unless given)
 	}{
-		{1, 1, 1, 1, false, false, gpu.F32, 1, 0},
-		{3, 5, 7, 1, false, false, gpu.F32, 1, 0},
-		{64, 64, 16, 1, false, false, gpu.F32, 1, 0},
-		{65, 33, 17, 1, false, true, gpu.F32, 1, 0},   // x·Wᵀ
-		{17, 70, 65, 1, true, false, gpu.F32, 1, 0},   // dyᵀ·x
-		{31, 9, 40, 1, false, false, gpu.F32, 0.5, 1}, // accumulate
-		{13, 29, 11, 3, false, false, gpu.F32, 1, 0},  // batched
-		{20, 37, 23, 1, false, true, gpu.F16, 1, 0},   // f16 weights
-		{21, 6, 19, 2, false, false, gpu.F16, 2, 0.5},
-		{130, 70, 100, 1, true, true, gpu.F32, 1, 0},
+		{1, 1, 1, 1, false, false, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		{3, 5, 7, 1, false, false, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		{64, 64, 16, 1, false, false, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		{65, 33, 17, 1, false, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},   // x·Wᵀ
+		{17, 70, 65, 1, true, false, gpu.F32, 1, 0, gpu.F32, gpu.F32},   // dyᵀ·x
+		{31, 9, 40, 1, false, false, gpu.F32, 0.5, 1, gpu.F32, gpu.F32}, // accumulate
+		{13, 29, 11, 3, false, false, gpu.F32, 1, 0, gpu.F32, gpu.F32},  // batched
+		{20, 37, 23, 1, false, true, gpu.F16, 1, 0, gpu.F32, gpu.F32},   // f16 weights
+		{21, 6, 19, 2, false, false, gpu.F16, 2, 0.5, gpu.F32, gpu.F32},
+		{130, 70, 100, 1, true, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		// 16-bit activations: A, C or all three f16.
+		{65, 33, 17, 1, false, true, gpu.F16, 1, 0, gpu.F16, gpu.F16},   // x·Wᵀ
+		{17, 70, 65, 1, true, false, gpu.F32, 1, 0, gpu.F16, gpu.F32},   // dyᵀ·x, f32 result
+		{31, 9, 40, 1, false, false, gpu.F16, 0.5, 1, gpu.F32, gpu.F16}, // accumulate into f16
+		{13, 29, 11, 3, false, false, gpu.F16, 1, 0, gpu.F16, gpu.F16},  // batched
 	}
 	for ci, tc := range cases {
-		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta)
+		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v_a%v_c%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta, tc.at, tc.ct)
 		t.Run(name, func(t *testing.T) {
 			r := rng(uint64(ci))
 			m, n, k, nb := tc.m, tc.n, tc.k, tc.batches
-			a := randn(r, nb*m*k, 1)
+			a := roundTo(randn(r, nb*m*k, 1), tc.at)
 			b := roundTo(randn(r, nb*n*k, 1), tc.bt)
-			c0 := randn(r, nb*m*n, 1)
-			ab := upload(t, a, gpu.F32)
+			c0 := roundTo(randn(r, nb*m*n, 1), tc.ct)
+			ab := upload(t, a, tc.at)
 			bb := upload(t, b, tc.bt)
 			var cb *gpu.Buffer
 			if tc.beta != 0 {
-				cb = outputWith(t, c0)
+				cb = upload(t, c0, tc.ct)
 			} else {
-				cb = output(t, nb*m*n)
+				cb = outputOf(t, nb*m*n, tc.ct)
 			}
-			err := Matmul(dev, Mat{Buf: cb, Batch: m * n}, Mat{Buf: ab, Batch: m * k, T: tc.ta},
+			err := Matmul(dev, Mat{Buf: cb, DType: tc.ct, Batch: m * n}, Mat{Buf: ab, DType: tc.at, Batch: m * k, T: tc.ta},
 				Mat{Buf: bb, DType: tc.bt, Batch: k * n, T: tc.tb}, m, n, k, nb, float32(tc.alpha), float32(tc.beta))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := download(t, cb, nb*m*n, gpu.F32)
+			got := download(t, cb, nb*m*n, tc.ct)
 			var want []float64
 			for z := 0; z < nb; z++ {
 				want = append(want, refMatmul(a[z*m*k:], b[z*k*n:], c0[z*m*n:], m, n, k, tc.ta, tc.tb, tc.alpha, tc.beta)...)
 			}
 			// f32 accumulation of k products of unit normals: error grows
 			// like sqrt(k) * 2^-24 * |terms|; 1e-5 relative + 1e-5*sqrt(k).
-			assertClose(t, "C", got, want, tol{Atol: 2e-6 * float64(k), Rtol: 1e-5})
+			// An f16 C adds its one rounding, 2^-11 relative.
+			tl := tol{Atol: 2e-6 * float64(k), Rtol: 1e-5}
+			if tc.ct == gpu.F16 {
+				tl.Rtol += 0x1p-11
+			}
+			assertClose(t, "C", got, want, tl)
 		})
 	}
 }

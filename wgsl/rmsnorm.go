@@ -24,7 +24,7 @@ const (
 func rmsnormKernel(d *gpu.Device, entry string, wt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
 	return d.Kernel(gpu.KernelSpec{
 		Name:       "rmsnorm/" + entry + "/" + wt.String(),
-		Source:     Source("rmsnorm", dtypeSubst(nil, "W", "w", wt)),
+		Source:     Source("rmsnorm", pairSubst(nil, "W", "w", wt)),
 		Entry:      entry,
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(RMSNormParams{}),

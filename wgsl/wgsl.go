@@ -28,7 +28,8 @@ import (
 //go:embed *.wgsl
 var files embed.FS
 
-// Source returns the WGSL of a family with each {{KEY}} replaced.
+// Source returns the WGSL of a family with each {{KEY}} replaced, preceded
+// by `enable f16;` when a binding is WGSL f16 (see dtypeSubst).
 func Source(family string, subst map[string]string) string {
 	b, err := files.ReadFile(family + ".wgsl")
 	if err != nil {
@@ -41,12 +42,51 @@ func Source(family string, subst map[string]string) string {
 	if i := strings.Index(s, "{{"); i >= 0 {
 		panic(fmt.Sprintf("wgsl: %s.wgsl: unreplaced placeholder near %q", family, s[i:min(len(s), i+30)]))
 	}
+	if subst[enableF16] != "" {
+		s = "enable f16;\n" + s
+	}
 	return s
 }
 
-// dtypeSubst sets the placeholders {{KEY_T}} (the array element type of
-// binding `v`) and {{KEY_AT}} (a reader fn v_at(i: u32) -> f32) for dtype t.
-func dtypeSubst(m map[string]string, key, v string, t gpu.DType) map[string]string {
+// enableF16 is the key dtypeSubst sets when a binding is WGSL f16.
+const enableF16 = "\x00enable f16"
+
+// dtypeSubst sets, for the storage binding `v` of dtype t, the placeholders
+// {{KEY_T}} (its WGSL element type), {{KEY_AT}} (a reader fn
+// v_at(i: u32) -> f32) and {{KEY_ST}} (a writer fn v_st(i: u32, x: f32)).
+//
+// F16 is WGSL f16 (`enable f16;`) on devices with shader-f16: read and
+// written element by element, converted to f32 for arithmetic (the
+// conversion f16 -> f32 is exact; f32 -> f16 rounds). Elsewhere it is u32
+// pairs read with unpack2x16float, which works on every adapter, and
+// cannot be written element by element: KEY_ST is then empty, so a kernel
+// that writes it does not compile (launchers refuse it first, f16Writable).
+// Both layouts are the same bytes.
+func dtypeSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	switch {
+	case t == gpu.F16 && d.Caps.F16:
+		m[enableF16] = "1"
+		m[key+"_T"] = "f16"
+		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return f32(%s[i]); }", v, v)
+		m[key+"_ST"] = fmt.Sprintf("fn %s_st(i: u32, x: f32) { %s[i] = f16(x); }", v, v)
+	case t == gpu.F16:
+		m[key+"_T"] = "u32"
+		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return unpack2x16float(%s[i >> 1u])[i & 1u]; }", v, v)
+		m[key+"_ST"] = ""
+	default:
+		m[key+"_T"] = "f32"
+		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return %s[i]; }", v, v)
+		m[key+"_ST"] = fmt.Sprintf("fn %s_st(i: u32, x: f32) { %s[i] = x; }", v, v)
+	}
+	return m
+}
+
+// pairSubst is dtypeSubst with F16 always as u32 pairs, for kernels that
+// read and write the pairs themselves (the optimizers' thread per pair).
+func pairSubst(m map[string]string, key, v string, t gpu.DType) map[string]string {
 	if m == nil {
 		m = map[string]string{}
 	}
@@ -58,6 +98,30 @@ func dtypeSubst(m map[string]string, key, v string, t gpu.DType) map[string]stri
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return %s[i]; }", v, v)
 	}
 	return m
+}
+
+// f16Writable refuses an F16 output on a device without shader-f16 (see
+// dtypeSubst): lomo then keeps activations in f32.
+func f16Writable(d *gpu.Device, op, what string, t gpu.DType) error {
+	if t == gpu.F16 && !d.Caps.F16 && !d.Dry() {
+		return fmt.Errorf("wgsl: %s: %s is f16, which this adapter cannot write element by element (no shader-f16)", op, what)
+	}
+	return nil
+}
+
+// dtypeName is a short name of a set of dtypes for kernel variants:
+// "f32", "f16", or e.g. "a16b32c32".
+func dtypeName(parts ...any) string {
+	var b strings.Builder
+	for i := 0; i+1 < len(parts); i += 2 {
+		b.WriteString(parts[i].(string))
+		if parts[i+1].(gpu.DType) == gpu.F16 {
+			b.WriteString("16")
+		} else {
+			b.WriteString("32")
+		}
+	}
+	return b.String()
 }
 
 // kernel compiles (once) and returns a family's kernel.
