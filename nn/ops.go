@@ -280,7 +280,7 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 				b *gpu.Buffer
 			}{{q, dq}, {k, dk}, {v, dv}} {
 				if p.b != p.x.grad {
-					if err := wgsl.Axpy(t.D, p.x.grad, p.b, p.x.Len(), 1, 1); err != nil {
+					if err := wgsl.Axpy(t.D, p.x.grad, p.b, p.x.Len(), p.x.GradDType(), 1, 1); err != nil {
 						return err
 					}
 				}
@@ -300,7 +300,7 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := wgsl.SwiGLU(t.D, h.Buf, g.Buf, u.Buf, g.Len()); err != nil {
+	if err := wgsl.SwiGLU(t.D, h.Buf, g.Buf, u.Buf, g.Len(), g.DType); err != nil {
 		h.Release()
 		return nil, err
 	}
@@ -324,7 +324,7 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 			if err != nil {
 				return err
 			}
-			return wgsl.SwiGLUBackward(t.D, dg, du, h.grad, g.Buf, u.Buf, g.Len(), accG, accU)
+			return wgsl.SwiGLUBackward(t.D, dg, du, h.grad, g.Buf, u.Buf, g.Len(), g.GradDType(), accG, accU)
 		},
 	})
 	return h, nil
@@ -339,7 +339,7 @@ func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := wgsl.Add(t.D, y.Buf, a.Buf, b.Buf, a.Len()); err != nil {
+	if err := wgsl.Add(t.D, y.Buf, a.Buf, b.Buf, a.Len(), a.DType); err != nil {
 		y.Release()
 		return nil, err
 	}
@@ -360,7 +360,7 @@ func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
 				if err != nil {
 					return err
 				}
-				if err := wgsl.Axpy(t.D, dx, y.grad, x.Len(), 1, beta(acc)); err != nil {
+				if err := wgsl.Axpy(t.D, dx, y.grad, x.Len(), x.GradDType(), 1, beta(acc)); err != nil {
 					return err
 				}
 			}

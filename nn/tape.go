@@ -161,7 +161,7 @@ func (t *Tape) addGrad(x *Tensor, write func(dst *gpu.Buffer) error) error {
 	if err := write(tmp); err != nil {
 		return err
 	}
-	return wgsl.Axpy(t.D, x.grad, tmp, x.Len(), 1, 1)
+	return wgsl.Axpy(t.D, x.grad, tmp, x.Len(), x.GradDType(), 1, 1)
 }
 
 // DeferGrad registers a contribution to p's gradient that is computed when
@@ -307,7 +307,7 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 		if leaf.grad != nil && x.needsGrad {
 			if x.grad == nil {
 				x.grad, leaf.grad = leaf.grad, nil
-			} else if err := wgsl.Axpy(t.D, x.grad, leaf.grad, x.Len(), 1, 1); err != nil {
+			} else if err := wgsl.Axpy(t.D, x.grad, leaf.grad, x.Len(), x.GradDType(), 1, 1); err != nil {
 				return err
 			}
 		}

@@ -28,6 +28,9 @@ type Tensor struct {
 	param     *Param
 }
 
+// GradDType is the dtype of the tensor's gradient.
+func (t *Tensor) GradDType() gpu.DType { return gpu.F32 }
+
 // Len is the number of elements.
 func (t *Tensor) Len() int {
 	n := 1

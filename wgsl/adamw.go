@@ -29,7 +29,7 @@ type AdamWStep struct{ LR, Beta1, Beta2, Eps, WeightDecay, BC1, BC2, GradScale f
 // master is the f32 master copy; for f32 it must be nil (a 4-byte
 // placeholder is bound).
 func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt gpu.DType, n int, s AdamWStep) error {
-	if err := checkLen("adamw", n, m, v, grad); err != nil {
+	if err := checkLen("adamw", n, gpu.F32, m, v, grad); err != nil {
 		return err
 	}
 	if param.Size() < pt.Bytes(n) {

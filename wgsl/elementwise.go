@@ -2,6 +2,7 @@ package wgsl
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
@@ -24,24 +25,38 @@ var elementwiseOps = map[string]string{
 	"swiglu": "silu(x) * y",
 }
 
-func checkLen(op string, n int, bufs ...*gpu.Buffer) error {
+func checkLen(op string, n int, dt gpu.DType, bufs ...*gpu.Buffer) error {
 	if n <= 0 {
 		return fmt.Errorf("wgsl: %s: %d elements", op, n)
 	}
 	for i, b := range bufs {
-		if b.Size() < int64(4*n) {
-			return fmt.Errorf("wgsl: %s: operand %d holds %d bytes, needs %d", op, i, b.Size(), 4*n)
+		if b.Size() < dt.Bytes(n) {
+			return fmt.Errorf("wgsl: %s: operand %d holds %d bytes, needs %d for %d %v", op, i, b.Size(), dt.Bytes(n), n, dt)
 		}
 	}
 	return nil
 }
 
-func elementwise(d *gpu.Device, op string, out, a, b *gpu.Buffer, n int) error {
-	if err := checkLen(op, n, out, a, b); err != nil {
+// elementSubst sets X_T and each binding's reader and writer for dtype dt;
+// names are the bindings' WGSL names, keys their upper case.
+func elementSubst(d *gpu.Device, m map[string]string, dt gpu.DType, names ...string) map[string]string {
+	m = dtypeSubst(d, m, "X", "x", dt)
+	for _, v := range names {
+		dtypeSubst(d, m, strings.ToUpper(v), v, dt)
+	}
+	return m
+}
+
+func elementwise(d *gpu.Device, op string, out, a, b *gpu.Buffer, n int, dt gpu.DType) error {
+	if err := checkLen(op, n, dt, out, a, b); err != nil {
+		return err
+	}
+	if err := f16Writable(d, op, "out", dt); err != nil {
 		return err
 	}
 	p := ElementwiseParams{N: uint32(n)}
-	k, err := kernel(d, "elementwise", op, map[string]string{"OP": elementwiseOps[op]}, []gpu.Access{rw, ro, ro}, p)
+	subst := elementSubst(d, map[string]string{"OP": elementwiseOps[op]}, dt, "out", "a", "b")
+	k, err := kernel(d, "elementwise", op+"/"+dt.String(), subst, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
 	}
@@ -49,24 +64,27 @@ func elementwise(d *gpu.Device, op string, out, a, b *gpu.Buffer, n int) error {
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{out, a, b}, x, y, z)
 }
 
-// Add records out = a + b over n f32 elements.
-func Add(d *gpu.Device, out, a, b *gpu.Buffer, n int) error {
-	return elementwise(d, "add", out, a, b, n)
+// Add records out = a + b over n elements of dtype dt.
+func Add(d *gpu.Device, out, a, b *gpu.Buffer, n int, dt gpu.DType) error {
+	return elementwise(d, "add", out, a, b, n, dt)
 }
 
-// SwiGLU records h = silu(g) * u over n f32 elements.
-func SwiGLU(d *gpu.Device, h, g, u *gpu.Buffer, n int) error {
-	return elementwise(d, "swiglu", h, g, u, n)
+// SwiGLU records h = silu(g) * u over n elements of dtype dt.
+func SwiGLU(d *gpu.Device, h, g, u *gpu.Buffer, n int, dt gpu.DType) error {
+	return elementwise(d, "swiglu", h, g, u, n, dt)
 }
 
-// SwiGLUBackward records dg, du from dh for h = silu(g)*u; accG/accU add
-// into the existing dg/du instead of overwriting them.
-func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, accG, accU bool) error {
-	if err := checkLen("swiglu backward", n, dg, du, dh, g, u); err != nil {
+// SwiGLUBackward records dg, du from dh for h = silu(g)*u, all of dtype
+// dt; accG/accU add into the existing dg/du instead of overwriting them.
+func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, dt gpu.DType, accG, accU bool) error {
+	if err := checkLen("swiglu backward", n, dt, dg, du, dh, g, u); err != nil {
+		return err
+	}
+	if err := f16Writable(d, "swiglu backward", "dg", dt); err != nil {
 		return err
 	}
 	p := SwiGLUBackwardParams{N: uint32(n), AccG: b2u(accG), AccU: b2u(accU)}
-	k, err := kernel(d, "swiglu", "", nil, []gpu.Access{rw, rw, ro, ro, ro}, p)
+	k, err := kernel(d, "swiglu", dt.String(), elementSubst(d, nil, dt, "dg", "du", "dh", "g", "u"), []gpu.Access{rw, rw, ro, ro, ro}, p)
 	if err != nil {
 		return err
 	}
@@ -74,13 +92,19 @@ func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, accG, ac
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{dg, du, dh, g, u}, x, y, z)
 }
 
-// Axpy records y = alpha*x + beta*y over n f32 elements.
-func Axpy(d *gpu.Device, y, x *gpu.Buffer, n int, alpha, beta float32) error {
-	if err := checkLen("axpy", n, y, x); err != nil {
+// Axpy records y = alpha*x + beta*y over n elements, both of dtype dt.
+func Axpy(d *gpu.Device, y, x *gpu.Buffer, n int, dt gpu.DType, alpha, beta float32) error {
+	if err := checkLen("axpy", n, dt, y, x); err != nil {
+		return err
+	}
+	if err := f16Writable(d, "axpy", "y", dt); err != nil {
 		return err
 	}
 	p := AxpyParams{N: uint32(n), Alpha: alpha, Beta: beta}
-	k, err := kernel(d, "axpy", "", nil, []gpu.Access{rw, ro}, p)
+	// x's reader is XX_AT: X_T names the element type.
+	subst := elementSubst(d, nil, dt, "y")
+	dtypeSubst(d, subst, "XX", "x", dt)
+	k, err := kernel(d, "axpy", dt.String(), subst, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}

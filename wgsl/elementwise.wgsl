@@ -1,4 +1,5 @@
-// elementwise: out = OP(a, b) over n elements, all f32.
+// elementwise: out = OP(a, b) over n elements, all f32 or all f16 ({{X_T}};
+// arithmetic in f32).
 //   add:    out = a + b                     (residual connections)
 //   swiglu: out = silu(a) * b, silu(x) = x * sigmoid(x)   (a = gate, b = up)
 // Bindings: 0 out (rw), 1 a, 2 b, 3 Params. Workgroup 256; dispatch
@@ -6,10 +7,14 @@
 
 struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read> a: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read> b: array<{{X_T}}>;
 @group(0) @binding(3) var<uniform> p: Params;
+
+{{OUT_ST}}
+{{A_AT}}
+{{B_AT}}
 
 fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
 
@@ -17,7 +22,7 @@ fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * 256u;
 	if (i >= p.n) { return; }
-	let x = a[i];
-	let y = b[i];
-	out[i] = {{OP}};
+	let x = a_at(i);
+	let y = b_at(i);
+	out_st(i, {{OP}});
 }
