@@ -105,7 +105,7 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 		y.Release()
 		return nil, err
 	}
-	if err := wgsl.RMSNormForward(t.D, y.Buf, rstd.Buf, x.Buf, w.Buf, w.DType, n, c, eps); err != nil {
+	if err := wgsl.RMSNormForward(t.D, y.Buf, rstd.Buf, x.Buf, w.Buf, x.DType, w.DType, n, c, eps); err != nil {
 		y.Release()
 		rstd.Release()
 		return nil, fmt.Errorf("rmsnorm %s: %w", w.Name, err)
@@ -133,10 +133,10 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 					return err
 				}
 				defer tmp.Release()
-				return wgsl.RMSNormBackward(t.D, tmp, dw, y.grad, x.Buf, w.Buf, rstd.Buf, w.DType, n, c, acc)
+				return wgsl.RMSNormBackward(t.D, tmp, dw, y.grad, x.Buf, w.Buf, rstd.Buf, x.DType, w.DType, n, c, acc)
 			}
 			return t.addGrad(x, func(dx *gpu.Buffer) error {
-				return wgsl.RMSNormBackward(t.D, dx, dw, y.grad, x.Buf, w.Buf, rstd.Buf, w.DType, n, c, acc)
+				return wgsl.RMSNormBackward(t.D, dx, dw, y.grad, x.Buf, w.Buf, rstd.Buf, x.DType, w.DType, n, c, acc)
 			})
 		},
 	})

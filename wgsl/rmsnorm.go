@@ -21,10 +21,23 @@ const (
 	rmsnormDWCols = 32
 )
 
-func rmsnormKernel(d *gpu.Device, entry string, wt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
+func rmsnormKernel(d *gpu.Device, entry string, xt, wt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
+	name := "rmsnorm/" + entry + "/" + wt.String()
+	if xt != gpu.F32 {
+		name += "/x" + xt.String()
+	}
+	if k, ok := d.CachedKernel(name); ok {
+		return k, nil
+	}
+	subst := pairSubst(nil, "W", "w", wt)
+	dtypeSubst(d, subst, "X", "x", xt)
+	dtypeSubst(d, subst, "XX", "x", xt)
+	dtypeSubst(d, subst, "Y", "y", xt)
+	dtypeSubst(d, subst, "DX", "dx", xt)
+	dtypeSubst(d, subst, "DY", "dy", xt)
 	return d.Kernel(gpu.KernelSpec{
-		Name:       "rmsnorm/" + entry + "/" + wt.String(),
-		Source:     Source("rmsnorm", pairSubst(nil, "W", "w", wt)),
+		Name:       name,
+		Source:     Source("rmsnorm", subst),
 		Entry:      entry,
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(RMSNormParams{}),
@@ -32,8 +45,9 @@ func rmsnormKernel(d *gpu.Device, entry string, wt gpu.DType, bindings []gpu.Acc
 }
 
 // rmsnormCheck validates the shapes and buffer sizes shared by forward and
-// backward: the (rows, cols) f32 buffers named in names, rstd (rows), w (cols).
-func rmsnormCheck(op string, rows, cols int, wt gpu.DType, w, rstd *gpu.Buffer, names []string, rowsByCols ...*gpu.Buffer) error {
+// backward: the (rows, cols) buffers of dtype xt named in names, rstd
+// (rows) f32, w (cols).
+func rmsnormCheck(op string, rows, cols int, xt, wt gpu.DType, w, rstd *gpu.Buffer, names []string, rowsByCols ...*gpu.Buffer) error {
 	if rows <= 0 || cols <= 0 {
 		return fmt.Errorf("wgsl: %s: empty shape rows=%d cols=%d", op, rows, cols)
 	}
@@ -45,8 +59,8 @@ func rmsnormCheck(op string, rows, cols int, wt gpu.DType, w, rstd *gpu.Buffer, 
 	}
 	for i, b := range rowsByCols {
 		name := names[i]
-		if need := 4 * int64(rows) * int64(cols); b.Size() < need {
-			return fmt.Errorf("wgsl: %s: %s needs %d bytes for (%d,%d) f32, buffer holds %d", op, name, need, rows, cols, b.Size())
+		if need := xt.Bytes(rows * cols); b.Size() < need {
+			return fmt.Errorf("wgsl: %s: %s needs %d bytes for (%d,%d) %v, buffer holds %d", op, name, need, rows, cols, xt, b.Size())
 		}
 	}
 	if need := 4 * int64(rows); rstd.Size() < need {
@@ -72,12 +86,15 @@ func rmsnormDistinct(op string, names []string, bufs ...*gpu.Buffer) error {
 }
 
 // RMSNormForward records y = x / sqrt(mean(x²) + eps) * w over each row of
-// x (rows, cols) f32, and saves rstd (rows) f32 = 1/sqrt(mean(x²) + eps)
-// for the backward. w (cols) is f32 or f16 (wt). y, rstd, x, w must be
-// distinct buffers.
-func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, wt gpu.DType, rows, cols int, eps float32) error {
+// x (rows, cols), and saves rstd (rows) f32 = 1/sqrt(mean(x²) + eps) for
+// the backward. x and y are of dtype xt, w (cols) of wt (f32 or f16).
+// y, rstd, x, w must be distinct buffers.
+func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, xt, wt gpu.DType, rows, cols int, eps float32) error {
 	const op = "rmsnorm"
-	if err := rmsnormCheck(op, rows, cols, wt, w, rstd, []string{"y", "x"}, y, x); err != nil {
+	if err := rmsnormCheck(op, rows, cols, xt, wt, w, rstd, []string{"y", "x"}, y, x); err != nil {
+		return err
+	}
+	if err := f16Writable(d, op, "y", xt); err != nil {
 		return err
 	}
 	if !(eps >= 0) || math.IsInf(float64(eps), 0) {
@@ -86,7 +103,7 @@ func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, wt gpu.DType, rows
 	if err := rmsnormDistinct(op, []string{"y", "rstd", "x", "w"}, y, rstd, x, w); err != nil {
 		return err
 	}
-	k, err := rmsnormKernel(d, "forward", wt, []gpu.Access{rw, rw, ro, ro})
+	k, err := rmsnormKernel(d, "forward", xt, wt, []gpu.Access{rw, rw, ro, ro})
 	if err != nil {
 		return err
 	}
@@ -96,13 +113,17 @@ func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, wt gpu.DType, rows
 }
 
 // RMSNormBackward records the gradients of RMSNormForward: dx (rows, cols)
-// f32 is overwritten with dL/dx; dw (cols) f32 gets the sum over rows of
+// is overwritten with dL/dx; dw (cols) f32 gets the sum over rows of
 // dy*x*rstd, added to its contents if accumulate, else stored. rstd is what
-// the forward saved. Two dispatches (dx per row, dw per column block), both
-// deterministic. All buffers must be distinct.
-func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, wt gpu.DType, rows, cols int, accumulate bool) error {
+// the forward saved; dx, dy and x are of dtype xt. Two dispatches (dx per
+// row, dw per column block), both deterministic. All buffers must be
+// distinct.
+func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
 	const op = "rmsnorm backward"
-	if err := rmsnormCheck(op, rows, cols, wt, w, rstd, []string{"dx", "dy", "x"}, dx, dy, x); err != nil {
+	if err := rmsnormCheck(op, rows, cols, xt, wt, w, rstd, []string{"dx", "dy", "x"}, dx, dy, x); err != nil {
+		return err
+	}
+	if err := f16Writable(d, op, "dx", xt); err != nil {
 		return err
 	}
 	if need := 4 * int64(cols); dw.Size() < need {
@@ -112,11 +133,11 @@ func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, wt gpu.D
 		return err
 	}
 	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
-	kdx, err := rmsnormKernel(d, "backward_dx", wt, access)
+	kdx, err := rmsnormKernel(d, "backward_dx", xt, wt, access)
 	if err != nil {
 		return err
 	}
-	kdw, err := rmsnormKernel(d, "backward_dw", wt, access)
+	kdw, err := rmsnormKernel(d, "backward_dw", xt, wt, access)
 	if err != nil {
 		return err
 	}

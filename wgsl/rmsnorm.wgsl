@@ -1,8 +1,9 @@
 // rmsnorm: y = x / sqrt(mean(x²) + eps) * w per row (LLaMA's RMSNorm, Zhang
 // & Sennrich 2019, "Root Mean Square Layer Normalization"), and its backward.
 //
-// Shapes (row-major): x, y, dy, dx (R,C) f32 with R rows (the tokens, B*T) and
-// C the hidden size; w (C) f32 or f16 pairs ({{W_T}}); dw (C) f32;
+// Shapes (row-major): x, y, dy, dx (R,C) f32 or f16 ({{X_T}}, arithmetic in
+// f32) with R rows (the tokens, B*T) and C the hidden size; w (C) f32 or f16
+// pairs ({{W_T}}); dw (C) f32;
 // rstd (R) f32 = 1/sqrt(mean(x²) + eps), saved by forward for backward.
 //
 // Three entry points share this module with two binding sets. A binding
@@ -27,20 +28,24 @@ struct Params {
 }
 
 // forward
-@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read_write> y: array<{{X_T}}>;
 @group(0) @binding(1) var<storage, read_write> rstd_out: array<f32>;
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> w: array<{{W_T}}>;
 @group(0) @binding(4) var<uniform> pf: Params;
 
 // backward (x and w as above)
-@group(0) @binding(0) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(0) var<storage, read_write> dx: array<{{X_T}}>;
 @group(0) @binding(1) var<storage, read_write> dw: array<f32>;
-@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<{{X_T}}>;
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;
 @group(0) @binding(6) var<uniform> pb: Params;
 
 {{W_AT}}
+{{Y_ST}}
+{{XX_AT}}
+{{DX_ST}}
+{{DY_AT}}
 
 const WG: u32 = 256u;
 const DW_COLS: u32 = 32u;
@@ -71,12 +76,12 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
 	let base = row * C;
 	var ss = 0.0;
 	for (var j = lid; j < C; j += WG) {
-		let v = x[base + j];
+		let v = x_at(base + j);
 		ss = fma(v, v, ss);
 	}
 	let r = inverseSqrt(workgroup_sum(lid, ss) / f32(C) + pf.eps);
 	for (var j = lid; j < C; j += WG) {
-		y[base + j] = x[base + j] * r * w_at(j);
+		y_st(base + j, x_at(base + j) * r * w_at(j));
 	}
 	if (lid == 0u) { rstd_out[row] = r; }
 }
@@ -90,13 +95,13 @@ fn backward_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 	let base = row * C;
 	var s = 0.0;
 	for (var j = lid; j < C; j += WG) {
-		s = fma(dy[base + j] * w_at(j), x[base + j], s);
+		s = fma(dy_at(base + j) * w_at(j), x_at(base + j), s);
 	}
 	let r = rstd[row];
 	// d rstd / d x_j = -rstd³ x_j / C, hence the second term.
 	let k = r * r * workgroup_sum(lid, s) / f32(C);
 	for (var j = lid; j < C; j += WG) {
-		dx[base + j] = r * (dy[base + j] * w_at(j) - x[base + j] * k);
+		dx_st(base + j, r * (dy_at(base + j) * w_at(j) - x_at(base + j) * k));
 	}
 }
 
@@ -111,7 +116,7 @@ fn backward_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 	if (col < pb.cols) {
 		for (var r = lane; r < pb.rows; r += DW_LANES) {
 			let i = r * pb.cols + col;
-			s = fma(dy[i] * x[i], rstd[r], s);
+			s = fma(dy_at(i) * x_at(i), rstd[r], s);
 		}
 	}
 	red[lid] = s;

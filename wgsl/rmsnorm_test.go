@@ -93,31 +93,36 @@ var rmsnormCases = []struct {
 	rows, cols int
 	wt         gpu.DType
 	xscale     float64
+	xt         gpu.DType // x, y, dy, dx
 }{
-	{1, 64, gpu.F32, 1},
-	{3, 100, gpu.F32, 1},   // cols not a multiple of the workgroup
-	{5, 257, gpu.F16, 1},   // one element past the workgroup
-	{2, 1000, gpu.F32, 30}, // large activations
-	{7, 513, gpu.F16, 0.01},
-	{33, 70, gpu.F32, 1}, // dw: rows not a multiple of 8 lanes, cols of 32
-	{2, 8192, gpu.F16, 1},
+	{1, 64, gpu.F32, 1, gpu.F32},
+	{3, 100, gpu.F32, 1, gpu.F32},   // cols not a multiple of the workgroup
+	{5, 257, gpu.F16, 1, gpu.F32},   // one element past the workgroup
+	{2, 1000, gpu.F32, 30, gpu.F32}, // large activations
+	{7, 513, gpu.F16, 0.01, gpu.F32},
+	{33, 70, gpu.F32, 1, gpu.F32}, // dw: rows not a multiple of 8 lanes, cols of 32
+	{2, 8192, gpu.F16, 1, gpu.F32},
+	// 16-bit activations
+	{3, 100, gpu.F32, 1, gpu.F16},
+	{5, 257, gpu.F16, 1, gpu.F16},
+	{33, 70, gpu.F16, 30, gpu.F16},
 }
 
 func TestRMSNormForward(t *testing.T) {
 	for ci, tc := range rmsnormCases {
-		t.Run(fmt.Sprintf("R%d_C%d_%v", tc.rows, tc.cols, tc.wt), func(t *testing.T) {
+		t.Run(fmt.Sprintf("R%d_C%d_%v_x%v", tc.rows, tc.cols, tc.wt, tc.xt), func(t *testing.T) {
 			r := rng(uint64(100 + ci))
 			R, C := tc.rows, tc.cols
 			const eps = 1e-5
-			x := roundTo(randn(r, R*C, tc.xscale), gpu.F32)
+			x := roundTo(randn(r, R*C, tc.xscale), tc.xt)
 			w := randn(r, C, 0.2)
 			for i := range w {
 				w[i] += 1
 			}
 			w = roundTo(w, tc.wt)
-			xb, wb := upload(t, x, gpu.F32), upload(t, w, tc.wt)
-			yb, rb := output(t, R*C), output(t, R)
-			if err := RMSNormForward(dev, yb, rb, xb, wb, tc.wt, R, C, eps); err != nil {
+			xb, wb := upload(t, x, tc.xt), upload(t, w, tc.wt)
+			yb, rb := outputOf(t, R*C, tc.xt), output(t, R)
+			if err := RMSNormForward(dev, yb, rb, xb, wb, tc.xt, tc.wt, R, C, eps); err != nil {
 				t.Fatal(err)
 			}
 			y, rstd := refRMSNorm(x, w, R, C, eps)
@@ -126,7 +131,13 @@ func TestRMSNormForward(t *testing.T) {
 			// two products and the rounding of y. Twice that, for margin.
 			rtol := 2 * (float64(C)/256 + 8 + 8) * rmsnormU
 			assertClose(t, "rstd", download(t, rb, R, gpu.F32), rstd, tol{Atol: 0, Rtol: rtol})
-			assertClose(t, "y", download(t, yb, R*C, gpu.F32), y, tol{Atol: 0, Rtol: rtol})
+			// An f16 y adds its rounding (and f16's subnormals an absolute
+			// 2^-25).
+			ytol := tol{Atol: 0, Rtol: rtol}
+			if tc.xt == gpu.F16 {
+				ytol = tol{Atol: 0x1p-25, Rtol: rtol + 0x1p-11}
+			}
+			assertClose(t, "y", download(t, yb, R*C, tc.xt), y, ytol)
 		})
 	}
 }
@@ -134,25 +145,25 @@ func TestRMSNormForward(t *testing.T) {
 func TestRMSNormBackward(t *testing.T) {
 	for ci, tc := range rmsnormCases {
 		for _, acc := range []bool{false, true} {
-			t.Run(fmt.Sprintf("R%d_C%d_%v_acc%v", tc.rows, tc.cols, tc.wt, acc), func(t *testing.T) {
+			t.Run(fmt.Sprintf("R%d_C%d_%v_x%v_acc%v", tc.rows, tc.cols, tc.wt, tc.xt, acc), func(t *testing.T) {
 				r := rng(uint64(200 + ci))
 				R, C := tc.rows, tc.cols
 				const eps = 1e-5
-				x := roundTo(randn(r, R*C, tc.xscale), gpu.F32)
+				x := roundTo(randn(r, R*C, tc.xscale), tc.xt)
 				w := roundTo(randn(r, C, 1), tc.wt)
-				dy := roundTo(randn(r, R*C, 1), gpu.F32)
+				dy := roundTo(randn(r, R*C, 1), tc.xt)
 				dw0 := roundTo(randn(r, C, 1), gpu.F32)
 				// rstd as the forward computes it in f32 would differ from the
 				// float64 one by ~rtol above; feed the float64 one, rounded.
 				_, rstd := refRMSNorm(x, w, R, C, eps)
 				rstd = roundTo(rstd, gpu.F32)
-				xb, wb, dyb, rb := upload(t, x, gpu.F32), upload(t, w, tc.wt), upload(t, dy, gpu.F32), upload(t, rstd, gpu.F32)
-				dxb := output(t, R*C)
+				xb, wb, dyb, rb := upload(t, x, tc.xt), upload(t, w, tc.wt), upload(t, dy, tc.xt), upload(t, rstd, gpu.F32)
+				dxb := outputOf(t, R*C, tc.xt)
 				dwb := output(t, C)
 				if acc {
 					dwb = outputWith(t, dw0)
 				}
-				if err := RMSNormBackward(dev, dxb, dwb, dyb, xb, wb, rb, tc.wt, R, C, acc); err != nil {
+				if err := RMSNormBackward(dev, dxb, dwb, dyb, xb, wb, rb, tc.xt, tc.wt, R, C, acc); err != nil {
 					t.Fatal(err)
 				}
 				dx, dw := refRMSNormBackward(dy, x, w, R, C, eps)
@@ -194,7 +205,12 @@ func TestRMSNormBackward(t *testing.T) {
 					}
 					dwBound[j] = 2 * (float64(R)/8 + 8 + 4) * rmsnormU * abs
 				}
-				rmsnormWithin(t, "dx", download(t, dxb, R*C, gpu.F32), dx, dxBound)
+				if tc.xt == gpu.F16 { // dx's own rounding to f16
+					for i := range dxBound {
+						dxBound[i] += 0x1p-11*math.Abs(dx[i]) + 0x1p-25
+					}
+				}
+				rmsnormWithin(t, "dx", download(t, dxb, R*C, tc.xt), dx, dxBound)
 				rmsnormWithin(t, "dw", download(t, dwb, C, gpu.F32), dw, dwBound)
 			})
 		}
@@ -229,7 +245,7 @@ func TestRMSNormBackwardCentralDiff(t *testing.T) {
 			_, rstd := refRMSNorm(x, w, R, C, eps)
 			xb, wb, gb, rb := upload(t, x, gpu.F32), upload(t, w, tc.wt), upload(t, g, gpu.F32), upload(t, rstd, gpu.F32)
 			dxb, dwb := output(t, R*C), output(t, C)
-			if err := RMSNormBackward(dev, dxb, dwb, gb, xb, wb, rb, tc.wt, R, C, false); err != nil {
+			if err := RMSNormBackward(dev, dxb, dwb, gb, xb, wb, rb, gpu.F32, tc.wt, R, C, false); err != nil {
 				t.Fatal(err)
 			}
 			// f32 kernel on unit-scale data of a few terms: ~1e-6 absolute;
@@ -255,7 +271,7 @@ func TestRMSNormRowsFold(t *testing.T) {
 	w := []float64{1, -2}
 	xb, wb := upload(t, x, gpu.F32), upload(t, w, gpu.F32)
 	yb, rb := output(t, R*C), output(t, R)
-	if err := RMSNormForward(dev, yb, rb, xb, wb, gpu.F32, R, C, 1e-6); err != nil {
+	if err := RMSNormForward(dev, yb, rb, xb, wb, gpu.F32, gpu.F32, R, C, 1e-6); err != nil {
 		t.Fatal(err)
 	}
 	y, rstd := refRMSNorm(x, w, R, C, 1e-6)
@@ -270,25 +286,25 @@ func TestRMSNormRejects(t *testing.T) {
 	rs := output(t, 3)
 	w := output(t, 4)
 	dw := output(t, 4)
-	if err := RMSNormForward(dev, y, rs, x, w, gpu.F32, 3, 5, 1e-5); err == nil {
+	if err := RMSNormForward(dev, y, rs, x, w, gpu.F32, gpu.F32, 3, 5, 1e-5); err == nil {
 		t.Error("forward with x too small for (3,5) succeeded")
 	}
-	if err := RMSNormForward(dev, y, rs, x, w, gpu.F32, 4, 3, 1e-5); err == nil {
+	if err := RMSNormForward(dev, y, rs, x, w, gpu.F32, gpu.F32, 4, 3, 1e-5); err == nil {
 		t.Error("forward with rstd too small for 4 rows succeeded")
 	}
-	if err := RMSNormForward(dev, x, rs, x, w, gpu.F32, 3, 4, 1e-5); err == nil {
+	if err := RMSNormForward(dev, x, rs, x, w, gpu.F32, gpu.F32, 3, 4, 1e-5); err == nil {
 		t.Error("forward in place (y == x) succeeded")
 	}
-	if err := RMSNormForward(dev, y, rs, x, w, gpu.F32, 3, 4, -1); err == nil {
+	if err := RMSNormForward(dev, y, rs, x, w, gpu.F32, gpu.F32, 3, 4, -1); err == nil {
 		t.Error("forward with eps < 0 succeeded")
 	}
-	if err := RMSNormBackward(dev, y, dw, x, x, w, rs, gpu.F32, 3, 4, false); err == nil {
+	if err := RMSNormBackward(dev, y, dw, x, x, w, rs, gpu.F32, gpu.F32, 3, 4, false); err == nil {
 		t.Error("backward with dy == x succeeded")
 	}
-	if err := RMSNormBackward(dev, y, dw, x, output(t, 12), w, rs, gpu.F32, 3, 4, false); err != nil {
+	if err := RMSNormBackward(dev, y, dw, x, output(t, 12), w, rs, gpu.F32, gpu.F32, 3, 4, false); err != nil {
 		t.Errorf("backward with valid buffers: %v", err)
 	}
-	if err := RMSNormBackward(dev, y, output(t, 3), x, output(t, 12), w, rs, gpu.F32, 3, 4, false); err == nil {
+	if err := RMSNormBackward(dev, y, output(t, 3), x, output(t, 12), w, rs, gpu.F32, gpu.F32, 3, 4, false); err == nil {
 		t.Error("backward with dw too small for 4 columns succeeded")
 	}
 	sync(t)
