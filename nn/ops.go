@@ -183,7 +183,7 @@ func (t *Tape) RoPE(x *Tensor, pos *gpu.Buffer, heads, headDim int, theta float3
 	if x.Shape[len(x.Shape)-1] != heads*headDim {
 		return nil, fmt.Errorf("%w: rope: x %v for %d heads of %d", ErrShape, x.Shape, heads, headDim)
 	}
-	if err := wgsl.RoPE(t.D, x.Buf, pos, n, heads, headDim, theta, false); err != nil {
+	if err := wgsl.RoPE(t.D, x.Buf, pos, x.DType, n, heads, headDim, theta, false); err != nil {
 		return nil, fmt.Errorf("rope: %w", err)
 	}
 	if !t.needs(x) {
@@ -197,7 +197,7 @@ func (t *Tape) RoPE(x *Tensor, pos *gpu.Buffer, heads, headDim int, theta float3
 			if x.grad == nil {
 				return nil
 			}
-			return wgsl.RoPE(t.D, x.grad, pos, n, heads, headDim, theta, true)
+			return wgsl.RoPE(t.D, x.grad, pos, x.GradDType(), n, heads, headDim, theta, true)
 		},
 	})
 	return x, nil

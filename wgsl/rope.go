@@ -14,8 +14,8 @@ type RoPEParams struct {
 	_, _, _                       uint32
 }
 
-// RoPE records the rotary embedding of x (rows, heads*headDim) f32 in
-// place, HF rotate_half layout: in each head, with half = headDim/2 and
+// RoPE records the rotary embedding of x (rows, heads*headDim) of dtype xt
+// (f32 or f16) in place, HF rotate_half layout: in each head, with half = headDim/2 and
 // i < half, freq_i = theta^(-2i/headDim), a = pos[r]*freq_i, and
 //
 //	out[i] = x[i]*cos a - x[i+half]*sin a, out[i+half] = x[i+half]*cos a + x[i]*sin a.
@@ -24,7 +24,7 @@ type RoPEParams struct {
 // transposed rotation), which is the backward: dx = RoPE(dout, inverse).
 // Angles are computed in f32 in the kernel, as HF does; their rounding
 // grows with pos (rope_test.go states the bound).
-func RoPE(d *gpu.Device, x, pos *gpu.Buffer, rows, heads, headDim int, theta float32, inverse bool) error {
+func RoPE(d *gpu.Device, x, pos *gpu.Buffer, xt gpu.DType, rows, heads, headDim int, theta float32, inverse bool) error {
 	const op = "rope"
 	if rows <= 0 || heads <= 0 || headDim <= 0 {
 		return fmt.Errorf("wgsl: %s: empty shape rows=%d heads=%d headDim=%d", op, rows, heads, headDim)
@@ -39,8 +39,11 @@ func RoPE(d *gpu.Device, x, pos *gpu.Buffer, rows, heads, headDim int, theta flo
 	if n > math.MaxUint32 {
 		return fmt.Errorf("wgsl: %s: %d elements exceed u32 indexing", op, n)
 	}
-	if need := 4 * n; x.Size() < need {
-		return fmt.Errorf("wgsl: %s: x needs %d bytes for (%d, %d*%d) f32, buffer holds %d", op, need, rows, heads, headDim, x.Size())
+	if need := xt.Bytes(int(n)); x.Size() < need {
+		return fmt.Errorf("wgsl: %s: x needs %d bytes for (%d, %d*%d) %v, buffer holds %d", op, need, rows, heads, headDim, xt, x.Size())
+	}
+	if err := f16Writable(d, op, "x", xt); err != nil {
+		return err
 	}
 	if need := 4 * int64(rows); pos.Size() < need {
 		return fmt.Errorf("wgsl: %s: pos needs %d bytes for %d rows, buffer holds %d", op, need, rows, pos.Size())
@@ -48,7 +51,13 @@ func RoPE(d *gpu.Device, x, pos *gpu.Buffer, rows, heads, headDim int, theta flo
 	if err := rmsnormDistinct(op, []string{"x", "pos"}, x, pos); err != nil {
 		return err
 	}
-	k, err := kernel(d, "rope", "", nil, []gpu.Access{rw, ro}, RoPEParams{})
+	subst := dtypeSubst(d, nil, "X", "x", xt)
+	dtypeSubst(d, subst, "XX", "x", xt)
+	variant := ""
+	if xt != gpu.F32 {
+		variant = xt.String()
+	}
+	k, err := kernel(d, "rope", variant, subst, []gpu.Access{rw, ro}, RoPEParams{})
 	if err != nil {
 		return err
 	}

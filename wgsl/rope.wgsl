@@ -2,7 +2,8 @@
 // the Hugging Face rotate_half layout used by LLaMA: within each head of
 // size D the pairs are (i, i + D/2), not (2i, 2i+1).
 //
-// Shapes: x (R, H*D) f32 row-major, R rows (tokens), H heads of D; row r is
+// Shapes: x (R, H*D) f32 or f16 ({{X_T}}, arithmetic in f32) row-major, R
+// rows (tokens), H heads of D; row r is
 // at position pos[r] (pos (R) u32). For i < D/2:
 //   freq_i = theta^(-2i/D) = exp2(i * log2_freq_step), log2_freq_step =
 //            -2*log2(theta)/D computed in float64 by the host;
@@ -19,9 +20,12 @@ struct Params {
 	log2_freq_step: f32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{X_T}}>;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+{{XX_AT}}
+{{XX_ST}}
 
 const WG: u32 = 256u;
 
@@ -50,8 +54,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	var s = sin(ar);
 	if (p.inverse != 0u) { s = -s; }
 	let j = rh * p.head_dim + i;
-	let x0 = x[j];
-	let x1 = x[j + hd];
-	x[j] = x0 * c - x1 * s;
-	x[j + hd] = x1 * c + x0 * s;
+	let x0 = x_at(j);
+	let x1 = x_at(j + hd);
+	x_st(j, x0 * c - x1 * s);
+	x_st(j + hd, x1 * c + x0 * s);
 }

@@ -90,31 +90,40 @@ var ropeCases = []struct {
 	rows, heads, d int
 	theta          float64
 	maxPos         uint32
+	xt             gpu.DType
 }{
-	{1, 1, 2, 10000, 0},
-	{3, 2, 8, 10000, 2048},
-	{5, 3, 64, 10000, 2048},
-	{7, 4, 128, 500000, 2048}, // LLaMA 3 base
-	{300, 1, 6, 10000, 2048},  // 900 pairs: not a multiple of 256
-	{2, 5, 130, 10000, 100},
-	{4, 2, 16, 10000, 8}, // small positions: the bound is near 1e-6
+	{1, 1, 2, 10000, 0, gpu.F32},
+	{3, 2, 8, 10000, 2048, gpu.F32},
+	{5, 3, 64, 10000, 2048, gpu.F32},
+	{7, 4, 128, 500000, 2048, gpu.F32}, // LLaMA 3 base
+	{300, 1, 6, 10000, 2048, gpu.F32},  // 900 pairs: not a multiple of 256
+	{2, 5, 130, 10000, 100, gpu.F32},
+	{4, 2, 16, 10000, 8, gpu.F32}, // small positions: the bound is near 1e-6
+	{5, 3, 64, 10000, 2048, gpu.F16},
+	{300, 1, 6, 10000, 2048, gpu.F16},
 }
 
 func TestRoPE(t *testing.T) {
 	for ci, tc := range ropeCases {
 		for _, inv := range []bool{false, true} {
-			t.Run(fmt.Sprintf("R%d_H%d_D%d_theta%g_pos%d_inv%v", tc.rows, tc.heads, tc.d, tc.theta, tc.maxPos, inv), func(t *testing.T) {
+			t.Run(fmt.Sprintf("R%d_H%d_D%d_theta%g_pos%d_inv%v_%v", tc.rows, tc.heads, tc.d, tc.theta, tc.maxPos, inv, tc.xt), func(t *testing.T) {
 				r := rng(uint64(500 + ci))
 				n := tc.rows * tc.heads * tc.d
-				x := roundTo(randn(r, n, 1), gpu.F32)
+				x := roundTo(randn(r, n, 1), tc.xt)
 				pos := ropePositions(uint64(ci), tc.rows, tc.maxPos)
-				xb := upload(t, x, gpu.F32)
+				xb := upload(t, x, tc.xt)
 				pb := uploadU32(t, pos)
-				if err := RoPE(dev, xb, pb, tc.rows, tc.heads, tc.d, float32(tc.theta), inv); err != nil {
+				if err := RoPE(dev, xb, pb, tc.xt, tc.rows, tc.heads, tc.d, float32(tc.theta), inv); err != nil {
 					t.Fatal(err)
 				}
 				want := refRoPE(x, pos, tc.rows, tc.heads, tc.d, tc.theta, inv)
-				rmsnormWithin(t, "out", download(t, xb, n, gpu.F32), want, ropeBound(x, pos, tc.rows, tc.heads, tc.d))
+				bound := ropeBound(x, pos, tc.rows, tc.heads, tc.d)
+				if tc.xt == gpu.F16 { // the output's rounding to f16
+					for i := range bound {
+						bound[i] += 0x1p-11*math.Abs(want[i]) + 0x1p-25
+					}
+				}
+				rmsnormWithin(t, "out", download(t, xb, n, tc.xt), want, bound)
 			})
 		}
 	}
@@ -129,7 +138,7 @@ func TestRoPERoundTrip(t *testing.T) {
 	pos := ropePositions(600, rows, 2048)
 	xb, pb := upload(t, x, gpu.F32), uploadU32(t, pos)
 	for _, inv := range []bool{false, true} {
-		if err := RoPE(dev, xb, pb, rows, heads, d, 10000, inv); err != nil {
+		if err := RoPE(dev, xb, pb, gpu.F32, rows, heads, d, 10000, inv); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,7 +176,7 @@ func TestRoPEBackwardCentralDiff(t *testing.T) {
 	// cancellation, ~1e-16 * |L| / h ~ 1e-11.
 	assertClose(t, "ref backward vs central diff", refRoPE(g, pos, rows, heads, d, theta, true), num, tol{Atol: 1e-9, Rtol: 1e-9})
 	gb, pb := upload(t, g, gpu.F32), uploadU32(t, pos)
-	if err := RoPE(dev, gb, pb, rows, heads, d, theta, true); err != nil {
+	if err := RoPE(dev, gb, pb, gpu.F32, rows, heads, d, theta, true); err != nil {
 		t.Fatal(err)
 	}
 	rmsnormWithin(t, "kernel backward vs central diff", download(t, gb, len(g), gpu.F32), num, ropeBound(g, pos, rows, heads, d))
@@ -176,19 +185,19 @@ func TestRoPEBackwardCentralDiff(t *testing.T) {
 func TestRoPERejects(t *testing.T) {
 	x := output(t, 24)
 	pos := uploadU32(t, []uint32{0, 1})
-	if err := RoPE(dev, x, pos, 2, 2, 5, 10000, false); err == nil {
+	if err := RoPE(dev, x, pos, gpu.F32, 2, 2, 5, 10000, false); err == nil {
 		t.Error("odd headDim succeeded")
 	}
-	if err := RoPE(dev, x, pos, 3, 2, 4, 10000, false); err == nil {
+	if err := RoPE(dev, x, pos, gpu.F32, 3, 2, 4, 10000, false); err == nil {
 		t.Error("pos too short for 3 rows succeeded")
 	}
-	if err := RoPE(dev, x, pos, 2, 2, 8, 10000, false); err == nil {
+	if err := RoPE(dev, x, pos, gpu.F32, 2, 2, 8, 10000, false); err == nil {
 		t.Error("x too small for (2, 2*8) succeeded")
 	}
-	if err := RoPE(dev, x, x, 2, 2, 4, 10000, false); err == nil {
+	if err := RoPE(dev, x, x, gpu.F32, 2, 2, 4, 10000, false); err == nil {
 		t.Error("x == pos succeeded")
 	}
-	if err := RoPE(dev, x, pos, 2, 2, 4, 1, false); err == nil {
+	if err := RoPE(dev, x, pos, gpu.F32, 2, 2, 4, 1, false); err == nil {
 		t.Error("theta 1 succeeded")
 	}
 	sync(t)

@@ -53,7 +53,7 @@ const enableF16 = "\x00enable f16"
 
 // dtypeSubst sets, for the storage binding `v` of dtype t, the placeholders
 // {{KEY_T}} (its WGSL element type), {{KEY_AT}} (a reader fn
-// v_at(i: u32) -> f32) and {{KEY_ST}} (a writer fn v_st(i: u32, x: f32)).
+// v_at(i: u32) -> f32) and {{KEY_ST}} (a writer fn v_st(i: u32, value: f32)).
 //
 // F16 is WGSL f16 (`enable f16;`) on devices with shader-f16: read and
 // written element by element, converted to f32 for arithmetic (the
@@ -71,7 +71,7 @@ func dtypeSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) 
 		m[enableF16] = "1"
 		m[key+"_T"] = "f16"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return f32(%s[i]); }", v, v)
-		m[key+"_ST"] = fmt.Sprintf("fn %s_st(i: u32, x: f32) { %s[i] = f16(x); }", v, v)
+		m[key+"_ST"] = fmt.Sprintf("fn %s_st(i: u32, value: f32) { %s[i] = f16(value); }", v, v)
 	case t == gpu.F16:
 		m[key+"_T"] = "u32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return unpack2x16float(%s[i >> 1u])[i & 1u]; }", v, v)
@@ -79,7 +79,7 @@ func dtypeSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) 
 	default:
 		m[key+"_T"] = "f32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return %s[i]; }", v, v)
-		m[key+"_ST"] = fmt.Sprintf("fn %s_st(i: u32, x: f32) { %s[i] = x; }", v, v)
+		m[key+"_ST"] = fmt.Sprintf("fn %s_st(i: u32, value: f32) { %s[i] = value; }", v, v)
 	}
 	return m
 }
