@@ -144,7 +144,7 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 			}
 			defer lse.Release()
 			// q (n,H*D) at positions c.n.. against the cache -> o (n,H*D)
-			err = wgsl.AttentionDecode(m.d, o.Buf, lse, q.Buf, c.k[li], c.v[li], in.Start, 1, n, c.capacity, c.n, cfg.NumHeads, cfg.NumKVHeads, hd, scale)
+			err = wgsl.AttentionDecode(m.d, o.Buf, lse, q.Buf, c.k[li], c.v[li], in.Start, q.DType, 1, n, c.capacity, c.n, cfg.NumHeads, cfg.NumKVHeads, hd, scale)
 			if err != nil {
 				o.Release()
 				return nil, err

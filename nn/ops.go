@@ -224,7 +224,7 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 		return nil, err
 	}
 	scale := float32(1 / math.Sqrt(float64(s.D)))
-	if err := wgsl.AttentionForward(t.D, out.Buf, lse.Buf, q.Buf, k.Buf, v.Buf, start, s.B, s.T, s.H, s.KV, s.D, scale); err != nil {
+	if err := wgsl.AttentionForward(t.D, out.Buf, lse.Buf, q.Buf, k.Buf, v.Buf, start, q.DType, s.B, s.T, s.H, s.KV, s.D, scale); err != nil {
 		out.Release()
 		lse.Release()
 		return nil, fmt.Errorf("attention: %w", err)
@@ -272,7 +272,7 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 			if dv, err = dst(v); err != nil {
 				return err
 			}
-			if err := wgsl.AttentionBackward(t.D, dq, dk, dv, out.grad, q.Buf, k.Buf, v.Buf, out.Buf, lse.Buf, start, s.B, s.T, s.H, s.KV, s.D, scale); err != nil {
+			if err := wgsl.AttentionBackward(t.D, dq, dk, dv, out.grad, q.Buf, k.Buf, v.Buf, out.Buf, lse.Buf, start, q.DType, s.B, s.T, s.H, s.KV, s.D, scale); err != nil {
 				return err
 			}
 			for _, p := range []struct {

@@ -25,30 +25,41 @@ const attentionMaxD = 256
 // of its sections ("// ==== section NAME ===="). The sections declare
 // different bindings under the same numbers, so each kernel is compiled from
 // the shared part and its own section only.
-func attentionSource(section string) string {
+func attentionSource(section string, subst map[string]string) string {
 	const marker = "// ==== section "
-	src := Source("attention", nil)
+	src := Source("attention", subst)
 	parts := strings.Split(src, marker)
 	for _, part := range parts[1:] {
 		name, _, _ := strings.Cut(part, " ====")
 		if name == section {
-			return parts[0] + marker + part
+			return parts[0] + marker + part // `enable f16;`, if any, is in parts[0]
 		}
 	}
 	panic(fmt.Sprintf("wgsl: attention.wgsl has no section %q", section)) // programmer error
 }
 
-func attentionKernel(d *gpu.Device, section string, bindings []gpu.Access) (*gpu.Kernel, error) {
+func attentionKernel(d *gpu.Device, section string, xt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
+	name := "attention/" + section
+	if xt != gpu.F32 {
+		name += "/" + xt.String()
+	}
+	if k, ok := d.CachedKernel(name); ok {
+		return k, nil
+	}
+	subst := dtypeSubst(d, nil, "X", "x", xt)
+	for _, v := range []string{"out", "q", "k", "v", "dout", "dq", "dk", "dv"} {
+		dtypeSubst(d, subst, strings.ToUpper(v), v, xt)
+	}
 	return d.Kernel(gpu.KernelSpec{
-		Name:       "attention/" + section,
-		Source:     attentionSource(section),
+		Name:       name,
+		Source:     attentionSource(section, subst),
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(AttentionParams{}),
 	})
 }
 
-// attentionCheck validates the shape and the buffer sizes (f32 elements,
-// start u32) and returns the Params.
+// attentionCheck validates the shape and the buffer sizes (elements of
+// their dtypes: activations xt, lse f32, start u32) and returns the Params.
 func attentionCheck(op string, b, t, h, kv, dh int, scale float32, bufs []attentionBuf) (AttentionParams, error) {
 	if b <= 0 || t <= 0 || h <= 0 || kv <= 0 || dh <= 0 {
 		return AttentionParams{}, fmt.Errorf("wgsl: %s: empty shape B=%d T=%d H=%d KV=%d D=%d", op, b, t, h, kv, dh)
@@ -70,8 +81,8 @@ func attentionCheck(op string, b, t, h, kv, dh int, scale float32, bufs []attent
 		if x.buf == nil {
 			return AttentionParams{}, fmt.Errorf("wgsl: %s: %s is nil", op, x.name)
 		}
-		if 4*int64(x.n) > x.buf.Size() {
-			return AttentionParams{}, fmt.Errorf("wgsl: %s: %s needs %d elements, buffer holds %d", op, x.name, x.n, x.buf.Size()/4)
+		if x.dt.Bytes(x.n) > x.buf.Size() {
+			return AttentionParams{}, fmt.Errorf("wgsl: %s: %s needs %d %v elements, buffer holds %d bytes", op, x.name, x.n, x.dt, x.buf.Size())
 		}
 	}
 	return AttentionParams{
@@ -85,6 +96,7 @@ type attentionBuf struct {
 	name string
 	buf  *gpu.Buffer
 	n    int
+	dt   gpu.DType
 }
 
 // AttentionForward records causal GQA self-attention:
@@ -92,16 +104,20 @@ type attentionBuf struct {
 // the log-sum-exp of each row of scaled scores, for AttentionBackward.
 // Layouts: q, out (B,T,H,D); k, v (B,T,KV,D); lse (B,H,T); start (B) u32
 // (left padding: query t attends keys start[b] <= s <= t, a query before
-// start[b] only itself). Head h uses KV head h/(H/KV). D <= 256.
-func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, t, h, kv, dh int, scale float32) error {
+// start[b] only itself). Head h uses KV head h/(H/KV). D <= 256. out, q, k
+// and v are of dtype xt, lse f32.
+func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
 	nq, nk := b*t*h*dh, b*t*kv*dh
 	p, err := attentionCheck("attention forward", b, t, h, kv, dh, scale, []attentionBuf{
-		{"out", out, nq}, {"lse", lse, b * h * t}, {"q", q, nq}, {"k", k, nk}, {"v", v, nk}, {"start", start, b},
+		{"out", out, nq, xt}, {"lse", lse, b * h * t, gpu.F32}, {"q", q, nq, xt}, {"k", k, nk, xt}, {"v", v, nk, xt}, {"start", start, b, gpu.F32},
 	})
 	if err != nil {
 		return err
 	}
-	kern, err := attentionKernel(d, "forward", []gpu.Access{rw, rw, ro, ro, ro, ro})
+	if err := f16Writable(d, "attention forward", "out", xt); err != nil {
+		return err
+	}
+	kern, err := attentionKernel(d, "forward", xt, []gpu.Access{rw, rw, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
@@ -114,19 +130,22 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, t,
 // values, k and v laid out (B,TK,KV,D) with rows 0..q0+tq-1 filled (the new
 // ones included). q, out (B,tq,H,D); lse (B,H,tq) is written too (not needed
 // by decoding, kept so the kernel is the forward's).
-func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, tq, tk, q0, h, kv, dh int, scale float32) error {
+func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, b, tq, tk, q0, h, kv, dh int, scale float32) error {
 	if q0 < 0 || q0+tq > tk {
 		return fmt.Errorf("wgsl: attention decode: positions %d..%d beyond the cache of %d", q0, q0+tq-1, tk)
 	}
 	nq, nk := b*tq*h*dh, b*tk*kv*dh
 	p, err := attentionCheck("attention decode", b, tq, h, kv, dh, scale, []attentionBuf{
-		{"out", out, nq}, {"lse", lse, b * h * tq}, {"q", q, nq}, {"k", k, nk}, {"v", v, nk}, {"start", start, b},
+		{"out", out, nq, xt}, {"lse", lse, b * h * tq, gpu.F32}, {"q", q, nq, xt}, {"k", k, nk, xt}, {"v", v, nk, xt}, {"start", start, b, gpu.F32},
 	})
 	if err != nil {
 		return err
 	}
+	if err := f16Writable(d, "attention decode", "out", xt); err != nil {
+		return err
+	}
 	p.TK, p.Q0 = uint32(tk), uint32(q0)
-	kern, err := attentionKernel(d, "forward", []gpu.Access{rw, rw, ro, ro, ro, ro})
+	kern, err := attentionKernel(d, "forward", xt, []gpu.Access{rw, rw, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
@@ -140,27 +159,31 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, b, tq,
 // dq = scale*dS·k, dk = scale * Σ_group dSᵀ·q, dv = Σ_group Pᵀ·dout.
 // Three dispatches, deterministic (each output element is written by one
 // thread, no atomics). A scratch of B*H*T*2 f32 holds (lse, delta) per row.
-func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, b, t, h, kv, dh int, scale float32) error {
+// All but lse (f32) and start are of dtype xt.
+func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
 	nq, nk := b*t*h*dh, b*t*kv*dh
 	p, err := attentionCheck("attention backward", b, t, h, kv, dh, scale, []attentionBuf{
-		{"dq", dq, nq}, {"dk", dk, nk}, {"dv", dv, nk}, {"dout", dout, nq}, {"q", q, nq}, {"k", k, nk},
-		{"v", v, nk}, {"out", out, nq}, {"lse", lse, b * h * t}, {"start", start, b},
+		{"dq", dq, nq, xt}, {"dk", dk, nk, xt}, {"dv", dv, nk, xt}, {"dout", dout, nq, xt}, {"q", q, nq, xt}, {"k", k, nk, xt},
+		{"v", v, nk, xt}, {"out", out, nq, xt}, {"lse", lse, b * h * t, gpu.F32}, {"start", start, b, gpu.F32},
 	})
 	if err != nil {
+		return err
+	}
+	if err := f16Writable(d, "attention backward", "dq", xt); err != nil {
 		return err
 	}
 	if dk == dv {
 		return fmt.Errorf("wgsl: attention backward: dk and dv are the same buffer")
 	}
-	kDelta, err := attentionKernel(d, "delta", []gpu.Access{rw, ro, ro, ro})
+	kDelta, err := attentionKernel(d, "delta", xt, []gpu.Access{rw, ro, ro, ro})
 	if err != nil {
 		return err
 	}
-	kDQ, err := attentionKernel(d, "dq", []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
+	kDQ, err := attentionKernel(d, "dq", xt, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
-	kDKDV, err := attentionKernel(d, "dkdv", []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
+	kDKDV, err := attentionKernel(d, "dkdv", xt, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}

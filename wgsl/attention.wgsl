@@ -1,7 +1,8 @@
 // attention: causal self-attention with grouped KV heads (GQA, LLaMA style),
-// forward and backward, f32 storage and arithmetic.
+// forward and backward: f32 or f16 storage, f32 arithmetic.
 //
-// Shapes (row-major): q, out, dq, dout (B,T,H,D): element (b,t,h,d) at
+// Shapes (row-major), f32 or f16 ({{X_T}}, arithmetic in f32 and lse,
+// stats f32): q, out, dq, dout (B,T,H,D): element (b,t,h,d) at
 // ((b*T + t)*H + h)*D + d. k, v, dk, dv (B,T,KV,D). Query head h reads KV
 // head h / G with G = H/KV. lse (B,H,T): log-sum-exp over keys of the scaled
 // scores of each query row (saved by forward for backward). stats (B,H,T,2):
@@ -50,13 +51,17 @@ fn krow(b: u32, t: u32, kh: u32) -> u32 { return ((b * p.TK + t) * p.KV + kh) * 
 // ==== section forward ====
 // Bindings: 0 out (rw), 1 lse (rw), 2 q, 3 k, 4 v, 5 start, 6 Params.
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
+@group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
+@group(0) @binding(4) var<storage, read> v: array<{{X_T}}>;
 @group(0) @binding(5) var<storage, read> start: array<u32>;
 @group(0) @binding(6) var<uniform> p: Params;
+{{OUT_ST}}
+{{Q_AT}}
+{{K_AT}}
+{{V_AT}}
 
 var<workgroup> qs: array<f32, MAXD>; // the query row
 var<workgroup> ps: array<f32, WG>;   // probabilities of the key block
@@ -72,7 +77,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let kh = h / p.G;
 	let qo = qrow(b, t, h);
 	let pos = p.Q0 + t; // its position: keys s <= pos
-	for (var d = i; d < p.D; d += WG) { qs[d] = q[qo + d]; }
+	for (var d = i; d < p.D; d += WG) { qs[d] = q_at(qo + d); }
 	var lo = start[b];
 	if (pos < lo) { lo = pos; }
 
@@ -88,7 +93,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		if (s <= pos) {
 			let ko = krow(b, s, kh);
 			var qk = 0.0;
-			for (var d = 0u; d < p.D; d++) { qk = fma(qs[d], k[ko + d], qk); }
+			for (var d = 0u; d < p.D; d++) { qk = fma(qs[d], k_at(ko + d), qk); }
 			sc = p.scale * qk;
 		}
 		// Tree reduction of (max, sum of exp(x - max)) pairs.
@@ -119,7 +124,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 			if (d < p.D) {
 				var a = acc[r] * corr;
 				for (var j = 0u; j < nk; j++) {
-					a = fma(ps[j], v[krow(b, s0 + j, kh) + d], a);
+					a = fma(ps[j], v_at(krow(b, s0 + j, kh) + d), a);
 				}
 				acc[r] = a;
 			}
@@ -130,7 +135,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let inv = 1.0 / l;
 	for (var r = 0u; r < NR; r++) {
 		let d = i + r * WG;
-		if (d < p.D) { out[qo + d] = acc[r] * inv; }
+		if (d < p.D) { out_st(qo + d, acc[r] * inv); }
 	}
 	if (i == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
 }
@@ -140,10 +145,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // Bindings: 0 stats (rw), 1 dout, 2 out, 3 lse, 4 Params.
 
 @group(0) @binding(0) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> out: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read> out: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> lse: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
+{{DOUT_AT}}
+{{OUT_AT}}
 
 var<workgroup> red: array<f32, WG>;
 
@@ -155,7 +162,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let i = lid.x;
 	let qo = qrow(b, t, h);
 	var s = 0.0;
-	for (var d = i; d < p.D; d += WG) { s = fma(dout[qo + d], out[qo + d], s); }
+	for (var d = i; d < p.D; d += WG) { s = fma(dout_at(qo + d), out_at(qo + d), s); }
 	red[i] = s;
 	workgroupBarrier();
 	for (var w = WG / 2u; w > 0u; w >>= 1u) {
@@ -172,14 +179,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // ==== section dq ====
 // Bindings: 0 dq (rw), 1 dout, 2 q, 3 k, 4 v, 5 stats, 6 start, 7 Params.
 
-@group(0) @binding(0) var<storage, read_write> dq: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> q: array<f32>;
-@group(0) @binding(3) var<storage, read> k: array<f32>;
-@group(0) @binding(4) var<storage, read> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> dq: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read> dout: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
+@group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
+@group(0) @binding(4) var<storage, read> v: array<{{X_T}}>;
 @group(0) @binding(5) var<storage, read> stats: array<f32>;
 @group(0) @binding(6) var<storage, read> start: array<u32>;
 @group(0) @binding(7) var<uniform> p: Params;
+{{DQ_ST}}
+{{DOUT_AT}}
+{{Q_AT}}
+{{K_AT}}
+{{V_AT}}
 
 var<workgroup> qs: array<f32, MAXD>;  // q row
 var<workgroup> gs: array<f32, MAXD>;  // dout row
@@ -194,8 +206,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let kh = h / p.G;
 	let qo = qrow(b, t, h);
 	for (var d = i; d < p.D; d += WG) {
-		qs[d] = q[qo + d];
-		gs[d] = dout[qo + d];
+		qs[d] = q_at(qo + d);
+		gs[d] = dout_at(qo + d);
 	}
 	let row = (b * p.H + h) * p.T + t;
 	let lse = stats[2u * row];
@@ -214,8 +226,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 			var sc = 0.0;
 			var dp = 0.0;
 			for (var d = 0u; d < p.D; d++) {
-				sc = fma(qs[d], k[ko + d], sc);
-				dp = fma(gs[d], v[ko + d], dp);
+				sc = fma(qs[d], k_at(ko + d), sc);
+				dp = fma(gs[d], v_at(ko + d), dp);
 			}
 			let pr = exp(p.scale * sc - lse);
 			ds = pr * (dp - delta);
@@ -228,7 +240,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 			if (d < p.D) {
 				var a = acc[r];
 				for (var j = 0u; j < nk; j++) {
-					a = fma(dss[j], k[krow(b, s0 + j, kh) + d], a);
+					a = fma(dss[j], k_at(krow(b, s0 + j, kh) + d), a);
 				}
 				acc[r] = a;
 			}
@@ -238,7 +250,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
 	for (var r = 0u; r < NR; r++) {
 		let d = i + r * WG;
-		if (d < p.D) { dq[qo + d] = p.scale * acc[r]; }
+		if (d < p.D) { dq_st(qo + d, p.scale * acc[r]); }
 	}
 }
 
@@ -246,15 +258,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
 // 8 Params.
 
-@group(0) @binding(0) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dv: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read> q: array<f32>;
-@group(0) @binding(4) var<storage, read> k: array<f32>;
-@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(0) var<storage, read_write> dk: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read_write> dv: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read> dout: array<{{X_T}}>;
+@group(0) @binding(3) var<storage, read> q: array<{{X_T}}>;
+@group(0) @binding(4) var<storage, read> k: array<{{X_T}}>;
+@group(0) @binding(5) var<storage, read> v: array<{{X_T}}>;
 @group(0) @binding(6) var<storage, read> stats: array<f32>;
 @group(0) @binding(7) var<storage, read> start: array<u32>;
 @group(0) @binding(8) var<uniform> p: Params;
+{{DK_ST}}
+{{DV_ST}}
+{{DOUT_AT}}
+{{Q_AT}}
+{{K_AT}}
+{{V_AT}}
 
 var<workgroup> ks: array<f32, MAXD>;  // k row of the key
 var<workgroup> vs: array<f32, MAXD>;  // v row of the key
@@ -269,8 +287,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let i = lid.x;
 	let ko = krow(b, s, kh);
 	for (var d = i; d < p.D; d += WG) {
-		ks[d] = k[ko + d];
-		vs[d] = v[ko + d];
+		ks[d] = k_at(ko + d);
+		vs[d] = v_at(ko + d);
 	}
 	// Queries that attend key s: all t >= s when s is not padding, else
 	// only the padding query t = s.
@@ -295,8 +313,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 				var sc = 0.0;
 				var dp = 0.0;
 				for (var d = 0u; d < p.D; d++) {
-					sc = fma(q[qo + d], ks[d], sc);
-					dp = fma(dout[qo + d], vs[d], dp);
+					sc = fma(q_at(qo + d), ks[d], sc);
+					dp = fma(dout_at(qo + d), vs[d], dp);
 				}
 				let row = (b * p.H + h) * p.T + t;
 				pr = exp(p.scale * sc - stats[2u * row]);
@@ -313,8 +331,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 					var c = av[r];
 					for (var j = 0u; j < nq; j++) {
 						let qo = qrow(b, t0 + j, h) + d;
-						a = fma(dss[j], q[qo], a);
-						c = fma(pss[j], dout[qo], c);
+						a = fma(dss[j], q_at(qo), a);
+						c = fma(pss[j], dout_at(qo), c);
 					}
 					ak[r] = a;
 					av[r] = c;
@@ -327,8 +345,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	for (var r = 0u; r < NR; r++) {
 		let d = i + r * WG;
 		if (d < p.D) {
-			dk[ko + d] = p.scale * ak[r];
-			dv[ko + d] = av[r];
+			dk_st(ko + d, p.scale * ak[r]);
+			dv_st(ko + d, av[r]);
 		}
 	}
 }

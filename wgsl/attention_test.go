@@ -139,31 +139,33 @@ func attentionStart(t testing.TB, sh attnShape) *gpu.Buffer {
 	return buf
 }
 
-// attentionGPUForward runs AttentionForward and reads back out and lse.
-func attentionGPUForward(t testing.TB, sh attnShape, q, k, v []float64, scale float64) (out, lse []float64) {
+// attentionGPUForward runs AttentionForward on q, k, v of dtype xt and
+// reads back out (xt) and lse (f32).
+func attentionGPUForward(t testing.TB, sh attnShape, q, k, v []float64, scale float64, xt gpu.DType) (out, lse []float64) {
 	t.Helper()
 	nq := sh.B * sh.T * sh.H * sh.D
-	ob, lb := output(t, nq), output(t, sh.B*sh.H*sh.T)
-	err := AttentionForward(dev, ob, lb, upload(t, q, gpu.F32), upload(t, k, gpu.F32), upload(t, v, gpu.F32),
-		attentionStart(t, sh), sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale))
+	ob, lb := outputOf(t, nq, xt), output(t, sh.B*sh.H*sh.T)
+	err := AttentionForward(dev, ob, lb, upload(t, q, xt), upload(t, k, xt), upload(t, v, xt),
+		attentionStart(t, sh), xt, sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return download(t, ob, nq, gpu.F32), download(t, lb, sh.B*sh.H*sh.T, gpu.F32)
+	return download(t, ob, nq, xt), download(t, lb, sh.B*sh.H*sh.T, gpu.F32)
 }
 
-// attentionGPUBackward runs AttentionBackward with out and lse given.
-func attentionGPUBackward(t testing.TB, sh attnShape, q, k, v, out, lse, dout []float64, scale float64) (dq, dk, dv []float64) {
+// attentionGPUBackward runs AttentionBackward with out and lse given, all
+// but lse of dtype xt.
+func attentionGPUBackward(t testing.TB, sh attnShape, q, k, v, out, lse, dout []float64, scale float64, xt gpu.DType) (dq, dk, dv []float64) {
 	t.Helper()
 	nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
-	dqb, dkb, dvb := output(t, nq), output(t, nk), output(t, nk)
-	err := AttentionBackward(dev, dqb, dkb, dvb, upload(t, dout, gpu.F32), upload(t, q, gpu.F32), upload(t, k, gpu.F32),
-		upload(t, v, gpu.F32), upload(t, out, gpu.F32), upload(t, lse, gpu.F32), attentionStart(t, sh),
-		sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale))
+	dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
+	err := AttentionBackward(dev, dqb, dkb, dvb, upload(t, dout, xt), upload(t, q, xt), upload(t, k, xt),
+		upload(t, v, xt), upload(t, out, xt), upload(t, lse, gpu.F32), attentionStart(t, sh),
+		xt, sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return download(t, dqb, nq, gpu.F32), download(t, dkb, nk, gpu.F32), download(t, dvb, nk, gpu.F32)
+	return download(t, dqb, nq, xt), download(t, dkb, nk, xt), download(t, dvb, nk, xt)
 }
 
 func TestAttentionParamsLayout(t *testing.T) {
@@ -213,7 +215,7 @@ func TestAttentionForward(t *testing.T) {
 			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), gpu.F32)
 			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
 			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
-			out, lse := attentionGPUForward(t, sh, q, k, v, float64(float32(scale)))
+			out, lse := attentionGPUForward(t, sh, q, k, v, float64(float32(scale)), gpu.F32)
 			wantOut, wantLse := refAttentionForward(sh, q, k, v, float64(float32(scale)))
 			// out is a convex combination of unit-normal v: its error is the
 			// f32 error of the scores (D products: ~sqrt(D)*2^-24 times the
@@ -239,7 +241,7 @@ func TestAttentionBackward(t *testing.T) {
 			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F32)
 			dout := roundTo(randn(r, len(q), 1), gpu.F32)
 			out, lse := refAttentionForward(sh, q, k, v, scale)
-			dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, roundTo(out, gpu.F32), roundTo(lse, gpu.F32), dout, scale)
+			dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, roundTo(out, gpu.F32), roundTo(lse, gpu.F32), dout, scale, gpu.F32)
 			wq, wk, wv := refAttentionBackward(sh, q, k, v, dout, scale)
 			// Each gradient is a sum of products of unit-scale terms (D for
 			// the dot products, then up to G*T terms for dk, dv): f32 error
@@ -251,6 +253,44 @@ func TestAttentionBackward(t *testing.T) {
 			assertClose(t, "dq", dq, wq, tl)
 			assertClose(t, "dk", dk, wk, tl)
 			assertClose(t, "dv", dv, wv, tl)
+		})
+	}
+}
+
+// TestAttentionF16 runs forward and backward with 16-bit activations on
+// some of the cases: inputs in f16, arithmetic in f32, each output rounded
+// once to f16 (2^-11 relative). The backward also reads out in f16, which
+// moves delta = rowsum(dout*out) by up to 2^-11 * sum|dout*out|, and that
+// error reaches dq and dk through dS = P*(dout·v - delta).
+func TestAttentionF16(t *testing.T) {
+	for _, ci := range []int{1, 3, 5, 7} {
+		tc := attentionCases[ci]
+		t.Run(tc.sh.String(), func(t *testing.T) {
+			sh := tc.sh
+			r := rng(uint64(700 + ci))
+			scale := float64(float32(1 / math.Sqrt(float64(sh.D))))
+			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), gpu.F16)
+			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F16)
+			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F16)
+			dout := roundTo(randn(r, len(q), 1), gpu.F16)
+
+			out, lse := attentionGPUForward(t, sh, q, k, v, scale, gpu.F16)
+			wantOut, wantLse := refAttentionForward(sh, q, k, v, scale)
+			at := 4e-6 * tc.qScale * math.Sqrt(float64(sh.D))
+			assertClose(t, "out", out, wantOut, tol{Atol: at + 0x1p-25, Rtol: 1e-5 + 0x1p-11})
+			assertClose(t, "lse", lse, wantLse, tol{Atol: at, Rtol: 1e-5})
+
+			dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, roundTo(wantOut, gpu.F16), roundTo(wantLse, gpu.F32), dout, scale, gpu.F16)
+			wq, wk, wv := refAttentionBackward(sh, q, k, v, dout, scale)
+			// delta's error: 2^-11 * sum over D of |dout*out| (|out| <= max
+			// |v| ~ 4), carried by scale*|k| (dq) or scale*|q| (dk) over the
+			// attended rows, whose probabilities sum to 1 (dq) or, for dk,
+			// over up to G*T queries.
+			de := 0x1p-11 * 4 * 4 * float64(sh.D) * scale * 4 * tc.qScale
+			at = 4e-6*tc.qScale*math.Sqrt(float64(sh.D*sh.T*sh.H/sh.KV)) + 0x1p-25
+			assertClose(t, "dq", dq, wq, tol{Atol: at + de, Rtol: 1e-4 + 0x1p-11})
+			assertClose(t, "dk", dk, wk, tol{Atol: at + de*float64(sh.T*sh.H/sh.KV), Rtol: 1e-4 + 0x1p-11})
+			assertClose(t, "dv", dv, wv, tol{Atol: at, Rtol: 1e-4 + 0x1p-11})
 		})
 	}
 }
@@ -284,8 +324,8 @@ func TestAttentionBackwardCentralDiff(t *testing.T) {
 	assertClose(t, "ref dk", rk, numK, ref)
 	assertClose(t, "ref dv", rv, numV, ref)
 
-	out, lse := attentionGPUForward(t, sh, q, k, v, scale)
-	dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, out, lse, w, scale)
+	out, lse := attentionGPUForward(t, sh, q, k, v, scale, gpu.F32)
+	dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, out, lse, w, scale, gpu.F32)
 	// f32 kernels (fed the f32 forward's out and lse) on O(1) values with a
 	// handful of terms each: ~1e-7 error; 1e-5 leaves room and still catches
 	// any wrong term (each contributes O(0.1)).
@@ -300,19 +340,19 @@ func TestAttentionRejectsBadShapes(t *testing.T) {
 	buf := output(t, 64)
 	small := output(t, 8)
 	st := attentionStart(t, sh)
-	if err := AttentionForward(dev, buf, buf, buf, buf, buf, st, 1, 4, 3, 2, 8, 1); err == nil {
+	if err := AttentionForward(dev, buf, buf, buf, buf, buf, st, gpu.F32, 1, 4, 3, 2, 8, 1); err == nil {
 		t.Error("forward with H=3 not a multiple of KV=2 succeeded")
 	}
-	if err := AttentionForward(dev, buf, buf, buf, buf, buf, st, 1, 1, 1, 1, 257, 1); err == nil {
+	if err := AttentionForward(dev, buf, buf, buf, buf, buf, st, gpu.F32, 1, 1, 1, 1, 257, 1); err == nil {
 		t.Error("forward with D=257 succeeded")
 	}
-	if err := AttentionForward(dev, buf, buf, small, buf, buf, st, 1, 4, 2, 1, 8, 1); err == nil {
+	if err := AttentionForward(dev, buf, buf, small, buf, buf, st, gpu.F32, 1, 4, 2, 1, 8, 1); err == nil {
 		t.Error("forward with q too small for (1,4,2,8) succeeded")
 	}
-	if err := AttentionBackward(dev, buf, small, buf, buf, buf, buf, buf, buf, buf, st, 1, 4, 2, 1, 8, 1); err == nil {
+	if err := AttentionBackward(dev, buf, small, buf, buf, buf, buf, buf, buf, buf, st, gpu.F32, 1, 4, 2, 1, 8, 1); err == nil {
 		t.Error("backward with dk too small succeeded")
 	}
-	if err := AttentionBackward(dev, buf, buf, buf, buf, buf, buf, buf, buf, buf, st, 0, 4, 2, 1, 8, 1); err == nil {
+	if err := AttentionBackward(dev, buf, buf, buf, buf, buf, buf, buf, buf, buf, st, gpu.F32, 0, 4, 2, 1, 8, 1); err == nil {
 		t.Error("backward with B=0 succeeded")
 	}
 }
@@ -340,7 +380,7 @@ func BenchmarkAttentionForward(b *testing.B) {
 			out, lse, st := output(b, nq), output(b, sh.B*sh.H*sh.T), attentionStart(b, sh)
 			scale := float32(1 / math.Sqrt(float64(sh.D)))
 			run := func() {
-				if err := AttentionForward(dev, out, lse, q, k, v, st, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+				if err := AttentionForward(dev, out, lse, q, k, v, st, gpu.F32, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -382,11 +422,11 @@ func BenchmarkAttentionBackward(b *testing.B) {
 			out, lse, st := output(b, nq), output(b, sh.B*sh.H*sh.T), attentionStart(b, sh)
 			dq, dk, dv := output(b, nq), output(b, nk), output(b, nk)
 			scale := float32(1 / math.Sqrt(float64(sh.D)))
-			if err := AttentionForward(dev, out, lse, q, k, v, st, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+			if err := AttentionForward(dev, out, lse, q, k, v, st, gpu.F32, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
 				b.Fatal(err)
 			}
 			run := func() {
-				if err := AttentionBackward(dev, dq, dk, dv, dout, q, k, v, out, lse, st, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+				if err := AttentionBackward(dev, dq, dk, dv, dout, q, k, v, out, lse, st, gpu.F32, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -445,14 +485,14 @@ func TestAttentionDecode(t *testing.T) {
 			}
 			ob, lb := output(t, len(qn)), output(t, sh.B*sh.H*tq)
 			if err := AttentionDecode(dev, ob, lb, upload(t, qn, gpu.F32), upload(t, kc, gpu.F32), upload(t, vc, gpu.F32),
-				attentionStart(t, sh), sh.B, tq, tc.tk, tc.q0, sh.H, sh.KV, sh.D, float32(scale)); err != nil {
+				attentionStart(t, sh), gpu.F32, sh.B, tq, tc.tk, tc.q0, sh.H, sh.KV, sh.D, float32(scale)); err != nil {
 				t.Fatal(err)
 			}
 			// Same tolerance as TestAttentionForward (unit-scale q).
 			assertClose(t, "out", download(t, ob, len(qn), gpu.F32), wantRows, tol{Atol: 4e-6 * math.Sqrt(float64(sh.D)), Rtol: 1e-5})
 		})
 	}
-	if err := AttentionDecode(dev, output(t, 8), output(t, 1), output(t, 8), output(t, 8), output(t, 8), output(t, 1), 1, 1, 1, 1, 1, 1, 8, 1); err == nil {
+	if err := AttentionDecode(dev, output(t, 8), output(t, 1), output(t, 8), output(t, 8), output(t, 8), output(t, 1), gpu.F32, 1, 1, 1, 1, 1, 1, 8, 1); err == nil {
 		t.Error("decode at a position past the cache was accepted")
 	}
 }
