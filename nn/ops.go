@@ -151,7 +151,7 @@ func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := wgsl.EmbeddingForward(t.D, out.Buf, table.Buf, ids, table.DType, n, c, v); err != nil {
+	if err := wgsl.EmbeddingForward(t.D, out.Buf, table.Buf, ids, table.DType, out.DType, n, c, v); err != nil {
 		out.Release()
 		return nil, fmt.Errorf("embedding %s: %w", table.Name, err)
 	}
@@ -169,7 +169,7 @@ func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) 
 			if err != nil {
 				return err
 			}
-			return wgsl.EmbeddingBackward(t.D, dt, out.grad, ids, n, c, v, acc)
+			return wgsl.EmbeddingBackward(t.D, dt, out.grad, ids, out.GradDType(), n, c, v, acc)
 		},
 	})
 	return out, nil

@@ -13,10 +13,21 @@ type EmbeddingParams struct {
 	_           uint32
 }
 
-func embeddingKernel(d *gpu.Device, entry string, tt gpu.DType) (*gpu.Kernel, error) {
+func embeddingKernel(d *gpu.Device, entry string, tt, xt gpu.DType) (*gpu.Kernel, error) {
+	name := "embedding/" + entry + "/" + tt.String()
+	if xt != gpu.F32 {
+		name += "/x" + xt.String()
+	}
+	if k, ok := d.CachedKernel(name); ok {
+		return k, nil
+	}
+	subst := pairSubst(nil, "T", "table", tt)
+	dtypeSubst(d, subst, "X", "x", xt)
+	dtypeSubst(d, subst, "OUT", "out", xt)
+	dtypeSubst(d, subst, "DOUT", "dout", xt)
 	return d.Kernel(gpu.KernelSpec{
-		Name:       "embedding/" + entry + "/" + tt.String(),
-		Source:     Source("embedding", pairSubst(nil, "T", "table", tt)),
+		Name:       name,
+		Source:     Source("embedding", subst),
 		Entry:      entry,
 		Bindings:   []gpu.Access{rw, ro, ro},
 		ParamsSize: gpu.ParamsSize(EmbeddingParams{}),
@@ -33,10 +44,11 @@ func embeddingCheck(op string, n, c, vocab int) error {
 	return nil
 }
 
-// EmbeddingForward records out (n, c) f32 = rows ids[i] of table (vocab, c),
-// f32 or f16 (tt); ids is a u32 buffer of n. An id >= vocab gives a row of
-// zeros (a kernel cannot fail; the host validates ids beforehand).
-func EmbeddingForward(d *gpu.Device, out, table, ids *gpu.Buffer, tt gpu.DType, n, c, vocab int) error {
+// EmbeddingForward records out (n, c) of dtype xt = rows ids[i] of table
+// (vocab, c), f32 or f16 (tt); ids is a u32 buffer of n. An id >= vocab
+// gives a row of zeros (a kernel cannot fail; the host validates ids
+// beforehand).
+func EmbeddingForward(d *gpu.Device, out, table, ids *gpu.Buffer, tt, xt gpu.DType, n, c, vocab int) error {
 	const op = "embedding"
 	if err := embeddingCheck(op, n, c, vocab); err != nil {
 		return err
@@ -44,8 +56,11 @@ func EmbeddingForward(d *gpu.Device, out, table, ids *gpu.Buffer, tt gpu.DType, 
 	if tt != gpu.F32 && tt != gpu.F16 {
 		return fmt.Errorf("wgsl: %s: table dtype %v, want f32 or f16", op, tt)
 	}
-	if need := 4 * int64(n) * int64(c); out.Size() < need {
-		return fmt.Errorf("wgsl: %s: out needs %d bytes for (%d,%d) f32, buffer holds %d", op, need, n, c, out.Size())
+	if need := xt.Bytes(n * c); out.Size() < need {
+		return fmt.Errorf("wgsl: %s: out needs %d bytes for (%d,%d) %v, buffer holds %d", op, need, n, c, xt, out.Size())
+	}
+	if err := f16Writable(d, op, "out", xt); err != nil {
+		return err
 	}
 	if need := tt.Bytes(vocab * c); table.Size() < need {
 		return fmt.Errorf("wgsl: %s: table needs %d bytes for (%d,%d) %v, buffer holds %d", op, need, vocab, c, tt, table.Size())
@@ -56,7 +71,7 @@ func EmbeddingForward(d *gpu.Device, out, table, ids *gpu.Buffer, tt gpu.DType, 
 	if err := rmsnormDistinct(op, []string{"out", "table", "ids"}, out, table, ids); err != nil {
 		return err
 	}
-	k, err := embeddingKernel(d, "forward", tt)
+	k, err := embeddingKernel(d, "forward", tt, xt)
 	if err != nil {
 		return err
 	}
@@ -66,10 +81,10 @@ func EmbeddingForward(d *gpu.Device, out, table, ids *gpu.Buffer, tt gpu.DType, 
 }
 
 // EmbeddingBackward records dtable[ids[i]] += dout[i] for i = 0..n-1, with
-// dtable (vocab, c) f32 and dout (n, c) f32; if !accumulate dtable is zeroed
-// first (one more dispatch). Repeated ids sum, in the order of i:
-// deterministic, no atomics. Ids >= vocab are skipped.
-func EmbeddingBackward(d *gpu.Device, dtable, dout, ids *gpu.Buffer, n, c, vocab int, accumulate bool) error {
+// dtable (vocab, c) f32 and dout (n, c) of dtype xt; if !accumulate dtable
+// is zeroed first (one more dispatch). Repeated ids sum in f32, in the
+// order of i: deterministic, no atomics. Ids >= vocab are skipped.
+func EmbeddingBackward(d *gpu.Device, dtable, dout, ids *gpu.Buffer, xt gpu.DType, n, c, vocab int, accumulate bool) error {
 	const op = "embedding backward"
 	if err := embeddingCheck(op, n, c, vocab); err != nil {
 		return err
@@ -77,8 +92,8 @@ func EmbeddingBackward(d *gpu.Device, dtable, dout, ids *gpu.Buffer, n, c, vocab
 	if need := 4 * int64(vocab) * int64(c); dtable.Size() < need {
 		return fmt.Errorf("wgsl: %s: dtable needs %d bytes for (%d,%d) f32, buffer holds %d", op, need, vocab, c, dtable.Size())
 	}
-	if need := 4 * int64(n) * int64(c); dout.Size() < need {
-		return fmt.Errorf("wgsl: %s: dout needs %d bytes for (%d,%d) f32, buffer holds %d", op, need, n, c, dout.Size())
+	if need := xt.Bytes(n * c); dout.Size() < need {
+		return fmt.Errorf("wgsl: %s: dout needs %d bytes for (%d,%d) %v, buffer holds %d", op, need, n, c, xt, dout.Size())
 	}
 	if need := 4 * int64(n); ids.Size() < need {
 		return fmt.Errorf("wgsl: %s: ids needs %d bytes for %d u32, buffer holds %d", op, need, n, ids.Size())
@@ -89,7 +104,7 @@ func EmbeddingBackward(d *gpu.Device, dtable, dout, ids *gpu.Buffer, n, c, vocab
 	p := gpu.Params(EmbeddingParams{N: uint32(n), C: uint32(c), Vocab: uint32(vocab)})
 	bufs := []*gpu.Buffer{dtable, dout, ids}
 	if !accumulate {
-		kz, err := embeddingKernel(d, "zero", gpu.F32)
+		kz, err := embeddingKernel(d, "zero", gpu.F32, xt)
 		if err != nil {
 			return err
 		}
@@ -98,7 +113,7 @@ func EmbeddingBackward(d *gpu.Device, dtable, dout, ids *gpu.Buffer, n, c, vocab
 			return err
 		}
 	}
-	k, err := embeddingKernel(d, "backward", gpu.F32)
+	k, err := embeddingKernel(d, "backward", gpu.F32, xt)
 	if err != nil {
 		return err
 	}

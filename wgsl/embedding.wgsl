@@ -3,7 +3,7 @@
 //
 // Shapes: table, dtable (V,C) row-major, V the vocabulary and C the hidden
 // size; table f32 or f16 pairs ({{T_T}}), dtable f32; ids (N) u32 with N the
-// tokens (B*T); out, dout (N,C) f32.
+// tokens (B*T); out, dout (N,C) f32 or f16 ({{X_T}}; sums in f32).
 // An id >= V cannot raise an error on the GPU: forward writes a row of
 // zeros for it and backward skips it. The host validates ids beforehand.
 //
@@ -29,14 +29,16 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 
 // forward
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
 @group(0) @binding(1) var<storage, read> table: array<{{T_T}}>;
 
 // zero, backward
 @group(0) @binding(0) var<storage, read_write> dtable: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<{{X_T}}>;
 
 {{T_AT}}
+{{OUT_ST}}
+{{DOUT_AT}}
 
 const WG: u32 = 256u;
 const BW_WG: u32 = 64u;
@@ -48,7 +50,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 	let id = ids[t / p.c];
 	var v = 0.0;
 	if (id < p.vocab) { v = table_at(id * p.c + t % p.c); }
-	out[t] = v;
+	out_st(t, v);
 }
 
 @compute @workgroup_size(256)
@@ -71,7 +73,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
 			for (var k = 0u; k < cnt; k++) {
 				let id = tile[k];
 				if (id < p.vocab) {
-					dtable[id * p.c + col] += dout[(i0 + k) * p.c + col];
+					dtable[id * p.c + col] += dout_at((i0 + k) * p.c + col);
 				}
 			}
 		}

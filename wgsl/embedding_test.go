@@ -65,18 +65,21 @@ var embeddingCases = []struct {
 	n, c, vocab int
 	tt          gpu.DType
 	oob         bool
+	xt          gpu.DType // out and dout
 }{
-	{1, 1, 1, gpu.F32, false},
-	{5, 7, 3, gpu.F16, false},   // odd c: f16 pairs straddle rows
-	{37, 64, 50, gpu.F32, true}, // out-of-range ids
-	{300, 3, 11, gpu.F16, true}, // 900 elements; 300 ids: 4 full tiles + 44
-	{20, 130, 1000, gpu.F32, false},
-	{130, 65, 9, gpu.F32, false}, // many repeats, columns past one workgroup
+	{1, 1, 1, gpu.F32, false, gpu.F32},
+	{5, 7, 3, gpu.F16, false, gpu.F32},   // odd c: f16 pairs straddle rows
+	{37, 64, 50, gpu.F32, true, gpu.F32}, // out-of-range ids
+	{300, 3, 11, gpu.F16, true, gpu.F32}, // 900 elements; 300 ids: 4 full tiles + 44
+	{20, 130, 1000, gpu.F32, false, gpu.F32},
+	{130, 65, 9, gpu.F32, false, gpu.F32}, // many repeats, columns past one workgroup
+	{5, 7, 3, gpu.F16, false, gpu.F16},    // 16-bit activations
+	{130, 65, 9, gpu.F16, true, gpu.F16},
 }
 
 func TestEmbeddingForward(t *testing.T) {
 	for ci, tc := range embeddingCases {
-		t.Run(fmt.Sprintf("N%d_C%d_V%d_%v_oob%v", tc.n, tc.c, tc.vocab, tc.tt, tc.oob), func(t *testing.T) {
+		t.Run(fmt.Sprintf("N%d_C%d_V%d_%v_oob%v_x%v", tc.n, tc.c, tc.vocab, tc.tt, tc.oob, tc.xt), func(t *testing.T) {
 			r := rng(uint64(800 + ci))
 			table := roundTo(randn(r, tc.vocab*tc.c, 1), tc.tt)
 			ids := embeddingIDs(uint64(ci), tc.n, tc.vocab, tc.oob)
@@ -84,12 +87,13 @@ func TestEmbeddingForward(t *testing.T) {
 			// of vocab would read it rather than a zero of robust access.
 			guard := append(slices.Clone(table), slices.Repeat([]float64{1}, tc.c)...)
 			tb, ib := upload(t, guard, tc.tt), uploadU32(t, ids)
-			ob := output(t, tc.n*tc.c)
-			if err := EmbeddingForward(dev, ob, tb, ib, tc.tt, tc.n, tc.c, tc.vocab); err != nil {
+			ob := outputOf(t, tc.n*tc.c, tc.xt)
+			if err := EmbeddingForward(dev, ob, tb, ib, tc.tt, tc.xt, tc.n, tc.c, tc.vocab); err != nil {
 				t.Fatal(err)
 			}
-			// A copy (f16 -> f32 widening is exact): equal, no tolerance.
-			assertClose(t, "out", download(t, ob, tc.n*tc.c, gpu.F32), refEmbedding(table, ids, tc.c, tc.vocab), tol{})
+			// A copy (f16 -> f32 widening is exact; the f16 tables of the
+			// f16 cases round to f16 exactly): equal, no tolerance.
+			assertClose(t, "out", download(t, ob, tc.n*tc.c, tc.xt), refEmbedding(table, ids, tc.c, tc.vocab), tol{})
 		})
 	}
 }
@@ -97,10 +101,10 @@ func TestEmbeddingForward(t *testing.T) {
 func TestEmbeddingBackward(t *testing.T) {
 	for ci, tc := range embeddingCases {
 		for _, acc := range []bool{false, true} {
-			t.Run(fmt.Sprintf("N%d_C%d_V%d_oob%v_acc%v", tc.n, tc.c, tc.vocab, tc.oob, acc), func(t *testing.T) {
+			t.Run(fmt.Sprintf("N%d_C%d_V%d_oob%v_acc%v_x%v", tc.n, tc.c, tc.vocab, tc.oob, acc, tc.xt), func(t *testing.T) {
 				r := rng(uint64(900 + ci))
 				ids := embeddingIDs(uint64(ci), tc.n, tc.vocab, tc.oob)
-				dout := roundTo(randn(r, tc.n*tc.c, 1), gpu.F32)
+				dout := roundTo(randn(r, tc.n*tc.c, 1), tc.xt)
 				var dt0 []float64
 				if acc {
 					dt0 = roundTo(randn(r, tc.vocab*tc.c, 1), gpu.F32)
@@ -114,8 +118,8 @@ func TestEmbeddingBackward(t *testing.T) {
 				}
 				initial = append(initial, slices.Repeat([]float64{7}, tc.c)...)
 				db := outputWith(t, initial)
-				ob, ib := upload(t, dout, gpu.F32), uploadU32(t, ids)
-				if err := EmbeddingBackward(dev, db, ob, ib, tc.n, tc.c, tc.vocab, acc); err != nil {
+				ob, ib := upload(t, dout, tc.xt), uploadU32(t, ids)
+				if err := EmbeddingBackward(dev, db, ob, ib, tc.xt, tc.n, tc.c, tc.vocab, acc); err != nil {
 					t.Fatal(err)
 				}
 				got := download(t, db, (tc.vocab+1)*tc.c, gpu.F32)
@@ -138,7 +142,7 @@ func TestEmbeddingBackward(t *testing.T) {
 
 				// Run again on the same input: bitwise the same result.
 				db = outputWith(t, initial)
-				if err := EmbeddingBackward(dev, db, ob, ib, tc.n, tc.c, tc.vocab, acc); err != nil {
+				if err := EmbeddingBackward(dev, db, ob, ib, tc.xt, tc.n, tc.c, tc.vocab, acc); err != nil {
 					t.Fatal(err)
 				}
 				if again := download(t, db, tc.vocab*tc.c, gpu.F32); !slices.Equal(again, got[:tc.vocab*tc.c]) {
@@ -170,7 +174,7 @@ func TestEmbeddingBackwardCentralDiff(t *testing.T) {
 	// L is linear in the table: exact up to float64 cancellation (~1e-12).
 	assertClose(t, "ref backward vs central diff", refEmbeddingBackward(g, ids, c, vocab, nil), num, tol{Atol: 1e-9, Rtol: 1e-9})
 	db := output(t, vocab*c)
-	if err := EmbeddingBackward(dev, db, upload(t, g, gpu.F32), uploadU32(t, ids), n, c, vocab, false); err != nil {
+	if err := EmbeddingBackward(dev, db, upload(t, g, gpu.F32), uploadU32(t, ids), gpu.F32, n, c, vocab, false); err != nil {
 		t.Fatal(err)
 	}
 	// Sums of at most three f32 terms of unit scale: 3 roundings, < 1e-6.
@@ -181,19 +185,19 @@ func TestEmbeddingRejects(t *testing.T) {
 	table := output(t, 12)
 	ids := uploadU32(t, []uint32{0, 1, 2})
 	out := output(t, 9)
-	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, 3, 4, 3); err == nil {
+	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, gpu.F32, 3, 4, 3); err == nil {
 		t.Error("forward with out too small for (3,4) succeeded")
 	}
-	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, 3, 3, 5); err == nil {
+	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, gpu.F32, 3, 3, 5); err == nil {
 		t.Error("forward with table too small for (5,3) succeeded")
 	}
-	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, 4, 2, 3); err == nil {
+	if err := EmbeddingForward(dev, out, table, ids, gpu.F32, gpu.F32, 4, 2, 3); err == nil {
 		t.Error("forward with ids too short for 4 succeeded")
 	}
-	if err := EmbeddingBackward(dev, table, out, ids, 3, 3, 5, false); err == nil {
+	if err := EmbeddingBackward(dev, table, out, ids, gpu.F32, 3, 3, 5, false); err == nil {
 		t.Error("backward with dtable too small for (5,3) succeeded")
 	}
-	if err := EmbeddingBackward(dev, table, table, ids, 3, 3, 4, true); err == nil {
+	if err := EmbeddingBackward(dev, table, table, ids, gpu.F32, 3, 3, 4, true); err == nil {
 		t.Error("backward with dtable == dout succeeded")
 	}
 	sync(t)
