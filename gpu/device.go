@@ -149,14 +149,16 @@ type devBuf struct {
 // OpenDry returns a device that allocates nothing and runs nothing: buffers
 // are only accounted, kernels are not compiled, reads return zeros. Running
 // a training step on it gives the exact memory table of that step on a
-// real adapter with these limits, from the model config alone: `lomo plan`
-// is built on it.
+// real adapter with these limits and shader-f16 (which every current GPU
+// has: 16-bit models then keep 16-bit activations), from the model config
+// alone: `lomo plan` is built on it.
 func OpenDry(name string, limits Limits) *Device {
 	if limits.MinUniformBufferOffsetAlign == 0 {
 		limits.MinUniformBufferOffsetAlign = 256
 	}
 	d := &Device{
-		Info:    AdapterInfo{Name: name, Type: "dry", Backend: "none", Limits: limits},
+		Info:    AdapterInfo{Name: name, Type: "dry", Backend: "none", Limits: limits, Caps: Caps{F16: true}},
+		Caps:    Caps{F16: true},
 		cache:   map[cacheKey][]*devBuf{},
 		kernels: map[string]*Kernel{},
 		limits:  limits,

@@ -65,8 +65,8 @@ func (m *Llama) Generate(prompt []int, opt SampleOptions, onToken func(id int) e
 	return out, nil
 }
 
-// kvCache holds, per layer, the keys and values (1, capacity, KV, D) f32
-// of the tokens of one sequence seen so far.
+// kvCache holds, per layer, the keys and values (1, capacity, KV, D) of the
+// tokens of one sequence seen so far, in the model's activation dtype.
 type kvCache struct {
 	k, v        []*gpu.Buffer
 	capacity, n int
@@ -74,7 +74,7 @@ type kvCache struct {
 
 func (m *Llama) newKVCache(capacity int) (*kvCache, error) {
 	c := &kvCache{capacity: capacity}
-	bytes := 4 * int64(capacity*m.Cfg.NumKVHeads*m.Cfg.HeadDim)
+	bytes := m.ActivationDType().Bytes(capacity * m.Cfg.NumKVHeads * m.Cfg.HeadDim)
 	for range m.Layers {
 		k, err := m.d.NewBuffer(gpu.TagActivation, bytes)
 		if err != nil {
@@ -118,6 +118,7 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 	cfg := m.Cfg
 	hd, kvRow := cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
 	scale := float32(1 / math.Sqrt(float64(hd)))
+	elem := m.ActivationDType().Bytes(2) / 2 // bytes per element
 	t := NewTape(m.d, false)
 	x, err := t.Embedding(m.Embed, in.IDs, n) // (n,C)
 	if err != nil {
@@ -126,14 +127,14 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 	for li, l := range m.Layers {
 		y, err := m.blockWith(t, l, x, in, func(q, k, v *Tensor) (*Tensor, error) {
 			// k, v (n,KV*D) -> cache rows c.n..c.n+n-1
-			off, size := 4*int64(c.n*kvRow), 4*int64(n*kvRow)
+			off, size := elem*int64(c.n*kvRow), elem*int64(n*kvRow)
 			if err := m.d.Copy(k.Buf, 0, c.k[li], off, size); err != nil {
 				return nil, err
 			}
 			if err := m.d.Copy(v.Buf, 0, c.v[li], off, size); err != nil {
 				return nil, err
 			}
-			o, err := t.activation(n, cfg.NumHeads*hd)
+			o, err := t.activation(q.DType, n, cfg.NumHeads*hd)
 			if err != nil {
 				return nil, err
 			}
@@ -159,12 +160,12 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 	}
 	defer x.Release()
 	// Only the last row goes through the final norm and the head.
-	last, err := t.activation(1, cfg.HiddenSize)
+	last, err := t.activation(x.DType, 1, cfg.HiddenSize)
 	if err != nil {
 		return nil, err
 	}
 	defer last.Release()
-	row := 4 * int64(cfg.HiddenSize)
+	row := elem * int64(cfg.HiddenSize)
 	if err := m.d.Copy(x.Buf, int64(n-1)*row, last.Buf, 0, row); err != nil {
 		return nil, err
 	}
@@ -173,7 +174,7 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 		return nil, err
 	}
 	defer h.Release()
-	logits, err := t.Linear(h, m.Head) // (1,V)
+	logits, err := t.LinearF32(h, m.Head) // (1,V)
 	if err != nil {
 		return nil, err
 	}

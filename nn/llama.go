@@ -454,8 +454,12 @@ func (m *Llama) Logits(t *Tape, in *Inputs) (*Tensor, error) {
 		return nil, err
 	}
 	defer h.Release()
-	return t.Linear(h, m.Head)
+	return t.LinearF32(h, m.Head)
 }
+
+// ActivationDType is the dtype of the model's activations on its device
+// (nn.ActivationDType).
+func (m *Llama) ActivationDType() gpu.DType { return ActivationDType(m.d, m.Embed.DType) }
 
 // Loss runs the model and the cross-entropy against in.Labels: the per-token
 // losses (N), to read and to call Backward on. With tied embeddings and
@@ -480,7 +484,7 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 			t.DeferGrad(m.Embed, func(dst *gpu.Buffer, acc bool) error { return m.tiedHeadGrad(t, h, in, opt, dst, acc) }, h.Release)
 		}
 	} else {
-		logits, err = t.Linear(h, m.Head)
+		logits, err = t.LinearF32(h, m.Head)
 	}
 	if err != nil {
 		return nil, err
@@ -492,12 +496,12 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 // tiedHeadGrad recomputes dlogits from h and adds dlogitsᵀ·h to dst (V,C).
 func (m *Llama) tiedHeadGrad(t *Tape, h *Tensor, in *Inputs, opt LossOptions, dst *gpu.Buffer, acc bool) error {
 	sub := NewTape(t.D, false)
-	logits, err := sub.Linear(h, m.Head) // (N,V)
+	logits, err := sub.LinearF32(h, m.Head) // (N,V)
 	if err != nil {
 		return err
 	}
 	defer logits.Release()
-	loss, err := t.activation(logits.Shape[0])
+	loss, err := t.activation(gpu.F32, logits.Shape[0])
 	if err != nil {
 		return err
 	}
@@ -507,5 +511,5 @@ func (m *Llama) tiedHeadGrad(t *Tape, h *Tensor, in *Inputs, opt LossOptions, ds
 		return err
 	}
 	// dlogitsᵀ (V,N) · h (N,C) -> dE (V,C)
-	return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst}, wgsl.Mat{Buf: logits.Buf, T: true}, wgsl.Mat{Buf: h.Buf}, v, c, n, 1, 1, beta(acc))
+	return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst}, wgsl.Mat{Buf: logits.Buf, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType}, v, c, n, 1, 1, beta(acc))
 }

@@ -11,33 +11,55 @@ import (
 // Shape letters: N rows (B*T tokens), C channels, K input features, O output
 // features, H heads, KV key/value heads, D head size, F FFN size, V vocab.
 
-func (t *Tape) activation(shape ...int) (*Tensor, error) {
-	return NewTensor(t.D, gpu.TagActivation, gpu.F32, shape...)
+// activation allocates an activation of dtype dt. Activations follow the
+// dtype of the op's input, which the embedding sets (ActivationDType):
+// 16-bit models keep 16-bit activations and activation gradients, with f32
+// arithmetic in every kernel, as the reference does; per-row statistics
+// (rstd, lse), logits and losses stay f32.
+func (t *Tape) activation(dt gpu.DType, shape ...int) (*Tensor, error) {
+	return NewTensor(t.D, gpu.TagActivation, dt, shape...)
+}
+
+// ActivationDType is the dtype of the activations of a model whose
+// embedding table is of dtype table: f16 for an f16 table on adapters that
+// write f16 (shader-f16), f32 otherwise.
+func ActivationDType(d *gpu.Device, table gpu.DType) gpu.DType {
+	if table == gpu.F16 && d.Caps.F16 {
+		return gpu.F16
+	}
+	return gpu.F32
 }
 
 func rows(x *Tensor) int { return x.Len() / x.Shape[len(x.Shape)-1] }
 
-// Linear: y (N,O) = x (N,K) · Wᵀ, W (O,K) as stored by Hugging Face.
-// Backward: dW += dyᵀ·x, dx += dy·W. Saves x.
-func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) { return t.linear(x, w, true) }
+// Linear: y (N,O) = x (N,K) · Wᵀ, W (O,K) as stored by Hugging Face; y
+// has x's dtype. Backward: dW += dyᵀ·x, dx += dy·W. Saves x.
+func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) { return t.linear(x, w, true, x.DType) }
 
-// linearNoWeightGrad is Linear whose backward computes dx only; the caller
-// supplies W's gradient another way (Tape.DeferGrad) and W's use is not
-// counted here.
-func (t *Tape) linearNoWeightGrad(x *Tensor, w *Param) (*Tensor, error) { return t.linear(x, w, false) }
+// LinearF32 is Linear with an f32 output whatever x's dtype (the logits).
+func (t *Tape) LinearF32(x *Tensor, w *Param) (*Tensor, error) {
+	return t.linear(x, w, true, gpu.F32)
+}
 
-func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool) (*Tensor, error) {
+// linearNoWeightGrad is LinearF32 whose backward computes dx only; the
+// caller supplies W's gradient another way (Tape.DeferGrad) and W's use is
+// not counted here.
+func (t *Tape) linearNoWeightGrad(x *Tensor, w *Param) (*Tensor, error) {
+	return t.linear(x, w, false, gpu.F32)
+}
+
+func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tensor, error) {
 	n, k := rows(x), x.Shape[len(x.Shape)-1]
 	o := w.Shape[0]
 	if w.Cols() != k {
 		return nil, fmt.Errorf("%w: linear %s: x %v, W %v", ErrShape, w.Name, x.Shape, w.Shape)
 	}
-	y, err := t.activation(n, o)
+	y, err := t.activation(yt, n, o)
 	if err != nil {
 		return nil, err
 	}
 	// x (N,K) · W (O,K)ᵀ -> y (N,O)
-	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: y.Buf}, wgsl.Mat{Buf: x.Buf}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}, n, o, k, 1, 1, 0); err != nil {
+	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: y.Buf, DType: y.DType}, wgsl.Mat{Buf: x.Buf, DType: x.DType}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}, n, o, k, 1, 1, 0); err != nil {
 		y.Release()
 		return nil, fmt.Errorf("linear %s: %w", w.Name, err)
 	}
@@ -65,7 +87,7 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool) (*Tensor, error) {
 					return err
 				}
 				// dyᵀ (O,N) · x (N,K) -> dW (O,K)
-				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw}, wgsl.Mat{Buf: y.grad, T: true}, wgsl.Mat{Buf: x.Buf}, o, k, n, 1, 1, beta(acc)); err != nil {
+				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType(), T: true}, wgsl.Mat{Buf: x.Buf, DType: x.DType}, o, k, n, 1, 1, beta(acc)); err != nil {
 					return err
 				}
 			}
@@ -75,7 +97,7 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool) (*Tensor, error) {
 					return err
 				}
 				// dy (N,O) · W (O,K) -> dx (N,K)
-				return wgsl.Matmul(t.D, wgsl.Mat{Buf: dx}, wgsl.Mat{Buf: y.grad}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, k, o, 1, 1, beta(acc))
+				return wgsl.Matmul(t.D, wgsl.Mat{Buf: dx, DType: x.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType()}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, k, o, 1, 1, beta(acc))
 			}
 			return nil
 		},
@@ -96,11 +118,11 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 	if w.Len() != c {
 		return nil, fmt.Errorf("%w: rmsnorm %s: x %v, w %v", ErrShape, w.Name, x.Shape, w.Shape)
 	}
-	y, err := t.activation(n, c)
+	y, err := t.activation(x.DType, n, c)
 	if err != nil {
 		return nil, err
 	}
-	rstd, err := t.activation(n)
+	rstd, err := t.activation(gpu.F32, n)
 	if err != nil {
 		y.Release()
 		return nil, err
@@ -128,7 +150,7 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 				return err
 			}
 			if !x.needsGrad {
-				tmp, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(x.Len()))
+				tmp, err := t.D.NewBuffer(gpu.TagActivation, x.GradDType().Bytes(x.Len()))
 				if err != nil {
 					return err
 				}
@@ -147,7 +169,7 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 // validated against the vocabulary by the caller.
 func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) {
 	v, c := table.Shape[0], table.Shape[1]
-	out, err := t.activation(n, c)
+	out, err := t.activation(ActivationDType(t.D, table.DType), n, c)
 	if err != nil {
 		return nil, err
 	}
@@ -214,11 +236,11 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 	if rows(q) != n || q.Len() != n*s.H*s.D || k.Len() != n*s.KV*s.D || v.Len() != k.Len() {
 		return nil, fmt.Errorf("%w: attention q %v k %v v %v for %+v", ErrShape, q.Shape, k.Shape, v.Shape, s)
 	}
-	out, err := t.activation(n, s.H*s.D)
+	out, err := t.activation(q.DType, n, s.H*s.D)
 	if err != nil {
 		return nil, err
 	}
-	lse, err := t.activation(s.B, s.H, s.T)
+	lse, err := t.activation(gpu.F32, s.B, s.H, s.T)
 	if err != nil {
 		out.Release()
 		return nil, err
@@ -258,7 +280,7 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 					b, _, err := t.gradOf(x)
 					return b, err
 				}
-				b, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(x.Len()))
+				b, err := t.D.NewBuffer(gpu.TagActivation, x.GradDType().Bytes(x.Len()))
 				tmps = append(tmps, b)
 				return b, err
 			}
@@ -296,7 +318,7 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 	if g.Len() != u.Len() {
 		return nil, fmt.Errorf("%w: swiglu g %v u %v", ErrShape, g.Shape, u.Shape)
 	}
-	h, err := t.activation(g.Shape...)
+	h, err := t.activation(g.DType, g.Shape...)
 	if err != nil {
 		return nil, err
 	}
@@ -335,7 +357,7 @@ func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
 	if a.Len() != b.Len() {
 		return nil, fmt.Errorf("%w: add %v + %v", ErrShape, a.Shape, b.Shape)
 	}
-	y, err := t.activation(a.Shape...)
+	y, err := t.activation(a.DType, a.Shape...)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +407,10 @@ type LossOptions struct {
 // must not be read afterwards. The result is the tensor to call Backward on.
 func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions) (*Tensor, error) {
 	n, v := rows(logits), logits.Shape[len(logits.Shape)-1]
-	loss, err := t.activation(n)
+	if logits.DType != gpu.F32 {
+		return nil, fmt.Errorf("cross entropy: logits are %v, want f32 (Tape.LinearF32)", logits.DType)
+	}
+	loss, err := t.activation(gpu.F32, n)
 	if err != nil {
 		return nil, err
 	}

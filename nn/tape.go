@@ -134,7 +134,7 @@ func (t *Tape) gradOf(x *Tensor) (*gpu.Buffer, bool, error) {
 	if x.param != nil {
 		tag = gpu.TagGrad
 	}
-	b, err := t.D.NewBuffer(tag, 4*int64(x.Len()))
+	b, err := t.D.NewBuffer(tag, x.GradDType().Bytes(x.Len()))
 	if err != nil {
 		return nil, false, err
 	}
@@ -153,7 +153,7 @@ func (t *Tape) addGrad(x *Tensor, write func(dst *gpu.Buffer) error) error {
 		}
 		return write(dst)
 	}
-	tmp, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(x.Len()))
+	tmp, err := t.D.NewBuffer(gpu.TagActivation, x.GradDType().Bytes(x.Len()))
 	if err != nil {
 		return err
 	}

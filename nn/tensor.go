@@ -13,8 +13,8 @@ import (
 // ErrShape is wrapped by every shape mismatch.
 var ErrShape = errors.New("nn: shape mismatch")
 
-// Tensor is a dense row-major array on the device. Activations are f32;
-// parameters may be f16. A Tensor is reference counted: ops that save it for
+// Tensor is a dense row-major array on the device. Parameters are f32 or
+// f16; activations follow the model (ActivationDType). A Tensor is reference counted: ops that save it for
 // backward retain it, and its buffer returns to the device when the last
 // holder releases it.
 type Tensor struct {
@@ -28,8 +28,15 @@ type Tensor struct {
 	param     *Param
 }
 
-// GradDType is the dtype of the tensor's gradient.
-func (t *Tensor) GradDType() gpu.DType { return gpu.F32 }
+// GradDType is the dtype of the tensor's gradient: an activation's is its
+// own dtype; a parameter's is f32 whatever its storage (the optimizers
+// read f32 gradients).
+func (t *Tensor) GradDType() gpu.DType {
+	if t.param != nil {
+		return gpu.F32
+	}
+	return t.DType
+}
 
 // Len is the number of elements.
 func (t *Tensor) Len() int {
