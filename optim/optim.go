@@ -26,6 +26,10 @@ type Config struct {
 	Eps1, Eps2, ClipThreshold float64
 	// AdamW.
 	Beta1, Beta2, Eps float64
+	// LossScale is the initial loss scale under f16 parameters (LOMO's
+	// dynamic scaler; AdaLomo's static one); 0 is the reference's: 2^16
+	// for LOMO, 2^10 for AdaLomo.
+	LossScale float64
 }
 
 // Defaults fills zero fields with the reference defaults.
@@ -87,15 +91,19 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 	}
 	base := &fused{d: d, cfg: cfg, dtype: dt, scaler: NewStaticScaler(1), limit: float32(math.Inf(1))}
 	if dt == gpu.F16 {
-		// lomo keeps activations and gradients in f32. Under f16 storage a
-		// scaled gradient beyond the f16 range counts as an overflow, as it
-		// would in the reference's fp16 backward.
+		// Activations and their gradients are f16 (nn.ActivationDType) and
+		// overflow to Inf there; parameter gradients are f32, and one
+		// beyond the f16 range counts as an overflow too, as it would in
+		// the reference's fp16 backward.
 		base.limit = 65504
 	}
 	switch cfg.Name {
 	case "lomo":
 		if dt == gpu.F16 {
 			base.scaler = NewDynamicScaler()
+			if cfg.LossScale > 0 {
+				base.scaler.Scale = cfg.LossScale
+			}
 		}
 		base.update = base.lomoUpdate
 	case "adalomo":
@@ -104,6 +112,9 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 		}
 		if dt == gpu.F16 {
 			base.scaler = NewStaticScaler(1 << 10)
+			if cfg.LossScale > 0 {
+				base.scaler.Scale = cfg.LossScale
+			}
 		}
 		base.state = map[*nn.Param][2]*gpu.Buffer{}
 		base.update = base.adalomoUpdate
