@@ -263,11 +263,13 @@ func TestAttentionBackward(t *testing.T) {
 // moves delta = rowsum(dout*out) by up to 2^-11 * sum|dout*out|, and that
 // error reaches dq and dk through dS = P*(dout·v - delta).
 func TestAttentionF16(t *testing.T) {
+	needF16(t, gpu.F16)
 	for _, ci := range []int{1, 3, 5, 7} {
 		tc := attentionCases[ci]
 		t.Run(tc.sh.String(), func(t *testing.T) {
 			sh := tc.sh
 			r := rng(uint64(700 + ci))
+
 			scale := float64(float32(1 / math.Sqrt(float64(sh.D))))
 			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), gpu.F16)
 			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F16)

@@ -95,6 +95,11 @@ func EmbeddingBackward(d *gpu.Device, dtable, dout, ids *gpu.Buffer, xt gpu.DTyp
 	if need := xt.Bytes(n * c); dout.Size() < need {
 		return fmt.Errorf("wgsl: %s: dout needs %d bytes for (%d,%d) %v, buffer holds %d", op, need, n, c, xt, dout.Size())
 	}
+	// The module's forward writes out in xt: f16 needs shader-f16 even
+	// for this read-only use (16-bit activations exist only there).
+	if err := f16Writable(d, op, "dout", xt); err != nil {
+		return err
+	}
 	if need := 4 * int64(n); ids.Size() < need {
 		return fmt.Errorf("wgsl: %s: ids needs %d bytes for %d u32, buffer holds %d", op, need, n, ids.Size())
 	}

@@ -80,6 +80,7 @@ var embeddingCases = []struct {
 func TestEmbeddingForward(t *testing.T) {
 	for ci, tc := range embeddingCases {
 		t.Run(fmt.Sprintf("N%d_C%d_V%d_%v_oob%v_x%v", tc.n, tc.c, tc.vocab, tc.tt, tc.oob, tc.xt), func(t *testing.T) {
+			needF16(t, tc.xt)
 			r := rng(uint64(800 + ci))
 			table := roundTo(randn(r, tc.vocab*tc.c, 1), tc.tt)
 			ids := embeddingIDs(uint64(ci), tc.n, tc.vocab, tc.oob)
@@ -102,6 +103,7 @@ func TestEmbeddingBackward(t *testing.T) {
 	for ci, tc := range embeddingCases {
 		for _, acc := range []bool{false, true} {
 			t.Run(fmt.Sprintf("N%d_C%d_V%d_oob%v_acc%v_x%v", tc.n, tc.c, tc.vocab, tc.oob, acc, tc.xt), func(t *testing.T) {
+				needF16(t, tc.xt)
 				r := rng(uint64(900 + ci))
 				ids := embeddingIDs(uint64(ci), tc.n, tc.vocab, tc.oob)
 				dout := roundTo(randn(r, tc.n*tc.c, 1), tc.xt)

@@ -85,6 +85,18 @@ func uploadU32(t testing.TB, v []uint32) *gpu.Buffer {
 // outputWith makes an f32 buffer holding v (for kernels that accumulate).
 func outputWith(t testing.TB, v []float64) *gpu.Buffer { return upload(t, v, gpu.F32) }
 
+// needF16 skips a case with 16-bit activations on an adapter without
+// shader-f16 (the browser's SwiftShader): lomo keeps activations in f32
+// there, and the kernels refuse f16 outputs.
+func needF16(t *testing.T, dts ...gpu.DType) {
+	t.Helper()
+	for _, dt := range dts {
+		if dt == gpu.F16 && !dev.Caps.F16 {
+			t.Skipf("adapter %q has no shader-f16: activations stay f32 there", dev.Info.Name)
+		}
+	}
+}
+
 // outputOf is output for dtype dt: f16 NaN is 0x7e00.
 func outputOf(t testing.TB, n int, dt gpu.DType) *gpu.Buffer {
 	t.Helper()

@@ -72,6 +72,7 @@ func TestMatmul(t *testing.T) {
 	for ci, tc := range cases {
 		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v_a%v_c%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta, tc.at, tc.ct)
 		t.Run(name, func(t *testing.T) {
+			needF16(t, tc.ct)
 			r := rng(uint64(ci))
 			m, n, k, nb := tc.m, tc.n, tc.k, tc.batches
 			a := roundTo(randn(r, nb*m*k, 1), tc.at)

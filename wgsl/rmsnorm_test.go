@@ -111,6 +111,7 @@ var rmsnormCases = []struct {
 func TestRMSNormForward(t *testing.T) {
 	for ci, tc := range rmsnormCases {
 		t.Run(fmt.Sprintf("R%d_C%d_%v_x%v", tc.rows, tc.cols, tc.wt, tc.xt), func(t *testing.T) {
+			needF16(t, tc.xt)
 			r := rng(uint64(100 + ci))
 			R, C := tc.rows, tc.cols
 			const eps = 1e-5
@@ -146,6 +147,7 @@ func TestRMSNormBackward(t *testing.T) {
 	for ci, tc := range rmsnormCases {
 		for _, acc := range []bool{false, true} {
 			t.Run(fmt.Sprintf("R%d_C%d_%v_x%v_acc%v", tc.rows, tc.cols, tc.wt, tc.xt, acc), func(t *testing.T) {
+				needF16(t, tc.xt)
 				r := rng(uint64(200 + ci))
 				R, C := tc.rows, tc.cols
 				const eps = 1e-5

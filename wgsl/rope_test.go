@@ -107,6 +107,7 @@ func TestRoPE(t *testing.T) {
 	for ci, tc := range ropeCases {
 		for _, inv := range []bool{false, true} {
 			t.Run(fmt.Sprintf("R%d_H%d_D%d_theta%g_pos%d_inv%v_%v", tc.rows, tc.heads, tc.d, tc.theta, tc.maxPos, inv, tc.xt), func(t *testing.T) {
+				needF16(t, tc.xt)
 				r := rng(uint64(500 + ci))
 				n := tc.rows * tc.heads * tc.d
 				x := roundTo(randn(r, n, 1), tc.xt)
