@@ -52,8 +52,11 @@ print("card:", r["card"]); print("tests:", r["tests"])
 for d in r["devices"]:
     print(f'adapter [{d.get("index")}] {d.get("name")} ({d.get("type")}, {d.get("backend")}): caps {d.get("caps")}')
     print(f'  device limits {d.get("device_limits") or d.get("device_error")}')
+p = r["lomo"].get("probe")
+if p:
+    print(f'probe: fma f32 {p["fma_f32_gflops"]/1e3:.1f} TFLOP/s, fma f16 {p.get("fma_f16_gflops", 0)/1e3:.1f} TFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
 for k in r["lomo"].get("kernels", []):
-    print(f'{k["kernel"]:<22} {k["shape"]:>14} {k["gflops"]:10.1f} GFLOP/s')
+    print(f'{k["kernel"]:<22} {k["shape"]:>14} {k["gflops"]:10.1f} GFLOP/s {100*k.get("fraction_of_probe", 0):5.1f}% of probe')
 for s in r["lomo"].get("steps", []):
     print(f'lomo  {s["optimizer"]} B{s["batch"]} T{s["seq"]}: {s["step_seconds"]:.3f} s/step {s["tokens_per_sec"]:.0f} tok/s peak {s["peak_bytes"]/1e9:.2f} GB (plan {s["planned_bytes"]/1e9:.2f} GB) floor {s["floor_step_seconds"]:.3f} s')
 t = r["torch"]

@@ -142,6 +142,9 @@ type KernelBench struct {
 	Shape   string  `json:"shape"`
 	Seconds float64 `json:"seconds"`
 	GFLOPs  float64 `json:"gflops"`
+	// OfProbe is GFLOPs over the probe's FMA rate of the kernel's
+	// arithmetic (f32): the fraction of the measured ceiling; 0 unprobed.
+	OfProbe float64 `json:"fraction_of_probe,omitempty"`
 }
 
 // BenchMatmul times C = A·Bᵀ for square sizes (f32 and f16 weights).

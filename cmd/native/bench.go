@@ -26,6 +26,7 @@ type benchReport struct {
 	Type    string              `json:"adapter_type"`
 	Backend string              `json:"backend"`
 	GOOS    string              `json:"goos"`
+	Probe   *train.Probe        `json:"probe,omitempty"`
 	Kernels []train.KernelBench `json:"kernels"`
 	Steps   []train.BenchResult `json:"steps"`
 }
@@ -41,7 +42,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	ckpt := fs.Bool("checkpointing", true, "activation checkpointing")
 	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO then runs the two-pass step)")
 	sizes := fs.String("matmul", "1024,2048,4096", "square matmul sizes to time (empty: none)")
-	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time")
+	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time (default: the probe's f32 FMA rate)")
+	probe := fs.Bool("probe", true, "measure the adapter's ceilings first (FMA f32/f16, copy bandwidth)")
 	adapter := fs.String("adapter", "", "adapter index or name")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parse(fs, args); err != nil {
@@ -56,6 +58,16 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		rep.Commit = strings.TrimSpace(string(b))
 	}
+	if *probe {
+		p, err := train.ProbePeaks(d)
+		if err != nil {
+			return fmt.Errorf("bench probe: %w", err)
+		}
+		rep.Probe = &p
+		if *peak == 0 {
+			*peak = p.FMAF32GFLOPs / 1000
+		}
+	}
 	if *sizes != "" {
 		var ns []int
 		for _, s := range strings.Split(*sizes, ",") {
@@ -67,6 +79,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		if rep.Kernels, err = train.BenchMatmul(d, ns, 5); err != nil {
 			return err
+		}
+		for i := range rep.Kernels {
+			if rep.Probe != nil && rep.Probe.FMAF32GFLOPs > 0 {
+				rep.Kernels[i].OfProbe = rep.Kernels[i].GFLOPs / rep.Probe.FMAF32GFLOPs
+			}
 		}
 	}
 	if *model != "" {
@@ -90,8 +107,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "adapter %s (%s, %s)\n", rep.Adapter, rep.Type, rep.Backend)
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if p := rep.Probe; p != nil {
+		fmt.Fprintf(w, "probe\tfma f32 %.1f GFLOP/s\tfma f16 %.1f GFLOP/s\tcopy %.1f GB/s\t\n", p.FMAF32GFLOPs, p.FMAF16GFLOPs, p.CopyGBs)
+	}
 	for _, k := range rep.Kernels {
-		fmt.Fprintf(w, "%s\t%s\t%.3f ms\t%.1f GFLOP/s\t\n", k.Kernel, k.Shape, 1e3*k.Seconds, k.GFLOPs)
+		fmt.Fprintf(w, "%s\t%s\t%.3f ms\t%.1f GFLOP/s\t%.0f%% of probe\t\n", k.Kernel, k.Shape, 1e3*k.Seconds, k.GFLOPs, 100*k.OfProbe)
 	}
 	for _, s := range rep.Steps {
 		fmt.Fprintf(w, "%s %s B%d T%d\t%.3f s/step\t%.0f tok/s\t%.2f TFLOP/s\tfloor %.3f s\tpeak %s (plan %s, %.2f%%)\t%d dispatches\t\n",
