@@ -347,3 +347,28 @@ func TestEvalAndPlanJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchJSON: lomo bench measures the probe first and gives each matmul
+// as a fraction of it.
+func TestBenchJSON(t *testing.T) {
+	code, out, errs := lomo(t, "bench", "--matmul", "64", "--json")
+	if code != 0 {
+		t.Fatalf("bench: exit %d: %s", code, errs)
+	}
+	var r benchReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("bench --json: %v\n%s", err, out)
+	}
+	if r.Probe == nil || r.Probe.FMAF32GFLOPs <= 0 || r.Probe.CopyGBs <= 0 {
+		t.Fatalf("probe %+v", r.Probe)
+	}
+	t.Logf("probe %+v", *r.Probe)
+	if len(r.Kernels) != 2 {
+		t.Fatalf("%d kernels, want f32 and f16 weights at 64", len(r.Kernels))
+	}
+	for _, k := range r.Kernels {
+		if !(k.OfProbe > 0 && k.OfProbe < 2) {
+			t.Errorf("%s %s: %.3f GFLOP/s is %.3f of the probe", k.Kernel, k.Shape, k.GFLOPs, k.OfProbe)
+		}
+	}
+}
