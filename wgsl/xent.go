@@ -9,7 +9,7 @@ import (
 
 // XentParams mirrors Params in xent.wgsl.
 type XentParams struct {
-	N, V, ComputeGrad, _ uint32
+	N, V, ComputeGrad, Row0 uint32
 	GradScale, ClipLoss  float32
 	_, _                 uint32
 }
@@ -28,8 +28,15 @@ type XentParams struct {
 // and logits are left bit-identical (evaluation). A label >= v is a caller
 // bug that the kernel reports as a NaN loss (no read-back happens here).
 func CrossEntropy(d *gpu.Device, loss, logits, labels *gpu.Buffer, n, v int, gradScale, clipLoss float32, computeGrad bool) error {
-	if n <= 0 || v <= 0 {
-		return fmt.Errorf("wgsl: cross entropy: empty shape N=%d V=%d", n, v)
+	return CrossEntropyRows(d, loss, logits, labels, 0, n, v, gradScale, clipLoss, computeGrad)
+}
+
+// CrossEntropyRows is CrossEntropy on a chunk of rows: logits (n,V) are
+// rows row0..row0+n-1 of the batch, whose labels and losses sit at row0 on
+// in labels and loss.
+func CrossEntropyRows(d *gpu.Device, loss, logits, labels *gpu.Buffer, row0, n, v int, gradScale, clipLoss float32, computeGrad bool) error {
+	if n <= 0 || v <= 0 || row0 < 0 {
+		return fmt.Errorf("wgsl: cross entropy: empty shape N=%d V=%d (from row %d)", n, v, row0)
 	}
 	if int64(n)*int64(v) > math.MaxUint32 {
 		return fmt.Errorf("wgsl: cross entropy: N*V = %d beyond u32 indexing", int64(n)*int64(v))
@@ -38,7 +45,7 @@ func CrossEntropy(d *gpu.Device, loss, logits, labels *gpu.Buffer, n, v int, gra
 		name string
 		buf  *gpu.Buffer
 		n    int64
-	}{{"loss", loss, int64(n)}, {"logits", logits, int64(n) * int64(v)}, {"labels", labels, int64(n)}} {
+	}{{"loss", loss, int64(row0 + n)}, {"logits", logits, int64(n) * int64(v)}, {"labels", labels, int64(row0 + n)}} {
 		if b.buf == nil {
 			return fmt.Errorf("wgsl: cross entropy: nil %s buffer", b.name)
 		}
@@ -49,7 +56,7 @@ func CrossEntropy(d *gpu.Device, loss, logits, labels *gpu.Buffer, n, v int, gra
 	if loss == logits || loss == labels || logits == labels {
 		return fmt.Errorf("wgsl: cross entropy: loss, logits and labels must be distinct buffers")
 	}
-	p := XentParams{N: uint32(n), V: uint32(v), ComputeGrad: b2u(computeGrad), GradScale: gradScale, ClipLoss: clipLoss}
+	p := XentParams{N: uint32(n), V: uint32(v), ComputeGrad: b2u(computeGrad), Row0: uint32(row0), GradScale: gradScale, ClipLoss: clipLoss}
 	k, err := kernel(d, "xent", "", nil, []gpu.Access{rw, rw, ro}, p)
 	if err != nil {
 		return err

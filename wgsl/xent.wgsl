@@ -1,7 +1,9 @@
 // xent: fused log-softmax cross-entropy, forward and backward in one pass
 // over the logits, in place.
 //
-// Shapes: logits (N,V) f32 row-major, labels (N) i32, loss (N) f32.
+// Shapes: logits (N,V) f32 row-major; labels and loss are read and written
+// from row row0 on (labels[row0 + r], loss[row0 + r] for logits row r), so
+// that a chunk of rows can be run on logits of the chunk alone.
 // For row r with label l = labels[r]:
 //   lse       = log(sum_j exp(logits[r,j]))          (max-subtracted)
 //   loss[r]   = min(lse - logits[r,l], clip_loss)    (clip only if clip_loss > 0)
@@ -20,7 +22,7 @@
 // the gradient. Two passes over the row; no probability buffer is stored.
 
 struct Params {
-	n: u32, v: u32, compute_grad: u32, _p0: u32,
+	n: u32, v: u32, compute_grad: u32, row0: u32,
 	grad_scale: f32, clip_loss: f32, _p1: u32, _p2: u32,
 }
 
@@ -42,11 +44,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 	let row = wid.x + wid.y * nwg.x;
 	if (row >= p.n) { return; } // uniform: the whole workgroup leaves
 	let base = row * p.v;
-	if (t == 0u) { wlabel = labels[row]; }
+	let out = p.row0 + row; // index in labels and loss
+	if (t == 0u) { wlabel = labels[out]; }
 	let label = workgroupUniformLoad(&wlabel);
 
 	if (label < 0) { // ignored token
-		if (t == 0u) { loss[row] = 0.0; }
+		if (t == 0u) { loss[out] = 0.0; }
 		if (p.compute_grad != 0u) {
 			for (var j = t; j < p.v; j += WG) { logits[base + j] = 0.0; }
 		}
@@ -100,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 		l = bitcast<f32>(0x7fc00000u | u32(label));
 		scale = l;
 	}
-	if (t == 0u) { loss[row] = l; }
+	if (t == 0u) { loss[out] = l; }
 	if (p.compute_grad == 0u) { return; }
 	for (var j = t; j < p.v; j += WG) {
 		var g = exp(logits[base + j] - lse);

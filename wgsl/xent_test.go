@@ -81,7 +81,7 @@ func xentLabels(t testing.TB, labels []int32) *gpu.Buffer {
 }
 
 func TestXentParamsLayout(t *testing.T) {
-	// Params in xent.wgsl: n, v, compute_grad, _p0, grad_scale, clip_loss, _p1, _p2.
+	// Params in xent.wgsl: n, v, compute_grad, row0, grad_scale, clip_loss, _p1, _p2.
 	if got := unsafe.Sizeof(XentParams{}); got != 32 {
 		t.Errorf("XentParams is %d bytes, WGSL Params is 32", got)
 	}
@@ -163,6 +163,40 @@ func TestCrossEntropy(t *testing.T) {
 			gradTol := tol{Atol: scale * lossTol.Atol, Rtol: 1e-5}
 			assertClose(t, "dlogits", download(t, logitBuf, n*v, gpu.F32), wantGrad, gradTol)
 		})
+	}
+}
+
+// TestCrossEntropyRows: the loss and dlogits of chunks of rows, each run on
+// its own logits with row0 into the batch's labels and losses, are those of
+// the whole batch, bit for bit (each row is computed alone either way).
+func TestCrossEntropyRows(t *testing.T) {
+	const n, v = 11, 300
+	r := rng(77)
+	logits := roundTo(randn(r, n*v, 3), gpu.F32)
+	labels := make([]int32, n)
+	for i := range labels {
+		labels[i] = int32(r.IntN(v))
+	}
+	labels[4] = -100
+	lb := xentLabels(t, labels)
+	whole, wholeLogits := output(t, n), upload(t, logits, gpu.F32)
+	if err := CrossEntropy(dev, whole, wholeLogits, lb, n, v, 0.5, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	chunked := output(t, n)
+	var grads []float64
+	for r0 := 0; r0 < n; r0 += 4 {
+		rows := min(4, n-r0)
+		part := upload(t, logits[r0*v:(r0+rows)*v], gpu.F32)
+		if err := CrossEntropyRows(dev, chunked, part, lb, r0, rows, v, 0.5, 0, true); err != nil {
+			t.Fatal(err)
+		}
+		grads = append(grads, download(t, part, rows*v, gpu.F32)...)
+	}
+	assertClose(t, "loss", download(t, chunked, n, gpu.F32), download(t, whole, n, gpu.F32), tol{})
+	assertClose(t, "dlogits", grads, download(t, wholeLogits, n*v, gpu.F32), tol{})
+	if err := CrossEntropyRows(dev, chunked, upload(t, logits[:4*v], gpu.F32), lb, 9, 4, v, 1, 0, false); err == nil {
+		t.Error("rows 9..12 of 11 labels accepted")
 	}
 }
 
