@@ -10,8 +10,8 @@ import (
 // XentParams mirrors Params in xent.wgsl.
 type XentParams struct {
 	N, V, ComputeGrad, Row0 uint32
-	GradScale, ClipLoss  float32
-	_, _                 uint32
+	GradScale, ClipLoss     float32
+	_, _                    uint32
 }
 
 // CrossEntropy records the fused log-softmax cross-entropy of n rows of v
