@@ -462,11 +462,12 @@ func (m *Llama) Logits(t *Tape, in *Inputs) (*Tensor, error) {
 func (m *Llama) ActivationDType() gpu.DType { return ActivationDType(m.d, m.Embed.DType) }
 
 // Loss runs the model and the cross-entropy against in.Labels: the per-token
-// losses (N), to read and to call Backward on. With tied embeddings and
-// grad, the head's weight gradient is not kept from the head's backward to
-// the embedding's: it is recomputed just before the embedding's update
-// (Tape.DeferGrad), so that no gradient of the vocabulary matrix lives
-// through the whole backward pass.
+// losses (N), to read and to call Backward on. The head and the loss run in
+// chunks of rows (Tape.HeadLoss): the (N,V) logits never exist whole. With
+// tied embeddings and grad, the head's weight gradient is not kept from the
+// head's backward to the embedding's: it is recomputed just before the
+// embedding's update (Tape.DeferGrad), so that no gradient of the
+// vocabulary matrix lives through the whole backward pass.
 func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 	if in.Labels == nil {
 		return nil, fmt.Errorf("nn: loss without labels")
@@ -476,40 +477,29 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 		return nil, err
 	}
 	defer h.Release()
-	var logits *Tensor
 	if m.Cfg.TieWordEmbeddings && t.Grad() && !m.Embed.Frozen {
-		logits, err = t.linearNoWeightGrad(h, m.Head)
+		loss, err := t.HeadLoss(h, m.Head, in.Labels, opt, false)
 		if err == nil {
 			h.Retain()
 			t.DeferGrad(m.Embed, func(dst *gpu.Buffer, acc bool) error { return m.tiedHeadGrad(t, h, in, opt, dst, acc) }, h.Release)
 		}
-	} else {
-		logits, err = t.LinearF32(h, m.Head)
+		return loss, err
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer logits.Release()
-	return t.CrossEntropy(logits, in.Labels, opt)
+	return t.HeadLoss(h, m.Head, in.Labels, opt, true)
 }
 
-// tiedHeadGrad recomputes dlogits from h and adds dlogitsᵀ·h to dst (V,C).
+// tiedHeadGrad recomputes dlogits from h, a chunk of rows at a time, and
+// adds dlogitsᵀ·h to dst (V,C).
 func (m *Llama) tiedHeadGrad(t *Tape, h *Tensor, in *Inputs, opt LossOptions, dst *gpu.Buffer, acc bool) error {
-	sub := NewTape(t.D, false)
-	logits, err := sub.LinearF32(h, m.Head) // (N,V)
-	if err != nil {
-		return err
-	}
-	defer logits.Release()
-	loss, err := t.activation(gpu.F32, logits.Shape[0])
+	n, c := h.Shape[0], h.Shape[1]
+	loss, err := t.D.NewBuffer(gpu.TagScratch, 4*int64(n))
 	if err != nil {
 		return err
 	}
 	defer loss.Release()
-	n, v, c := logits.Shape[0], logits.Shape[1], h.Shape[1]
-	if err := wgsl.CrossEntropy(t.D, loss.Buf, logits.Buf, in.Labels, n, v, opt.GradScale, opt.ClipLoss, true); err != nil {
-		return err
-	}
-	// dlogitsᵀ (V,N) · h (N,C) -> dE (V,C)
-	return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst}, wgsl.Mat{Buf: logits.Buf, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType}, v, c, n, 1, 1, beta(acc))
+	v := m.Head.Shape[0]
+	return t.headChunks(h, m.Head, in.Labels, loss, opt, headChunkRows(n, v), func(logits *gpu.Buffer, r0, r int) error {
+		// dlogitsᵀ (V,r) · h rows r0.. (r,C) -> dE (V,C)
+		return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(acc || r0 > 0))
+	})
 }

@@ -445,3 +445,112 @@ func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions)
 	})
 	return loss, nil
 }
+
+// headChunkBytes bounds the f32 logits of one chunk of rows in HeadLoss.
+const headChunkBytes = 64 << 20
+
+// headChunkRows is how many rows of v logits HeadLoss takes at a time.
+func headChunkRows(n, v int) int {
+	return max(1, min(n, headChunkBytes/(4*v)))
+}
+
+// HeadLoss is the LM head and the cross-entropy at once: the per-row losses
+// (N) f32 of h (N,C) · Wᵀ against labels (N, i32; -100 ignored), W (V,C).
+// It runs in chunks of rows so that the (N,V) f32 logits never exist
+// whole: each chunk makes its logits (at most 64 MiB), its losses and, in
+// backward, recomputed from h, its dlogits, then drops them. Backward adds
+// dh = dlogits·W and, with weightGrad, dW = Σ dlogitsᵀ·h (else the caller
+// supplies W's gradient, see Llama.Loss). Saves h. The result is the
+// tensor to call Backward on.
+func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions, weightGrad bool) (*Tensor, error) {
+	n, c := rows(h), h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	if w.Cols() != c {
+		return nil, fmt.Errorf("%w: head %s: h %v, W %v", ErrShape, w.Name, h.Shape, w.Shape)
+	}
+	loss, err := t.activation(gpu.F32, n)
+	if err != nil {
+		return nil, err
+	}
+	chunk := headChunkRows(n, v)
+	if err := t.headChunks(h, w, labels, loss.Buf, opt, chunk, nil); err != nil {
+		loss.Release()
+		return nil, fmt.Errorf("head %s: %w", w.Name, err)
+	}
+	var ps []*Param
+	if weightGrad {
+		ps = []*Param{w}
+	}
+	wt := w.Tensor
+	if !weightGrad {
+		wt = nil
+	}
+	if !t.needs(h, wt) {
+		t.countParams(ps...)
+		return loss, nil
+	}
+	h.Retain()
+	t.record(&op{
+		name: "head+loss " + w.Name, outputs: []*Tensor{loss}, params: ps, release: h.Release,
+		backward: func() error {
+			var dh, dw *gpu.Buffer
+			var accH, accW bool
+			var err error
+			if h.needsGrad {
+				if dh, accH, err = t.gradOf(h); err != nil {
+					return err
+				}
+			}
+			if weightGrad && !w.Frozen {
+				if dw, accW, err = t.gradOf(w.Tensor); err != nil {
+					return err
+				}
+			}
+			return t.headChunks(h, w, labels, loss.Buf, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
+				// dlogits (r,V) · W (V,C) -> dh rows r0.. (r,C)
+				if dh != nil {
+					if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType(), Off: r0 * c}, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, r, c, v, 1, 1, beta(accH)); err != nil {
+						return err
+					}
+				}
+				// dlogitsᵀ (V,r) · h rows r0.. (r,C) -> dW (V,C), summed over chunks
+				if dw != nil {
+					return wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(accW || r0 > 0))
+				}
+				return nil
+			})
+		},
+	})
+	return loss, nil
+}
+
+// headChunks runs the head and the cross-entropy over the rows of h in
+// chunks of `chunk`, writing the losses; with grad set, each chunk's
+// logits become its dlogits (scaled by opt.GradScale) and are handed to
+// grad before the next chunk overwrites them.
+func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int, grad func(dlogits *gpu.Buffer, r0, r int) error) error {
+	n, c := rows(h), h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	logits, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(chunk)*int64(v))
+	if err != nil {
+		return err
+	}
+	// Released when recorded: the dispatches keep it valid (gpu.Buffer.Release).
+	defer logits.Release()
+	for r0 := 0; r0 < n; r0 += chunk {
+		r := min(chunk, n-r0)
+		// h rows r0.. (r,C) · W (V,C)ᵀ -> logits (r,V)
+		if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}, r, v, c, 1, 1, 0); err != nil {
+			return err
+		}
+		if err := wgsl.CrossEntropyRows(t.D, loss, logits, labels, r0, r, v, opt.GradScale, opt.ClipLoss, grad != nil); err != nil {
+			return err
+		}
+		if grad != nil {
+			if err := grad(logits, r0, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
