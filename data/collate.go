@@ -27,7 +27,7 @@ import (
 // IgnoreIndex marks a position without a training target.
 const IgnoreIndex = -100
 
-// Encoder is what the collator needs of a tokenizer (*Tokenizer has it).
+// Encoder is what the collator needs of a tokenizer (*tokenizer.Tokenizer has it).
 // BOS or EOS may be negative when the tokenizer has none; they are then
 // left out.
 type Encoder interface {

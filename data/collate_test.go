@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/internal/shared"
 )
 
@@ -151,7 +152,7 @@ func TestTrainBatchesFake(t *testing.T) {
 }
 
 func TestCollateStories(t *testing.T) {
-	tk, err := LoadTokenizer(shared.Path(t, "models/stories260K/tokenizer.json"))
+	tk, err := tokenizer.Load(shared.Path(t, "models/stories260K/tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,15 +9,16 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/safetensors"
 	"github.com/lomo-dev/lomo/wgsl"
 )
 
 // Llama is a LLaMA-architecture decoder on the device, with Hugging Face
 // parameter names.
 type Llama struct {
-	Cfg    *data.LlamaConfig
+	Cfg    *config.Llama
 	DType  gpu.DType // parameter storage
 	Embed  *Param    // (V,C)
 	Layers []*Block
@@ -39,7 +40,7 @@ type Block struct {
 
 // NewLlama allocates the parameters of cfg (contents undefined: Load or
 // InitRandom next).
-func NewLlama(d *gpu.Device, cfg *data.LlamaConfig, dt gpu.DType) (*Llama, error) {
+func NewLlama(d *gpu.Device, cfg *config.Llama, dt gpu.DType) (*Llama, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -146,11 +147,11 @@ func (m *Llama) InitRandom(seed uint64, std float64) error {
 // folder, checking names and shapes first, then streaming tensor by tensor
 // to the device (f32, f16 and bf16 checkpoints convert to dt).
 func LoadLlama(d *gpu.Device, dir string, dt gpu.DType) (*Llama, error) {
-	cfg, err := data.LoadLlamaConfig(dir)
+	cfg, err := config.Load(dir)
 	if err != nil {
 		return nil, err
 	}
-	st, err := data.OpenSafetensors(dir)
+	st, err := safetensors.Open(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -194,15 +195,15 @@ func (m *Llama) Save(dir string) error {
 	if m.DType == gpu.F16 {
 		cfg.TorchDType = "float16"
 	}
-	var infos []data.TensorInfo
+	var infos []safetensors.TensorInfo
 	for _, p := range m.params {
-		st := data.F32
+		st := safetensors.F32
 		if p.DType == gpu.F16 {
-			st = data.F16
+			st = safetensors.F16
 		}
-		infos = append(infos, data.TensorInfo{Name: p.Name, DType: st, Shape: p.Shape})
+		infos = append(infos, safetensors.TensorInfo{Name: p.Name, DType: st, Shape: p.Shape})
 	}
-	w, err := data.CreateSafetensors(filepath.Join(dir, "model.safetensors"), infos, map[string]string{"format": "pt"})
+	w, err := safetensors.Create(filepath.Join(dir, "model.safetensors"), infos, map[string]string{"format": "pt"})
 	if err != nil {
 		return err
 	}

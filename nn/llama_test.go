@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 )
 
@@ -29,8 +29,8 @@ func TestMain(m *testing.M) {
 }
 
 // toyConfig is a two-block LLaMA small enough for central differences.
-func toyConfig(tied bool) *data.LlamaConfig {
-	return &data.LlamaConfig{
+func toyConfig(tied bool) *config.Llama {
+	return &config.Llama{
 		HiddenSize: 16, IntermediateSize: 24, NumLayers: 2, NumHeads: 4, NumKVHeads: 2,
 		VocabSize: 37, RopeTheta: 10000, RMSNormEps: 1e-5, TieWordEmbeddings: tied,
 		MaxPositionEmbeddings: 64, HeadDim: 4, ModelType: "llama", TorchDType: "float32",

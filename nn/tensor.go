@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/half"
 )
 
 // ErrShape is wrapped by every shape mismatch.
@@ -98,7 +98,7 @@ func EncodeF32(v []float32, dt gpu.DType) []byte {
 	b := make([]byte, dt.Bytes(len(v)))
 	for i, x := range v {
 		if dt == gpu.F16 {
-			binary.LittleEndian.PutUint16(b[2*i:], data.F32ToF16(x))
+			binary.LittleEndian.PutUint16(b[2*i:], half.F32ToF16(x))
 		} else {
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 		}
@@ -111,7 +111,7 @@ func DecodeF32(b []byte, n int, dt gpu.DType) []float32 {
 	v := make([]float32, n)
 	for i := range v {
 		if dt == gpu.F16 {
-			v[i] = data.F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+			v[i] = half.F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
 		} else {
 			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		}

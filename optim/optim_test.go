@@ -7,8 +7,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 )
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 
 func toyModel(t *testing.T, dt gpu.DType, tied bool) (*nn.Llama, *nn.Inputs) {
 	t.Helper()
-	cfg := &data.LlamaConfig{
+	cfg := &config.Llama{
 		HiddenSize: 16, IntermediateSize: 24, NumLayers: 2, NumHeads: 4, NumKVHeads: 2,
 		VocabSize: 29, RopeTheta: 10000, RMSNormEps: 1e-5, TieWordEmbeddings: tied,
 		MaxPositionEmbeddings: 64, HeadDim: 4, ModelType: "llama", TorchDType: "float32",

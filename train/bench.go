@@ -6,8 +6,8 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 	"github.com/lomo-dev/lomo/wgsl"
@@ -16,7 +16,7 @@ import (
 // BenchRequest is an end-to-end training-step benchmark on a randomly
 // initialised model of a config (weights do not change the speed).
 type BenchRequest struct {
-	Config        *data.LlamaConfig
+	Config        *config.Llama
 	Batch, Seq    int
 	Steps         int // timed steps (after one warm-up step)
 	Optimizer     string

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 )
 
 // TestDemo is the Quick start's first command: the built-in model is near
@@ -55,7 +56,7 @@ func TestPretrainReproduces(t *testing.T) {
 	want := data.DemoModel()
 	if !strings.Contains(dev.Info.Name, "llvmpipe") {
 		// The tokenizer and config do not depend on the adapter.
-		tj, _, err := data.TrainBPE(TokenizerText(c.Seed, data.SynthCorpus(c.Seed, c.Stories)), c.Merges)
+		tj, _, err := tokenizer.TrainBPE(TokenizerText(c.Seed, data.SynthCorpus(c.Seed, c.Stories)), c.Merges)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/nn"
 )
 
@@ -33,7 +34,7 @@ type EvalOptions struct {
 }
 
 // Evaluate scores a task with model m (see Trainer.Evaluate).
-func Evaluate(m *nn.Llama, tok *data.Tokenizer, task *data.Task, opt EvalOptions) (EvalResult, error) {
+func Evaluate(m *nn.Llama, tok *tokenizer.Tokenizer, task *data.Task, opt EvalOptions) (EvalResult, error) {
 	r := EvalResult{Task: task.Name, N: len(task.Examples)}
 	if opt.BatchSize <= 0 {
 		opt.BatchSize = 16
@@ -82,7 +83,7 @@ type optionRef struct{ ex, opt int }
 
 // chooseAll scores every option of every example in batches and picks the
 // lowest NLL per example.
-func chooseAll(m *nn.Llama, tok *data.Tokenizer, task *data.Task, opt EvalOptions) (preds, gold []int, err error) {
+func chooseAll(m *nn.Llama, tok *tokenizer.Tokenizer, task *data.Task, opt EvalOptions) (preds, gold []int, err error) {
 	var seqs []data.Sequence
 	var refs []optionRef
 	ntok := make([][]int, len(task.Examples))

@@ -9,8 +9,9 @@ import (
 	"testing"
 
 	"github.com/coder/websocket"
-	"github.com/lomo-dev/lomo/data"
+
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
@@ -25,7 +26,7 @@ import (
 //
 //	go test -run '^$' -bench StepWithViewers ./train/
 func BenchmarkStepWithViewers(b *testing.B) {
-	cfg := &data.LlamaConfig{HiddenSize: 64, IntermediateSize: 128, NumLayers: 2, NumHeads: 4, NumKVHeads: 2, VocabSize: 256,
+	cfg := &config.Llama{HiddenSize: 64, IntermediateSize: 128, NumLayers: 2, NumHeads: 4, NumKVHeads: 2, VocabSize: 256,
 		RopeTheta: 10000, RMSNormEps: 1e-5, MaxPositionEmbeddings: 64, HeadDim: 16, ModelType: "llama", TorchDType: "float32",
 		BOSTokenID: 1, EOSTokenID: 2, HiddenAct: "silu"}
 	for _, viewers := range []int{0, 200} {

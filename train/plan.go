@@ -3,15 +3,15 @@ package train
 import (
 	"fmt"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 )
 
 // PlanRequest describes the training step to plan.
 type PlanRequest struct {
-	Config        *data.LlamaConfig
+	Config        *config.Llama
 	Batch, Seq    int
 	Optimizer     string // lomo, adalomo, sgd, adamw
 	DType         gpu.DType

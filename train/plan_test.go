@@ -6,8 +6,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/internal/shared"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
@@ -83,7 +83,7 @@ func within(t *testing.T, what string, measured, planned int64, rel float64) {
 // stories260K and on a wider random config, for LOMO, AdaLomo and AdamW, and
 // under LOMO the gradient peak is one parameter's gradient.
 func TestPlanMatchesMeasurement(t *testing.T) {
-	wide := &data.LlamaConfig{
+	wide := &config.Llama{
 		HiddenSize: 96, IntermediateSize: 256, NumLayers: 3, NumHeads: 6, NumKVHeads: 2, VocabSize: 300,
 		RopeTheta: 10000, RMSNormEps: 1e-5, MaxPositionEmbeddings: 128, HeadDim: 16, ModelType: "llama",
 		TorchDType: "float32", BOSTokenID: 1, EOSTokenID: 2, HiddenAct: "silu",

@@ -11,6 +11,8 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 )
@@ -63,15 +65,15 @@ func Pretrain(d *gpu.Device, c PretrainConfig, progress Progress, log io.Writer)
 		log = io.Discard
 	}
 	corpus := data.SynthCorpus(c.Seed, c.Stories)
-	tj, tcj, err := data.TrainBPE(TokenizerText(c.Seed, corpus), c.Merges)
+	tj, tcj, err := tokenizer.TrainBPE(TokenizerText(c.Seed, corpus), c.Merges)
 	if err != nil {
 		return err
 	}
-	tok, err := data.ParseTokenizer(tj, tcj)
+	tok, err := tokenizer.Parse(tj, tcj)
 	if err != nil {
 		return err
 	}
-	cfg := &data.LlamaConfig{
+	cfg := &config.Llama{
 		HiddenSize: c.Hidden, IntermediateSize: c.FFN, NumLayers: c.Layers, NumHeads: c.Heads, NumKVHeads: c.KVHeads,
 		VocabSize: tok.VocabSize(), RopeTheta: 10000, RMSNormEps: 1e-5, TieWordEmbeddings: true, MaxPositionEmbeddings: 256,
 		HeadDim: c.Hidden / c.Heads, ModelType: "llama", Architectures: []string{"LlamaForCausalLM"}, TorchDType: "float32",

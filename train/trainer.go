@@ -16,6 +16,8 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/safetensors"
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
@@ -43,7 +45,7 @@ type Trainer struct {
 	Cfg   Config
 	D     *gpu.Device
 	Model *nn.Llama
-	Tok   *data.Tokenizer
+	Tok   *tokenizer.Tokenizer
 	Train *data.Task
 	Eval  *data.Task
 	Opt   optim.Optimizer
@@ -94,7 +96,7 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 			fmt.Fprintf(opts.Log, "resuming from %s (step %d, %d epochs done)\n", ck, st.Step, st.Epoch)
 		}
 	}
-	tok, err := data.LoadTokenizer(modelDir)
+	tok, err := tokenizer.Load(modelDir)
 	if err != nil {
 		return nil, fmt.Errorf("train: tokenizer of %s: %w", modelDir, err)
 	}
@@ -145,7 +147,7 @@ func readOptimizerTensors(path string) (map[string][]float32, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return m, nil
 	}
-	st, err := data.OpenSafetensorsFile(path)
+	st, err := safetensors.OpenFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -167,11 +169,11 @@ func writeOptimizerTensors(path string, t map[string][]float32) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	infos := make([]data.TensorInfo, len(names))
+	infos := make([]safetensors.TensorInfo, len(names))
 	for i, n := range names {
-		infos[i] = data.TensorInfo{Name: n, DType: data.F32, Shape: []int{len(t[n])}}
+		infos[i] = safetensors.TensorInfo{Name: n, DType: safetensors.F32, Shape: []int{len(t[n])}}
 	}
-	w, err := data.CreateSafetensors(path, infos, nil)
+	w, err := safetensors.Create(path, infos, nil)
 	if err != nil {
 		return err
 	}

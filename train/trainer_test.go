@@ -11,6 +11,7 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/internal/shared"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
@@ -216,7 +217,7 @@ func TestF16ActivationsFollowF32(t *testing.T) {
 		if want := map[gpu.DType]gpu.DType{gpu.F32: gpu.F32, gpu.F16: gpu.F16}[dt]; m.ActivationDType() != want {
 			t.Fatalf("%v model: activations %v, want %v", dt, m.ActivationDType(), want)
 		}
-		tok, err := data.LoadTokenizer(dir)
+		tok, err := tokenizer.Load(dir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,8 +8,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/half"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 )
 
@@ -111,7 +111,7 @@ func encode(v []float64, dt gpu.DType) []byte {
 	b := make([]byte, dt.Bytes(len(v)))
 	for i, x := range v {
 		if dt == gpu.F16 {
-			binary.LittleEndian.PutUint16(b[2*i:], data.F32ToF16(float32(x)))
+			binary.LittleEndian.PutUint16(b[2*i:], half.F32ToF16(float32(x)))
 		} else {
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(x)))
 		}
@@ -129,7 +129,7 @@ func download(t testing.TB, b *gpu.Buffer, n int, dt gpu.DType) []float64 {
 	v := make([]float64, n)
 	for i := range v {
 		if dt == gpu.F16 {
-			v[i] = float64(data.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:])))
+			v[i] = float64(half.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:])))
 		} else {
 			v[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:])))
 		}
@@ -143,7 +143,7 @@ func roundTo(v []float64, dt gpu.DType) []float64 {
 	out := make([]float64, len(v))
 	for i, x := range v {
 		if dt == gpu.F16 {
-			out[i] = float64(data.F16ToF32(data.F32ToF16(float32(x))))
+			out[i] = float64(half.F16ToF32(half.F32ToF16(float32(x))))
 		} else {
 			out[i] = float64(float32(x))
 		}

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/half"
 )
 
 func TestProbeParamsLayout(t *testing.T) {
@@ -23,7 +23,7 @@ func TestProbeParamsLayout(t *testing.T) {
 func refProbeFMA(t, iters int, a, b float64, dt gpu.DType) float64 {
 	round := func(x float64) float64 {
 		if dt == gpu.F16 {
-			return float64(data.F16ToF32(data.F32ToF16(float32(x))))
+			return float64(half.F16ToF32(half.F32ToF16(float32(x))))
 		}
 		return float64(float32(x))
 	}

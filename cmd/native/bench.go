@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/train"
 )
 
@@ -87,7 +87,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if *model != "" {
-		cfg, err := data.LoadLlamaConfig(*model)
+		cfg, err := config.Load(*model)
 		if err != nil {
 			return err
 		}

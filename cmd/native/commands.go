@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-
 	"fmt"
 	"io"
 	"os"
@@ -13,13 +12,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/train"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 )
 
 func init() {
@@ -241,7 +242,7 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	if *limit > 0 && *limit < len(t.Examples) {
 		t.Examples = t.Examples[:*limit]
 	}
-	tok, err := data.LoadTokenizer(*model)
+	tok, err := tokenizer.Load(*model)
 	if err != nil {
 		return err
 	}
@@ -292,7 +293,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	if *model == "" {
 		return fmt.Errorf("%w: --model is required", errUsage)
 	}
-	tok, err := data.LoadTokenizer(*model)
+	tok, err := tokenizer.Load(*model)
 	if err != nil {
 		return err
 	}
@@ -346,7 +347,7 @@ func cmdTokenize(args []string, stdout, stderr io.Writer) error {
 	if *model == "" {
 		return fmt.Errorf("%w: --model is required", errUsage)
 	}
-	tok, err := data.LoadTokenizer(*model)
+	tok, err := tokenizer.Load(*model)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/lomo-dev/lomo/data"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/train"
 )
 
@@ -39,7 +39,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	if *dtype != "f32" && *dtype != "f16" {
 		return fmt.Errorf("%w: --dtype %q is not f32 or f16", errUsage, *dtype)
 	}
-	cfg, err := data.LoadLlamaConfig(*model)
+	cfg, err := config.Load(*model)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package data
+package safetensors_test
 
 import (
 	"bytes"
@@ -13,17 +13,20 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/safetensors"
+	"github.com/lomo-dev/lomo/internal/half"
 	"github.com/lomo-dev/lomo/internal/shared"
 )
 
 // stories returns the stories260K model folder (or skips).
-func stStoriesDir(t testing.TB) string {
+func storiesDir(t testing.TB) string {
 	t.Helper()
 	return shared.Path(t, "models/stories260K")
 }
 
 // rawFile builds a safetensors file from a header string and data bytes.
-func stRawFile(header string, data []byte) []byte {
+func buildRawFile(header string, data []byte) []byte {
 	var b bytes.Buffer
 	binary.Write(&b, binary.LittleEndian, uint64(len(header)))
 	b.WriteString(header)
@@ -31,7 +34,7 @@ func stRawFile(header string, data []byte) []byte {
 	return b.Bytes()
 }
 
-func stWriteTemp(t testing.TB, name string, b []byte) string {
+func writeTemp(t testing.TB, name string, b []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, b, 0o644); err != nil {
@@ -104,8 +107,8 @@ func hfStrictCheck(t *testing.T, path string) {
 }
 
 func TestStories260KRead(t *testing.T) {
-	dir := stStoriesDir(t)
-	s, err := OpenSafetensors(dir)
+	dir := storiesDir(t)
+	s, err := safetensors.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +126,7 @@ func TestStories260KRead(t *testing.T) {
 		t.Errorf("metadata %v lacks format pt", s.Metadata())
 	}
 	ti, ok := s.Info("model.embed_tokens.weight")
-	if !ok || ti.DType != F32 || len(ti.Shape) != 2 || ti.Shape[0] != 512 || ti.Shape[1] != 64 {
+	if !ok || ti.DType != safetensors.F32 || len(ti.Shape) != 2 || ti.Shape[0] != 512 || ti.Shape[1] != 64 {
 		t.Fatalf("embed info %+v %v", ti, ok)
 	}
 	if ti.File != filepath.Join(dir, "model.safetensors") {
@@ -181,7 +184,7 @@ func TestStories260KRead(t *testing.T) {
 }
 
 func TestConcurrentReads(t *testing.T) {
-	s, err := OpenSafetensors(stStoriesDir(t))
+	s, err := safetensors.Open(storiesDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,8 +226,8 @@ func TestConcurrentReads(t *testing.T) {
 // TestRoundTripStories writes all stories260K tensors as F32, F16 and BF16
 // and reads them back.
 func TestRoundTripStories(t *testing.T) {
-	dir := stStoriesDir(t)
-	src, err := OpenSafetensors(dir)
+	dir := storiesDir(t)
+	src, err := safetensors.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,14 +239,14 @@ func TestRoundTripStories(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, dt := range []DType{F32, F16, BF16} {
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.F16, safetensors.BF16} {
 		t.Run(string(dt), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "model.safetensors")
-			var infos []TensorInfo
+			var infos []safetensors.TensorInfo
 			for _, ti := range src.Tensors() {
-				infos = append(infos, TensorInfo{Name: ti.Name, DType: dt, Shape: ti.Shape})
+				infos = append(infos, safetensors.TensorInfo{Name: ti.Name, DType: dt, Shape: ti.Shape})
 			}
-			w, err := CreateSafetensors(out, infos, map[string]string{"note": "round trip"})
+			w, err := safetensors.Create(out, infos, map[string]string{"note": "round trip"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -260,7 +263,7 @@ func TestRoundTripStories(t *testing.T) {
 			if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 1 {
 				t.Errorf("temporary files left behind: %v", ents)
 			}
-			got, err := OpenSafetensorsFile(out)
+			got, err := safetensors.OpenFile(out)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -283,22 +286,22 @@ func TestRoundTripStories(t *testing.T) {
 				for i, x := range want {
 					var exp float32
 					switch dt {
-					case F32:
+					case safetensors.F32:
 						exp = x
-					case F16:
-						exp = F16ToF32(F32ToF16(x))
-					case BF16:
-						exp = BF16ToF32(F32ToBF16(x))
+					case safetensors.F16:
+						exp = half.F16ToF32(half.F32ToF16(x))
+					case safetensors.BF16:
+						exp = half.BF16ToF32(half.F32ToBF16(x))
 					}
 					if math.Float32bits(v[i]) != math.Float32bits(exp) {
 						t.Fatalf("%s[%d]: got %v want %v (orig %v)", ti.Name, i, v[i], exp, x)
 					}
-					if dt != F32 && math.Abs(float64(v[i]-x)) > math.Abs(float64(x))*(1.0/128)+1e-7 {
+					if dt != safetensors.F32 && math.Abs(float64(v[i]-x)) > math.Abs(float64(x))*(1.0/128)+1e-7 {
 						t.Fatalf("%s[%d]: %v too far from %v", ti.Name, i, v[i], x)
 					}
 				}
 			}
-			if dt == F32 {
+			if dt == safetensors.F32 {
 				// Same tensor order (sorted names) as the original: the data
 				// section must be byte-identical.
 				a, _ := os.ReadFile(filepath.Join(dir, "model.safetensors"))
@@ -307,7 +310,7 @@ func TestRoundTripStories(t *testing.T) {
 				if !bytes.Equal(a[8+na:], b[8+nb:]) {
 					t.Error("F32 data section differs from the original")
 				}
-				cfg, err := LoadLlamaConfig(dir)
+				cfg, err := config.Load(dir)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -322,14 +325,14 @@ func TestRoundTripStories(t *testing.T) {
 func TestWriterSmall(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.safetensors")
-	infos := []TensorInfo{
-		{Name: "scalar", DType: F32},
-		{Name: "empty", DType: F16, Shape: []int{0, 3}},
-		{Name: "ints", DType: I32, Shape: []int{2}},
-		{Name: "h", DType: F16, Shape: []int{3}},
-		{Name: `we"ird\name`, DType: BF16, Shape: []int{1, 1}},
+	infos := []safetensors.TensorInfo{
+		{Name: "scalar", DType: safetensors.F32},
+		{Name: "empty", DType: safetensors.F16, Shape: []int{0, 3}},
+		{Name: "ints", DType: safetensors.I32, Shape: []int{2}},
+		{Name: "h", DType: safetensors.F16, Shape: []int{3}},
+		{Name: `we"ird\name`, DType: safetensors.BF16, Shape: []int{1, 1}},
 	}
-	w, err := CreateSafetensors(p, infos, nil)
+	w, err := safetensors.Create(p, infos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +365,7 @@ func TestWriterSmall(t *testing.T) {
 	must(w.Close())
 	must(w.Close()) // idempotent
 	hfStrictCheck(t, p)
-	s, err := OpenSafetensors(p)
+	s, err := safetensors.Open(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +382,7 @@ func TestWriterSmall(t *testing.T) {
 	if v, err := s.ReadF32("h"); err != nil || v[0] != 1 || v[1] != 65504 || !math.IsInf(float64(v[2]), 1) {
 		t.Errorf("h: %v %v", v, err)
 	}
-	if v, err := s.ReadF32(`we"ird\name`); err != nil || v[0] != BF16ToF32(F32ToBF16(-0.1)) {
+	if v, err := s.ReadF32(`we"ird\name`); err != nil || v[0] != half.BF16ToF32(half.F32ToBF16(-0.1)) {
 		t.Errorf("weird: %v %v", v, err)
 	}
 	if _, err := s.ReadF32("ints"); err == nil || !strings.Contains(err.Error(), "I32") {
@@ -390,21 +393,21 @@ func TestWriterSmall(t *testing.T) {
 	}
 
 	// Invalid declarations.
-	for _, bad := range [][]TensorInfo{
-		{{Name: "a", DType: F32}, {Name: "a", DType: F32}},
+	for _, bad := range [][]safetensors.TensorInfo{
+		{{Name: "a", DType: safetensors.F32}, {Name: "a", DType: safetensors.F32}},
 		{{Name: "a", DType: "F3"}},
-		{{Name: "a", DType: F32, Shape: []int{-1}}},
-		{{Name: "__metadata__", DType: F32}},
-		{{Name: "", DType: F32}},
-		{{Name: "bad\xffutf8", DType: F32}},
+		{{Name: "a", DType: safetensors.F32, Shape: []int{-1}}},
+		{{Name: "__metadata__", DType: safetensors.F32}},
+		{{Name: "", DType: safetensors.F32}},
+		{{Name: "bad\xffutf8", DType: safetensors.F32}},
 	} {
-		if w, err := CreateSafetensors(filepath.Join(dir, "bad.safetensors"), bad, nil); err == nil {
+		if w, err := safetensors.Create(filepath.Join(dir, "bad.safetensors"), bad, nil); err == nil {
 			w.Abort()
-			t.Errorf("CreateSafetensors(%v) succeeded", bad)
+			t.Errorf("Create(%v) succeeded", bad)
 		}
 	}
-	if _, err := CreateSafetensors(filepath.Join(dir, "no", "such", "dir", "x.safetensors"), infos, nil); err == nil {
-		t.Error("CreateSafetensors in a missing folder succeeded")
+	if _, err := safetensors.Create(filepath.Join(dir, "no", "such", "dir", "x.safetensors"), infos, nil); err == nil {
+		t.Error("Create in a missing folder succeeded")
 	}
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 {
@@ -415,7 +418,7 @@ func TestWriterSmall(t *testing.T) {
 func TestWriterAbortAndFailure(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "model.safetensors")
-	infos := []TensorInfo{{Name: "a", DType: F32, Shape: []int{2}}, {Name: "b", DType: BF16, Shape: []int{2}}}
+	infos := []safetensors.TensorInfo{{Name: "a", DType: safetensors.F32, Shape: []int{2}}, {Name: "b", DType: safetensors.BF16, Shape: []int{2}}}
 	empty := func() {
 		t.Helper()
 		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
@@ -428,7 +431,7 @@ func TestWriterAbortAndFailure(t *testing.T) {
 	}
 
 	// Abort.
-	w, err := CreateSafetensors(p, infos, nil)
+	w, err := safetensors.Create(p, infos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +450,7 @@ func TestWriterAbortAndFailure(t *testing.T) {
 	empty()
 
 	// Close with a tensor missing fails and leaves nothing.
-	w, err = CreateSafetensors(p, infos, nil)
+	w, err = safetensors.Create(p, infos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,11 +463,11 @@ func TestWriterAbortAndFailure(t *testing.T) {
 	empty()
 
 	// An I/O failure during a write removes the temporary file.
-	w, err = CreateSafetensors(p, infos, nil)
+	w, err = safetensors.Create(p, infos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.tmp.Close() // simulate the file going bad
+	safetensors.CloseTemp(w) // simulate the file going bad
 	if err := w.WriteF32("a", []float32{1, 2}); err == nil {
 		t.Error("write to a closed file succeeded")
 	}
@@ -477,7 +480,7 @@ func TestWriterAbortAndFailure(t *testing.T) {
 	if err := os.WriteFile(p, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w, err = CreateSafetensors(p, infos, nil)
+	w, err = safetensors.Create(p, infos, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,13 +488,13 @@ func TestWriterAbortAndFailure(t *testing.T) {
 	if b, _ := os.ReadFile(p); string(b) != "old" {
 		t.Errorf("aborted writer replaced the file: %q", b)
 	}
-	w, _ = CreateSafetensors(p, infos, nil)
+	w, _ = safetensors.Create(p, infos, nil)
 	w.WriteF32("a", []float32{1, 2})
 	w.WriteF32("b", []float32{3, 4})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := OpenSafetensorsFile(p)
+	s, err := safetensors.OpenFile(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,10 +508,10 @@ func TestWriterAbortAndFailure(t *testing.T) {
 }
 
 // smallValid returns a valid small safetensors file: "a" F32 [2,3], "b" F16 [4].
-func stSmallValid(t testing.TB) []byte {
+func smallValidFile(t testing.TB) []byte {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "s.safetensors")
-	w, err := CreateSafetensors(p, []TensorInfo{{Name: "a", DType: F32, Shape: []int{2, 3}}, {Name: "b", DType: F16, Shape: []int{4}}}, nil)
+	w, err := safetensors.Create(p, []safetensors.TensorInfo{{Name: "a", DType: safetensors.F32, Shape: []int{2, 3}}, {Name: "b", DType: safetensors.F16, Shape: []int{4}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,36 +543,36 @@ func TestCorrupt(t *testing.T) {
 		{"header length huge", hdrLen(1<<62, []byte(`{}`)), "beyond the end"},
 		{"header length beyond file", hdrLen(100, []byte(`{"a":1}`)), "beyond the end"},
 		{"header too small", hdrLen(1, []byte(`{}`)), "too short for a JSON object"},
-		{"garbage JSON", stRawFile(`{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]`, data), "malformed JSON"},
-		{"not an object", stRawFile(`[1, 2, 3]`, data), "not an object"},
-		{"binary garbage", stRawFile("\x00\xff\xfe\x01garbage", data), "malformed JSON"},
-		{"trailing data", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} xx`, data), "trailing data"},
-		{"entry not an object", stRawFile(`{"a": 5}`, data), `tensor "a": malformed entry`},
-		{"missing field", stRawFile(`{"a":{"dtype":"F32","shape":[2]}}`, data), "needs dtype, shape and data_offsets"},
-		{"unknown dtype", stRawFile(`{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}`, data), `unknown dtype "F31"`},
-		{"negative dim", stRawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, data), "invalid dimension"},
-		{"shape overflow", stRawFile(`{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}`, data), "overflow"},
-		{"offsets size mismatch", stRawFile(`{"x":{"dtype":"F32","shape":[5,6],"data_offsets":[0,100]}}`, make([]byte, 120)),
+		{"garbage JSON", buildRawFile(`{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]`, data), "malformed JSON"},
+		{"not an object", buildRawFile(`[1, 2, 3]`, data), "not an object"},
+		{"binary garbage", buildRawFile("\x00\xff\xfe\x01garbage", data), "malformed JSON"},
+		{"trailing data", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} xx`, data), "trailing data"},
+		{"entry not an object", buildRawFile(`{"a": 5}`, data), `tensor "a": malformed entry`},
+		{"missing field", buildRawFile(`{"a":{"dtype":"F32","shape":[2]}}`, data), "needs dtype, shape and data_offsets"},
+		{"unknown dtype", buildRawFile(`{"a":{"dtype":"F31","shape":[2],"data_offsets":[0,8]}}`, data), `unknown dtype "F31"`},
+		{"negative dim", buildRawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, data), "invalid dimension"},
+		{"shape overflow", buildRawFile(`{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}`, data), "overflow"},
+		{"offsets size mismatch", buildRawFile(`{"x":{"dtype":"F32","shape":[5,6],"data_offsets":[0,100]}}`, make([]byte, 120)),
 			`tensor "x": data_offsets [0 100] do not match F32 [5 6] (120 bytes)`},
-		{"offsets reversed", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, data), "invalid data_offsets"},
-		{"offsets negative", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}}`, data), "invalid data_offsets"},
-		{"offsets three", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}}`, data), "two entries"},
-		{"offsets out of range", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[36,44]}}`, data), "beyond the 40-byte data section"},
-		{"truncated data", stRawFile(`{"a":{"dtype":"F32","shape":[20],"data_offsets":[0,80]}}`, data), "truncated"},
-		{"overlap", stRawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), "overlap"},
-		{"duplicate", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), `duplicate entry "a"`},
-		{"bad metadata", stRawFile(`{"__metadata__":{"format":5}}`, data), "__metadata__"},
-		{"float offsets", stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0.5,8]}}`, data), "malformed entry"},
+		{"offsets reversed", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}`, data), "invalid data_offsets"},
+		{"offsets negative", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]}}`, data), "invalid data_offsets"},
+		{"offsets three", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,16]}}`, data), "two entries"},
+		{"offsets out of range", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[36,44]}}`, data), "beyond the 40-byte data section"},
+		{"truncated data", buildRawFile(`{"a":{"dtype":"F32","shape":[20],"data_offsets":[0,80]}}`, data), "truncated"},
+		{"overlap", buildRawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), "overlap"},
+		{"duplicate", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, data), `duplicate entry "a"`},
+		{"bad metadata", buildRawFile(`{"__metadata__":{"format":5}}`, data), "__metadata__"},
+		{"float offsets", buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0.5,8]}}`, data), "malformed entry"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := stWriteTemp(t, "model.safetensors", c.file)
-			s, err := OpenSafetensorsFile(p)
+			p := writeTemp(t, "model.safetensors", c.file)
+			s, err := safetensors.OpenFile(p)
 			if err == nil {
 				s.Close()
 				t.Fatal("opened without error")
 			}
-			if !errors.Is(err, ErrCorrupt) {
+			if !errors.Is(err, safetensors.ErrCorrupt) {
 				t.Errorf("error %q does not wrap ErrCorrupt", err)
 			}
 			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), c.want) {
@@ -579,12 +582,12 @@ func TestCorrupt(t *testing.T) {
 	}
 	// A valid file with no tensors and gaps between tensors are accepted.
 	for _, ok := range [][]byte{
-		stRawFile(`{}`, nil),
-		stRawFile(`{"__metadata__":{"format":"pt"}}  `, nil),
-		stRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"b":{"dtype":"I8","shape":[],"data_offsets":[20,21]}}`, data),
+		buildRawFile(`{}`, nil),
+		buildRawFile(`{"__metadata__":{"format":"pt"}}  `, nil),
+		buildRawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},"b":{"dtype":"I8","shape":[],"data_offsets":[20,21]}}`, data),
 	} {
-		p := stWriteTemp(t, "ok.safetensors", ok)
-		s, err := OpenSafetensorsFile(p)
+		p := writeTemp(t, "ok.safetensors", ok)
+		s, err := safetensors.OpenFile(p)
 		if err != nil {
 			t.Errorf("%q: %v", ok, err)
 			continue
@@ -595,7 +598,7 @@ func TestCorrupt(t *testing.T) {
 
 // TestCorruptStories damages copies of the real checkpoint.
 func TestCorruptStories(t *testing.T) {
-	dir := stStoriesDir(t)
+	dir := storiesDir(t)
 	orig, err := os.ReadFile(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -608,7 +611,7 @@ func TestCorruptStories(t *testing.T) {
 			t.Fatalf("header lacks %q", old)
 		}
 		h := strings.Replace(hdr, old, new, 1)
-		return stRawFile(h, orig[8+n:])
+		return buildRawFile(h, orig[8+n:])
 	}
 	cases := []struct {
 		name string
@@ -630,12 +633,12 @@ func TestCorruptStories(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(d, "model.safetensors"), c.file, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			s, err := OpenSafetensors(d)
+			s, err := safetensors.Open(d)
 			if err == nil {
 				s.Close()
 				t.Fatal("opened without error")
 			}
-			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "model.safetensors") || !strings.Contains(err.Error(), c.want) {
+			if !errors.Is(err, safetensors.ErrCorrupt) || !strings.Contains(err.Error(), "model.safetensors") || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %q: want ErrCorrupt naming the file and %q", err, c.want)
 			}
 		})
@@ -650,17 +653,17 @@ func TestCorruptStories(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(d, "model.safetensors"), f, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		s, err := OpenSafetensors(d)
+		s, err := safetensors.Open(d)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		cfg, err := LoadLlamaConfig(filepath.Join(dir, "config.json"))
+		cfg, err := config.Load(filepath.Join(dir, "config.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		err = cfg.CheckWeights(s)
-		if !errors.Is(err, ErrShapeMismatch) {
+		if !errors.Is(err, config.ErrShapeMismatch) {
 			t.Fatalf("CheckWeights: %v", err)
 		}
 		for _, want := range []string{"model.layers.2.self_attn.k_proj.weight", "[32 64]", "[64 32]"} {
@@ -672,18 +675,18 @@ func TestCorruptStories(t *testing.T) {
 }
 
 // writeShard writes the named tensors (values i*0.5+k) to a shard file.
-func stWriteShard(t *testing.T, path string, names []string, shape []int, dt DType) {
+func writeShardFile(t *testing.T, path string, names []string, shape []int, dt safetensors.DType) {
 	t.Helper()
-	var infos []TensorInfo
+	var infos []safetensors.TensorInfo
 	for _, n := range names {
-		infos = append(infos, TensorInfo{Name: n, DType: dt, Shape: shape})
+		infos = append(infos, safetensors.TensorInfo{Name: n, DType: dt, Shape: shape})
 	}
-	w, err := CreateSafetensors(path, infos, map[string]string{"shard": filepath.Base(path)})
+	w, err := safetensors.Create(path, infos, map[string]string{"shard": filepath.Base(path)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, n := range names {
-		v := make([]float32, TensorInfo{Shape: shape}.NumElements())
+		v := make([]float32, safetensors.TensorInfo{Shape: shape}.NumElements())
 		for i := range v {
 			v[i] = float32(i)*0.5 + float32(k)
 		}
@@ -696,7 +699,7 @@ func stWriteShard(t *testing.T, path string, names []string, shape []int, dt DTy
 	}
 }
 
-func stWriteIndex(t *testing.T, dir string, wm map[string]string) {
+func writeIndex(t *testing.T, dir string, wm map[string]string) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": 123}, "weight_map": wm})
 	if err := os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b, 0o644); err != nil {
@@ -707,10 +710,10 @@ func stWriteIndex(t *testing.T, dir string, wm map[string]string) {
 func TestSharded(t *testing.T) {
 	dir := t.TempDir()
 	s1, s2 := "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
-	stWriteShard(t, filepath.Join(dir, s1), []string{"a", "b"}, []int{2, 3}, F32)
-	stWriteShard(t, filepath.Join(dir, s2), []string{"c"}, []int{4}, BF16)
-	stWriteIndex(t, dir, map[string]string{"a": s1, "b": s1, "c": s2})
-	s, err := OpenSafetensors(dir)
+	writeShardFile(t, filepath.Join(dir, s1), []string{"a", "b"}, []int{2, 3}, safetensors.F32)
+	writeShardFile(t, filepath.Join(dir, s2), []string{"c"}, []int{4}, safetensors.BF16)
+	writeIndex(t, dir, map[string]string{"a": s1, "b": s1, "c": s2})
+	s, err := safetensors.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -734,7 +737,7 @@ func TestSharded(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The index path itself can be given.
-	s, err = OpenSafetensors(filepath.Join(dir, "model.safetensors.index.json"))
+	s, err = safetensors.Open(filepath.Join(dir, "model.safetensors.index.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -753,8 +756,8 @@ func TestSharded(t *testing.T) {
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
-			stWriteIndex(t, dir, c.wm)
-			s, err := OpenSafetensors(dir)
+			writeIndex(t, dir, c.wm)
+			s, err := safetensors.Open(dir)
 			if err == nil {
 				s.Close()
 				t.Fatal("opened without error")
@@ -766,10 +769,10 @@ func TestSharded(t *testing.T) {
 	}
 	t.Run("duplicate across shards", func(t *testing.T) {
 		d := t.TempDir()
-		stWriteShard(t, filepath.Join(d, s1), []string{"a", "b"}, []int{2}, F32)
-		stWriteShard(t, filepath.Join(d, s2), []string{"b"}, []int{2}, F32)
-		stWriteIndex(t, d, map[string]string{"a": s1, "b": s2})
-		if s, err := OpenSafetensors(d); err == nil || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"b" is in both`) {
+		writeShardFile(t, filepath.Join(d, s1), []string{"a", "b"}, []int{2}, safetensors.F32)
+		writeShardFile(t, filepath.Join(d, s2), []string{"b"}, []int{2}, safetensors.F32)
+		writeIndex(t, d, map[string]string{"a": s1, "b": s2})
+		if s, err := safetensors.Open(d); err == nil || !errors.Is(err, safetensors.ErrCorrupt) || !strings.Contains(err.Error(), `"b" is in both`) {
 			if s != nil {
 				s.Close()
 			}
@@ -779,21 +782,21 @@ func TestSharded(t *testing.T) {
 	t.Run("malformed index", func(t *testing.T) {
 		d := t.TempDir()
 		os.WriteFile(filepath.Join(d, "model.safetensors.index.json"), []byte(`{"weight_map": [`), 0o644)
-		if _, err := OpenSafetensors(d); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "index.json") {
+		if _, err := safetensors.Open(d); !errors.Is(err, safetensors.ErrCorrupt) || !strings.Contains(err.Error(), "index.json") {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("corrupt shard", func(t *testing.T) {
 		d := t.TempDir()
-		stWriteShard(t, filepath.Join(d, s1), []string{"a"}, []int{2}, F32)
+		writeShardFile(t, filepath.Join(d, s1), []string{"a"}, []int{2}, safetensors.F32)
 		os.WriteFile(filepath.Join(d, s2), []byte("garbage garbage"), 0o644)
-		stWriteIndex(t, d, map[string]string{"a": s1, "b": s2})
-		if _, err := OpenSafetensors(d); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), s2) {
+		writeIndex(t, d, map[string]string{"a": s1, "b": s2})
+		if _, err := safetensors.Open(d); !errors.Is(err, safetensors.ErrCorrupt) || !strings.Contains(err.Error(), s2) {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("empty folder", func(t *testing.T) {
-		if _, err := OpenSafetensors(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no model.safetensors") {
+		if _, err := safetensors.Open(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no model.safetensors") {
 			t.Errorf("error %v", err)
 		}
 	})
@@ -802,8 +805,8 @@ func TestSharded(t *testing.T) {
 // TestShardedStories splits stories260K into two shards and checks that the
 // sharded model reads identically and passes CheckWeights.
 func TestShardedStories(t *testing.T) {
-	dir := stStoriesDir(t)
-	src, err := OpenSafetensors(dir)
+	dir := storiesDir(t)
+	src, err := safetensors.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -812,9 +815,9 @@ func TestShardedStories(t *testing.T) {
 	ts := src.Tensors()
 	half := len(ts) / 2
 	wm := map[string]string{}
-	for i, part := range [][]TensorInfo{ts[:half], ts[half:]} {
+	for i, part := range [][]safetensors.TensorInfo{ts[:half], ts[half:]} {
 		name := []string{"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}[i]
-		w, err := CreateSafetensors(filepath.Join(out, name), part, nil)
+		w, err := safetensors.Create(filepath.Join(out, name), part, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -829,13 +832,13 @@ func TestShardedStories(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	stWriteIndex(t, out, wm)
-	s, err := OpenSafetensors(out)
+	writeIndex(t, out, wm)
+	s, err := safetensors.Open(out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	cfg, err := LoadLlamaConfig(dir)
+	cfg, err := config.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -853,14 +856,14 @@ func TestShardedStories(t *testing.T) {
 
 func TestReadF32LargeChunked(t *testing.T) {
 	// A tensor larger than the streaming chunk, in each float dtype.
-	n := stChunkBytes/2 + 12345
+	n := safetensors.ChunkBytes/2 + 12345
 	v := make([]float32, n)
 	for i := range v {
 		v[i] = float32(i%1000) - 500.25
 	}
-	for _, dt := range []DType{F32, F16, BF16} {
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.F16, safetensors.BF16} {
 		p := filepath.Join(t.TempDir(), "big.safetensors")
-		w, err := CreateSafetensors(p, []TensorInfo{{Name: "pad", DType: U8, Shape: []int{3}}, {Name: "big", DType: dt, Shape: []int{n}}}, nil)
+		w, err := safetensors.Create(p, []safetensors.TensorInfo{{Name: "pad", DType: safetensors.U8, Shape: []int{3}}, {Name: "big", DType: dt, Shape: []int{n}}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -871,7 +874,7 @@ func TestReadF32LargeChunked(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		s, err := OpenSafetensorsFile(p)
+		s, err := safetensors.OpenFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -883,10 +886,10 @@ func TestReadF32LargeChunked(t *testing.T) {
 		for i := range v {
 			want := v[i]
 			switch dt {
-			case F16:
-				want = F16ToF32(F32ToF16(want))
-			case BF16:
-				want = BF16ToF32(F32ToBF16(want))
+			case safetensors.F16:
+				want = half.F16ToF32(half.F32ToF16(want))
+			case safetensors.BF16:
+				want = half.BF16ToF32(half.F32ToBF16(want))
 			}
 			if got[i] != want {
 				t.Fatalf("%s[%d] = %v, want %v", dt, i, got[i], want)
@@ -895,15 +898,15 @@ func TestReadF32LargeChunked(t *testing.T) {
 	}
 }
 
-func FuzzOpenSafetensors(f *testing.F) {
-	valid := stSmallValid(f)
+func FuzzOpen(f *testing.F) {
+	valid := smallValidFile(f)
 	f.Add(valid)
 	f.Add(valid[:len(valid)-3])
-	f.Add(stRawFile(`{}`, nil))
-	f.Add(stRawFile(`{"__metadata__":{"format":"pt"}}`, nil))
-	f.Add(stRawFile(`{"a":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[1],"data_offsets":[8,16]}}`, make([]byte, 16)))
-	f.Add(stRawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, make([]byte, 16)))
-	f.Add(stRawFile(`{"a":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}`, nil))
+	f.Add(buildRawFile(`{}`, nil))
+	f.Add(buildRawFile(`{"__metadata__":{"format":"pt"}}`, nil))
+	f.Add(buildRawFile(`{"a":{"dtype":"BF16","shape":[2,2],"data_offsets":[0,8]},"b":{"dtype":"I64","shape":[1],"data_offsets":[8,16]}}`, make([]byte, 16)))
+	f.Add(buildRawFile(`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`, make([]byte, 16)))
+	f.Add(buildRawFile(`{"a":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}`, nil))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'})
 	f.Add([]byte{})
 	dir := f.TempDir()
@@ -912,9 +915,9 @@ func FuzzOpenSafetensors(f *testing.F) {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		s, err := OpenSafetensorsFile(p)
+		s, err := safetensors.OpenFile(p)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
+			if !errors.Is(err, safetensors.ErrCorrupt) {
 				t.Fatalf("error %v does not wrap ErrCorrupt", err)
 			}
 			return

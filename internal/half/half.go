@@ -1,4 +1,6 @@
-package data
+// Package half converts between float32 and the 16-bit floats of model
+// files and GPU buffers: IEEE 754 binary16 (f16) and bfloat16.
+package half
 
 import "math"
 

@@ -1,4 +1,4 @@
-package data
+package config
 
 import (
 	"encoding/json"
@@ -8,15 +8,23 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/lomo-dev/lomo/hf/safetensors"
+	"github.com/lomo-dev/lomo/internal/shared"
 )
 
+func storiesDir(t testing.TB) string {
+	t.Helper()
+	return shared.Path(t, "models/stories260K")
+}
+
 func TestStories260KConfig(t *testing.T) {
-	dir := stStoriesDir(t)
-	c, err := LoadLlamaConfig(dir)
+	dir := storiesDir(t)
+	c, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := LlamaConfig{
+	want := Llama{
 		HiddenSize: 64, IntermediateSize: 172, NumLayers: 5, NumHeads: 8, NumKVHeads: 4,
 		VocabSize: 512, RopeTheta: 10000, RMSNormEps: 1e-5, TieWordEmbeddings: true,
 		MaxPositionEmbeddings: 512, HeadDim: 8, TorchDType: "float32", BOSTokenID: 1, EOSTokenID: 2,
@@ -30,7 +38,7 @@ func TestStories260KConfig(t *testing.T) {
 	if _, ok := c.extra["initializer_range"]; !ok {
 		t.Errorf("unknown keys not kept: %v", c.extra)
 	}
-	c2, err := LoadLlamaConfig(filepath.Join(dir, "config.json"))
+	c2, err := Load(filepath.Join(dir, "config.json"))
 	if err != nil || c2.HiddenSize != 64 {
 		t.Fatal(err)
 	}
@@ -39,7 +47,7 @@ func TestStories260KConfig(t *testing.T) {
 	if len(shapes) != 1+5*9+1 {
 		t.Fatalf("%d shapes", len(shapes))
 	}
-	s, err := OpenSafetensors(dir)
+	s, err := safetensors.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,15 +91,15 @@ func TestStories260KConfig(t *testing.T) {
 }
 
 func TestParamShapesOrder(t *testing.T) {
-	c, err := ParseLlamaConfig([]byte(`{"model_type":"llama","hidden_size":16,"intermediate_size":40,"num_hidden_layers":2,
+	c, err := Parse([]byte(`{"model_type":"llama","hidden_size":16,"intermediate_size":40,"num_hidden_layers":2,
 		"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":100,"head_dim":8,"torch_dtype":"bfloat16"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for _, ti := range c.ParamShapes() {
-		got = append(got, ti.Name+cfgFmtShape(ti.Shape))
-		if ti.DType != BF16 || ti.Size != ti.NumElements()*2 {
+		got = append(got, ti.Name+fmtShape(ti.Shape))
+		if ti.DType != safetensors.BF16 || ti.Size != ti.NumElements()*2 {
 			t.Errorf("%s: dtype %s size %d", ti.Name, ti.DType, ti.Size)
 		}
 	}
@@ -126,14 +134,14 @@ func TestParamShapesOrder(t *testing.T) {
 	}
 }
 
-func cfgFmtShape(s []int) string {
+func fmtShape(s []int) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
 
 func TestConfigDefaultsAndTokens(t *testing.T) {
 	base := `"model_type":"llama","hidden_size":64,"intermediate_size":172,"num_hidden_layers":2,"num_attention_heads":8,"vocab_size":200000`
-	c, err := ParseLlamaConfig([]byte(`{` + base + `}`))
+	c, err := Parse([]byte(`{` + base + `}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +150,7 @@ func TestConfigDefaultsAndTokens(t *testing.T) {
 		t.Errorf("defaults: %+v", c)
 	}
 	// Llama 3: eos list, explicit nulls, "dtype" instead of "torch_dtype".
-	c, err = ParseLlamaConfig([]byte(`{` + base + `,"bos_token_id":128000,"eos_token_id":[128001,128008,128009],
+	c, err = Parse([]byte(`{` + base + `,"bos_token_id":128000,"eos_token_id":[128001,128008,128009],
 		"rope_theta":500000.0,"num_key_value_heads":null,"dtype":"bfloat16","rope_scaling":{"rope_type":"llama3","factor":8.0}}`))
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +170,7 @@ func TestConfigDefaultsAndTokens(t *testing.T) {
 	if eos, _ := m["eos_token_id"].([]any); len(eos) != 3 || m["torch_dtype"] != "bfloat16" || m["dtype"] != nil {
 		t.Errorf("marshalled llama3 config: %s", out)
 	}
-	c, err = ParseLlamaConfig([]byte(`{` + base + `,"bos_token_id":null,"eos_token_id":null,"pad_token_id":null}`))
+	c, err = Parse([]byte(`{` + base + `,"bos_token_id":null,"eos_token_id":null,"pad_token_id":null}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,14 +181,14 @@ func TestConfigDefaultsAndTokens(t *testing.T) {
 	if !strings.Contains(string(out), `"bos_token_id": null`) || !strings.Contains(string(out), `"pad_token_id": null`) {
 		t.Errorf("null ids not kept: %s", out)
 	}
-	if _, err := ParseLlamaConfig([]byte(`{` + base + `,"eos_token_id":"x"}`)); err == nil || !strings.Contains(err.Error(), "eos_token_id") {
+	if _, err := Parse([]byte(`{` + base + `,"eos_token_id":"x"}`)); err == nil || !strings.Contains(err.Error(), "eos_token_id") {
 		t.Errorf("string eos: %v", err)
 	}
 }
 
 func TestConfigMarshalRoundTrip(t *testing.T) {
-	dir := stStoriesDir(t)
-	c, err := LoadLlamaConfig(dir)
+	dir := storiesDir(t)
+	c, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +200,7 @@ func TestConfigMarshalRoundTrip(t *testing.T) {
 	if err := os.WriteFile(p, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c2, err := LoadLlamaConfig(p)
+	c2, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +222,7 @@ func TestConfigMarshalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c3 LlamaConfig
+	var c3 Llama
 	if err := json.Unmarshal(j, &c3); err != nil || !reflect.DeepEqual(*c, c3) {
 		t.Errorf("json round trip: %v\n%+v\n%+v", err, c3, *c)
 	}
@@ -259,7 +267,7 @@ func TestConfigValidate(t *testing.T) {
 				}
 			}
 			b, _ := json.Marshal(m)
-			_, err := ParseLlamaConfig(b)
+			_, err := Parse(b)
 			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %v: want ErrConfig and %q", err, c.want)
 			}
@@ -268,22 +276,22 @@ func TestConfigValidate(t *testing.T) {
 	// Missing model_type is fine when architectures say LLaMA.
 	b, _ := json.Marshal(map[string]any{"architectures": []string{"LlamaForCausalLM"}, "hidden_size": 64, "intermediate_size": 172,
 		"num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512})
-	if _, err := ParseLlamaConfig(b); err != nil {
+	if _, err := Parse(b); err != nil {
 		t.Error(err)
 	}
-	if _, err := ParseLlamaConfig([]byte(`{"hidden_size": "big"}`)); !errors.Is(err, ErrConfig) {
+	if _, err := Parse([]byte(`{"hidden_size": "big"}`)); !errors.Is(err, ErrConfig) {
 		t.Errorf("malformed: %v", err)
 	}
-	if _, err := ParseLlamaConfig([]byte(`not json`)); !errors.Is(err, ErrConfig) {
+	if _, err := Parse([]byte(`not json`)); !errors.Is(err, ErrConfig) {
 		t.Errorf("not json: %v", err)
 	}
 	p := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(p, []byte(`{"model_type":"gpt2"}`), 0o644)
-	if _, err := LoadLlamaConfig(filepath.Dir(p)); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), `"gpt2"`) ||
+	if _, err := Load(filepath.Dir(p)); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), `"gpt2"`) ||
 		strings.Contains(err.Error(), "data: data:") {
-		t.Errorf("LoadLlamaConfig error %v should name the file and the model type", err)
+		t.Errorf("Load error %v should name the file and the model type", err)
 	}
-	if _, err := LoadLlamaConfig(filepath.Join(t.TempDir(), "nope")); err == nil {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Error("missing file loaded")
 	}
 }
@@ -291,15 +299,15 @@ func TestConfigValidate(t *testing.T) {
 func TestCheckWeightsTiedLMHead(t *testing.T) {
 	cfgJSON := `{"model_type":"llama","hidden_size":8,"intermediate_size":12,"num_hidden_layers":1,
 		"num_attention_heads":2,"vocab_size":10,"tie_word_embeddings":true}`
-	c, err := ParseLlamaConfig([]byte(cfgJSON))
+	c, err := Parse([]byte(cfgJSON))
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(extra ...TensorInfo) *Safetensors {
+	write := func(extra ...safetensors.TensorInfo) *safetensors.Reader {
 		t.Helper()
 		infos := append(c.ParamShapes(), extra...)
 		p := filepath.Join(t.TempDir(), "model.safetensors")
-		w, err := CreateSafetensors(p, infos, nil)
+		w, err := safetensors.Create(p, infos, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +319,7 @@ func TestCheckWeightsTiedLMHead(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		s, err := OpenSafetensorsFile(p)
+		s, err := safetensors.OpenFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,30 +329,30 @@ func TestCheckWeightsTiedLMHead(t *testing.T) {
 	if err := c.CheckWeights(write()); err != nil {
 		t.Error(err)
 	}
-	if err := c.CheckWeights(write(TensorInfo{Name: "lm_head.weight", DType: F32, Shape: []int{10, 8}},
-		TensorInfo{Name: "model.layers.0.self_attn.rotary_emb.inv_freq", DType: F32, Shape: []int{2}})); err != nil {
+	if err := c.CheckWeights(write(safetensors.TensorInfo{Name: "lm_head.weight", DType: safetensors.F32, Shape: []int{10, 8}},
+		safetensors.TensorInfo{Name: "model.layers.0.self_attn.rotary_emb.inv_freq", DType: safetensors.F32, Shape: []int{2}})); err != nil {
 		t.Errorf("tied model with lm_head: %v", err)
 	}
-	err = c.CheckWeights(write(TensorInfo{Name: "lm_head.weight", DType: F32, Shape: []int{10, 9}}))
+	err = c.CheckWeights(write(safetensors.TensorInfo{Name: "lm_head.weight", DType: safetensors.F32, Shape: []int{10, 9}}))
 	if !errors.Is(err, ErrShapeMismatch) || !strings.Contains(err.Error(), "[10 9]") {
 		t.Errorf("bad lm_head: %v", err)
 	}
-	err = c.CheckWeights(write(TensorInfo{Name: "model.layers.0.mlp.bias", DType: F32, Shape: []int{12}}))
+	err = c.CheckWeights(write(safetensors.TensorInfo{Name: "model.layers.0.mlp.bias", DType: safetensors.F32, Shape: []int{12}}))
 	if !errors.Is(err, ErrShapeMismatch) || !strings.Contains(err.Error(), `unexpected tensor "model.layers.0.mlp.bias" [12]`) {
 		t.Errorf("extra tensor: %v", err)
 	}
 	// A non-float dtype for a weight is rejected.
 	infos := c.ParamShapes()
-	infos[0].DType = I32
+	infos[0].DType = safetensors.I32
 	p := filepath.Join(t.TempDir(), "model.safetensors")
-	w, _ := CreateSafetensors(p, infos, nil)
+	w, _ := safetensors.Create(p, infos, nil)
 	for _, ti := range infos {
 		w.WriteRaw(ti.Name, make([]byte, ti.NumElements()*ti.DType.Size()))
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, _ := OpenSafetensorsFile(p)
+	s, _ := safetensors.OpenFile(p)
 	defer s.Close()
 	if err := c.CheckWeights(s); !errors.Is(err, ErrShapeMismatch) || !strings.Contains(err.Error(), "dtype I32") {
 		t.Errorf("I32 weight: %v", err)

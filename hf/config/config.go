@@ -1,4 +1,4 @@
-package data
+package config
 
 import (
 	"bytes"
@@ -9,24 +9,26 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/lomo-dev/lomo/hf/safetensors"
 )
 
 // ErrShapeMismatch is wrapped by the errors of CheckWeights: a tensor that is
 // missing, unexpected, of the wrong shape or of a non-float dtype.
 var ErrShapeMismatch = errors.New("weights do not match the config")
 
-// ErrConfig is wrapped by the errors of LlamaConfig.Validate and of parsing.
+// ErrConfig is wrapped by the errors of Llama.Validate and of parsing.
 var ErrConfig = errors.New("invalid model config")
 
-// LlamaConfig is the subset of a Hugging Face LLaMA config.json that the
+// Llama is the subset of a Hugging Face LLaMA config.json that the
 // engine uses. Fields that are absent get the Hugging Face LlamaConfig
 // defaults where that default is harmless (NumKVHeads = NumHeads,
 // RopeTheta 10000, RMSNormEps 1e-6, HeadDim = HiddenSize/NumHeads,
 // BOSTokenID 1, EOSTokenID 2, MaxPositionEmbeddings 2048); the sizes have no
 // default and Validate rejects them when missing. A null bos/eos token id
-// is -1. Keys that LlamaConfig does not know are kept and written back by
+// is -1. Keys that Llama does not know are kept and written back by
 // Marshal.
-type LlamaConfig struct {
+type Llama struct {
 	HiddenSize            int      `json:"hidden_size"`
 	IntermediateSize      int      `json:"intermediate_size"`
 	NumLayers             int      `json:"num_hidden_layers"`
@@ -60,8 +62,8 @@ type LlamaConfig struct {
 	extra map[string]json.RawMessage // unknown keys, kept for Marshal
 }
 
-// cfgKnownKeys are the config.json keys decoded into LlamaConfig fields.
-var cfgKnownKeys = map[string]bool{
+// knownKeys are the config.json keys decoded into Llama fields.
+var knownKeys = map[string]bool{
 	"hidden_size": true, "intermediate_size": true, "num_hidden_layers": true,
 	"num_attention_heads": true, "num_key_value_heads": true, "vocab_size": true,
 	"rope_theta": true, "rms_norm_eps": true, "tie_word_embeddings": true,
@@ -71,9 +73,9 @@ var cfgKnownKeys = map[string]bool{
 	"mlp_bias": true, "rope_scaling": true,
 }
 
-// LoadLlamaConfig reads and validates a config.json, given its path or the
+// Load reads and validates a config.json, given its path or the
 // model folder that holds it.
-func LoadLlamaConfig(path string) (*LlamaConfig, error) {
+func Load(path string) (*Llama, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, "config.json")
 	}
@@ -81,35 +83,35 @@ func LoadLlamaConfig(path string) (*LlamaConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data: %w", err)
 	}
-	c, err := ParseLlamaConfig(b)
+	c, err := Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: %w", path, cfgTrimPrefix(err))
+		return nil, fmt.Errorf("data: %s: %w", path, trimPrefix(err))
 	}
 	return c, nil
 }
 
-// cfgTrimPrefix drops a leading "data: " so that errors are not prefixed twice.
-func cfgTrimPrefix(err error) error {
+// trimPrefix drops a leading "data: " so that errors are not prefixed twice.
+func trimPrefix(err error) error {
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "data: ") {
 		return err
 	}
-	return cfgPrefixTrimmed{msg[len("data: "):], err}
+	return prefixTrimmed{msg[len("data: "):], err}
 }
 
-type cfgPrefixTrimmed struct {
+type prefixTrimmed struct {
 	msg string
 	err error
 }
 
-func (p cfgPrefixTrimmed) Error() string { return p.msg }
-func (p cfgPrefixTrimmed) Unwrap() error { return p.err }
+func (p prefixTrimmed) Error() string { return p.msg }
+func (p prefixTrimmed) Unwrap() error { return p.err }
 
-// ParseLlamaConfig decodes a config.json, applies the defaults and
+// Parse decodes a config.json, applies the defaults and
 // validates the result. To inspect a config without validating it, use
-// json.Unmarshal into a LlamaConfig.
-func ParseLlamaConfig(b []byte) (*LlamaConfig, error) {
-	c := new(LlamaConfig)
+// json.Unmarshal into a Llama.
+func Parse(b []byte) (*Llama, error) {
+	c := new(Llama)
 	if err := json.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("data: malformed config JSON: %w (%w)", err, ErrConfig)
 	}
@@ -120,12 +122,12 @@ func ParseLlamaConfig(b []byte) (*LlamaConfig, error) {
 }
 
 // UnmarshalJSON decodes a config.json and applies the defaults.
-func (c *LlamaConfig) UnmarshalJSON(b []byte) error {
+func (c *Llama) UnmarshalJSON(b []byte) error {
 	var all map[string]json.RawMessage
 	if err := json.Unmarshal(b, &all); err != nil {
 		return err
 	}
-	type plain LlamaConfig // no methods: avoids recursion
+	type plain Llama // no methods: avoids recursion
 	var p struct {
 		plain
 		BOS        json.RawMessage `json:"bos_token_id"`
@@ -137,24 +139,24 @@ func (c *LlamaConfig) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &p); err != nil {
 		return err
 	}
-	*c = LlamaConfig(p.plain)
+	*c = Llama(p.plain)
 	var err error
-	if c.BOSTokenID, _, err = cfgTokenID(p.BOS, 1); err != nil {
+	if c.BOSTokenID, _, err = parseTokenID(p.BOS, 1); err != nil {
 		return fmt.Errorf("bos_token_id: %w", err)
 	}
-	if c.EOSTokenID, c.EOSTokenIDs, err = cfgTokenID(p.EOS, 2); err != nil {
+	if c.EOSTokenID, c.EOSTokenIDs, err = parseTokenID(p.EOS, 2); err != nil {
 		return fmt.Errorf("eos_token_id: %w", err)
 	}
 	if c.TorchDType == "" {
 		c.TorchDType = p.DType
 	}
-	if c.RopeTheta, err = cfgOptFloat(p.RopeTheta, 10000); err != nil {
+	if c.RopeTheta, err = optFloat(p.RopeTheta, 10000); err != nil {
 		return fmt.Errorf("rope_theta: %w", err)
 	}
-	if c.RMSNormEps, err = cfgOptFloat(p.RMSNormEps, 1e-6); err != nil {
+	if c.RMSNormEps, err = optFloat(p.RMSNormEps, 1e-6); err != nil {
 		return fmt.Errorf("rms_norm_eps: %w", err)
 	}
-	if _, ok := all["num_key_value_heads"]; !ok || cfgIsNull(all["num_key_value_heads"]) {
+	if _, ok := all["num_key_value_heads"]; !ok || isNull(all["num_key_value_heads"]) {
 		c.NumKVHeads = c.NumHeads
 	}
 	if c.HeadDim == 0 && c.NumHeads > 0 {
@@ -165,22 +167,22 @@ func (c *LlamaConfig) UnmarshalJSON(b []byte) error {
 	}
 	c.extra = map[string]json.RawMessage{}
 	for k, v := range all {
-		if !cfgKnownKeys[k] {
+		if !knownKeys[k] {
 			c.extra[k] = v
 		}
 	}
 	return nil
 }
 
-func cfgIsNull(r json.RawMessage) bool { return string(bytes.TrimSpace(r)) == "null" }
+func isNull(r json.RawMessage) bool { return string(bytes.TrimSpace(r)) == "null" }
 
 // tokenID decodes an int, a list of ints (first is the id) or null (-1);
 // absent gives def.
-func cfgTokenID(r json.RawMessage, def int) (int, []int, error) {
+func parseTokenID(r json.RawMessage, def int) (int, []int, error) {
 	if len(r) == 0 {
 		return def, nil, nil
 	}
-	if cfgIsNull(r) {
+	if isNull(r) {
 		return -1, nil, nil
 	}
 	var id int
@@ -197,8 +199,8 @@ func cfgTokenID(r json.RawMessage, def int) (int, []int, error) {
 	return ids[0], ids, nil
 }
 
-func cfgOptFloat(r json.RawMessage, def float64) (float64, error) {
-	if len(r) == 0 || cfgIsNull(r) {
+func optFloat(r json.RawMessage, def float64) (float64, error) {
+	if len(r) == 0 || isNull(r) {
 		return def, nil
 	}
 	var f float64
@@ -210,7 +212,7 @@ func cfgOptFloat(r json.RawMessage, def float64) (float64, error) {
 
 // Validate checks that the config describes a LLaMA model this engine can
 // run. Each error names the offending field and wraps ErrConfig.
-func (c *LlamaConfig) Validate() error {
+func (c *Llama) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("data: config: %s: %w", fmt.Sprintf(format, args...), ErrConfig)
 	}
@@ -283,8 +285,8 @@ func (c *LlamaConfig) Validate() error {
 }
 
 // MarshalJSON writes the config in Hugging Face form, with the keys that
-// LlamaConfig does not know kept from the parsed file.
-func (c LlamaConfig) MarshalJSON() ([]byte, error) {
+// Llama does not know kept from the parsed file.
+func (c Llama) MarshalJSON() ([]byte, error) {
 	m := make(map[string]any, len(c.extra)+24)
 	for k, v := range c.extra {
 		m[k] = v
@@ -337,7 +339,7 @@ func optID(id int) any {
 }
 
 // Marshal returns an indented, Hugging Face-compatible config.json.
-func (c *LlamaConfig) Marshal() ([]byte, error) {
+func (c *Llama) Marshal() ([]byte, error) {
 	b, err := c.MarshalJSON()
 	if err != nil {
 		return nil, err
@@ -352,26 +354,26 @@ func (c *LlamaConfig) Marshal() ([]byte, error) {
 
 // dtype returns the safetensors dtype that torch_dtype implies (F32 when
 // unset).
-func (c *LlamaConfig) dtype() DType {
+func (c *Llama) dtype() safetensors.DType {
 	switch c.TorchDType {
 	case "float16":
-		return F16
+		return safetensors.F16
 	case "bfloat16":
-		return BF16
+		return safetensors.BF16
 	}
-	return F32
+	return safetensors.F32
 }
 
 // ParamShapes lists every tensor the config implies, with its Hugging Face
 // name and shape, in the order the forward pass uses them. Offset is 0 and
 // Size is the byte size in the torch_dtype (F32 when unset).
-func (c *LlamaConfig) ParamShapes() []TensorInfo {
+func (c *Llama) ParamShapes() []safetensors.TensorInfo {
 	C, F, V := c.HiddenSize, c.IntermediateSize, c.VocabSize
 	q, kv := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
 	dt := c.dtype()
-	out := make([]TensorInfo, 0, 2+9*c.NumLayers+2)
+	out := make([]safetensors.TensorInfo, 0, 2+9*c.NumLayers+2)
 	add := func(name string, shape ...int) {
-		ti := TensorInfo{Name: name, DType: dt, Shape: shape}
+		ti := safetensors.TensorInfo{Name: name, DType: dt, Shape: shape}
 		ti.Size = ti.NumElements() * dt.Size()
 		out = append(out, ti)
 	}
@@ -396,7 +398,7 @@ func (c *LlamaConfig) ParamShapes() []TensorInfo {
 }
 
 // NumParams returns the number of parameters (elements of ParamShapes).
-func (c *LlamaConfig) NumParams() int64 {
+func (c *Llama) NumParams() int64 {
 	var n int64
 	for _, ti := range c.ParamShapes() {
 		n += ti.NumElements()
@@ -410,7 +412,7 @@ func (c *LlamaConfig) NumParams() int64 {
 // every error wraps ErrShapeMismatch. When the embeddings are tied, an
 // lm_head.weight of the embedding's shape is accepted and ignored, as are
 // the rotary_emb.inv_freq buffers of older checkpoints.
-func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
+func (c *Llama) CheckWeights(s *safetensors.Reader) error {
 	var errs []error
 	report := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("data: %s: %w", fmt.Sprintf(format, args...), ErrShapeMismatch))
@@ -424,7 +426,7 @@ func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
 			report("tensor %q %v is missing", e.Name, e.Shape)
 			continue
 		}
-		if !cfgSameShape(got.Shape, e.Shape) {
+		if !sameShape(got.Shape, e.Shape) {
 			report("tensor %q: expected shape %v, found %v", e.Name, e.Shape, got.Shape)
 		}
 		if !got.DType.IsFloat() {
@@ -436,7 +438,7 @@ func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
 			continue
 		}
 		if got.Name == "lm_head.weight" && c.TieWordEmbeddings {
-			if exp := []int{c.VocabSize, c.HiddenSize}; !cfgSameShape(got.Shape, exp) {
+			if exp := []int{c.VocabSize, c.HiddenSize}; !sameShape(got.Shape, exp) {
 				report("tensor %q: expected shape %v, found %v", got.Name, exp, got.Shape)
 			}
 			continue
@@ -450,7 +452,7 @@ func (c *LlamaConfig) CheckWeights(s *Safetensors) error {
 	return errors.Join(errs...)
 }
 
-func cfgSameShape(a, b []int) bool {
+func sameShape(a, b []int) bool {
 	if len(a) != len(b) {
 		return false
 	}

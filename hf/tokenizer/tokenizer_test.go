@@ -1,4 +1,4 @@
-package data
+package tokenizer
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 	"github.com/lomo-dev/lomo/internal/shared"
 )
 
-type tokVectors struct {
+type vectorCases struct {
 	AddSpecial bool `json:"add_special_tokens"`
 	Cases      []struct {
 		Text string `json:"text"`
@@ -20,13 +20,13 @@ type tokVectors struct {
 	} `json:"cases"`
 }
 
-func readTokVectors(t *testing.T, path string) tokVectors {
+func readTokVectors(t *testing.T, path string) vectorCases {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v tokVectors
+	var v vectorCases
 	if err := json.Unmarshal(b, &v); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -38,27 +38,27 @@ func readTokVectors(t *testing.T, path string) tokVectors {
 
 // Loading the big tokenizers once keeps the file fast.
 var (
-	tokCacheMu sync.Mutex
-	tokLoaded  = map[string]*Tokenizer{}
+	cacheMu          sync.Mutex
+	loadedTokenizers = map[string]*Tokenizer{}
 )
 
 func loadTok(t *testing.T, rel string) (*Tokenizer, string) {
 	t.Helper()
 	dir := shared.Path(t, rel)
-	tokCacheMu.Lock()
-	defer tokCacheMu.Unlock()
-	if tk, ok := tokLoaded[dir]; ok {
+	cacheMu.Lock()
+	defer cacheMu.Unlock()
+	if tk, ok := loadedTokenizers[dir]; ok {
 		return tk, dir
 	}
-	tk, err := LoadTokenizer(dir)
+	tk, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokLoaded[dir] = tk
+	loadedTokenizers[dir] = tk
 	return tk, dir
 }
 
-func checkVectors(t *testing.T, tk *Tokenizer, v tokVectors, encode func(string) []int) {
+func checkVectors(t *testing.T, tk *Tokenizer, v vectorCases, encode func(string) []int) {
 	t.Helper()
 	fails := 0
 	for i, c := range v.Cases {
@@ -82,7 +82,7 @@ func checkVectors(t *testing.T, tk *Tokenizer, v tokVectors, encode func(string)
 	}
 }
 
-func checkRoundTrip(t *testing.T, tk *Tokenizer, v tokVectors) {
+func checkRoundTrip(t *testing.T, tk *Tokenizer, v vectorCases) {
 	t.Helper()
 	for i, c := range v.Cases {
 		if got := tk.Decode(tk.Encode(c.Text)); got != c.Text {
@@ -254,7 +254,7 @@ func tinyByteLevel(merges string, pre string) []byte {
 func TestTokenizerSynthetic(t *testing.T) {
 	pre := `{"type":"ByteLevel","add_prefix_space":false,"use_regex":true}`
 	for _, merges := range []string{`["Ġ t","h e","Ġt he","Ġ a","a b"]`, `[["Ġ","t"],["h","e"],["Ġt","he"],["Ġ","a"],["a","b"]]`} {
-		tk, err := ParseTokenizer(tinyByteLevel(merges, pre), nil)
+		tk, err := Parse(tinyByteLevel(merges, pre), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +278,7 @@ func TestTokenizerSynthetic(t *testing.T) {
 	// A Llama-3 style Split + ByteLevel(use_regex=false) goes through the
 	// generic regex path.
 	llama3 := `{"type":"Sequence","pretokenizers":[{"type":"Split","pattern":{"Regex":"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},"behavior":"Isolated","invert":false},{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":false}]}`
-	tk, err := ParseTokenizer(tinyByteLevel(`[]`, llama3), nil)
+	tk, err := Parse(tinyByteLevel(`[]`, llama3), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,19 +321,19 @@ func TestTokenizerErrors(t *testing.T) {
 		{"unk", `{"model": {"type": "BPE", "unk_token": "<unk>", "vocab": ` + okVocab + `, "merges": []}}`, `unk_token "<unk>"`},
 	}
 	for _, c := range cases {
-		_, err := ParseTokenizer([]byte(c.json), nil)
+		_, err := Parse([]byte(c.json), nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want one mentioning %q", c.name, err, c.want)
 		}
 	}
 	good := `{"model": {"type": "BPE", "vocab": ` + okVocab + `, "merges": ["a b"]}}`
-	if _, err := ParseTokenizer([]byte(good), []byte(`{"bos_token": `)); err == nil || !strings.Contains(err.Error(), "tokenizer_config.json") {
+	if _, err := Parse([]byte(good), []byte(`{"bos_token": `)); err == nil || !strings.Contains(err.Error(), "tokenizer_config.json") {
 		t.Errorf("bad config: err = %v", err)
 	}
-	if _, err := ParseTokenizer([]byte(good), []byte(`{"bos_token": "<s>"}`)); err == nil || !strings.Contains(err.Error(), `bos_token "<s>"`) {
+	if _, err := Parse([]byte(good), []byte(`{"bos_token": "<s>"}`)); err == nil || !strings.Contains(err.Error(), `bos_token "<s>"`) {
 		t.Errorf("config bos not in vocab: err = %v", err)
 	}
-	tk, err := ParseTokenizer([]byte(good), nil)
+	tk, err := Parse([]byte(good), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,14 +342,14 @@ func TestTokenizerErrors(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	if _, err := LoadTokenizer(dir); err == nil || !strings.Contains(err.Error(), "tokenizer.json") {
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "tokenizer.json") {
 		t.Errorf("missing file: err = %v", err)
 	}
 	p := filepath.Join(dir, "tokenizer.json")
 	if err := os.WriteFile(p, []byte(`{"model": [`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadTokenizer(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "malformed") {
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "malformed") {
 		t.Errorf("malformed file: err = %v", err)
 	}
 }
@@ -379,7 +379,7 @@ func TestTokenizerMetaspace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := LoadTokenizer(dir)
+	ref, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +399,7 @@ func TestTokenizerMetaspace(t *testing.T) {
 			map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": split},
 		}}
 		b, _ := json.Marshal(m)
-		tk, err := ParseTokenizer(b, nil)
+		tk, err := Parse(b, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,7 @@
-package data
+package tokenizer
 
 // A byte-level BPE trainer (GPT-2 style) that writes a Hugging Face
-// tokenizer.json and tokenizer_config.json for ParseTokenizer (and the
+// tokenizer.json and tokenizer_config.json for Parse (and the
 // tokenizers library) to load.
 //
 // Layout of the vocabulary:
@@ -43,8 +43,8 @@ const (
 	BPEEOSToken = "</s>"
 )
 
-// bptSpecials lists the special tokens in id order.
-var bptSpecials = []string{BPEUnkToken, BPEBOSToken, BPEEOSToken}
+// specialTokens lists the special tokens in id order.
+var specialTokens = []string{BPEUnkToken, BPEBOSToken, BPEEOSToken}
 
 // TrainBPE learns up to merges byte-level BPE merges from corpus (each
 // string is pre-tokenized on its own) and returns a Hugging Face
@@ -70,7 +70,7 @@ func TrainBPE(corpus []string, merges int) (tokenizerJSON, tokenizerConfigJSON [
 		ids[s] = id
 		return id
 	}
-	for _, s := range bptSpecials {
+	for _, s := range specialTokens {
 		add(s)
 	}
 	for b := range 256 {
@@ -89,31 +89,31 @@ func TrainBPE(corpus []string, merges int) (tokenizerJSON, tokenizerConfigJSON [
 		keys = append(keys, w)
 	}
 	sort.Strings(keys)
-	words := make([]bptWord, 0, len(keys))
+	words := make([]wordCount, 0, len(keys))
 	for _, w := range keys {
 		syms := make([]int32, 0, len(w))
 		for _, r := range w {
 			syms = append(syms, ids[string(r)])
 		}
 		if len(syms) > 1 {
-			words = append(words, bptWord{syms: syms, n: counts[w]})
+			words = append(words, wordCount{syms: syms, n: counts[w]})
 		}
 	}
 
 	var learned [][2]int32
 	for len(learned) < merges {
-		best, ok := bptBestPair(words, toks)
+		best, ok := bestPair(words, toks)
 		if !ok {
 			break
 		}
 		id := add(toks[best[0]] + toks[best[1]])
 		learned = append(learned, best)
 		for i := range words {
-			words[i].syms = bptMerge(words[i].syms, best, id)
+			words[i].syms = applyMerge(words[i].syms, best, id)
 		}
 	}
 
-	tj, err := bptTokenizerJSON(toks, learned)
+	tj, err := encodeTokenizerJSON(toks, learned)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -132,16 +132,16 @@ func TrainBPE(corpus []string, merges int) (tokenizerJSON, tokenizerConfigJSON [
 	return tj, cfg, nil
 }
 
-// bptWord is a distinct pre-tokenized word as its current symbols, with its
+// wordCount is a distinct pre-tokenized word as its current symbols, with its
 // count in the corpus.
-type bptWord struct {
+type wordCount struct {
 	syms []int32
 	n    int
 }
 
-// bptBestPair returns the most frequent adjacent pair, ties broken by the
+// bestPair returns the most frequent adjacent pair, ties broken by the
 // byte order of (left, right) token strings; false when no pair is left.
-func bptBestPair(words []bptWord, toks []string) ([2]int32, bool) {
+func bestPair(words []wordCount, toks []string) ([2]int32, bool) {
 	counts := map[[2]int32]int{}
 	for _, w := range words {
 		for i := 0; i+1 < len(w.syms); i++ {
@@ -151,23 +151,23 @@ func bptBestPair(words []bptWord, toks []string) ([2]int32, bool) {
 	var best [2]int32
 	bestN := 0
 	for p, n := range counts {
-		if n > bestN || n == bestN && bptPairLess(toks, p, best) {
+		if n > bestN || n == bestN && pairLess(toks, p, best) {
 			best, bestN = p, n
 		}
 	}
 	return best, bestN > 0
 }
 
-func bptPairLess(toks []string, a, b [2]int32) bool {
+func pairLess(toks []string, a, b [2]int32) bool {
 	if la, lb := toks[a[0]], toks[b[0]]; la != lb {
 		return la < lb
 	}
 	return toks[a[1]] < toks[b[1]]
 }
 
-// bptMerge replaces the non-overlapping occurrences of pair, left to right,
+// applyMerge replaces the non-overlapping occurrences of pair, left to right,
 // by id (in place).
-func bptMerge(syms []int32, pair [2]int32, id int32) []int32 {
+func applyMerge(syms []int32, pair [2]int32, id int32) []int32 {
 	out := syms[:0]
 	for i := 0; i < len(syms); i++ {
 		if i+1 < len(syms) && syms[i] == pair[0] && syms[i+1] == pair[1] {
@@ -180,8 +180,8 @@ func bptMerge(syms []int32, pair [2]int32, id int32) []int32 {
 	return out
 }
 
-// bptQuote is a JSON string without HTML escaping ("<s>" stays readable).
-func bptQuote(s string) string {
+// quote is a JSON string without HTML escaping ("<s>" stays readable).
+func quote(s string) string {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -191,20 +191,20 @@ func bptQuote(s string) string {
 	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// bptTokenizerJSON writes tokenizer.json with the vocab in id order and the
+// encodeTokenizerJSON writes tokenizer.json with the vocab in id order and the
 // merges as "left right" strings (byte-level tokens hold no spaces).
-func bptTokenizerJSON(toks []string, merges [][2]int32) ([]byte, error) {
+func encodeTokenizerJSON(toks []string, merges [][2]int32) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n  \"added_tokens\": [")
-	for i, s := range bptSpecials {
+	for i, s := range specialTokens {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "\n    {\"id\": %d, \"content\": %s, \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}", i, bptQuote(s))
+		fmt.Fprintf(&b, "\n    {\"id\": %d, \"content\": %s, \"single_word\": false, \"lstrip\": false, \"rstrip\": false, \"normalized\": false, \"special\": true}", i, quote(s))
 	}
 	b.WriteString("\n  ],\n  \"normalizer\": null,\n")
 	b.WriteString(`  "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},` + "\n")
-	bos := bptQuote(BPEBOSToken)
+	bos := quote(BPEBOSToken)
 	fmt.Fprintf(&b, `  "post_processor": {"type": "TemplateProcessing", `+
 		`"single": [{"SpecialToken": {"id": %[1]s, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], `+
 		`"pair": [{"SpecialToken": {"id": %[1]s, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": %[1]s, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}], `+
@@ -216,7 +216,7 @@ func bptTokenizerJSON(toks []string, merges [][2]int32) ([]byte, error) {
 		if id > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "\n      %s: %d", bptQuote(s), id)
+		fmt.Fprintf(&b, "\n      %s: %d", quote(s), id)
 	}
 	b.WriteString("\n    },\n    \"merges\": [")
 	for i, m := range merges {
@@ -227,7 +227,7 @@ func bptTokenizerJSON(toks []string, merges [][2]int32) ([]byte, error) {
 		if strings.Contains(l, " ") || strings.Contains(r, " ") {
 			return nil, errors.New("TrainBPE: a merged token contains a space")
 		}
-		fmt.Fprintf(&b, "\n      %s", bptQuote(l+" "+r))
+		fmt.Fprintf(&b, "\n      %s", quote(l+" "+r))
 	}
 	b.WriteString("\n    ]\n  }\n}\n")
 	if !json.Valid(b.Bytes()) {
