@@ -16,6 +16,7 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/cache"
 	"github.com/lomo-dev/lomo/hf/safetensors"
 	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/monitor"
@@ -62,6 +63,10 @@ type Trainer struct {
 	// lastCheckpoint is the newest checkpoint of this run (or the one it
 	// resumed from): where to continue after a failed step.
 	lastCheckpoint string
+	// baseDir is the folder of model_name_or_path (a Hub id resolved in
+	// the local cache): the source of the tokenizer files saved with
+	// every checkpoint.
+	baseDir string
 }
 
 // TrainerState is saved with every checkpoint (trainer_state.json).
@@ -81,8 +86,12 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	tr := &Trainer{Cfg: cfg, D: d, opts: opts}
-	modelDir := cfg.ModelNameOrPath
+	baseDir, err := cache.Resolve(cfg.ModelNameOrPath)
+	if err != nil {
+		return nil, fmt.Errorf("train: model_name_or_path: %w", err)
+	}
+	tr := &Trainer{Cfg: cfg, D: d, opts: opts, baseDir: baseDir}
+	modelDir := baseDir
 	var resumed *TrainerState
 	if opts.Resume {
 		ck, st, err := LatestCheckpoint(cfg.OutputDir)
@@ -554,7 +563,7 @@ func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
 		os.RemoveAll(tmp)
 		return err
 	}
-	src := tr.Cfg.ModelNameOrPath
+	src := tr.baseDir
 	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"} {
 		b, err := os.ReadFile(filepath.Join(src, f))
 		if err != nil {

@@ -33,7 +33,7 @@ type benchReport struct {
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", stderr)
-	model := fs.String("model", "", "config.json (or model folder) for the training-step benchmark; empty: kernels only")
+	model := fs.String("model", "", "config.json (or model folder, or Hub id in the local HF cache) for the training-step benchmark; empty: kernels only")
 	batch := fs.Int("batch", 4, "sequences per step")
 	seq := fs.Int("seq", 512, "tokens per sequence")
 	steps := fs.Int("steps", 3, "timed steps")

@@ -220,7 +220,7 @@ func runName(outDir string) string {
 
 func cmdEval(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("eval", stderr)
-	model := fs.String("model", "", "model folder (HF layout: config.json, model.safetensors, tokenizer.json)")
+	model := fs.String("model", "", "model folder (HF layout: config.json, model.safetensors, tokenizer.json) or Hub id org/name[@revision] in the local HF cache")
 	task := fs.String("task", "", "task name: "+strings.Join(data.TaskNames(), ", "))
 	file := fs.String("data", "", "task file (jsonl)")
 	limit := fs.Int("limit", 0, "evaluate the first n examples only")
@@ -278,7 +278,7 @@ func parseDType(s string) gpu.DType {
 
 func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("generate", stderr)
-	model := fs.String("model", "", "model folder (HF layout)")
+	model := fs.String("model", "", "model folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
 	maxNew := fs.Int("max-new-tokens", 64, "tokens to generate at most")
 	temp := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
@@ -338,7 +338,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 
 func cmdTokenize(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("tokenize", stderr)
-	model := fs.String("model", "", "model folder or tokenizer.json")
+	model := fs.String("model", "", "model folder, tokenizer.json, or Hub id org/name[@revision] in the local HF cache")
 	text := fs.String("text", "", "text to tokenize")
 	noSpecial := fs.Bool("no-special", false, "do not add BOS")
 	if err := parse(fs, args); err != nil {

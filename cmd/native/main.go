@@ -19,6 +19,8 @@ import (
 	"io"
 	"os"
 	"sort"
+
+	"github.com/lomo-dev/lomo/hf/cache"
 )
 
 type command struct {
@@ -86,6 +88,10 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// parse parses a command's flags. A --model flag names a local folder or
+// file, or a Hub model id (org/name[@revision]) that it replaces with its
+// snapshot folder in the local Hugging Face cache, so that every command
+// taking a model takes either.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -95,6 +101,13 @@ func parse(fs *flag.FlagSet, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if f := fs.Lookup("model"); f != nil && f.Value.String() != "" {
+		dir, err := cache.Resolve(f.Value.String())
+		if err != nil {
+			return err
+		}
+		return f.Value.Set(dir)
 	}
 	return nil
 }

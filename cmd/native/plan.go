@@ -22,7 +22,7 @@ var cards = []struct {
 
 func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("plan", stderr)
-	model := fs.String("model", "", "model folder or config.json (only the config is read)")
+	model := fs.String("model", "", "model folder, config.json or Hub id org/name[@revision] in the local HF cache (only the config is read)")
 	batch := fs.Int("batch", 8, "sequences per step")
 	seq := fs.Int("seq", 512, "tokens per sequence")
 	optName := fs.String("optimizer", "", "lomo, adalomo, sgd or adamw (default: all)")
