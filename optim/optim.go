@@ -281,7 +281,7 @@ func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, li
 		if err := wgsl.SumSquares(d, st, 0, g, gpu.F32, p.Len(), invScale); err != nil {
 			return err
 		}
-		return wgsl.CheckFinite(d, st, 1, g, p.Len(), 1, limit)
+		return wgsl.CheckFinite(d, st, 1, g, gpu.F32, p.Len(), 1, limit)
 	})
 	if err != nil {
 		return

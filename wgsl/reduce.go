@@ -128,18 +128,22 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 }
 
 // CheckFinite records flags[flagIndex] = 1 (u32) if any |x[i]*scale| over n
-// f32 elements is not <= limit: NaN, ±inf, or beyond limit. limit = +inf
-// checks only for non-finite values; 65504 models an fp16 overflow. The
-// flag is never cleared here (Fill clears it).
-func CheckFinite(d *gpu.Device, flags *gpu.Buffer, flagIndex int, x *gpu.Buffer, n int, scale, limit float32) error {
+// elements of x (f32 or f16) is not <= limit: NaN, ±inf, or beyond limit.
+// limit = +inf checks only for non-finite values; 65504 models an fp16
+// overflow. The flag is never cleared here (Fill clears it). The optimizers
+// check gradients with it (overflow) and the weights they have just updated.
+func CheckFinite(d *gpu.Device, flags *gpu.Buffer, flagIndex int, x *gpu.Buffer, xt gpu.DType, n int, scale, limit float32) error {
 	const op = "check finite"
-	if n <= 0 || flagIndex < 0 || n > math.MaxUint32 {
+	if n <= 0 || flagIndex < 0 || n > math.MaxUint32-1 {
 		return fmt.Errorf("wgsl: %s: n=%d, flagIndex=%d", op, n, flagIndex)
+	}
+	if xt != gpu.F32 && xt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported dtype %v", op, xt)
 	}
 	if !(limit >= 0) {
 		return fmt.Errorf("wgsl: %s: limit %v must be >= 0", op, limit)
 	}
-	if err := reduceNeed(op, "x", x, int64(4*n)); err != nil {
+	if err := reduceNeed(op, "x", x, xt.Bytes(n)); err != nil {
 		return err
 	}
 	if err := reduceNeed(op, "flags", flags, int64(4*(flagIndex+1))); err != nil {
@@ -149,11 +153,16 @@ func CheckFinite(d *gpu.Device, flags *gpu.Buffer, flagIndex int, x *gpu.Buffer,
 		return fmt.Errorf("wgsl: %s: flags and x must be distinct buffers", op)
 	}
 	p := ReduceParams{N: uint32(n), Index: uint32(flagIndex), Bits: math.Float32bits(limit), Scale: scale}
-	k, err := sectionKernel(d, "reduce", "check_finite", nil, []string{"check_finite"}, []gpu.Access{rw, ro}, p)
+	k, err := sectionKernel(d, "reduce", "check_finite_"+xt.String(), nil, []string{"check_finite_" + xt.String()}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}
-	gx, gy, gz := d.Grid(n, reduceWG)
+	threads := n
+	if xt == gpu.F16 {
+		threads = (n + 1) / 2 // one per word of two halves
+	}
+	// x (n) -> flags[flagIndex]
+	gx, gy, gz := d.Grid(threads, reduceWG)
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{flags, x}, gx, gy, gz)
 }
 

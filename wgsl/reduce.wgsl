@@ -11,12 +11,15 @@
 //   on N, so the result is deterministic.
 // sumsq_fold (stage 2): bindings 0 out (rw, f32), 1 part, 2 Params. One
 //   workgroup of 256: out[index] += sum(part[0..groups)).
-// check_finite: x (N) f32. Bindings 0 flags (rw, u32), 1 x, 2 Params.
-//   flags[index] = 1 if some |x*scale| is not <= limit (NaN, ±inf, or above
-//   limit). The test is on the bits of |x*scale|, not on float compares:
-//   WGSL lets compilers assume that no NaN or inf occurs, so `x != x` or
-//   `abs(x) > limit` may be folded away. Never writes 0. Dispatch
-//   gpu.Grid(N, 256).
+// check_finite_f32 / check_finite_f16: x (N) f32, or f16 pairs in u32
+//   words. Bindings 0 flags (rw, u32), 1 x, 2 Params. flags[index] = 1 if
+//   some |x*scale| is not <= limit (NaN, ±inf, or above limit). The test is
+//   on the bits of |x*scale|, not on float compares: WGSL lets compilers
+//   assume that no NaN or inf occurs, so `x != x` or `abs(x) > limit` may be
+//   folded away. An f16 half is tested on its own bits first (exponent all
+//   ones), since unpacking a non-finite f16 gives an indeterminate value.
+//   Never writes 0. Dispatch gpu.Grid(N, 256) for f32, gpu.Grid((N+1)/2,
+//   256) words for f16.
 // fill: bindings 0 x (rw, u32 words), 1 Params. x[off + i] = bits for
 //   i < N. Dispatch gpu.Grid(N, 256).
 
@@ -95,7 +98,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
 	if (t == 0u) { out[p.index] += total; }
 }
 
-// ==== section check_finite ====
+// ==== section check_finite_f32 ====
 @group(0) @binding(0) var<storage, read_write> flags: array<atomic<u32>>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
@@ -108,6 +111,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	// is inf or NaN, flagged even when limit is +inf.
 	let a = bitcast<u32>(x[i] * p.scale) & 0x7fffffffu;
 	if (a >= 0x7f800000u || a > p.bits) {
+		atomicStore(&flags[p.index], 1u);
+	}
+}
+
+// ==== section check_finite_f16 ====
+@group(0) @binding(0) var<storage, read_write> flags: array<atomic<u32>>;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+// bad reports whether the f16 half h (its 16 bits), unpacked to v, is NaN or
+// ±inf, or has |v*scale| not <= limit.
+fn bad(h: u32, v: f32) -> bool {
+	let a = bitcast<u32>(v * p.scale) & 0x7fffffffu;
+	return (h & 0x7c00u) == 0x7c00u || a >= 0x7f800000u || a > p.bits;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let w = gid.x + gid.y * nwg.x * WG;
+	if (w >= (p.n + 1u) / 2u) { return; }
+	let bits = x[w];
+	let v = unpack2x16float(bits);
+	var flag = bad(bits & 0xffffu, v.x);
+	if (2u * w + 1u < p.n) { // not the padding half of an odd N
+		flag = flag || bad(bits >> 16u, v.y);
+	}
+	if (flag) {
 		atomicStore(&flags[p.index], 1u);
 	}
 }

@@ -122,6 +122,7 @@ func TestCheckFinite(t *testing.T) {
 	}{
 		{"clean", 1000, -1, 0, 1, inf, 0},
 		{"clean_fp16_limit", 1000, -1, 0, 1, 65504, 0},
+		{"clean_odd", 257, -1, 0, 1, inf, 0}, // f16: a NaN in the padding half
 		{"nan_first", 1000, 0, math.NaN(), 1, inf, 0},
 		{"nan_last", 70001, 70000, math.NaN(), 1, inf, 0},
 		{"pos_inf", 257, 100, math.Inf(1), 1, inf, 0},
@@ -135,27 +136,36 @@ func TestCheckFinite(t *testing.T) {
 		{"f32_overflow_by_scale", 100, 7, 3e38, 4, inf, 0},
 		{"never_cleared", 300, -1, 0, 1, inf, 1},
 	}
-	for ci, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			x := randn(rng(uint64(300+ci)), tc.n, 100)
-			if tc.at >= 0 {
-				x[tc.at] = tc.val
-			}
-			xb := upload(t, x, gpu.F32)
-			const idx = 1
-			flags := uploadU32(t, []uint32{7, tc.pre, 9})
-			if err := CheckFinite(dev, flags, idx, xb, tc.n, tc.scale, tc.limit); err != nil {
-				t.Fatal(err)
-			}
-			want := []uint32{7, tc.pre, 9}
-			if refCheckFinite(x, tc.scale, tc.limit) {
-				want[idx] = 1
-			}
-			got := reduceReadFlags(t, flags, 3)
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("flags %v, want %v", got, want)
-			}
-		})
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+		for ci, tc := range cases {
+			t.Run(fmt.Sprintf("%v_%s", dt, tc.name), func(t *testing.T) {
+				x := randn(rng(uint64(300+ci)), tc.n, 100)
+				if tc.at >= 0 {
+					x[tc.at] = tc.val
+				}
+				// In f16, 70000 and 3e38 round to inf.
+				x = roundTo(x, dt)
+				if dt == gpu.F16 && tc.n%2 == 1 {
+					// A NaN in the padding half of the last pair must not count.
+					x = append(x, math.NaN())
+				}
+				xb := upload(t, x, dt)
+				x = x[:tc.n]
+				const idx = 1
+				flags := uploadU32(t, []uint32{7, tc.pre, 9})
+				if err := CheckFinite(dev, flags, idx, xb, dt, tc.n, tc.scale, tc.limit); err != nil {
+					t.Fatal(err)
+				}
+				want := []uint32{7, tc.pre, 9}
+				if refCheckFinite(x, tc.scale, tc.limit) {
+					want[idx] = 1
+				}
+				got := reduceReadFlags(t, flags, 3)
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("flags %v, want %v", got, want)
+				}
+			})
+		}
 	}
 }
 
@@ -195,7 +205,7 @@ func TestReduceRejectsBadSizes(t *testing.T) {
 	if err := SumSquares(dev, out, 0, x, gpu.F32, 11, 1); err == nil {
 		t.Error("SumSquares over 11 elements of a 10-element buffer accepted")
 	}
-	if err := CheckFinite(dev, out, 0, x, 10, 1, float32(math.NaN())); err == nil {
+	if err := CheckFinite(dev, out, 0, x, gpu.F32, 10, 1, float32(math.NaN())); err == nil {
 		t.Error("CheckFinite with a NaN limit accepted")
 	}
 	if err := Fill(dev, out, 1, 2, 0); err == nil {
