@@ -89,12 +89,10 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	}
 	res.Tokens = tokens
 	coef := float32(1)
+	if _, err := statsBuffer(k.d, &k.stats); err != nil {
+		return res, err
+	}
 	if k.cfg.ClipGradNorm > 0 {
-		if k.stats == nil {
-			if k.stats, err = k.d.NewBuffer(gpu.TagScratch, 16); err != nil {
-				return res, err
-			}
-		}
 		if err := wgsl.Fill(k.d, k.stats, 0, 1, 0); err != nil {
 			return res, err
 		}
@@ -111,12 +109,18 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		coef = float32(math.Min(1, k.cfg.ClipGradNorm/(res.GradNorm+1e-6)))
 		res.ClipCoef = float64(coef)
 	}
+	if err := wgsl.Fill(k.d, k.stats, weightFlag, 1, 0); err != nil {
+		return res, err
+	}
 	for _, p := range order {
 		if err := k.apply(p, float32(lr), coef); err != nil {
 			return res, err
 		}
+		if err := checkWeights(k.d, k.stats, p); err != nil {
+			return res, err
+		}
 	}
-	return res, nil
+	return res, weightsFinite(k.d, k.stats, params, k.step, lr)
 }
 
 func (k *keeping) apply(p *nn.Param, lr, coef float32) error {

@@ -26,10 +26,12 @@ type Config struct {
 	Eps1, Eps2, ClipThreshold float64
 	// AdamW.
 	Beta1, Beta2, Eps float64
-	// LossScale is the initial loss scale under f16 parameters (LOMO's
-	// dynamic scaler; AdaLomo's static one); 0 is the reference's: 2^16
-	// for LOMO, 2^10 for AdaLomo.
+	// LossScale is the initial loss scale under f16 parameters; 0 is the
+	// reference's: 2^16 for LOMO, 2^10 for AdaLomo.
 	LossScale float64
+	// ScaleWindow is the growth interval of the f16 loss scale: it doubles
+	// after this many good steps in a row. 0 is ScaleWindow(Schedule.Total).
+	ScaleWindow int
 }
 
 // Defaults fills zero fields with the reference defaults.
@@ -81,13 +83,34 @@ type Optimizer interface {
 }
 
 // New returns the optimizer that cfg names. dt is the parameters' storage:
-// under f16, LOMO uses dynamic loss scaling and AdaLomo a static 2^10
-// (REFERENCE §2-3); both then need gradient-norm clipping, as in the
-// reference, because the overflow check is part of the norm pass.
+// under f16, LOMO and AdaLomo use dynamic loss scaling from 2^16 and 2^10
+// (REFERENCE §2-3: the reference keeps AdaLomo's 2^10 fixed, and has no
+// overflow check for it, so an overflow there would skip every later step
+// at the same scale; here it halves, as LOMO's does). Both then need
+// gradient-norm clipping, as in the reference, because the overflow check
+// is part of the norm pass.
+//
+// Every optimizer checks the weights it has just updated: a step that makes
+// any weight NaN or infinite fails with a *NonFiniteError.
 func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 	cfg.Defaults()
 	if err := cfg.Schedule.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.LossScale < 0 || math.IsNaN(cfg.LossScale) || math.IsInf(cfg.LossScale, 0) || cfg.ScaleWindow < 0 {
+		return nil, fmt.Errorf("optim: loss scale %v and scale window %d must not be negative or infinite", cfg.LossScale, cfg.ScaleWindow)
+	}
+	window := cfg.ScaleWindow
+	if window == 0 {
+		window = ScaleWindow(cfg.Schedule.Total)
+	}
+	dynamic := func(initial float64) *LossScaler {
+		s := NewDynamicScaler()
+		s.Scale, s.Window = initial, window
+		if cfg.LossScale > 0 {
+			s.Scale = cfg.LossScale
+		}
+		return s
 	}
 	base := &fused{d: d, cfg: cfg, dtype: dt, scaler: NewStaticScaler(1), limit: float32(math.Inf(1))}
 	if dt == gpu.F16 {
@@ -100,10 +123,7 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 	switch cfg.Name {
 	case "lomo":
 		if dt == gpu.F16 {
-			base.scaler = NewDynamicScaler()
-			if cfg.LossScale > 0 {
-				base.scaler.Scale = cfg.LossScale
-			}
+			base.scaler = dynamic(1 << 16)
 		}
 		base.update = base.lomoUpdate
 	case "adalomo":
@@ -111,10 +131,7 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 			return nil, fmt.Errorf("optim: clip_grad_value is not supported with adalomo (its update is clipped by RMS)")
 		}
 		if dt == gpu.F16 {
-			base.scaler = NewStaticScaler(1 << 10)
-			if cfg.LossScale > 0 {
-				base.scaler.Scale = cfg.LossScale
-			}
+			base.scaler = dynamic(1 << 10)
 		}
 		base.state = map[*nn.Param][2]*gpu.Buffer{}
 		base.update = base.adalomoUpdate
@@ -140,7 +157,8 @@ type fused struct {
 	t      int // AdaLomo's step counter (good steps)
 	state  map[*nn.Param][2]*gpu.Buffer
 	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error
-	// stats: [0] sum of squares (f32), [1] overflow flag (u32)
+	// stats: [0] sum of squares (f32), [1] gradient overflow flag (u32),
+	// [2] non-finite weight flag (u32)
 	stats *gpu.Buffer
 }
 
@@ -190,6 +208,13 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	if o.cfg.Name == "adalomo" {
 		o.t++ // AdaLomo counts the steps it applies (beta = 1 - t^-0.8)
 	}
+	st, err := statsBuffer(o.d, &o.stats)
+	if err != nil {
+		return res, err
+	}
+	if err := wgsl.Fill(o.d, st, weightFlag, 1, 0); err != nil {
+		return res, err
+	}
 	t := nn.NewTape(o.d, true)
 	lossT, tokens, err := fwd(t, float32(scale))
 	if err != nil {
@@ -197,8 +222,16 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		return res, err
 	}
 	defer lossT.Release()
-	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error { return o.update(p, g, lr, invScale, coef) })
+	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
+		if err := o.update(p, g, lr, invScale, coef); err != nil {
+			return err
+		}
+		return checkWeights(o.d, st, p)
+	})
 	if err != nil {
+		return res, err
+	}
+	if err := weightsFinite(o.d, st, params, o.step, float64(lr)); err != nil {
 		return res, err
 	}
 	if o.cfg.ClipGradNorm <= 0 {
@@ -257,16 +290,91 @@ func zeroed(d *gpu.Device, n int) (*gpu.Buffer, error) {
 	return b, nil
 }
 
+// weightFlag is the element of an optimizer's stats buffer that
+// checkWeights raises.
+const weightFlag = 2
+
+// statsBuffer returns *stats, allocating it (16 bytes of scratch: a sum of
+// squares and flags) on first use.
+func statsBuffer(d *gpu.Device, stats **gpu.Buffer) (*gpu.Buffer, error) {
+	if *stats == nil {
+		b, err := d.NewBuffer(gpu.TagScratch, 16)
+		if err != nil {
+			return nil, err
+		}
+		*stats = b
+	}
+	return *stats, nil
+}
+
+// checkWeights records, in stats[weightFlag], whether p holds a NaN or an
+// infinity after its update.
+func checkWeights(d *gpu.Device, stats *gpu.Buffer, p *nn.Param) error {
+	return wgsl.CheckFinite(d, stats, weightFlag, p.Buf, p.DType, p.Len(), 1, float32(math.Inf(1)))
+}
+
+// NonFiniteError reports a step whose update made weights NaN or infinite:
+// in f16, any weight pushed beyond ±65504. The weights are damaged in
+// place (LOMO keeps no copy to go back to).
+type NonFiniteError struct {
+	Step   int
+	LR     float64
+	Param  string  // the first parameter, in model order, holding one
+	Index  int     // its first non-finite element
+	Value  float32 // NaN, +Inf or -Inf
+	Count  int     // non-finite weights in all parameters
+	Params int     // parameters holding any
+}
+
+func (e *NonFiniteError) Error() string {
+	if e.Count == 0 { // flagged on the GPU, gone on reading back: should not happen
+		return fmt.Sprintf("optim: step %d (learning rate %.4g): the GPU found non-finite weights after the update, but none on reading them back", e.Step, e.LR)
+	}
+	return fmt.Sprintf("optim: step %d (learning rate %.4g) made %d weights non-finite in %d parameters, first %s[%d] = %v: the update overflowed; lower learning_rate or clip_grad_norm",
+		e.Step, e.LR, e.Count, e.Params, e.Param, e.Index, e.Value)
+}
+
+// weightsFinite reads stats[weightFlag] after a step's updates and, when
+// it is raised, finds the non-finite weights for a *NonFiniteError.
+func weightsFinite(d *gpu.Device, stats *gpu.Buffer, params []*nn.Param, step int, lr float64) error {
+	raw, err := d.Read(stats, 4*weightFlag, 4)
+	if err != nil {
+		return err
+	}
+	if binary.LittleEndian.Uint32(raw) == 0 {
+		return nil
+	}
+	e := &NonFiniteError{Step: step, LR: lr, Index: -1}
+	for _, p := range params {
+		v, err := nn.ReadF32(d, p.Tensor)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for i, x := range v {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				if e.Index < 0 {
+					e.Param, e.Index, e.Value = p.Name, i, x
+				}
+				n++
+			}
+		}
+		if n > 0 {
+			e.Count += n
+			e.Params++
+		}
+	}
+	return e
+}
+
 // measure runs a forward and a backward that only measure: the sum of
 // squares of the unscaled gradient and whether any scaled gradient
 // overflowed. Each gradient is freed right after its reduction.
 func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, limit float32) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
-	if *stats == nil {
-		if *stats, err = d.NewBuffer(gpu.TagScratch, 16); err != nil {
-			return
-		}
+	st, err := statsBuffer(d, stats)
+	if err != nil {
+		return
 	}
-	st := *stats
 	if err = wgsl.Fill(d, st, 0, 2, 0); err != nil {
 		return
 	}

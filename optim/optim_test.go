@@ -1,6 +1,7 @@
 package optim
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -333,5 +334,73 @@ func TestAdaLomoMatchesReference(t *testing.T) {
 		// The GPU's gradients come from its own (f32) weights, which differ
 		// from the float64 reference's by rounding: 1e-5 relative.
 		compare(t, fmt.Sprintf("step %d", step), weights(t, m), host, 1e-5, 1e-7)
+	}
+}
+
+// TestNonFiniteWeightsFailStep: an update that pushes f16 weights past
+// ±65504 (here a learning rate of 1e8 on gradients of order 1e-2) fails the
+// step with a *NonFiniteError naming the first such weight, for each
+// optimizer; the weights are not silently left non-finite.
+func TestNonFiniteWeightsFailStep(t *testing.T) {
+	for _, name := range []string{"lomo", "adalomo", "sgd"} {
+		t.Run(name, func(t *testing.T) {
+			m, in := toyModel(t, gpu.F16, false)
+			opt, err := New(dev, Config{Name: name, Schedule: Schedule{Kind: "constant", LR: 1e8}, ClipGradNorm: 1e9, LossScale: 1}, gpu.F16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer opt.Release()
+			_, err = opt.Step(m.Params(), forward(m, in))
+			var nf *NonFiniteError
+			if !errors.As(err, &nf) {
+				t.Fatalf("step with lr 1e8 in f16: got %v, want a *NonFiniteError", err)
+			}
+			t.Logf("error as reported: %v", err)
+			w := weights(t, m)[nf.Param]
+			if nf.Index < 0 || nf.Index >= len(w) || !math.IsInf(w[nf.Index], 0) && !math.IsNaN(w[nf.Index]) || nf.Count < 1 || nf.Params < 1 {
+				t.Errorf("%+v does not name a non-finite weight", nf)
+			}
+		})
+	}
+}
+
+// TestScaleWindow: the f16 loss scale's growth interval is a tenth of the
+// run (10 to the reference's 1000 steps) unless configured, so a scale that
+// fell early in a short run grows back within it; AdaLomo's scale is
+// dynamic too: an overflow halves it.
+func TestScaleWindow(t *testing.T) {
+	for _, tc := range []struct{ total, want int }{{0, 10}, {30, 10}, {250, 25}, {20000, 1000}} {
+		if got := ScaleWindow(tc.total); got != tc.want {
+			t.Errorf("ScaleWindow(%d) = %d, want %d", tc.total, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		window int
+		want   int
+		scale  float64
+	}{{"lomo", 0, 10, 1 << 16}, {"lomo", 7, 7, 1 << 16}, {"adalomo", 0, 10, 1 << 10}} {
+		opt, err := New(dev, Config{Name: tc.name, Schedule: Schedule{Kind: "constant", LR: 1e-3, Total: 50}, ClipGradNorm: 1, ScaleWindow: tc.window}, gpu.F16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := opt.(*fused).scaler
+		if !sc.Dynamic || sc.Window != tc.want || sc.Scale != tc.scale {
+			t.Errorf("%s with scale window %d over 50 steps: %+v, want a dynamic scale from %g with window %d", tc.name, tc.window, *sc, tc.scale, tc.want)
+		}
+		opt.Release()
+	}
+	m, in := toyModel(t, gpu.F16, false)
+	opt, err := New(dev, Config{Name: "adalomo", Schedule: Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: 1, LossScale: 1e12}, gpu.F16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opt.Release()
+	res, err := opt.Step(m.Params(), forward(m, in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := opt.(*fused).scaler; !res.Skipped || sc.Scale != 5e11 {
+		t.Errorf("adalomo overflow at 1e12: skipped=%v scale=%g, want skipped and 5e11", res.Skipped, sc.Scale)
 	}
 }
