@@ -91,9 +91,10 @@ func BenchmarkPublishSubscribers(b *testing.B) {
 	for _, n := range []int{0, 200} {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			hub := NewHub(HubOptions{QueueSize: 2048})
+			mustPublish(b, hub, runEvent("b")) // viewing needs a run
 			subs := make([]*subscriber, n)
 			for i := range subs {
-				_, subs[i], _ = hub.subscribe("b")
+				_, subs[i], _, _ = hub.subscribe("b")
 			}
 			ev := stepEvent("b", 0)
 			b.ReportAllocs()
@@ -106,7 +107,7 @@ func BenchmarkPublishSubscribers(b *testing.B) {
 				if i%1024 == 1023 {
 					b.StopTimer()
 					for _, s := range subs {
-						s.cursor.Store(uint64(i + 1))
+						s.cursor.Store(uint64(i + 2))
 					}
 					b.StartTimer()
 				}

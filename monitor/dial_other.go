@@ -8,13 +8,14 @@ import (
 	"github.com/coder/websocket"
 )
 
-// tokenInQuery: native publishers send the token in a header.
+// tokenInQuery: native publishers send the token and the run key in headers.
 const tokenInQuery = false
 
-func dialOptions(token string) *websocket.DialOptions {
+func dialOptions(token, runKey string) *websocket.DialOptions {
 	h := http.Header{}
 	if token != "" {
 		h.Set("Authorization", "Bearer "+token)
 	}
+	h.Set(RunKeyHeader, runKey)
 	return &websocket.DialOptions{HTTPHeader: h}
 }

@@ -7,6 +7,18 @@
 // blocking the publisher; viewers can send control actions ("checkpoint",
 // "stop") back to the trainer.
 //
+// # Runs: who publishes, what is kept, for how long
+//
+// Only a run's owner publishes into it: the trainer in the hub's own process
+// (`lomo train --monitor`; remote publishers cannot write into its run), or
+// on a standalone hub the Publisher that created the run, by its run key.
+// Viewing never creates a run: a viewer of an unknown run id is told it
+// waits. Each run keeps at most 64 MiB of events and the hub 512 MiB in all
+// (HubOptions), the oldest dropped first and later viewers told how many; an
+// ended run leaves the hub 24 h after its last event, one whose publisher
+// left without ending it after 1 h. A Publisher that reconnects sends its
+// run's "run" event again; what the hub refuses, Publish reports.
+//
 // # Wire format
 //
 // Every event is one JSON object, one websocket text frame:

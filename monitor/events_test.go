@@ -68,11 +68,12 @@ func TestHistoryBoundKeepsRunEvent(t *testing.T) {
 	for i := 1; i <= 30; i++ {
 		mustPublish(t, h, stepEvent("r", i))
 	}
-	hist, sub, err := h.subscribe("r")
+	rep, sub, _, err := h.subscribe("r")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.unsubscribe("r", sub)
+	defer h.unsubscribe(sub)
+	hist := rep.frames
 	if len(hist) != 11 {
 		t.Fatalf("history has %d events, want 11", len(hist))
 	}

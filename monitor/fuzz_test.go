@@ -36,14 +36,17 @@ func FuzzHandleFrame(f *testing.F) {
 	f.Fuzz(func(t *testing.T, mode byte, data []byte) {
 		hub := NewHub(HubOptions{MaxHistory: 16, MaxRuns: 4, QueueSize: 4})
 		defer hub.Close()
-		var actions int
-		defer hub.OnControl("r", func(string) { actions++ })()
 		typ := websocket.MessageText
 		if mode&2 != 0 {
 			typ = websocket.MessageBinary
 		}
 		if mode&1 == 0 {
-			err := handlePublishFrame(hub, "r", typ, data)
+			rp := &remotePub{kick: make(chan struct{})}
+			r, err := hub.attach("r", "fuzz-publisher-run-key", rp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = handlePublishFrame(hub, r, rp, typ, data)
 			st, _ := hub.Stats("r")
 			if err == nil && st.Events != 1 {
 				t.Fatalf("accepted frame recorded %d events", st.Events)
@@ -52,16 +55,18 @@ func FuzzHandleFrame(f *testing.F) {
 				t.Fatalf("rejected frame recorded %d events", st.Events)
 			}
 			if err == nil {
-				hist, sub, err := hub.subscribe("r")
+				rep, sub, _, err := hub.subscribe("r")
 				if err != nil {
 					t.Fatal(err)
 				}
-				hub.unsubscribe("r", sub)
-				if _, err := DecodeEvent(hist[0]); err != nil {
-					t.Fatalf("recorded event does not decode: %v: %s", err, hist[0])
+				hub.unsubscribe(sub)
+				if _, err := DecodeEvent(rep.frames[0]); err != nil {
+					t.Fatalf("recorded event does not decode: %v: %s", err, rep.frames[0])
 				}
 			}
 		} else {
+			var actions int
+			defer hub.OnControl("r", func(string) { actions++ })()
 			ack, err := handleViewerFrame(hub, "r", typ, data)
 			if err == nil && len(ack) == 0 {
 				t.Fatal("accepted viewer frame without ack")

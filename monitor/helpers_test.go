@@ -53,6 +53,38 @@ func mustDialView(t testing.TB, srv *httptest.Server, run, token string) *websoc
 	return c
 }
 
+// testRunKey is a publisher's run key for tests that publish over raw
+// websockets (a Publisher makes a random one).
+const testRunKey = "0123456789abcdef-test-key"
+
+// mustDialPublish opens a publisher's websocket to run with run key key and
+// reads the hub's "ready".
+func mustDialPublish(t testing.TB, srv *httptest.Server, run, key string) *websocket.Conn {
+	t.Helper()
+	c, _, err := dialWS(t, srv, "/ws/publish?run="+run, http.Header{RunKeyHeader: {key}})
+	if err != nil {
+		t.Fatalf("dial publish: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	readNotice(t, ctx, c, "ready")
+	return c
+}
+
+// readNotice reads a frame and checks that it is a notice of type typ.
+func readNotice(t testing.TB, ctx context.Context, c *websocket.Conn, typ string) noticeMsg {
+	t.Helper()
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read %q notice: %v", typ, err)
+	}
+	var m noticeMsg
+	if err := json.Unmarshal(b, &m); err != nil || m.Type != typ {
+		t.Fatalf("got %s, want a %q notice", b, typ)
+	}
+	return m
+}
+
 func readEvent(t testing.TB, ctx context.Context, c *websocket.Conn) Event {
 	t.Helper()
 	typ, b, err := c.Read(ctx)

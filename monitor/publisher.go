@@ -18,8 +18,14 @@ import (
 // network is slow or the hub unreachable.
 const DefaultPublisherQueue = 4096
 
-// ErrPublisherClosed is returned by Publish after Close.
-var ErrPublisherClosed = errors.New("monitor: publisher closed")
+// Publisher errors.
+var (
+	// ErrPublisherClosed is returned by Publish after Close.
+	ErrPublisherClosed = errors.New("monitor: publisher closed")
+	// ErrRefused: the hub refused the publisher (a wrong token, a run that
+	// belongs to another publisher, a full hub) or one of its events.
+	ErrRefused = errors.New("monitor: hub refused the publisher")
+)
 
 // Publisher sends a run's events to a remote hub (`lomo monitor --listen`)
 // over a websocket and receives the hub's control actions back.
@@ -27,17 +33,30 @@ var ErrPublisherClosed = errors.New("monitor: publisher closed")
 // Publish never blocks the training loop: events go to a bounded queue that a
 // background goroutine drains; when the queue is full the oldest event is
 // dropped (never a "run" or "end" event) and counted (Dropped). A lost
-// connection is redialed with backoff; queued events wait for it.
+// connection is redialed with backoff; queued events wait for it, and the
+// run's latest "run" event is sent again first, so that a restarted hub
+// knows the run's model and config.
+//
+// The Publisher owns its run on the hub through a random run key made by
+// Dial: no other client can publish into the run. When the hub refuses the
+// publisher or an event, the next Publish returns that error (wrapping
+// ErrRefused), once until a connection is accepted again; the Publisher
+// keeps queueing and redialing.
 type Publisher struct {
 	url  string
 	opts *websocket.DialOptions
 	run  string
 
-	mu     sync.Mutex
-	queue  []Event
-	max    int
-	closed bool
-	wake   chan struct{} // cap 1: the queue has something
+	mu          sync.Mutex
+	queue       []Event
+	max         int
+	closed      bool
+	wake        chan struct{} // cap 1: the queue has something
+	runEv       *Event        // the latest "run" event published
+	announced   bool          // runEv (or an earlier one) reached a hub
+	refusal     error         // a refusal not yet returned by Publish
+	reported    bool          // a refusal was returned since the last accepted connection
+	lastRefusal error
 
 	dropped   atomic.Uint64
 	sent      atomic.Uint64
@@ -70,15 +89,23 @@ func Dial(ctx context.Context, hubURL, token, run string) (*Publisher, error) {
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/ws/publish"
 	}
+	key, err := NewToken()
+	if err != nil {
+		return nil, err
+	}
 	q := u.Query()
 	q.Set("run", run)
 	q.Del("token") // sent in the header where possible, kept out of logs
-	if token != "" && tokenInQuery {
-		q.Set("token", token) // browsers cannot set headers on websockets
+	q.Del("run_key")
+	if tokenInQuery { // browsers cannot set headers on websockets
+		if token != "" {
+			q.Set("token", token)
+		}
+		q.Set("run_key", key)
 	}
 	u.RawQuery = q.Encode()
 	p := &Publisher{
-		url: u.String(), opts: dialOptions(token), run: run, max: DefaultPublisherQueue,
+		url: u.String(), opts: dialOptions(token, key), run: run, max: DefaultPublisherQueue,
 		wake: make(chan struct{}, 1), done: make(chan struct{}), flush: make(chan struct{}),
 	}
 	c, err := p.dial(ctx)
@@ -96,12 +123,68 @@ func (p *Publisher) dial(ctx context.Context) (*websocket.Conn, error) {
 	c, resp, err := websocket.Dial(ctx, p.url, p.opts)
 	if err != nil {
 		if resp != nil && resp.StatusCode == http.StatusUnauthorized {
-			return nil, fmt.Errorf("monitor: hub refused the token (401): %w", err)
+			return nil, fmt.Errorf("%w: wrong or missing token (401): %v", ErrRefused, err)
 		}
 		return nil, fmt.Errorf("monitor: dialing hub: %w", err)
 	}
 	c.SetReadLimit(maxViewerFrame)
+	// The hub answers "ready", or refuses the run with a close frame.
+	_, data, err := c.Read(ctx)
+	if err != nil {
+		c.CloseNow()
+		if refused := p.refused(err); refused != nil {
+			return nil, refused
+		}
+		return nil, fmt.Errorf("monitor: hub closed the connection before accepting run %q: %w", p.run, err)
+	}
+	var m noticeMsg
+	if json.Unmarshal(data, &m) != nil || m.Type != "ready" || m.Run != p.run {
+		c.CloseNow()
+		return nil, fmt.Errorf("monitor: the hub answered %.60q instead of accepting run %q (a lomo monitor of another version?)", data, p.run)
+	}
 	return c, nil
+}
+
+// refused turns the hub's close frame into an error wrapping ErrRefused;
+// nil for a connection that just ended.
+func (p *Publisher) refused(err error) error {
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) {
+		return nil
+	}
+	switch ce.Code {
+	case websocket.StatusNormalClosure, websocket.StatusGoingAway:
+		return nil
+	case websocket.StatusMessageTooBig:
+		return fmt.Errorf("%w: run %q: an event over the hub's frame limit (%s)", ErrRefused, p.run, ce.Reason)
+	}
+	return fmt.Errorf("%w: run %q: %s (status %d)", ErrRefused, p.run, ce.Reason, int(ce.Code))
+}
+
+// refuse records a refusal for Publish to return.
+func (p *Publisher) refuse(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastRefusal = err
+	if !p.reported {
+		p.refusal = err
+	}
+}
+
+// accepted: a connection was accepted; a later refusal is news again. The
+// run is announced again first (the hub may have restarted).
+func (p *Publisher) accepted() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reported = false
+	if !p.announced || p.runEv == nil || (len(p.queue) > 0 && p.queue[0].Kind == KindRun) {
+		return
+	}
+	ev := *p.runEv
+	// A new time: a dashboard that saw the old hub's events tells the
+	// new hub's history from them by (seq, time).
+	ev.Time = time.Now().UTC()
+	p.queue = append([]Event{ev}, p.queue...)
 }
 
 // OnControl sets the function that receives the control actions
@@ -113,7 +196,8 @@ func (p *Publisher) OnControl(fn func(action string)) {
 
 // Publish queues ev for the hub and returns at once. It fills in Run (when
 // empty), V (when 0) and Time (when zero) and validates the event; the hub
-// assigns Seq.
+// assigns Seq. An error wrapping ErrRefused reports that the hub refused the
+// publisher or an event since the last such report (ev itself is queued).
 func (p *Publisher) Publish(ev Event) error {
 	if ev.Run == "" {
 		ev.Run = p.run
@@ -135,6 +219,14 @@ func (p *Publisher) Publish(ev Event) error {
 		p.mu.Unlock()
 		return ErrPublisherClosed
 	}
+	refusal := p.refusal
+	if refusal != nil {
+		p.refusal, p.reported = nil, true
+	}
+	if ev.Kind == KindRun {
+		c := ev
+		p.runEv = &c
+	}
 	if len(p.queue) >= p.max {
 		i := 0
 		for i < len(p.queue) && (p.queue[i].Kind == KindRun || p.queue[i].Kind == KindEnd) {
@@ -143,7 +235,7 @@ func (p *Publisher) Publish(ev Event) error {
 		if i == len(p.queue) { // nothing droppable: drop the new event
 			p.mu.Unlock()
 			p.dropped.Add(1)
-			return nil
+			return refusal
 		}
 		if i == 0 {
 			p.queue[0] = Event{}
@@ -159,7 +251,7 @@ func (p *Publisher) Publish(ev Event) error {
 	case p.wake <- struct{}{}:
 	default:
 	}
-	return nil
+	return refusal
 }
 
 // Dropped is the number of events dropped because the queue was full.
@@ -169,7 +261,8 @@ func (p *Publisher) Dropped() uint64 { return p.dropped.Load() }
 func (p *Publisher) Sent() uint64 { return p.sent.Load() }
 
 // Close sends the events still queued (waiting at most 5 s for the hub) and
-// closes the connection. Publish fails after Close.
+// closes the connection. Publish fails after Close. It returns an error when
+// events were left undelivered, with the hub's last refusal if any.
 func (p *Publisher) Close() error {
 	p.mu.Lock()
 	already := p.closed
@@ -185,6 +278,14 @@ func (p *Publisher) Close() error {
 		<-p.done
 	}
 	p.cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.queue); n > 0 {
+		if p.lastRefusal != nil {
+			return fmt.Errorf("monitor: %d events not delivered: %w", n, p.lastRefusal)
+		}
+		return fmt.Errorf("monitor: %d events not delivered: the hub was unreachable", n)
+	}
 	return nil
 }
 
@@ -218,6 +319,9 @@ func (p *Publisher) loop(c *websocket.Conn) {
 			return
 		}
 		c.CloseNow()
+		if refused := p.refused(err); refused != nil {
+			p.refuse(refused)
+		}
 		for {
 			select {
 			case <-p.ctx.Done():
@@ -232,7 +336,11 @@ func (p *Publisher) loop(c *websocket.Conn) {
 			c, err = p.dial(p.ctx)
 			if err == nil {
 				backoff = 250 * time.Millisecond
+				p.accepted()
 				break
+			}
+			if errors.Is(err, ErrRefused) {
+				p.refuse(err)
 			}
 			select {
 			case <-p.flush: // closed and the hub is unreachable: give up
@@ -286,8 +394,22 @@ func (p *Publisher) serve(c *websocket.Conn) error {
 		}
 		if err := writeFrame(p.ctx, c, b); err != nil {
 			p.requeue(ev)
+			// A hub that refused something closes with the reason, which
+			// the reader sees: prefer it to the bare write error.
+			select {
+			case rerr := <-readErr:
+				if p.refused(rerr) != nil {
+					return rerr
+				}
+			case <-time.After(time.Second):
+			}
 			return err
 		}
 		p.sent.Add(1)
+		if ev.Kind == KindRun {
+			p.mu.Lock()
+			p.announced = true
+			p.mu.Unlock()
+		}
 	}
 }

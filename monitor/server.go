@@ -28,9 +28,34 @@ const maxViewerFrame = 4096
 // writeTimeout bounds one frame write to a peer.
 const writeTimeout = 10 * time.Second
 
-// StatusTooSlow is the close code sent to a viewer dropped because its queue
-// filled up (it did not read fast enough). 4000-4999 is the private range.
-const StatusTooSlow websocket.StatusCode = 4001
+// Close codes the hub sends (4000-4999 is the private range).
+const (
+	// StatusTooSlow: a viewer dropped because its queue filled up (it did
+	// not read fast enough).
+	StatusTooSlow websocket.StatusCode = 4001
+	// StatusRunReset: the run's history was discarded (the trainer serving
+	// the hub took over a run id first created by a remote publisher); a
+	// viewer that reconnects gets the new history.
+	StatusRunReset websocket.StatusCode = 4002
+	// StatusRunRefused: the hub refuses this publisher's events for the run
+	// (it belongs to another publisher, the hub is full, an event is too
+	// big); the reason says which.
+	StatusRunRefused websocket.StatusCode = 4003
+	// StatusRunGone: the run left the hub (expired, or made room for a new
+	// one); a viewer that reconnects waits for a run of that id.
+	StatusRunGone websocket.StatusCode = 4004
+)
+
+// RunKeyHeader carries a publisher's run key (the query parameter run_key
+// does too, for browsers). The first publisher of a run id owns the run;
+// the hub refuses any other key for it (see Hub).
+const RunKeyHeader = "Lomo-Run-Key"
+
+// Bounds of a run key's length; Dial makes 32 hex digits (128 bits).
+const (
+	minRunKey = 16
+	maxRunKey = 256
+)
 
 // Options configures the HTTP server of NewServer.
 type Options struct {
@@ -58,8 +83,20 @@ type Options struct {
 //	POST /api/control?run=ID&action=checkpoint|stop
 //	GET  /ws/view?run=ID        websocket: events to the viewer; the viewer
 //	                            may send {"type":"control","action":"stop"}
-//	GET  /ws/publish?run=ID     websocket: events from a remote trainer;
+//	GET  /ws/publish?run=ID     websocket: events from a remote trainer, with
+//	                            its run key (header Lomo-Run-Key or run_key=);
 //	                            control messages go back to it
+//
+// Besides events and acknowledgements, the hub sends these notices:
+//
+//	{"type":"waiting","run":ID}   to a viewer of a run the hub does not have:
+//	                              its events follow once a publisher creates it
+//	{"type":"dropped","run":ID,"events":N,"reason":"..."}
+//	                              to a viewer, before the history: N older
+//	                              events of the run were dropped (budgets)
+//	{"type":"ready","run":ID}     to a publisher: the run is its own; events
+//	                              may follow. A refused publisher gets a close
+//	                              frame with StatusRunRefused and the reason.
 type Server struct {
 	hub    *Hub
 	opts   Options
@@ -218,6 +255,20 @@ type ackMsg struct {
 	Error  string `json:"error,omitempty"`
 }
 
+// noticeMsg is a message about a run rather than one of its events (see
+// Server).
+type noticeMsg struct {
+	Type   string `json:"type"` // "waiting", "dropped", "ready"
+	Run    string `json:"run"`
+	Events uint64 `json:"events,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func notice(m noticeMsg) []byte {
+	b, _ := json.Marshal(m)
+	return b
+}
+
 // errPolicy marks a frame that violates the protocol.
 var errPolicy = errors.New("monitor: bad frame")
 
@@ -246,8 +297,11 @@ func handleViewerFrame(hub *Hub, run string, typ websocket.MessageType, data []b
 	return b, nil
 }
 
-// handlePublishFrame handles one frame a remote trainer sent: an event of run.
-func handlePublishFrame(hub *Hub, run string, typ websocket.MessageType, data []byte) error {
+// handlePublishFrame handles one frame that the remote publisher rp of run
+// r sent: an event of the run. It returns an error wrapping errPolicy for a
+// frame that breaks the protocol, and the hub's error when it refuses the
+// event.
+func handlePublishFrame(hub *Hub, r *runState, rp *remotePub, typ websocket.MessageType, data []byte) error {
 	if typ != websocket.MessageText {
 		return fmt.Errorf("%w: binary frame", errPolicy)
 	}
@@ -256,18 +310,23 @@ func handlePublishFrame(hub *Hub, run string, typ websocket.MessageType, data []
 		return fmt.Errorf("%w: %v", errPolicy, err)
 	}
 	if ev.Run == "" {
-		ev.Run = run
+		ev.Run = r.id
 	}
-	if ev.Run != run {
+	if ev.Run != r.id {
 		return fmt.Errorf("%w: event for another run", errPolicy)
 	}
 	if err := ev.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errPolicy, err)
 	}
-	if err := hub.Publish(ev); err != nil {
-		return fmt.Errorf("%w: %v", errPolicy, err)
+	return hub.publishRemote(r, rp, ev)
+}
+
+// runKeyOf returns the run key a publisher sent.
+func runKeyOf(r *http.Request) string {
+	if k := r.Header.Get(RunKeyHeader); k != "" {
+		return k
 	}
-	return nil
+	return r.URL.Query().Get("run_key")
 }
 
 // closeReason fits an error into a close frame's reason (at most 123 bytes).
@@ -292,42 +351,8 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(min(s.opts.MaxFrameBytes, maxViewerFrame))
 	defer c.CloseNow()
-	hist, sub, err := s.hub.subscribe(run)
-	if err != nil {
-		c.Close(websocket.StatusTryAgainLater, closeReason(err))
-		return
-	}
-	defer s.hub.unsubscribe(run, sub)
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	// On a kick by the hub, close with a status saying why. If a write is
-	// stuck on a stalled peer, Close gives up on the close frame after a
-	// few seconds and tears the connection down, which ends the write. The
-	// handler waits for it before cancelling ctx (which would cut the
-	// connection without a status).
-	exited, watched := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(watched)
-		select {
-		case <-sub.kick:
-		case <-exited:
-		}
-		select {
-		case <-sub.kick:
-			if sub.reason == kickShutdown {
-				c.Close(websocket.StatusGoingAway, "hub shutting down")
-			} else {
-				c.Close(StatusTooSlow, "viewer too slow")
-			}
-		default:
-		}
-	}()
-	defer func() {
-		close(exited)
-		<-watched
-	}()
 
 	acks := make(chan []byte, 4)
 	readDone := make(chan struct{})
@@ -350,7 +375,84 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	for _, b := range hist {
+	// Viewing never creates a run: the viewer is told, and waits for one.
+	var rep replay
+	var sub *subscriber
+	var err error
+	for told := false; ; {
+		var created <-chan struct{}
+		rep, sub, created, err = s.hub.subscribe(run)
+		if !errors.Is(err, errNoRun) {
+			break
+		}
+		if !told {
+			told = true
+			if writeFrame(ctx, c, notice(noticeMsg{Type: "waiting", Run: run})) != nil {
+				return
+			}
+		}
+	wait:
+		for {
+			select {
+			case <-created:
+				break wait
+			case b := <-acks:
+				if writeFrame(ctx, c, b) != nil {
+					return
+				}
+			case <-readDone:
+				return
+			case <-s.hub.done:
+				c.Close(websocket.StatusGoingAway, "hub shutting down")
+				return
+			}
+		}
+	}
+	if err != nil {
+		c.Close(websocket.StatusTryAgainLater, closeReason(err))
+		return
+	}
+	defer s.hub.unsubscribe(sub)
+
+	// On a kick by the hub, close with a status saying why. If a write is
+	// stuck on a stalled peer, Close gives up on the close frame after a
+	// few seconds and tears the connection down, which ends the write. The
+	// handler waits for it before cancelling ctx (which would cut the
+	// connection without a status).
+	exited, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-sub.kick:
+		case <-exited:
+		}
+		select {
+		case <-sub.kick:
+			switch sub.reason {
+			case kickShutdown:
+				c.Close(websocket.StatusGoingAway, "hub shutting down")
+			case kickReset:
+				c.Close(StatusRunReset, closeReason(errors.New(sub.text)))
+			case kickGone:
+				c.Close(StatusRunGone, closeReason(errors.New(sub.text)))
+			default:
+				c.Close(StatusTooSlow, "viewer too slow")
+			}
+		default:
+		}
+	}()
+	defer func() {
+		close(exited)
+		<-watched
+	}()
+
+	if rep.evicted > 0 {
+		if writeFrame(ctx, c, notice(noticeMsg{Type: "dropped", Run: run, Events: rep.evicted, Reason: rep.why})) != nil {
+			c.CloseNow()
+			return
+		}
+	}
+	for _, b := range rep.frames {
 		select {
 		case <-sub.kick:
 			return
@@ -363,7 +465,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rs, _ := s.hub.run(run, false)
+	rs := sub.run
 	for {
 		select {
 		case <-sub.notify:
@@ -380,7 +482,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		}
 		for {
 			frames, last, ok := rs.next(sub, 256)
-			if !ok { // fell out of the history ring: too slow
+			if !ok { // fell out of the history: too slow
 				rs.dropSlow(sub)
 				return
 			}
@@ -406,19 +508,35 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 	}
 	defer c.CloseNow()
 	c.SetReadLimit(s.opts.MaxFrameBytes)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// Refusals are close frames, which a browser's publisher can read (it
+	// sees no HTTP status).
+	key := runKeyOf(r)
+	if len(key) < minRunKey || len(key) > maxRunKey {
+		c.Close(StatusRunRefused, fmt.Sprintf("a publisher needs a run key of %d to %d characters (header %s or run_key=)",
+			minRunKey, maxRunKey, RunKeyHeader))
+		return
+	}
 
 	// Control actions for this run go back to the trainer over this
 	// connection; a full queue drops them (a trainer that does not read).
 	ctrl := make(chan string, 16)
-	unregister := s.hub.OnControl(run, func(a string) {
+	rp := &remotePub{kick: make(chan struct{}), ctrl: func(a string) {
 		select {
 		case ctrl <- a:
 		default:
 		}
-	})
-	defer unregister()
+	}}
+	rs, err := s.hub.attach(run, key, rp)
+	if err != nil {
+		c.Close(StatusRunRefused, closeReason(err))
+		return
+	}
+	defer s.hub.detach(rs, rp)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if writeFrame(ctx, c, notice(noticeMsg{Type: "ready", Run: run})) != nil {
+		return
+	}
 	go func() {
 		for {
 			select {
@@ -427,6 +545,9 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 				if err := writeFrame(ctx, c, b); err != nil {
 					return
 				}
+			case <-rp.kick: // the run was taken from this publisher
+				c.Close(StatusRunRefused, closeReason(errors.New(rp.reason)))
+				return
 			case <-ctx.Done():
 				return
 			}
@@ -438,8 +559,12 @@ func (s *Server) servePublish(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return // peer closed, or too big (the library sent 1009)
 		}
-		if err := handlePublishFrame(s.hub, run, typ, data); err != nil {
-			c.Close(websocket.StatusPolicyViolation, closeReason(err))
+		if err := handlePublishFrame(s.hub, rs, rp, typ, data); err != nil {
+			code := StatusRunRefused
+			if errors.Is(err, errPolicy) {
+				code = websocket.StatusPolicyViolation
+			}
+			c.Close(code, closeReason(err))
 			return
 		}
 	}

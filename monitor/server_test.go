@@ -65,10 +65,11 @@ func TestJoinDuringPublish(t *testing.T) {
 	hub := NewHub(HubOptions{})
 	srv := newTestServer(t, hub, Options{})
 	const total = 3000
+	mustPublish(t, hub, stepEvent("j", 1)) // viewing needs a run
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := 1; i <= total; i++ {
+		for i := 2; i <= total; i++ {
 			hub.Publish(stepEvent("j", i))
 			if i%100 == 0 {
 				time.Sleep(time.Millisecond)
@@ -241,10 +242,10 @@ func TestStalledViewerDropped(t *testing.T) {
 func TestSlowViewerGetsTooSlowStatus(t *testing.T) {
 	hub := NewHub(HubOptions{QueueSize: 4})
 	srv := newTestServer(t, hub, Options{})
+	mustPublish(t, hub, runEvent("q"))
 	c := mustDialView(t, srv, "q", "")
 	for st, _ := hub.Stats("q"); st.Viewers != 1; st, _ = hub.Stats("q") {
 		time.Sleep(time.Millisecond)
-		hub.run("q", true)
 	}
 	// Small events so nothing blocks on the socket: the queue overflows only
 	// because publishing outruns the server's writer.
@@ -273,7 +274,7 @@ func TestTokenRequired(t *testing.T) {
 	srv := newTestServer(t, hub, Options{Token: tok})
 	mustPublish(t, hub, runEvent("a"))
 
-	for _, path := range []string{"/ws/view?run=a", "/ws/publish?run=a"} {
+	for _, path := range []string{"/ws/view?run=a", "/ws/publish?run=pa&run_key=" + testRunKey} {
 		for _, bad := range []string{"", "&token=wrong", "&token=" + tok + "x"} {
 			_, resp, err := dialWS(t, srv, path+bad, nil)
 			if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
@@ -421,11 +422,9 @@ func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 	hub := NewHub(HubOptions{})
 	srv := newTestServer(t, hub, Options{MaxFrameBytes: 1024})
 	viewer := mustDialView(t, srv, "f", "")
-	good, _, err := dialWS(t, srv, "/ws/publish?run=f", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := testCtx(t, 10*time.Second)
+	readNotice(t, ctx, viewer, "waiting")
+	good := mustDialPublish(t, srv, "f", testRunKey)
 	send := func(c *websocket.Conn, typ websocket.MessageType, b []byte) error {
 		return c.Write(ctx, typ, b)
 	}
@@ -454,10 +453,7 @@ func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 		{"old schema", websocket.MessageText, []byte(`{"v":0,"kind":"end","end":{}}`), websocket.StatusPolicyViolation},
 	}
 	for i, b := range bad {
-		c, _, err := dialWS(t, srv, "/ws/publish?run=f", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := mustDialPublish(t, srv, "f", testRunKey)
 		send(c, b.typ, b.data)
 		if got := closedWith(c); got != b.want {
 			t.Errorf("%s: closed with %d, want %d", b.name, got, b.want)
@@ -574,6 +570,7 @@ func TestPublisherNeverBlocks(t *testing.T) {
 		if err != nil {
 			return
 		}
+		c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"ready","run":"d"}`))
 		<-release // a stalled hub: never reads
 		c.CloseNow()
 	}))

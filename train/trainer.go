@@ -56,6 +56,7 @@ type Trainer struct {
 	step       int
 	epoch      int
 	stop       atomic.Bool
+	publishErr string // the last monitor failure reported
 	saveNow    atomic.Bool
 	metrics    *os.File
 	tokens     int64
@@ -280,8 +281,11 @@ func (tr *Trainer) publish(ev monitor.Event) {
 	ev.V = monitor.SchemaVersion
 	ev.Run = tr.opts.Run
 	ev.Time = time.Now()
-	if err := tr.opts.Sink.Publish(ev); err != nil {
-		fmt.Fprintf(tr.opts.Log, "monitor: %v\n", err)
+	if err := tr.opts.Sink.Publish(ev); err != nil && err.Error() != tr.publishErr {
+		// Once per failure, not per event: a refused run would print a
+		// line at every step. The monitor is not the run: training goes on.
+		tr.publishErr = err.Error()
+		fmt.Fprintf(tr.opts.Log, "%v (training continues)\n", err)
 	}
 }
 

@@ -1,7 +1,9 @@
 // lomo live dashboard: picks a run, follows its event stream over a websocket
 // (/ws/view), and draws it with uPlot (vendored in vendor/, see web/embed.go).
 // Event schema: monitor/events.go (SchemaVersion 1). Non-finite floats arrive
-// as the strings "NaN", "Inf", "-Inf" and are drawn as gaps.
+// as the strings "NaN", "Inf", "-Inf" and are drawn as gaps. The hub's
+// notices ("waiting", "dropped") and close codes (4001-4004) are described
+// in monitor/server.go.
 (function () {
   'use strict';
 
@@ -248,6 +250,10 @@
 
   function handleEvent(ev) {
     if (typeof ev.seq !== 'number') return;
+    if (statusEl.textContent === 'waiting') {
+      setStatus('live', 'live');
+      setMessage('');
+    }
     const prev = state.seen.get(ev.seq);
     if (prev !== undefined) {
       if (prev === ev.time) return; // replayed after a reconnect: already drawn
@@ -293,6 +299,15 @@
       setMessage(msg.ok ? (msg.action + ' requested') : ('control refused: ' + (msg.error || 'unknown')));
       return;
     }
+    if (msg.type === 'waiting') { // the hub has no such run (yet)
+      setStatus('waiting', '');
+      setMessage('waiting for run "' + msg.run + '" to start publishing');
+      return;
+    }
+    if (msg.type === 'dropped') { // history trimmed to the hub's budgets
+      setMessage('the hub dropped ' + msg.events + ' earlier events of this run (' + msg.reason + ')');
+      return;
+    }
     handleEvent(msg);
   }
 
@@ -333,7 +348,10 @@
       ws = null;
       setButtons(false);
       if (e.code === 4001) setMessage('disconnected: this tab fell behind the stream; reconnecting');
-      else if (e.reason) setMessage('disconnected: ' + e.reason);
+      else if (e.code === 4002) { // the run's history was discarded: start over
+        resetView();
+        setMessage(e.reason || 'run reset');
+      } else if (e.reason) setMessage('disconnected: ' + e.reason);
       const delay = Math.min(15000, 500 * Math.pow(2, attempt)) * (0.5 + Math.random() / 2);
       attempt++;
       setStatus('reconnecting in ' + Math.ceil(delay / 1000) + 's', 'down');
