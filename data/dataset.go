@@ -193,6 +193,25 @@ func (t *Task) Split(n int, seed uint64) (train, eval *Task) {
 	return pick(perm[:n]), pick(perm[n:])
 }
 
+// Labelled returns the task with only the examples that have an answer to
+// learn and score against (a label for multiple choice; a target or
+// answers for generation), and how many it left out: SuperGLUE's test
+// files have no labels, and training or scoring on them would report
+// figures that mean nothing. The receiver is not changed.
+func (t *Task) Labelled() (labelled *Task, unlabelled int) {
+	out := &Task{Name: t.Name, Kind: t.Kind, Examples: make([]Example, 0, len(t.Examples))}
+	for _, ex := range t.Examples {
+		ok := ex.Target != "" || len(ex.Answers) > 0
+		if t.Kind == KindChoice {
+			ok = ex.Label >= 0 && ex.Label < len(ex.Options)
+		}
+		if ok {
+			out.Examples = append(out.Examples, ex)
+		}
+	}
+	return out, len(t.Examples) - len(out.Examples)
+}
+
 // Chance is the expected accuracy of a uniform guess: the mean over the
 // examples of 1/len(Options). It is 0 for generation tasks and empty tasks.
 func (t *Task) Chance() float64 {

@@ -206,3 +206,35 @@ func TestMalformed(t *testing.T) {
 		}
 	}
 }
+
+// TestLabelled: examples without a label (SuperGLUE test files) are left
+// out and counted; multiple choice needs a label, generation a target or
+// answers.
+func TestLabelled(t *testing.T) {
+	copa := `{"premise": "A.", "choice1": "B.", "choice2": "C.", "question": "effect", "label": 1, "idx": 0}
+{"premise": "D.", "choice1": "E.", "choice2": "F.", "question": "cause", "idx": 1}
+{"premise": "G.", "choice1": "H.", "choice2": "I.", "question": "cause", "label": null, "idx": 2}
+`
+	task, err := ParseTask("copa", strings.NewReader(copa), "copa.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, n := task.Labelled()
+	if n != 2 || len(lab.Examples) != 1 || lab.Examples[0].ID != "0" || lab.Name != "copa" || lab.Kind != KindChoice || len(task.Examples) != 3 {
+		t.Errorf("copa: %d labelled (%+v), %d left out; want example 0 alone, 2 left out, the task unchanged", len(lab.Examples), lab.Examples, n)
+	}
+	gen, err := ParseTask("jsonl", strings.NewReader(`{"prompt": "a", "completion": "b"}`+"\n"), "gen.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lab, n := gen.Labelled(); n != 0 || len(lab.Examples) != 1 {
+		t.Errorf("instruction data: %d labelled, %d left out; want 1, 0", len(lab.Examples), n)
+	}
+	unl, err := ParseTask("copa", strings.NewReader(copa[strings.IndexByte(copa, '\n')+1:]), "test.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lab, n := unl.Labelled(); n != 2 || len(lab.Examples) != 0 {
+		t.Errorf("unlabelled copa: %d labelled, %d left out; want 0, 2", len(lab.Examples), n)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -44,6 +46,14 @@ type Config struct {
 	SaveStrategy    string  `yaml:"save_strategy"`       // lomo: epoch, end or no
 	MaxNewTokens    int     `yaml:"max_new_tokens"`
 	ZeroShotEval    bool    `yaml:"zero_shot_eval"` // lomo: evaluate before training too
+	// f16 loss scaling (REFERENCE §2). loss_scale is AdaLomo's name for its
+	// scale (LOMO's scaler calls it init_scale); scale_window is the
+	// reference scaler's own name.
+	LossScale   float64 `yaml:"loss_scale"`   // initial scale; 0: the reference's, 2^16 for LOMO, 2^10 for AdaLomo
+	ScaleWindow int     `yaml:"scale_window"` // good steps in a row before the scale doubles; 0: a tenth of the run, 10 to 1000 (the reference's)
+	// lomo: stop the run, with an error, after this many steps in a row
+	// were skipped on gradient overflow (0: never).
+	MaxConsecutiveSkippedSteps int `yaml:"max_consecutive_skipped_steps"`
 }
 
 // DefaultConfig has the reference's defaults (REFERENCE §5).
@@ -54,6 +64,9 @@ func DefaultConfig() Config {
 		ClipGradNorm: 1.0, GradCheckpoint: true, Seed: 42, Optimizer: "lomo", DType: "f32",
 		OutputDir: "out", ScoreBy: "sum", EvalStrategy: "epoch", SaveStrategy: "end",
 		MaxNewTokens: 32, ZeroShotEval: true, TrainSize: 1000,
+		// 16 halvings take the default 2^16 scale down to 1: a run whose
+		// gradients overflow after that many is not recovering.
+		MaxConsecutiveSkippedSteps: 16,
 	}
 }
 
@@ -140,19 +153,40 @@ func (c Config) Validate() error {
 	if c.NumTrainEpochs <= 0 && c.MaxSteps <= 0 {
 		errs = append(errs, "num_train_epochs or max_steps must be positive")
 	}
-	switch c.Optimizer {
-	case "lomo", "adalomo", "sgd", "adamw":
-	default:
-		errs = append(errs, fmt.Sprintf("optimizer %q is not lomo, adalomo, sgd or adamw", c.Optimizer))
+	oneOf := func(key, v string, accepted ...string) {
+		if !slices.Contains(accepted, v) {
+			errs = append(errs, fmt.Sprintf("%s %q is not one of %s", key, v, strings.Join(accepted, ", ")))
+		}
 	}
-	if c.DType != "f32" && c.DType != "f16" {
-		errs = append(errs, fmt.Sprintf("dtype %q is not f32 or f16", c.DType))
+	oneOf("optimizer", c.Optimizer, "lomo", "adalomo", "sgd", "adamw")
+	oneOf("dtype", c.DType, "f32", "f16")
+	oneOf("score_by", c.ScoreBy, "sum", "mean")
+	oneOf("lr_scheduler_type", c.LRSchedulerType, "linear", "constant", "cosine")
+	// The reference's "steps" strategies (every save_steps / eval_steps)
+	// are not implemented: refused, not read as another strategy.
+	oneOf("evaluation_strategy", c.EvalStrategy, "epoch", "no")
+	oneOf("save_strategy", c.SaveStrategy, "epoch", "end", "no")
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"learning_rate", c.LearningRate}, {"weight_decay", c.WeightDecay}, {"warmup", c.Warmup}, {"clip_grad_norm", c.ClipGradNorm},
+		{"clip_grad_value", c.ClipGradValue}, {"clip_loss_value", c.ClipLossValue}, {"loss_scale", c.LossScale}} {
+		if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			errs = append(errs, fmt.Sprintf("%s %v must be a finite number >= 0", f.key, f.v))
+		}
 	}
-	if c.ScoreBy != "sum" && c.ScoreBy != "mean" {
-		errs = append(errs, fmt.Sprintf("score_by %q is not sum or mean", c.ScoreBy))
+	if c.MaxNewTokens <= 0 {
+		errs = append(errs, fmt.Sprintf("max_new_tokens %d must be positive", c.MaxNewTokens))
 	}
-	if c.LearningRate < 0 || c.WeightDecay < 0 || c.ClipGradNorm < 0 || c.ClipGradValue < 0 || c.ClipLossValue < 0 {
-		errs = append(errs, "learning_rate, weight_decay and clip values must not be negative")
+	if c.ScaleWindow < 0 || c.MaxConsecutiveSkippedSteps < 0 || c.MaxSteps < 0 || c.TrainSize < 0 {
+		errs = append(errs, "scale_window, max_consecutive_skipped_steps, max_steps and train_size must not be negative")
+	}
+	// Combinations optim.New would refuse only after the model is loaded.
+	if c.DType == "f16" && (c.Optimizer == "lomo" || c.Optimizer == "adalomo") && c.ClipGradNorm <= 0 {
+		errs = append(errs, fmt.Sprintf("dtype f16 with optimizer %s needs clip_grad_norm > 0 (the overflow check of loss scaling runs in its norm pass)", c.Optimizer))
+	}
+	if c.ClipGradValue > 0 && (c.Optimizer == "adalomo" || c.Optimizer == "adamw") {
+		errs = append(errs, fmt.Sprintf("clip_grad_value is not supported with optimizer %s", c.Optimizer))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("train: config: %s", strings.Join(errs, "; "))

@@ -1,6 +1,8 @@
 package train
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/lomo-dev/lomo/data"
@@ -10,13 +12,29 @@ import (
 
 // EvalResult is one evaluation.
 type EvalResult struct {
-	Task     string  `json:"task"`
-	Metric   string  `json:"metric"` // acc, or em and f1 for generation
-	Value    float64 `json:"value"`
-	F1       float64 `json:"f1,omitempty"`
-	N        int     `json:"n"`
-	Step     int     `json:"step"`
-	ZeroShot bool    `json:"zero_shot,omitempty"`
+	Task       string  `json:"task"`
+	Metric     string  `json:"metric"` // acc, or em and f1 for generation
+	Value      float64 `json:"value"`
+	F1         float64 `json:"f1,omitempty"`
+	N          int     `json:"n"`                    // examples scored
+	Unlabelled int     `json:"unlabelled,omitempty"` // examples left out: no label to score against
+	Step       int     `json:"step"`
+	ZeroShot   bool    `json:"zero_shot,omitempty"`
+}
+
+// MarshalJSON writes a non-finite Value or F1 as "NaN", "Inf" or "-Inf"
+// (see metricLine).
+func (r EvalResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Task       string    `json:"task"`
+		Metric     string    `json:"metric"`
+		Value      jsonFloat `json:"value"`
+		F1         jsonFloat `json:"f1,omitempty"`
+		N          int       `json:"n"`
+		Unlabelled int       `json:"unlabelled,omitempty"`
+		Step       int       `json:"step"`
+		ZeroShot   bool      `json:"zero_shot,omitempty"`
+	}{r.Task, r.Metric, jsonFloat(r.Value), jsonFloat(r.F1), r.N, r.Unlabelled, r.Step, r.ZeroShot})
 }
 
 // Evaluate scores the task: multiple choice by per-option NLL (sum or mean
@@ -33,9 +51,16 @@ type EvalOptions struct {
 	MaxNewTokens      int
 }
 
-// Evaluate scores a task with model m (see Trainer.Evaluate).
+// Evaluate scores a task with model m (see Trainer.Evaluate). Examples
+// without a label are left out (counted in Unlabelled); a task with none
+// labelled is an error, not an accuracy of 0.
 func Evaluate(m *nn.Llama, tok *tokenizer.Tokenizer, task *data.Task, opt EvalOptions) (EvalResult, error) {
-	r := EvalResult{Task: task.Name, N: len(task.Examples)}
+	all := len(task.Examples)
+	task, unlabelled := task.Labelled()
+	r := EvalResult{Task: task.Name, N: len(task.Examples), Unlabelled: unlabelled}
+	if r.N == 0 {
+		return r, fmt.Errorf("train: evaluate %s: none of its %d examples has a label (an unlabelled test split?): there is nothing to score against", task.Name, all)
+	}
 	if opt.BatchSize <= 0 {
 		opt.BatchSize = 16
 	}

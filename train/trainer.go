@@ -59,8 +59,17 @@ type Trainer struct {
 	publishErr string // the last monitor failure reported
 	saveNow    atomic.Bool
 	metrics    *os.File
+	// metricsErr is the first failure to write metrics.jsonl; Run returns it.
+	metricsErr error
 	tokens     int64
 	elapsed    time.Duration
+	// skipped counts this run's skipped steps, skipStreak those in a row;
+	// lastLossScale is the loss scale of the last step.
+	skipped, skipStreak int
+	lastLossScale       float64
+	// resumedFrom is the checkpoint this run resumed from ("" if none):
+	// metrics.jsonl gets a resume line when first opened.
+	resumedFrom string
 	// lastCheckpoint is the newest checkpoint of this run (or the one it
 	// resumed from): where to continue after a failed step.
 	lastCheckpoint string
@@ -93,6 +102,9 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	}
 	tr := &Trainer{Cfg: cfg, D: d, opts: opts, baseDir: baseDir}
 	modelDir := baseDir
+	if err := cleanInterruptedSaves(cfg.OutputDir, opts.Log); err != nil {
+		return nil, err
+	}
 	var resumed *TrainerState
 	if opts.Resume {
 		ck, st, err := LatestCheckpoint(cfg.OutputDir)
@@ -101,9 +113,11 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		}
 		if ck != "" {
 			modelDir, resumed = ck, &st
-			tr.lastCheckpoint = ck
+			tr.lastCheckpoint, tr.resumedFrom = ck, ck
 			tr.step, tr.epoch = st.Step, st.Epoch
 			fmt.Fprintf(opts.Log, "resuming from %s (step %d, %d epochs done)\n", ck, st.Step, st.Epoch)
+		} else {
+			fmt.Fprintf(opts.Log, "resume: no checkpoint in %s: starting from the beginning\n", cfg.OutputDir)
 		}
 	}
 	tok, err := tokenizer.Load(modelDir)
@@ -111,7 +125,7 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		return nil, fmt.Errorf("train: tokenizer of %s: %w", modelDir, err)
 	}
 	tr.Tok = tok
-	if tr.Train, tr.Eval, err = loadTasks(cfg); err != nil {
+	if tr.Train, tr.Eval, err = loadTasks(cfg, opts.Log); err != nil {
 		return nil, err
 	}
 	dt := gpu.F32
@@ -128,7 +142,8 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	}
 	ocfg := optim.Config{
 		Name: cfg.Optimizer, WeightDecay: cfg.WeightDecay, ClipGradNorm: cfg.ClipGradNorm, ClipGradValue: cfg.ClipGradValue,
-		Schedule: optim.Schedule{Kind: cfg.LRSchedulerType, LR: cfg.LearningRate, Warmup: cfg.Warmup, Total: tr.TotalSteps()},
+		Schedule:  optim.Schedule{Kind: cfg.LRSchedulerType, LR: cfg.LearningRate, Warmup: cfg.Warmup, Total: tr.TotalSteps()},
+		LossScale: cfg.LossScale, ScaleWindow: cfg.ScaleWindow,
 	}
 	if tr.Opt, err = optim.New(d, ocfg, dt); err != nil {
 		tr.Model.Release()
@@ -196,13 +211,32 @@ func writeOptimizerTensors(path string, t map[string][]float32) error {
 	return w.Close()
 }
 
-func loadTasks(cfg Config) (trainT, evalT *data.Task, err error) {
-	all, err := data.LoadTask(cfg.DatasetName, cfg.TrainFile)
+// loadTasks reads the train and eval tasks (eval a seeded split of the
+// train file when no eval_file is given). Only labelled examples count: a
+// file with none (a SuperGLUE test split has no labels) is an error, since
+// there would be nothing to learn or to score against.
+func loadTasks(cfg Config, log io.Writer) (trainT, evalT *data.Task, err error) {
+	load := func(key, path string) (*data.Task, error) {
+		t, err := data.LoadTask(cfg.DatasetName, path)
+		if err != nil {
+			return nil, err
+		}
+		lab, unlabelled := t.Labelled()
+		if len(lab.Examples) == 0 {
+			return nil, fmt.Errorf("train: %s %s: none of its %d %s examples has a label (an unlabelled test split?): nothing to train on or to score against",
+				key, path, len(t.Examples), t.Name)
+		}
+		if unlabelled > 0 {
+			fmt.Fprintf(log, "%s %s: %d of %d examples have no label and are left out\n", key, path, unlabelled, len(t.Examples))
+		}
+		return lab, nil
+	}
+	all, err := load("train_file", cfg.TrainFile)
 	if err != nil {
 		return nil, nil, err
 	}
 	if cfg.EvalFile != "" {
-		ev, err := data.LoadTask(cfg.DatasetName, cfg.EvalFile)
+		ev, err := load("eval_file", cfg.EvalFile)
 		return all, ev, err
 	}
 	n := min(cfg.TrainSize, len(all.Examples)*4/5)
@@ -292,11 +326,12 @@ func (tr *Trainer) publish(ev monitor.Event) {
 // Summary is the outcome of a run.
 type Summary struct {
 	Steps            int     `json:"steps"`
+	SkippedSteps     int     `json:"skipped_steps"` // of this run's steps, skipped on gradient overflow
 	ZeroShotAccuracy float64 `json:"zero_shot_accuracy"`
 	FinalAccuracy    float64 `json:"finetuned_accuracy"`
 	FinalLoss        float64 `json:"final_loss"`
 	FirstLoss        float64 `json:"first_loss"`
-	TokensPerSec     float64 `json:"tokens_per_sec"`
+	TokensPerSec     float64 `json:"tokens_per_sec"` // over the time spent in this run's steps
 	Stopped          bool    `json:"stopped"`
 	OutputDir        string  `json:"output_dir"`
 	Metric           string  `json:"metric"`
@@ -309,7 +344,7 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 	if err == nil {
 		return b, nil
 	}
-	m := map[string]any{"steps": s.Steps, "stopped": s.Stopped, "output_dir": s.OutputDir, "metric": s.Metric}
+	m := map[string]any{"steps": s.Steps, "skipped_steps": s.SkippedSteps, "stopped": s.Stopped, "output_dir": s.OutputDir, "metric": s.Metric}
 	for k, v := range map[string]float64{"zero_shot_accuracy": s.ZeroShotAccuracy, "finetuned_accuracy": s.FinalAccuracy,
 		"final_loss": s.FinalLoss, "first_loss": s.FirstLoss, "tokens_per_sec": s.TokensPerSec} {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -326,19 +361,33 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 // run ends, is stopped, or fails.
 func (tr *Trainer) Run() (Summary, error) {
 	s := Summary{OutputDir: tr.Cfg.OutputDir, ZeroShotAccuracy: math.NaN(), FinalAccuracy: math.NaN(), FirstLoss: math.NaN()}
-	if err := os.MkdirAll(tr.Cfg.OutputDir, 0o755); err != nil {
+	if _, err := tr.metricsFile(); err != nil {
 		return s, err
 	}
-	f, err := os.OpenFile(filepath.Join(tr.Cfg.OutputDir, "metrics.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return s, err
+	if tr.metricsErr != nil { // a line written before Run (Demo's zero-shot evaluation)
+		return s, tr.metricsErr
 	}
-	tr.metrics = f
 	tr.publish(monitor.Event{Kind: monitor.KindRun, RunInfo: &monitor.RunInfo{
 		Model: tr.Cfg.ModelNameOrPath, Adapter: tr.D.Info.Name, Config: tr.Cfg.Map(), Params: tr.Model.Cfg.NumParams(),
 		Optimizer: tr.Cfg.Optimizer, Dtype: tr.Cfg.DType,
 	}})
-	err = tr.run(&s)
+	steps0, skipped0 := tr.step, tr.skipped
+	err := tr.run(&s)
+	if err == nil {
+		err = tr.metricsErr
+	}
+	// Whatever ended the run: its figures over the steps it ran.
+	s.Steps, s.SkippedSteps = tr.step, tr.skipped-skipped0
+	if tr.elapsed > 0 {
+		s.TokensPerSec = float64(tr.tokens) / tr.elapsed.Seconds()
+	}
+	if ran := tr.step - steps0; s.SkippedSteps > 0 && 2*s.SkippedSteps > ran {
+		fmt.Fprintf(tr.opts.Log, "warning: %d of this run's %d steps were skipped on gradient overflow (loss scale %g at the last step): the model learned from few of its batches; lower learning_rate\n",
+			s.SkippedSteps, ran, tr.lastLossScale)
+	}
+	if err != nil {
+		tr.writeEvent(map[string]any{"event": "error", "step": tr.step, "error": err.Error()})
+	}
 	end := monitor.End{Reason: "done"}
 	switch {
 	case err != nil:
@@ -384,6 +433,9 @@ func (tr *Trainer) run(s *Summary) error {
 				s.FirstLoss = res.Loss
 			}
 			s.FinalLoss = res.Loss
+			if err := tr.countSkip(res); err != nil {
+				return err
+			}
 			if tr.saveNow.Swap(false) {
 				if _, err := tr.SaveCheckpoint(); err != nil {
 					return err
@@ -392,7 +444,6 @@ func (tr *Trainer) run(s *Summary) error {
 			if tr.stop.Load() {
 				s.Stopped = true
 				_, err := tr.SaveCheckpoint()
-				s.Steps = tr.step
 				return err
 			}
 		}
@@ -419,10 +470,6 @@ func (tr *Trainer) run(s *Summary) error {
 		s.FinalAccuracy, s.Metric = r.Value, r.Metric
 		tr.logEval(r, false)
 	}
-	s.Steps = tr.step
-	if tr.elapsed > 0 {
-		s.TokensPerSec = float64(tr.tokens) / tr.elapsed.Seconds()
-	}
 	if tr.Cfg.SaveStrategy != "no" {
 		if err := tr.SaveFinal(); err != nil {
 			return err
@@ -443,12 +490,66 @@ func (tr *Trainer) stepFailed(err error) error {
 	return fmt.Errorf("train: step %d failed; the weights in memory may be partly updated and were not saved; %s: %w", tr.step+1, where, err)
 }
 
-// metricLine is one line of metrics.jsonl.
+// countSkip keeps the count of skipped steps, and ends the run when
+// max_consecutive_skipped_steps of them came in a row: the loss scale has
+// then fallen that many times (from the default 2^16 to 1 in 16) and the
+// gradients still overflow, so the run is not learning. Skipped steps leave
+// the weights as they were, so the last checkpoint is as good as the
+// weights in memory.
+func (tr *Trainer) countSkip(res optim.Result) error {
+	tr.lastLossScale = res.LossScale
+	if !res.Skipped {
+		tr.skipStreak = 0
+		return nil
+	}
+	tr.skipped++
+	tr.skipStreak++
+	limit := tr.Cfg.MaxConsecutiveSkippedSteps
+	if limit <= 0 || tr.skipStreak < limit {
+		return nil
+	}
+	where := "no checkpoint was saved"
+	if tr.lastCheckpoint != "" {
+		where = "the last checkpoint is " + tr.lastCheckpoint
+	}
+	return fmt.Errorf("train: steps %d to %d were all skipped: the gradients overflowed %d times in a row (the last at loss scale %g; max_consecutive_skipped_steps is %d), so the run is not learning; lower learning_rate or clip_grad_norm; nothing more was saved; %s",
+		tr.step-tr.skipStreak+1, tr.step, tr.skipStreak, res.LossScale, limit, where)
+}
+
+// metricLine is one line of metrics.jsonl: one step, every field always
+// present. JSON has no NaN or infinity, so non-finite figures (a NaN loss,
+// the infinite gradient norm of a skipped step) are the strings "NaN",
+// "Inf" and "-Inf", as in the monitor's events; Python's float() and Go's
+// strconv.ParseFloat read them back.
 type metricLine struct {
-	optim.Result
-	Epoch        float64                `json:"epoch"`
-	TokensPerSec float64                `json:"tokens_per_sec"`
+	Step         int                    `json:"step"`
+	Loss         jsonFloat              `json:"loss"`
+	LR           jsonFloat              `json:"lr"`
+	GradNorm     jsonFloat              `json:"grad_norm"`
+	ClipCoef     jsonFloat              `json:"clip_coef"`
+	LossScale    jsonFloat              `json:"loss_scale"`
+	Skipped      bool                   `json:"skipped"`
+	Tokens       int                    `json:"tokens"`
+	Epoch        jsonFloat              `json:"epoch"`
+	TokensPerSec jsonFloat              `json:"tokens_per_sec"`
 	Memory       map[string]gpu.MemStat `json:"memory"`
+}
+
+// jsonFloat is a float64 written as a JSON number when finite and as the
+// string "NaN", "Inf" or "-Inf" otherwise.
+type jsonFloat float64
+
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	switch {
+	case math.IsNaN(v):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(v, 1):
+		return []byte(`"Inf"`), nil
+	case math.IsInf(v, -1):
+		return []byte(`"-Inf"`), nil
+	}
+	return json.Marshal(v)
 }
 
 func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
@@ -475,7 +576,9 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 	tr.step++
 	tps := float64(tokens) / dt.Seconds()
 	stats := tr.D.Stats()
-	line := metricLine{Result: res, Epoch: float64(tr.step) / float64(max(1, tr.StepsPerEpoch())), TokensPerSec: tps, Memory: stats.Map()}
+	line := metricLine{Step: tr.step, Loss: jsonFloat(res.Loss), LR: jsonFloat(res.LR), GradNorm: jsonFloat(res.GradNorm),
+		ClipCoef: jsonFloat(res.ClipCoef), LossScale: jsonFloat(res.LossScale), Skipped: res.Skipped, Tokens: res.Tokens,
+		Epoch: jsonFloat(float64(tr.step) / float64(max(1, tr.StepsPerEpoch()))), TokensPerSec: jsonFloat(tps), Memory: stats.Map()}
 	if err := tr.writeMetric(line); err != nil {
 		return res, err
 	}
@@ -484,7 +587,7 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 		mem[k] = monitor.MemStat{Live: v.Live, Peak: v.Peak}
 	}
 	tr.publish(monitor.Event{Kind: monitor.KindStep, Step: &monitor.Step{
-		Step: tr.step, Epoch: line.Epoch, Loss: res.Loss, LR: res.LR, GradNorm: res.GradNorm, ClipCoef: res.ClipCoef,
+		Step: tr.step, Epoch: float64(line.Epoch), Loss: res.Loss, LR: res.LR, GradNorm: res.GradNorm, ClipCoef: res.ClipCoef,
 		LossScale: res.LossScale, Skipped: res.Skipped, TokensPerSec: tps, Memory: mem,
 	}})
 	if tr.opts.Progress != nil {
@@ -493,23 +596,62 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 	return res, nil
 }
 
-func (tr *Trainer) writeMetric(v any) error {
-	b, err := json.Marshal(v)
+// metricsFile opens output_dir/metrics.jsonl for appending on first use.
+// A resumed run first appends {"event":"resume","step":N,"checkpoint":...}:
+// the lines after it continue from step N, and any step lines above it
+// with a step beyond N are from the interrupted run, which did not save
+// them (readers keep the last line of each step).
+func (tr *Trainer) metricsFile() (*os.File, error) {
+	if tr.metrics != nil {
+		return tr.metrics, nil
+	}
+	if err := os.MkdirAll(tr.Cfg.OutputDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(tr.Cfg.OutputDir, "metrics.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		// A NaN loss cannot be JSON: write it as null rather than lose the line.
-		b, err = json.Marshal(map[string]any{"step": tr.step, "loss": nil, "error": err.Error()})
-		if err != nil {
-			return err
+		return nil, err
+	}
+	tr.metrics = f
+	if tr.resumedFrom != "" {
+		if err := tr.writeMetric(map[string]any{"event": "resume", "step": tr.step, "checkpoint": tr.resumedFrom}); err != nil {
+			return nil, err
 		}
 	}
-	_, err = tr.metrics.Write(append(b, '\n'))
+	return f, nil
+}
+
+// writeMetric appends one JSON line to metrics.jsonl. Its first failure is
+// kept for Run to return.
+func (tr *Trainer) writeMetric(v any) error {
+	f, err := tr.metricsFile()
+	if err == nil {
+		var b []byte
+		if b, err = json.Marshal(v); err == nil {
+			_, err = f.Write(append(b, '\n'))
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("train: write metrics.jsonl: %w", err)
+		if tr.metricsErr == nil {
+			tr.metricsErr = err
+		}
+	}
 	return err
+}
+
+// writeEvent appends an event line (resume, error) to metrics.jsonl, on a
+// best-effort basis: it reports a failure that is already being returned.
+func (tr *Trainer) writeEvent(ev map[string]any) {
+	if tr.metrics != nil {
+		tr.writeMetric(ev)
+	}
 }
 
 func (tr *Trainer) logEval(r EvalResult, zeroShot bool) {
 	r.ZeroShot = zeroShot
 	r.Step = tr.step
-	_ = tr.writeMetric(map[string]any{"step": tr.step, "eval": r})
+	tr.writeMetric(map[string]any{"step": tr.step, "eval": r})
 	tr.publish(monitor.Event{Kind: monitor.KindEval, Eval: &monitor.Eval{Step: tr.step, Task: r.Task, Metric: r.Metric, Value: r.Value, ZeroShot: zeroShot}})
 	tr.publishSample()
 	label := "eval"
@@ -605,6 +747,63 @@ func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
 		return err
 	}
 	os.RemoveAll(old)
+	return nil
+}
+
+// cleanInterruptedSaves removes what a save that was killed part-way (say
+// by kill -9) left in dir, saying so on log. saveModelDir writes NAME.tmp,
+// renames an existing NAME to NAME.old, renames NAME.tmp to NAME and
+// deletes NAME.old, for NAME a checkpoint-N or final. So a NAME.tmp is an
+// incomplete or superseded save and goes; a NAME.old goes when NAME
+// exists, and is renamed back to NAME when it does not (the kill came
+// between the two renames: NAME.old is the last complete save).
+func cleanInterruptedSaves(dir string, log io.Writer) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	saveName := func(name, suffix string) (string, bool) {
+		base, ok := strings.CutSuffix(name, suffix)
+		if !ok {
+			return "", false
+		}
+		if base == "final" {
+			return base, true
+		}
+		n, ok := strings.CutPrefix(base, "checkpoint-")
+		_, err := strconv.Atoi(n)
+		return base, ok && err == nil
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if base, ok := saveName(e.Name(), ".tmp"); ok {
+			if err := os.RemoveAll(path); err != nil {
+				return fmt.Errorf("train: remove the interrupted save %s: %w", path, err)
+			}
+			fmt.Fprintf(log, "removed %s: an incomplete save of %s from an interrupted run\n", path, base)
+			continue
+		}
+		if base, ok := saveName(e.Name(), ".old"); ok {
+			target := filepath.Join(dir, base)
+			if _, err := os.Stat(target); err == nil {
+				if err := os.RemoveAll(path); err != nil {
+					return fmt.Errorf("train: remove %s: %w", path, err)
+				}
+				fmt.Fprintf(log, "removed %s: the previous copy of %s, left by an interrupted save\n", path, target)
+				continue
+			}
+			if err := os.Rename(path, target); err != nil {
+				return fmt.Errorf("train: restore %s from %s: %w", target, path, err)
+			}
+			fmt.Fprintf(log, "restored %s from %s: a save was interrupted between its renames\n", target, path)
+		}
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -84,7 +85,9 @@ func TestLomoFineTuneStories(t *testing.T) {
 // TestResume: a run stopped after its first step and resumed from the
 // checkpoint ends with the same weights, bit for bit, as a run that was
 // never interrupted: the model, AdaLomo's factored state, the schedule's
-// position and the batch order all come back.
+// position and the batch order all come back. The stopped run's summary
+// has its throughput; the resumed run cleans what an interrupted save left
+// and marks in metrics.jsonl where it resumed.
 func TestResume(t *testing.T) {
 	cfg := func(out string) Config {
 		c := copaConfig(t, out)
@@ -117,6 +120,9 @@ func TestResume(t *testing.T) {
 	if err != nil || !s.Stopped || s.Steps != 1 {
 		t.Fatalf("first run: %+v %v", s, err)
 	}
+	if !(s.TokensPerSec > 0) {
+		t.Errorf("stopped run: tokens_per_sec %v, want the rate of its step", s.TokensPerSec)
+	}
 	ck, st, err := LatestCheckpoint(out)
 	if err != nil || ck != filepath.Join(out, "checkpoint-1") || st.Step != 1 || st.Optim.Steps != 1 {
 		t.Fatalf("latest checkpoint %q %+v %v", ck, st, err)
@@ -124,13 +130,30 @@ func TestResume(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ck, "optimizer.safetensors")); err != nil {
 		t.Fatalf("no optimizer state in the checkpoint: %v", err)
 	}
-	tr, err = New(cfg(out), dev, Options{Resume: true})
+	// A save of step 3 killed part-way, as kill -9 leaves it.
+	if err := os.MkdirAll(filepath.Join(out, "checkpoint-3.tmp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	tr, err = New(cfg(out), dev, Options{Resume: true, Log: &log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.Release()
+	if !strings.Contains(log.String(), "removed "+filepath.Join(out, "checkpoint-3.tmp")) {
+		t.Errorf("no note of the interrupted save removed:\n%s", log.String())
+	}
 	if s, err = tr.Run(); err != nil || s.Steps != 4 {
 		t.Fatalf("resumed run: %+v %v", s, err)
+	}
+	var marks []string
+	for i, l := range metricLines(t, out) {
+		if l["event"] != nil || i == 1 {
+			marks = append(marks, fmt.Sprintf("%d %v %v %v", i, l["event"], l["step"], l["checkpoint"]))
+		}
+	}
+	if want := fmt.Sprintf("1 resume 1 %s", ck); strings.Join(marks, ",") != want {
+		t.Errorf("event lines %q, want %q only: the resume marked after step 1's line", marks, want)
 	}
 	a, err := os.ReadFile(filepath.Join(whole, "final", "model.safetensors"))
 	if err != nil {
