@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -32,24 +33,42 @@ type benchReport struct {
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", stderr)
+	fs := newOptions("bench", stderr).withAdapter().withDType("f16")
 	model := fs.String("model", "", "config.json (or model folder, or Hub id in the local HF cache) for the training-step benchmark; empty: kernels only")
 	batch := fs.Int("batch", 4, "sequences per step")
 	seq := fs.Int("seq", 512, "tokens per sequence")
 	steps := fs.Int("steps", 3, "timed steps")
 	opts := fs.String("optimizer", "lomo", "optimizers to time, comma separated")
-	dtype := fs.String("dtype", "f16", "parameter storage: f32 or f16")
 	ckpt := fs.Bool("checkpointing", true, "activation checkpointing")
 	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO then runs the two-pass step)")
 	sizes := fs.String("matmul", "1024,2048,4096", "square matmul sizes to time (empty: none)")
 	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time (default: the probe's f32 FMA rate)")
 	probe := fs.Bool("probe", true, "measure the adapter's ceilings first (FMA f32/f16, copy bandwidth)")
-	adapter := fs.String("adapter", "", "adapter index or name")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parse(fs, args); err != nil {
+	fs.atLeast("batch", batch, 1)
+	fs.atLeast("seq", seq, 1)
+	fs.atLeast("steps", steps, 1)
+	fs.listOf("optimizer", opts, "lomo", "adalomo", "sgd", "adamw")
+	fs.within("clip-grad-norm", clip, 0, math.Inf(1))
+	fs.within("peak-tflops", peak, 0, math.Inf(1))
+	var ns []int
+	fs.check(func() error {
+		if *sizes == "" {
+			return nil
+		}
+		for _, s := range strings.Split(*sizes, ",") {
+			var n int
+			if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
+				return fmt.Errorf("--matmul %q: want positive sizes, comma separated", *sizes)
+			}
+			ns = append(ns, n)
+		}
+		return nil
+	})
+	if err := fs.parse(args); err != nil {
 		return err
 	}
-	d, err := openDevice(*adapter, stderr)
+	d, err := fs.open(stderr)
 	if err != nil {
 		return err
 	}
@@ -68,15 +87,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			*peak = p.FMAF32GFLOPs / 1000
 		}
 	}
-	if *sizes != "" {
-		var ns []int
-		for _, s := range strings.Split(*sizes, ",") {
-			var n int
-			if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
-				return fmt.Errorf("%w: --matmul %q", errUsage, *sizes)
-			}
-			ns = append(ns, n)
-		}
+	if len(ns) > 0 {
 		if rep.Kernels, err = train.BenchMatmul(d, ns, 5); err != nil {
 			return err
 		}
@@ -93,7 +104,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		for _, o := range strings.Split(*opts, ",") {
 			r, err := train.BenchStep(d, train.BenchRequest{Config: cfg, Batch: *batch, Seq: *seq, Steps: *steps, Optimizer: o,
-				DType: parseDType(*dtype), Checkpointing: *ckpt, ClipGradNorm: *clip, PeakTFLOPs: *peak})
+				DType: fs.DType(), Checkpointing: *ckpt, ClipGradNorm: *clip, PeakTFLOPs: *peak})
 			if err != nil {
 				return fmt.Errorf("bench %s: %w", o, err)
 			}

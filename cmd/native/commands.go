@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -28,16 +30,6 @@ func init() {
 	register("eval", "evaluate a model on a task and print a JSON line", cmdEval)
 	register("generate", "continue a prompt", cmdGenerate)
 	register("tokenize", "print the token ids of a text as a JSON array", cmdTokenize)
-}
-
-// openDevice opens the adapter named by --adapter (or LOMO_ADAPTER).
-func openDevice(adapter string, log io.Writer) (*gpu.Device, error) {
-	d, err := gpu.Open(gpu.Options{Adapter: adapter})
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(log, "adapter: %s (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
-	return d, nil
 }
 
 // bar is the progress display of a run: a progress bar on a terminal, and a
@@ -119,15 +111,23 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fs := newFlags("train", stderr)
+	fs := newOptions("train", stderr).withAdapter()
 	cfgPath := fs.String("config", "", "YAML config (keys of the LOMO reference's args_lomo.yaml); --key value overrides any key")
-	adapter := fs.String("adapter", "", "adapter index or name (default: LOMO_ADAPTER, else the best one)")
 	monAddr := fs.String("monitor", "", "serve the live dashboard and metric stream on this address (e.g. :8080 or 127.0.0.1:8080)")
 	monToken := fs.String("monitor-token", "", "token for --monitor beyond loopback (default: generated and printed)")
 	resume := fs.Bool("resume", false, "continue from the newest checkpoint in output_dir")
 	runID := fs.String("run", "", "run id for the monitor (default: from output_dir)")
 	publish := fs.String("publish", "", "publish metrics to a standalone hub (`lomo monitor`), e.g. ws://host:8080; its token from --monitor-token")
-	if err := parse(fs, flagArgs); err != nil {
+	fs.check(func() error {
+		switch {
+		case *monAddr != "" && *publish != "":
+			return errors.New("--monitor and --publish: choose one (--monitor serves the dashboard here, --publish sends to a hub elsewhere)")
+		case *monToken != "" && *monAddr == "" && *publish == "":
+			return errors.New("--monitor-token is for --monitor or --publish, and neither is given")
+		}
+		return nil
+	})
+	if err := fs.parse(flagArgs); err != nil {
 		return err
 	}
 	cfg := train.DefaultConfig()
@@ -142,9 +142,9 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	d, err := openDevice(*adapter, stderr)
+	d, err := fs.open(stderr)
 	if err != nil {
 		return err
 	}
@@ -165,9 +165,6 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	var pub *monitor.Publisher
 	if *publish != "" {
-		if hub != nil {
-			return fmt.Errorf("%w: --monitor and --publish: choose one", errUsage)
-		}
 		if pub, err = monitor.Dial(context.Background(), *publish, *monToken, opts.Run); err != nil {
 			return err
 		}
@@ -187,12 +184,15 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	if pub != nil {
 		pub.OnControl(tr.Control)
 	}
-	// Ctrl-C stops after the current step, with a checkpoint; a second one exits.
+	// Ctrl-C stops after the current step, with a checkpoint, and the run
+	// exits 130 after its summary; a second one exits at once.
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt)
 	defer signal.Stop(sig)
+	var interrupted atomic.Bool
 	go func() {
 		<-sig
+		interrupted.Store(true)
 		fmt.Fprintln(stderr, "\ninterrupt: stopping after this step (again to quit now)")
 		tr.RequestStop()
 		<-sig
@@ -207,8 +207,15 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, string(b))
+	if s.Stopped && interrupted.Load() {
+		return fmt.Errorf("%w after step %d; its checkpoint is in %s: continue with --resume", errInterrupted, s.Steps, cfg.OutputDir)
+	}
 	return nil
 }
+
+// errInterrupted: the run stopped on Ctrl-C (exit status 130, as a shell
+// reports a process ended by SIGINT).
+var errInterrupted = errors.New("interrupted")
 
 func runName(outDir string) string {
 	n := filepath.Base(filepath.Clean(outDir))
@@ -219,7 +226,7 @@ func runName(outDir string) string {
 }
 
 func cmdEval(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("eval", stderr)
+	fs := newOptions("eval", stderr).withAdapter().withDType("f32")
 	model := fs.String("model", "", "model folder (HF layout: config.json, model.safetensors, tokenizer.json) or Hub id org/name[@revision] in the local HF cache")
 	task := fs.String("task", "", "task name: "+strings.Join(data.TaskNames(), ", "))
 	file := fs.String("data", "", "task file (jsonl)")
@@ -227,9 +234,10 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	batch := fs.Int("batch", 16, "sequences per forward pass")
 	maxLen := fs.Int("max-length", 1024, "tokens per sequence")
 	mean := fs.Bool("mean", false, "rank options by mean NLL per token (default: summed, as the reference)")
-	adapter := fs.String("adapter", "", "adapter index or name")
-	dtype := fs.String("dtype", "f32", "parameter storage: f32 or f16")
-	if err := parse(fs, args); err != nil {
+	fs.atLeast("limit", limit, 0)
+	fs.atLeast("batch", batch, 1)
+	fs.atLeast("max-length", maxLen, 4)
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *model == "" || *task == "" || *file == "" {
@@ -246,12 +254,12 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := openDevice(*adapter, stderr)
+	d, err := fs.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	m, err := nn.LoadLlama(d, *model, parseDType(*dtype))
+	m, err := nn.LoadLlama(d, *model, fs.DType())
 	if err != nil {
 		return err
 	}
@@ -264,20 +272,17 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	if r.Metric == "em" {
 		out["f1"] = r.F1
 	}
+	if r.Unlabelled > 0 {
+		out["unlabelled"] = r.Unlabelled
+		fmt.Fprintf(stderr, "%s: %d of %d examples have no label and were not scored\n", *file, r.Unlabelled, r.N+r.Unlabelled)
+	}
 	b, _ := json.Marshal(out)
 	fmt.Fprintln(stdout, string(b))
 	return nil
 }
 
-func parseDType(s string) gpu.DType {
-	if s == "f16" {
-		return gpu.F16
-	}
-	return gpu.F32
-}
-
 func cmdGenerate(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("generate", stderr)
+	fs := newOptions("generate", stderr).withAdapter()
 	model := fs.String("model", "", "model folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
 	maxNew := fs.Int("max-new-tokens", 64, "tokens to generate at most")
@@ -286,8 +291,19 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	topP := fs.Float64("top-p", 1, "keep the smallest set with this probability mass (1: off)")
 	rep := fs.Float64("repetition-penalty", 1, "penalty for tokens already in the text (1: off)")
 	seed := fs.Uint64("seed", 42, "sampling seed")
-	adapter := fs.String("adapter", "", "adapter index or name")
-	if err := parse(fs, args); err != nil {
+	fs.atLeast("max-new-tokens", maxNew, 1)
+	fs.within("temperature", temp, 0, math.Inf(1))
+	fs.atLeast("top-k", topK, 0)
+	fs.check(func() error {
+		if !(*topP > 0 && *topP <= 1) {
+			return fmt.Errorf("--top-p %v: must be a number above 0 and at most 1", *topP)
+		}
+		if !(*rep > 0) || math.IsInf(*rep, 0) {
+			return fmt.Errorf("--repetition-penalty %v: must be a finite number above 0", *rep)
+		}
+		return nil
+	})
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *model == "" {
@@ -297,7 +313,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	d, err := openDevice(*adapter, io.Discard)
+	d, err := fs.open(io.Discard)
 	if err != nil {
 		return err
 	}

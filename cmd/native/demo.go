@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"text/tabwriter"
 
 	"github.com/lomo-dev/lomo/train"
@@ -15,19 +16,20 @@ func init() {
 
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	o := train.DefaultDemo()
-	fs := newFlags("demo", stderr)
+	fs := newOptions("demo", stderr).withAdapter()
 	asJSON := fs.Bool("json", false, "print the report as one JSON object")
 	fs.StringVar(&o.Out, "out", o.Out, "output folder: the task files, metrics and the fine-tuned model")
 	fs.StringVar(&o.BaseModel, "base", "", "base model folder (default: the model built into lomo)")
 	fs.Float64Var(&o.LR, "lr", o.LR, "LOMO learning rate")
+	fs.within("lr", &o.LR, 0, math.Inf(1))
 	fs.IntVar(&o.Epochs, "epochs", o.Epochs, "epochs over the training examples")
+	fs.atLeast("epochs", &o.Epochs, 1)
 	fs.Uint64Var(&o.Seed, "seed", o.Seed, "seed of the task and the batches")
-	adapter := fs.String("adapter", "", "adapter index or name (default: LOMO_ADAPTER, else the best one)")
 	monAddr := fs.String("monitor", "127.0.0.1:0", `serve the live dashboard on this address ("" for none)`)
-	if err := parse(fs, args); err != nil {
+	if err := fs.parse(args); err != nil {
 		return err
 	}
-	d, err := openDevice(*adapter, stderr)
+	d, err := fs.open(stderr)
 	if err != nil {
 		return err
 	}

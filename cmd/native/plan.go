@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 
@@ -21,23 +22,23 @@ var cards = []struct {
 }{{"24GB", 24e9}, {"48GB", 48e9}, {"80GB", 80e9}}
 
 func cmdPlan(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("plan", stderr)
+	fs := newOptions("plan", stderr).withDType("f16")
 	model := fs.String("model", "", "model folder, config.json or Hub id org/name[@revision] in the local HF cache (only the config is read)")
 	batch := fs.Int("batch", 8, "sequences per step")
 	seq := fs.Int("seq", 512, "tokens per sequence")
-	optName := fs.String("optimizer", "", "lomo, adalomo, sgd or adamw (default: all)")
-	dtype := fs.String("dtype", "f16", "parameter storage: f32 or f16")
+	optName := fs.String("optimizer", "", "lomo, adalomo, sgd or adamw, or several comma separated (default: all)")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing per block")
 	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO/AdaLomo then run two passes; activations are recomputed, not kept)")
 	asJSON := fs.Bool("json", false, "one JSON object per line per optimizer")
-	if err := parse(fs, args); err != nil {
+	fs.atLeast("batch", batch, 1)
+	fs.atLeast("seq", seq, 1)
+	fs.listOf("optimizer", optName, "lomo", "adalomo", "sgd", "adamw")
+	fs.within("clip-grad-norm", clip, 0, math.Inf(1))
+	if err := fs.parse(args); err != nil {
 		return err
 	}
 	if *model == "" {
 		return fmt.Errorf("%w: --model is required", errUsage)
-	}
-	if *dtype != "f32" && *dtype != "f16" {
-		return fmt.Errorf("%w: --dtype %q is not f32 or f16", errUsage, *dtype)
 	}
 	cfg, err := config.Load(*model)
 	if err != nil {
@@ -49,7 +50,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	var plans []train.Plan
 	for _, o := range opts {
-		p, err := train.PlanStep(train.PlanRequest{Config: cfg, Batch: *batch, Seq: *seq, Optimizer: o, DType: parseDType(*dtype), Checkpointing: *ckpt, ClipGradNorm: *clip})
+		p, err := train.PlanStep(train.PlanRequest{Config: cfg, Batch: *batch, Seq: *seq, Optimizer: o, DType: fs.DType(), Checkpointing: *ckpt, ClipGradNorm: *clip})
 		if err != nil {
 			return fmt.Errorf("%s: %w", o, err)
 		}
@@ -69,7 +70,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stdout, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v (1 GB = 1e9 bytes)\n",
-		*model, count(cfg.NumParams()), *batch, *seq, *dtype, *ckpt)
+		*model, count(cfg.NumParams()), *batch, *seq, fs.DType(), *ckpt)
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "optimizer\tparams\tgrads\toptimizer\tactivations\tscratch\ttotal\t24GB\t48GB\t80GB\t")
 	gb := decimalBytes

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/lomo-dev/lomo/train"
 )
@@ -13,7 +14,7 @@ func init() {
 
 func cmdPretrain(args []string, stdout, stderr io.Writer) error {
 	c := train.DefaultPretrain()
-	fs := newFlags("pretrain", stderr)
+	fs := newOptions("pretrain", stderr).withAdapter()
 	fs.StringVar(&c.Out, "out", c.Out, "output folder (Hugging Face layout)")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the corpus, tokenizer, initialisation and batches")
 	fs.IntVar(&c.Steps, "steps", c.Steps, "optimizer steps")
@@ -23,11 +24,17 @@ func cmdPretrain(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.Stories, "stories", c.Stories, "stories in the generated corpus")
 	fs.IntVar(&c.Layers, "layers", c.Layers, "decoder layers")
 	fs.IntVar(&c.Hidden, "hidden", c.Hidden, "hidden size")
-	adapter := fs.String("adapter", "", "adapter index or name")
-	if err := parse(fs, args); err != nil {
+	fs.atLeast("steps", &c.Steps, 1)
+	fs.atLeast("batch", &c.Batch, 1)
+	fs.atLeast("stories", &c.Stories, 1)
+	fs.atLeast("layers", &c.Layers, 1)
+	fs.atLeast("hidden", &c.Hidden, 1)
+	fs.within("lr", &c.LR, 0, math.Inf(1))
+	fs.oneOf("optimizer", &c.Optimizer, "adalomo", "adamw")
+	if err := fs.parse(args); err != nil {
 		return err
 	}
-	d, err := openDevice(*adapter, stderr)
+	d, err := fs.open(stderr)
 	if err != nil {
 		return err
 	}

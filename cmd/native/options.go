@@ -1,0 +1,126 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// options is the one home of the option handling the commands share: the
+// flag set, --adapter and the device it opens, --dtype, and the checks of
+// option values. Every check runs in parse, after the flags are read and
+// before anything starts (a device, a dashboard, a file), and a value out
+// of range is a usage error (exit 2) naming the flag and what it accepts.
+type options struct {
+	*flag.FlagSet
+	adapter string // --adapter, when registered by withAdapter
+	dtype   string // --dtype, when registered by withDType
+	checks  []func() error
+}
+
+func newOptions(name string, stderr io.Writer) *options {
+	return &options{FlagSet: newFlags(name, stderr)}
+}
+
+// withAdapter adds --adapter, for the commands that run on a device (open).
+func (o *options) withAdapter() *options {
+	o.StringVar(&o.adapter, "adapter", "", "adapter index or name (default: LOMO_ADAPTER, else the best one)")
+	return o
+}
+
+// withDType adds --dtype, the parameters' storage (f32 or f16).
+func (o *options) withDType(def string) *options {
+	o.StringVar(&o.dtype, "dtype", def, "parameter storage: f32 or f16")
+	o.oneOf("dtype", &o.dtype, "f32", "f16")
+	return o
+}
+
+// DType is --dtype's value.
+func (o *options) DType() gpu.DType {
+	if o.dtype == "f16" {
+		return gpu.F16
+	}
+	return gpu.F32
+}
+
+// check adds a check of the options' values to parse.
+func (o *options) check(f func() error) { o.checks = append(o.checks, f) }
+
+// atLeast checks that the int flag name is at least least.
+func (o *options) atLeast(name string, v *int, least int) {
+	o.check(func() error {
+		if *v < least {
+			return fmt.Errorf("--%s %d: must be at least %d", name, *v, least)
+		}
+		return nil
+	})
+}
+
+// within checks that the float flag name is a finite number in [lo, hi].
+func (o *options) within(name string, v *float64, lo, hi float64) {
+	o.check(func() error {
+		if !(*v >= lo && *v <= hi) || math.IsInf(*v, 0) {
+			want := fmt.Sprintf("a number from %g to %g", lo, hi)
+			if math.IsInf(hi, 1) {
+				want = fmt.Sprintf("a finite number >= %g", lo)
+			}
+			return fmt.Errorf("--%s %v: must be %s", name, *v, want)
+		}
+		return nil
+	})
+}
+
+// oneOf checks that the string flag name is one of accepted.
+func (o *options) oneOf(name string, v *string, accepted ...string) {
+	o.check(func() error {
+		if !slices.Contains(accepted, *v) {
+			return fmt.Errorf("--%s %q: must be one of %s", name, *v, strings.Join(accepted, ", "))
+		}
+		return nil
+	})
+}
+
+// listOf checks that each comma-separated item of the flag name is one of
+// accepted ("" passes: the command's default).
+func (o *options) listOf(name string, v *string, accepted ...string) {
+	o.check(func() error {
+		if *v == "" {
+			return nil
+		}
+		for _, item := range strings.Split(*v, ",") {
+			if !slices.Contains(accepted, item) {
+				return fmt.Errorf("--%s %q: %q is not one of %s", name, *v, item, strings.Join(accepted, ", "))
+			}
+		}
+		return nil
+	})
+}
+
+// parse reads args (see parse in main.go) and runs every check.
+func (o *options) parse(args []string) error {
+	if err := parse(o.FlagSet, args); err != nil {
+		return err
+	}
+	for _, c := range o.checks {
+		if err := c(); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	return nil
+}
+
+// open opens the adapter that --adapter names (or LOMO_ADAPTER) and says
+// which on log.
+func (o *options) open(log io.Writer) (*gpu.Device, error) {
+	d, err := gpu.Open(gpu.Options{Adapter: o.adapter})
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(log, "adapter: %s (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+	return d, nil
+}
