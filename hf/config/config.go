@@ -81,22 +81,22 @@ func Load(path string) (*Llama, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	c, err := Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: %w", path, trimPrefix(err))
+		return nil, fmt.Errorf("config: %s: %w", path, trimPrefix(err))
 	}
 	return c, nil
 }
 
-// trimPrefix drops a leading "data: " so that errors are not prefixed twice.
+// trimPrefix drops a leading "config: " so that errors are not prefixed twice.
 func trimPrefix(err error) error {
 	msg := err.Error()
-	if !strings.HasPrefix(msg, "data: ") {
+	if !strings.HasPrefix(msg, "config: ") {
 		return err
 	}
-	return prefixTrimmed{msg[len("data: "):], err}
+	return prefixTrimmed{msg[len("config: "):], err}
 }
 
 type prefixTrimmed struct {
@@ -113,7 +113,7 @@ func (p prefixTrimmed) Unwrap() error { return p.err }
 func Parse(b []byte) (*Llama, error) {
 	c := new(Llama)
 	if err := json.Unmarshal(b, c); err != nil {
-		return nil, fmt.Errorf("data: malformed config JSON: %w (%w)", err, ErrConfig)
+		return nil, fmt.Errorf("config: malformed config JSON: %w (%w)", err, ErrConfig)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func optFloat(r json.RawMessage, def float64) (float64, error) {
 // run. Each error names the offending field and wraps ErrConfig.
 func (c *Llama) Validate() error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("data: config: %s: %w", fmt.Sprintf(format, args...), ErrConfig)
+		return fmt.Errorf("config: config: %s: %w", fmt.Sprintf(format, args...), ErrConfig)
 	}
 	switch c.ModelType {
 	case "llama":
@@ -415,7 +415,7 @@ func (c *Llama) NumParams() int64 {
 func (c *Llama) CheckWeights(s *safetensors.Reader) error {
 	var errs []error
 	report := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("data: %s: %w", fmt.Sprintf(format, args...), ErrShapeMismatch))
+		errs = append(errs, fmt.Errorf("config: %s: %w", fmt.Sprintf(format, args...), ErrShapeMismatch))
 	}
 	expected := c.ParamShapes()
 	want := make(map[string]bool, len(expected))
@@ -447,7 +447,7 @@ func (c *Llama) CheckWeights(s *safetensors.Reader) error {
 	}
 	if len(errs) > 10 {
 		n := len(errs)
-		errs = append(errs[:10], fmt.Errorf("data: ... and %d more: %w", n-10, ErrShapeMismatch))
+		errs = append(errs[:10], fmt.Errorf("config: ... and %d more: %w", n-10, ErrShapeMismatch))
 	}
 	return errors.Join(errs...)
 }

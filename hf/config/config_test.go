@@ -288,7 +288,7 @@ func TestConfigValidate(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(p, []byte(`{"model_type":"gpt2"}`), 0o644)
 	if _, err := Load(filepath.Dir(p)); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), `"gpt2"`) ||
-		strings.Contains(err.Error(), "data: data:") {
+		strings.Contains(err.Error(), "config: data:") {
 		t.Errorf("Load error %v should name the file and the model type", err)
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "nope")); err == nil {

@@ -18,7 +18,7 @@ type safetensorsIndex struct {
 func openIndex(indexPath string) (_ *Reader, err error) {
 	b, err := os.ReadFile(indexPath)
 	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	var idx safetensorsIndex
 	if err := json.Unmarshal(b, &idx); err != nil {
@@ -57,7 +57,7 @@ func openIndex(indexPath string) (_ *Reader, err error) {
 		p := filepath.Join(dir, filepath.FromSlash(sh))
 		f, err := os.Open(p)
 		if err != nil {
-			return nil, fmt.Errorf("data: %s: shard: %w", indexPath, err)
+			return nil, fmt.Errorf("safetensors: %s: shard: %w", indexPath, err)
 		}
 		s.files[p] = f
 		infos, meta, err := readHeader(f, p)

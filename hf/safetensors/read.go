@@ -32,7 +32,7 @@ type Reader struct {
 func Open(dir string) (*Reader, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	if !st.IsDir() {
 		if strings.HasSuffix(dir, ".index.json") {
@@ -48,14 +48,14 @@ func Open(dir string) (*Reader, error) {
 	if _, err := os.Stat(index); err == nil {
 		return openIndex(index)
 	}
-	return nil, fmt.Errorf("data: %s: no model.safetensors or model.safetensors.index.json", dir)
+	return nil, fmt.Errorf("safetensors: %s: no model.safetensors or model.safetensors.index.json", dir)
 }
 
 // OpenFile opens one safetensors file and validates its header.
 func OpenFile(path string) (*Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	infos, meta, err := readHeader(f, path)
 	if err != nil {
@@ -83,14 +83,14 @@ func (s *Reader) sort() {
 }
 
 func corruptf(path, format string, args ...any) error {
-	return fmt.Errorf("data: %s: %s: %w", path, fmt.Sprintf(format, args...), ErrCorrupt)
+	return fmt.Errorf("safetensors: %s: %s: %w", path, fmt.Sprintf(format, args...), ErrCorrupt)
 }
 
 // readHeader parses and validates the header of an open safetensors file.
 func readHeader(f *os.File, path string) ([]TensorInfo, map[string]string, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, fmt.Errorf("data: %w", err)
+		return nil, nil, fmt.Errorf("safetensors: %w", err)
 	}
 	size := st.Size()
 	if size < 8 {
@@ -98,7 +98,7 @@ func readHeader(f *os.File, path string) ([]TensorInfo, map[string]string, error
 	}
 	var lenBuf [8]byte
 	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
-		return nil, nil, fmt.Errorf("data: %s: reading header length: %w", path, err)
+		return nil, nil, fmt.Errorf("safetensors: %s: reading header length: %w", path, err)
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
 	if n > uint64(size-8) {
@@ -112,7 +112,7 @@ func readHeader(f *os.File, path string) ([]TensorInfo, map[string]string, error
 	}
 	hdr := make([]byte, n)
 	if _, err := f.ReadAt(hdr, 8); err != nil {
-		return nil, nil, fmt.Errorf("data: %s: reading header: %w", path, err)
+		return nil, nil, fmt.Errorf("safetensors: %s: reading header: %w", path, err)
 	}
 	dataStart := int64(8 + n)
 	return parseHeader(hdr, path, dataStart, size-dataStart)
@@ -266,11 +266,11 @@ func (s *Reader) Metadata() map[string]string {
 func (s *Reader) lookup(name string) (TensorInfo, *os.File, error) {
 	ti, ok := s.tensors[name]
 	if !ok {
-		return TensorInfo{}, nil, fmt.Errorf("data: no tensor %q", name)
+		return TensorInfo{}, nil, fmt.Errorf("safetensors: no tensor %q", name)
 	}
 	f := s.files[ti.File]
 	if f == nil {
-		return TensorInfo{}, nil, fmt.Errorf("data: %s: file is closed", ti.File)
+		return TensorInfo{}, nil, fmt.Errorf("safetensors: %s: file is closed", ti.File)
 	}
 	return ti, f, nil
 }
@@ -293,7 +293,7 @@ func readAt(f *os.File, b []byte, off int64, ti TensorInfo) error {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return corruptf(ti.File, "tensor %q: data truncated", ti.Name)
 		}
-		return fmt.Errorf("data: %s: tensor %q: %w", ti.File, ti.Name, err)
+		return fmt.Errorf("safetensors: %s: tensor %q: %w", ti.File, ti.Name, err)
 	}
 	return nil
 }
@@ -303,10 +303,10 @@ func readAt(f *os.File, b []byte, off int64, ti TensorInfo) error {
 func (s *Reader) ReadF32(name string) ([]float32, error) {
 	ti, ok := s.tensors[name]
 	if !ok {
-		return nil, fmt.Errorf("data: no tensor %q", name)
+		return nil, fmt.Errorf("safetensors: no tensor %q", name)
 	}
 	if !ti.DType.IsFloat() {
-		return nil, fmt.Errorf("data: %s: tensor %q has dtype %s, which cannot be read as float32", ti.File, name, ti.DType)
+		return nil, fmt.Errorf("safetensors: %s: tensor %q has dtype %s, which cannot be read as float32", ti.File, name, ti.DType)
 	}
 	dst := make([]float32, ti.NumElements())
 	if err := s.ReadF32Into(name, dst); err != nil {
@@ -323,10 +323,10 @@ func (s *Reader) ReadF32Into(name string, dst []float32) error {
 		return err
 	}
 	if !ti.DType.IsFloat() {
-		return fmt.Errorf("data: %s: tensor %q has dtype %s, which cannot be read as float32", ti.File, name, ti.DType)
+		return fmt.Errorf("safetensors: %s: tensor %q has dtype %s, which cannot be read as float32", ti.File, name, ti.DType)
 	}
 	if n := ti.NumElements(); int64(len(dst)) != n {
-		return fmt.Errorf("data: tensor %q has %d elements, destination has %d", name, n, len(dst))
+		return fmt.Errorf("safetensors: tensor %q has %d elements, destination has %d", name, n, len(dst))
 	}
 	esize := ti.DType.Size()
 	buf := make([]byte, min(ti.Size, chunkBytes))

@@ -41,29 +41,29 @@ func Create(path string, infos []TensorInfo, metadata map[string]string) (*Write
 	hdr.WriteString(`{"__metadata__":`)
 	mb, err := json.Marshal(meta)
 	if err != nil {
-		return nil, fmt.Errorf("data: %s: %w", path, err)
+		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
 	hdr.Write(mb)
 	w := &Writer{path: path, infos: map[string]TensorInfo{}, written: map[string]bool{}}
 	var off int64
 	for _, ti := range infos {
 		if ti.Name == "" || ti.Name == "__metadata__" || !utf8.ValidString(ti.Name) {
-			return nil, fmt.Errorf("data: %s: invalid tensor name %q", path, ti.Name)
+			return nil, fmt.Errorf("safetensors: %s: invalid tensor name %q", path, ti.Name)
 		}
 		if _, dup := w.infos[ti.Name]; dup {
-			return nil, fmt.Errorf("data: %s: duplicate tensor %q", path, ti.Name)
+			return nil, fmt.Errorf("safetensors: %s: duplicate tensor %q", path, ti.Name)
 		}
 		esize := ti.DType.Size()
 		if esize == 0 {
-			return nil, fmt.Errorf("data: %s: tensor %q: unknown dtype %q", path, ti.Name, string(ti.DType))
+			return nil, fmt.Errorf("safetensors: %s: tensor %q: unknown dtype %q", path, ti.Name, string(ti.DType))
 		}
 		n := esize
 		for _, d := range ti.Shape {
 			if d < 0 {
-				return nil, fmt.Errorf("data: %s: tensor %q: negative dimension in shape %v", path, ti.Name, ti.Shape)
+				return nil, fmt.Errorf("safetensors: %s: tensor %q: negative dimension in shape %v", path, ti.Name, ti.Shape)
 			}
 			if d != 0 && n > math.MaxInt64/int64(d) {
-				return nil, fmt.Errorf("data: %s: tensor %q: shape %v overflows", path, ti.Name, ti.Shape)
+				return nil, fmt.Errorf("safetensors: %s: tensor %q: shape %v overflows", path, ti.Name, ti.Shape)
 			}
 			n *= int64(d)
 		}
@@ -93,7 +93,7 @@ func Create(path string, infos []TensorInfo, metadata map[string]string) (*Write
 	}
 	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
 	if err != nil {
-		return nil, fmt.Errorf("data: %w", err)
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	w.tmp = tmp
 	var lenBuf [8]byte
@@ -117,7 +117,7 @@ func Create(path string, infos []TensorInfo, metadata map[string]string) (*Write
 // fail records the first error and removes the temporary file.
 func (w *Writer) fail(err error) {
 	if w.err == nil {
-		w.err = fmt.Errorf("data: writing %s: %w", w.path, err)
+		w.err = fmt.Errorf("safetensors: writing %s: %w", w.path, err)
 	}
 	if w.tmp != nil {
 		name := w.tmp.Name()
@@ -132,14 +132,14 @@ func (w *Writer) check(name string) (TensorInfo, error) {
 		return TensorInfo{}, w.err
 	}
 	if w.done {
-		return TensorInfo{}, fmt.Errorf("data: writing %s: writer is closed", w.path)
+		return TensorInfo{}, fmt.Errorf("safetensors: writing %s: writer is closed", w.path)
 	}
 	ti, ok := w.infos[name]
 	if !ok {
-		return TensorInfo{}, fmt.Errorf("data: writing %s: tensor %q was not declared", w.path, name)
+		return TensorInfo{}, fmt.Errorf("safetensors: writing %s: tensor %q was not declared", w.path, name)
 	}
 	if w.written[name] {
-		return TensorInfo{}, fmt.Errorf("data: writing %s: tensor %q written twice", w.path, name)
+		return TensorInfo{}, fmt.Errorf("safetensors: writing %s: tensor %q written twice", w.path, name)
 	}
 	return ti, nil
 }
@@ -154,10 +154,10 @@ func (w *Writer) WriteF32(name string, data []float32) error {
 		return err
 	}
 	if !ti.DType.IsFloat() {
-		return fmt.Errorf("data: writing %s: tensor %q has dtype %s, which WriteF32 cannot produce", w.path, name, ti.DType)
+		return fmt.Errorf("safetensors: writing %s: tensor %q has dtype %s, which WriteF32 cannot produce", w.path, name, ti.DType)
 	}
 	if n := ti.NumElements(); int64(len(data)) != n {
-		return fmt.Errorf("data: writing %s: tensor %q %v needs %d values, got %d", w.path, name, ti.Shape, n, len(data))
+		return fmt.Errorf("safetensors: writing %s: tensor %q %v needs %d values, got %d", w.path, name, ti.Shape, n, len(data))
 	}
 	esize := int(ti.DType.Size())
 	per := max(chunkBytes/esize, 1)
@@ -198,7 +198,7 @@ func (w *Writer) WriteRaw(name string, b []byte) error {
 		return err
 	}
 	if int64(len(b)) != ti.Size {
-		return fmt.Errorf("data: writing %s: tensor %q %s %v needs %d bytes, got %d", w.path, name, ti.DType, ti.Shape, ti.Size, len(b))
+		return fmt.Errorf("safetensors: writing %s: tensor %q %s %v needs %d bytes, got %d", w.path, name, ti.DType, ti.Shape, ti.Size, len(b))
 	}
 	if _, err := w.tmp.WriteAt(b, ti.Offset); err != nil {
 		w.fail(fmt.Errorf("tensor %q: %w", name, err))
