@@ -6,7 +6,11 @@ import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
+
+// The websocket client playwright-core bundles (the npm package ws).
+const { ws: WebSocket } = createRequire(import.meta.url)('playwright-core/lib/utilsBundle');
 
 export const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const artifacts = join(root, 'test-artifacts');
@@ -30,8 +34,10 @@ export function lomoBinary() {
 }
 
 // startTraining runs `lomo train` with a monitor and resolves once the
-// dashboard URL is printed.
-export async function startTraining(td, extraArgs = []) {
+// dashboard URL is printed. With { publish: URL } it publishes to that hub
+// instead (--publish) and resolves once it says so. The run id is e2e unless
+// given.
+export async function startTraining(td, extraArgs = [], { publish = '', run = 'e2e' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'lomo-run-'));
   const cfg = join(dir, 'run.yaml');
   writeFileSync(cfg, [
@@ -51,22 +57,79 @@ export async function startTraining(td, extraArgs = []) {
     'save_strategy: "no"',
     `output_dir: ${join(dir, 'out')}`,
   ].join('\n'));
-  const proc = spawn(lomoBinary(), ['train', '--config', cfg, '--monitor', '127.0.0.1:0', '--run', 'e2e', ...extraArgs], {
+  const monitor = publish ? ['--publish', publish] : ['--monitor', '127.0.0.1:0'];
+  const proc = spawn(lomoBinary(), ['train', '--config', cfg, ...monitor, '--run', run, ...extraArgs], {
     cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || tmpdir() },
   });
   let stdout = '', stderr = '';
   proc.stdout.on('data', (b) => { stdout += b; });
   const exited = new Promise((res) => proc.on('close', (code) => res(code)));
+  const ready = publish ? /publishing run "[^"]*" to (\S+)/ : /dashboard: (\S+)/;
   const url = await new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error('no dashboard URL within 60 s:\n' + stderr)), 60_000);
+    const timer = setTimeout(() => rej(new Error('lomo train not ready within 60 s:\n' + stderr)), 60_000);
     proc.stderr.on('data', (b) => {
       stderr += b;
-      const m = /dashboard: (\S+)/.exec(stderr);
+      const m = ready.exec(stderr);
       if (m) { clearTimeout(timer); res(m[1]); }
     });
-    proc.on('exit', (code) => rej(new Error(`lomo train exited with ${code} before serving:\n${stderr}`)));
+    proc.on('close', (code) => rej(new Error(`lomo train exited with ${code} before serving:\n${stderr}`)));
   });
   return { url, dir, proc, exited, out: () => stdout, err: () => stderr };
+}
+
+// startHub runs `lomo monitor --listen ADDR` (a free loopback port unless
+// given) and resolves once it prints its dashboard URL.
+export async function startHub(listen = '127.0.0.1:0') {
+  const proc = spawn(lomoBinary(), ['monitor', '--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  proc.stderr.on('data', (b) => { stderr += b; });
+  const exited = new Promise((res) => proc.on('close', (code, signal) => res(code ?? signal)));
+  const url = await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error('lomo monitor printed no URL within 30 s:\n' + stderr)), 30_000);
+    proc.stdout.on('data', (b) => {
+      stdout += b;
+      const m = /dashboard: (\S+)/.exec(stdout);
+      if (m) { clearTimeout(timer); res(m[1]); }
+    });
+    proc.on('close', (code) => rej(new Error(`lomo monitor exited with ${code}:\n${stderr}`)));
+  });
+  const u = new URL(url);
+  return { url, host: u.host, proc, exited, err: () => stderr };
+}
+
+// connectWS opens a websocket (with extra request headers) and resolves once
+// it is open. messages collects the text frames, parsed; closed resolves
+// with { code, reason } when it closes.
+export function connectWS(url, headers = {}) {
+  return new Promise((res, rej) => {
+    const ws = new WebSocket(url, { headers });
+    const messages = [];
+    const closed = new Promise((done) => ws.on('close', (code, reason) => done({ code, reason: String(reason) })));
+    ws.on('message', (data) => { try { messages.push(JSON.parse(String(data))); } catch { messages.push(String(data)); } });
+    ws.on('open', () => res({ ws, messages, closed }));
+    ws.on('unexpected-response', (req, resp) => rej(new Error(`${url}: HTTP ${resp.statusCode}`)));
+    ws.on('error', rej);
+  });
+}
+
+// within resolves like promise, or rejects after ms naming what it waited
+// for.
+export function within(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms); });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// until polls fn (sync or async) every 50 ms until it returns a truthy
+// value, which it resolves with; it rejects after ms with what.
+export async function until(what, fn, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export async function browser() {

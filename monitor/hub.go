@@ -52,8 +52,8 @@ type HubOptions struct {
 	// EndedTTL is how long a run that has ended stays after its last event
 	// (default 24 h); IdleTTL is how long a run that has not ended stays
 	// after its last event once no publisher is attached to it (default
-	// 1 h). A run published in this process (Publish, OnControl) never
-	// expires before it ends.
+	// 1 h). A run with a publisher attached never expires, nor does a run
+	// published in this process (Publish, OnControl) before it ends.
 	EndedTTL time.Duration
 	IdleTTL  time.Duration
 }
@@ -295,7 +295,7 @@ func (h *Hub) claim(id string, o owner, rp *remotePub) (*runState, error) {
 			r.owner = o // the run ended and its publisher left: continue it
 		default:
 			r.mu.Unlock()
-			return nil, fmt.Errorf("%w (kept until it ends, or %v after its last event)", ErrRunOwned, h.opts.IdleTTL)
+			return nil, fmt.Errorf("%w (free once it has ended, or after %v without events or publisher)", ErrRunOwned, h.opts.IdleTTL)
 		}
 		if r != nil {
 			if rp != nil {

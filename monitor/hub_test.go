@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
@@ -553,5 +554,19 @@ func TestNoticeShape(t *testing.T) {
 	}
 	if _, err := DecodeEvent(notice(noticeMsg{Type: "waiting", Run: "r"})); err == nil {
 		t.Error("a notice decodes as an event")
+	}
+}
+
+// A run event the hub could not encode (NaN in its config) is an error at
+// Publish, not an event skipped on the way.
+func TestPublisherRefusesUnencodableRunInfo(t *testing.T) {
+	p := &Publisher{run: "n", max: 8, wake: make(chan struct{}, 1)}
+	ev := runEvent("")
+	ev.RunInfo.Config = map[string]any{"learning_rate": math.NaN()}
+	if err := p.Publish(ev); err == nil || !strings.Contains(err.Error(), "NaN") {
+		t.Errorf("Publish: %v, want an encoding error", err)
+	}
+	if len(p.queue) != 0 {
+		t.Error("the event was queued")
 	}
 }

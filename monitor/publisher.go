@@ -214,6 +214,11 @@ func (p *Publisher) Publish(ev Event) error {
 	if ev.Run != p.run {
 		return fmt.Errorf("%w: publisher is for run %q", ErrRunID, p.run)
 	}
+	if ev.RunInfo != nil { // the only payload encoding/json may refuse (NaN in Config)
+		if _, err := json.Marshal(ev.RunInfo); err != nil {
+			return fmt.Errorf("monitor: encoding event: %w", err)
+		}
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -390,7 +395,7 @@ func (p *Publisher) serve(c *websocket.Conn) error {
 		}
 		b, err := json.Marshal(ev)
 		if err != nil {
-			continue // unencodable (e.g. NaN in Config): skip it
+			continue // cannot happen: Publish encoded the one payload that may fail
 		}
 		if err := writeFrame(p.ctx, c, b); err != nil {
 			p.requeue(ev)
