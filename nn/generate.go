@@ -125,7 +125,7 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 		return nil, err
 	}
 	for li, l := range m.Layers {
-		y, err := m.blockWith(t, l, x, in, func(q, k, v *Tensor) (*Tensor, error) {
+		y, err := m.blockWith(t, l, x, in, func(t *Tape, q, k, v *Tensor) (*Tensor, error) {
 			// k, v (n,KV*D) -> cache rows c.n..c.n+n-1
 			off, size := elem*int64(c.n*kvRow), elem*int64(n*kvRow)
 			if err := m.d.Copy(k.Buf, 0, c.k[li], off, size); err != nil {

@@ -330,18 +330,40 @@ func (m *Llama) attnShape(in *Inputs) AttentionShape {
 	return AttentionShape{B: in.B, T: in.T, H: c.NumHeads, KV: c.NumKVHeads, D: c.HeadDim}
 }
 
-// attentionFunc is the attention of a block: the tape's (training, scoring)
-// or one over a KV cache (generation).
-type attentionFunc func(q, k, v *Tensor) (*Tensor, error)
+// attentionFunc is the attention of a block on tape t: the tape's own
+// (training, scoring) or one over a KV cache (generation).
+type attentionFunc func(t *Tape, q, k, v *Tensor) (*Tensor, error)
 
 // block runs one decoder layer: x (N,C) -> (N,C).
 func (m *Llama) block(t *Tape, l *Block, x *Tensor, in *Inputs) (*Tensor, error) {
 	s := m.attnShape(in)
-	return m.blockWith(t, l, x, in, func(q, k, v *Tensor) (*Tensor, error) { return t.Attention(q, k, v, in.Start, s) })
+	return m.blockWith(t, l, x, in, func(t *Tape, q, k, v *Tensor) (*Tensor, error) { return t.Attention(q, k, v, in.Start, s) })
 }
 
-// blockWith is block with the attention given.
+// blockWith is block with the attention given. When the model checkpoints
+// and t records backward (the recompute of a checkpointed layer), the
+// attention half is checkpointed again inside the layer: the MLP's backward
+// then runs without the attention's activations alive, at the cost of
+// computing the attention half a third time.
 func (m *Llama) blockWith(t *Tape, l *Block, x *Tensor, in *Inputs, attention attentionFunc) (*Tensor, error) {
+	var x2 *Tensor
+	var err error
+	if m.Checkpointing && t.Grad() {
+		x2, err = t.Checkpoint("attention", x, func(t *Tape, x *Tensor) (*Tensor, error) {
+			return m.attentionHalf(t, l, x, in, attention)
+		})
+	} else {
+		x2, err = m.attentionHalf(t, l, x, in, attention)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer x2.Release()
+	return m.mlpHalf(t, l, x2)
+}
+
+// attentionHalf is x + o_proj(attention(RoPE(q), RoPE(k), v)) of norm(x).
+func (m *Llama) attentionHalf(t *Tape, l *Block, x *Tensor, in *Inputs, attention attentionFunc) (*Tensor, error) {
 	c := m.Cfg
 	eps := float32(c.RMSNormEps)
 	theta := float32(c.RopeTheta)
@@ -378,7 +400,7 @@ func (m *Llama) blockWith(t *Tape, l *Block, x *Tensor, in *Inputs, attention at
 	if _, err := t.RoPE(k, in.Pos, s.KV, s.D, theta); err != nil {
 		return nil, err
 	}
-	o, err := attention(q, k, v) // (N,H*D)
+	o, err := attention(t, q, k, v) // (N,H*D)
 	if err != nil {
 		return nil, err
 	}
@@ -388,22 +410,29 @@ func (m *Llama) blockWith(t *Tape, l *Block, x *Tensor, in *Inputs, attention at
 		return nil, err
 	}
 	keep = append(keep, a)
-	x2, err := t.Add(x, a) // (N,C)
+	return t.Add(x, a) // (N,C)
+}
+
+// mlpHalf is x + down(silu(gate(norm(x))) * up(norm(x))).
+func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
+	eps := float32(m.Cfg.RMSNormEps)
+	var keep []*Tensor // handles to drop on return
+	defer func() {
+		for _, k := range keep {
+			k.Release()
+		}
+	}()
+	h, err := t.RMSNorm(x, l.MLPNorm, eps)
 	if err != nil {
 		return nil, err
 	}
-	keep = append(keep, x2)
-	h2, err := t.RMSNorm(x2, l.MLPNorm, eps)
-	if err != nil {
-		return nil, err
-	}
-	keep = append(keep, h2)
-	g, err := t.Linear(h2, l.Gate) // (N,F)
+	keep = append(keep, h)
+	g, err := t.Linear(h, l.Gate) // (N,F)
 	if err != nil {
 		return nil, err
 	}
 	keep = append(keep, g)
-	u, err := t.Linear(h2, l.Up) // (N,F)
+	u, err := t.Linear(h, l.Up) // (N,F)
 	if err != nil {
 		return nil, err
 	}
@@ -418,17 +447,35 @@ func (m *Llama) blockWith(t *Tape, l *Block, x *Tensor, in *Inputs, attention at
 		return nil, err
 	}
 	keep = append(keep, dn)
-	return t.Add(x2, dn)
+	return t.Add(x, dn)
 }
 
 // hidden runs the embedding and all blocks, then the final norm: (N,C).
 func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
 	n := in.B * in.T
-	x, err := t.Embedding(m.Embed, in.IDs, n) // (N,C)
+	var x *Tensor
+	var err error
+	layers := m.Layers
+	if m.Checkpointing && t.Grad() {
+		// The first layer's checkpoint starts from the token ids: the
+		// embedding is looked up again in its recompute instead of saved.
+		x, err = t.Checkpoint("layer 0", nil, func(t *Tape, _ *Tensor) (*Tensor, error) {
+			e, err := t.Embedding(m.Embed, in.IDs, n) // (N,C)
+			if err != nil {
+				return nil, err
+			}
+			defer e.Release()
+			return m.block(t, m.Layers[0], e, in)
+		})
+		layers = layers[1:]
+	} else {
+		x, err = t.Embedding(m.Embed, in.IDs, n) // (N,C)
+	}
 	if err != nil {
 		return nil, err
 	}
-	for i, l := range m.Layers {
+	for i, l := range layers {
+		i += len(m.Layers) - len(layers)
 		var y *Tensor
 		if m.Checkpointing && t.Grad() {
 			y, err = t.Checkpoint(fmt.Sprintf("layer %d", i), x, func(t *Tape, x *Tensor) (*Tensor, error) {

@@ -269,7 +269,9 @@ func (t *Tape) used(p *Param, fn GradFunc) error {
 
 // Checkpoint runs block(x) without keeping its activations; backward
 // recomputes the block from x (saved) and runs the block's own backward.
-// The block must be a pure function of x and parameters.
+// The block must be a pure function of x and parameters. x may be nil for a
+// block that computes its input itself (the embedding lookup of the first
+// layer): then nothing at all is saved.
 func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor) (*Tensor, error)) (*Tensor, error) {
 	// The forward records nothing but counts parameter uses for the parent.
 	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred}
@@ -280,13 +282,16 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 	if !t.grad {
 		return y, nil
 	}
-	x.Retain()
+	x.Retain() // nil-safe
 	o := &op{name: "checkpoint " + name, outputs: []*Tensor{y}, release: x.Release}
 	o.backward = func() error {
 		// Recompute with grad, on a leaf that shares x's buffer, without
 		// counting the parameter uses again (the forward counted them).
 		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback}
-		leaf := &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad}
+		var leaf *Tensor
+		if x != nil {
+			leaf = &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad}
+		}
 		y2, err := block(sub, leaf)
 		if err != nil {
 			sub.Release()
@@ -298,11 +303,16 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 			return nil
 		}
 		y2.grad, y.grad = y.grad, nil // hand the output gradient to the recomputed graph
-		err = sub.run(sub.callback)
+		// Only y2's gradient is needed from here on: its values go now
+		// unless an op of the block saved them for its backward.
 		y2.Release()
+		err = sub.run(sub.callback)
 		if err != nil {
 			sub.Release()
 			return err
+		}
+		if leaf == nil {
+			return nil
 		}
 		if leaf.grad != nil && x.needsGrad {
 			if x.grad == nil {

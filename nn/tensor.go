@@ -48,7 +48,12 @@ func (t *Tensor) Len() int {
 }
 
 // Retain adds a holder.
-func (t *Tensor) Retain() *Tensor { t.refs++; return t }
+func (t *Tensor) Retain() *Tensor {
+	if t != nil {
+		t.refs++
+	}
+	return t
+}
 
 // Release drops a holder; the last one frees the buffer.
 func (t *Tensor) Release() {
