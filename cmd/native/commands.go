@@ -156,7 +156,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	var stopMonitor func()
 	var hub *monitor.Hub
 	if *monAddr != "" {
-		hub, stopMonitor, err = serveMonitor(*monAddr, *monToken, opts.Run, stderr)
+		hub, stopMonitor, err = serveMonitor(*monAddr, *monToken, opts.Run, monitor.HubOptions{}, stderr)
 		if err != nil {
 			return err
 		}
@@ -168,7 +168,15 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		if pub, err = monitor.Dial(context.Background(), *publish, *monToken, opts.Run); err != nil {
 			return err
 		}
-		defer pub.Close()
+		defer func() {
+			// Monitoring never fails a run, but what the hub never got is said.
+			if err := pub.Close(); err != nil {
+				fmt.Fprintf(stderr, "lomo train: %v\n", err)
+			}
+			if n := pub.Dropped(); n > 0 {
+				fmt.Fprintf(stderr, "lomo train: %d events were dropped while the hub at %s was unreachable (the publisher's queue was full)\n", n, *publish)
+			}
+		}()
 		opts.Sink = pub
 		fmt.Fprintf(stderr, "publishing run %q to %s\n", opts.Run, *publish)
 	}

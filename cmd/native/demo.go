@@ -7,6 +7,7 @@ import (
 	"math"
 	"text/tabwriter"
 
+	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/train"
 )
 
@@ -36,7 +37,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	defer d.Close()
 	o.Log, o.Progress = stderr, &bar{w: stderr}
 	if *monAddr != "" {
-		hub, stop, err := serveMonitor(*monAddr, "", o.Run, stderr)
+		hub, stop, err := serveMonitor(*monAddr, "", o.Run, monitor.HubOptions{}, stderr)
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,9 @@ func TestUsageErrorsBeforeAnythingStarts(t *testing.T) {
 		{[]string{"plan", "--model", model, "--batch", "0"}, "--batch 0: must be at least 1"},
 		{[]string{"pretrain", "--optimizer", "sgd"}, `--optimizer "sgd": must be one of adalomo, adamw`},
 		{[]string{"demo", "--epochs", "0"}, "--epochs 0: must be at least 1"},
+		{[]string{"monitor", "--run-budget", "0"}, "--run-budget 0: must be at least 1"},
+		{[]string{"monitor", "--run-budget", "64", "--total-budget", "32"}, "--total-budget 32: below --run-budget 64"},
+		{[]string{"monitor", "--idle-ttl", "-1s"}, "both must be positive"},
 	} {
 		code, stdout, errs := lomo(t, tc.args...)
 		if code != 2 || !strings.Contains(errs, tc.want) || stdout != "" {

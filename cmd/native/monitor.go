@@ -19,12 +19,12 @@ func init() {
 
 // serveMonitor starts a hub and its HTTP server on addr and prints the
 // dashboard URL. Binding beyond loopback needs a token (given or generated).
-func serveMonitor(addr, token, run string, log io.Writer) (*monitor.Hub, func(), error) {
+func serveMonitor(addr, token, run string, hubOpts monitor.HubOptions, log io.Writer) (*monitor.Hub, func(), error) {
 	ln, tok, err := monitor.Listen(addr, token)
 	if err != nil {
 		return nil, nil, fmt.Errorf("monitor: listen on %s: %w", addr, err)
 	}
-	hub := monitor.NewHub(monitor.HubOptions{})
+	hub := monitor.NewHub(hubOpts)
 	srv := &http.Server{Handler: monitor.NewServer(hub, monitor.Options{Token: tok}), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	fmt.Fprintf(log, "dashboard: %s\n", monitor.DashboardURL(ln, tok, run))
@@ -40,13 +40,31 @@ func serveMonitor(addr, token, run string, log io.Writer) (*monitor.Hub, func(),
 }
 
 func cmdMonitor(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("monitor", stderr)
+	o := newOptions("monitor", stderr)
+	fs := o.FlagSet
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve on; beyond loopback a token is required")
 	token := fs.String("token", "", "token for viewers, publishers and control (default: generated when not on loopback)")
-	if err := parse(fs, args); err != nil {
+	maxRuns := fs.Int("max-runs", monitor.DefaultMaxRuns, "runs the hub keeps; a new one beyond replaces the least recently updated run without a publisher")
+	runMiB := fs.Int("run-budget", monitor.DefaultMaxRunBytes>>20, "MiB of events kept per run (the oldest dropped first, viewers told)")
+	totalMiB := fs.Int("total-budget", monitor.DefaultMaxTotalBytes>>20, "MiB of events kept over all runs")
+	endedTTL := fs.Duration("ended-ttl", monitor.DefaultEndedTTL, "how long an ended run stays after its last event")
+	idleTTL := fs.Duration("idle-ttl", monitor.DefaultIdleTTL, "how long a run that has not ended stays without a publisher")
+	o.atLeast("max-runs", maxRuns, 1)
+	o.atLeast("run-budget", runMiB, 1)
+	o.check(func() error {
+		if *totalMiB < *runMiB {
+			return fmt.Errorf("--total-budget %d: below --run-budget %d", *totalMiB, *runMiB)
+		}
+		if *endedTTL <= 0 || *idleTTL <= 0 {
+			return fmt.Errorf("--ended-ttl %v, --idle-ttl %v: both must be positive", *endedTTL, *idleTTL)
+		}
+		return nil
+	})
+	if err := o.parse(args); err != nil {
 		return err
 	}
-	_, stop, err := serveMonitor(*listen, *token, "", stdout)
+	opts := monitor.HubOptions{MaxRuns: *maxRuns, MaxRunBytes: int64(*runMiB) << 20, MaxTotalBytes: int64(*totalMiB) << 20, EndedTTL: *endedTTL, IdleTTL: *idleTTL}
+	_, stop, err := serveMonitor(*listen, *token, "", opts, stdout)
 	if err != nil {
 		return err
 	}
