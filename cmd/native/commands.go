@@ -19,6 +19,7 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/cache"
 	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
@@ -143,6 +144,11 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	// A model that is not there is said before a device opens (train.New
+	// resolves it again, for callers of the package).
+	if _, err := cache.Resolve(cfg.ModelNameOrPath); err != nil {
+		return fmt.Errorf("train: model_name_or_path: %w", err)
 	}
 	d, err := fs.open(stderr)
 	if err != nil {

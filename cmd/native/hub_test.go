@@ -84,6 +84,11 @@ func TestHubModel(t *testing.T) {
 			t.Errorf("missing model: exit %d, error %q does not mention %q", code, errs, w)
 		}
 	}
+	// train says so before it opens a device.
+	code, _, errs = lomo(t, "train", "--model_name_or_path", "org/missing-model", "--train_file", "unused.jsonl", "--output_dir", filepath.Join(t.TempDir(), "out"))
+	if code != 1 || !strings.Contains(errs, "hf download org/missing-model") || strings.Contains(errs, "adapter:") {
+		t.Errorf("train with a missing model: exit %d, stderr %q; want exit 1 naming the download, before any adapter line", code, errs)
+	}
 	// A blob deleted by hand leaves its snapshot link dangling.
 	target, err := os.Readlink(filepath.Join(snapshot, "model.safetensors"))
 	if err != nil {
