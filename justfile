@@ -18,6 +18,17 @@ test: (setup "test")
     LOMO_VALIDATION=1 go test -count=1 -timeout 40m ./...
     cd e2e && node --test
 
+# Build lomo for the browser (cmd/wasm) into web/wasm/ (git-ignored), where
+# the native build embeds it for `lomo web`.
+wasm:
+    GOOS=js GOARCH=wasm go build -ldflags=-s -o web/wasm/lomo.wasm ./cmd/wasm
+    cp "$(go env GOROOT)/lib/wasm/wasm_exec.js" web/wasm/wasm_exec.js
+
+# Build the WASM, then lomo (which embeds it), and serve the page that
+# fine-tunes in the browser on 127.0.0.1:8090 (with a monitoring hub).
+web *ARGS: wasm
+    go run ./cmd/native web --listen 127.0.0.1:8090 {{ARGS}}
+
 # The GPU layer under load: training with 200 dashboard viewers and the
 # evaluations that used to crash, 20 times each with the CPU busy (hours on
 # lavapipe); `just stress -runs 2` for a quick look.

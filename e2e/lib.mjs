@@ -186,3 +186,42 @@ export async function goTestInBrowser(pkg, args = [], { timeout = 600_000 } = {}
     server.close();
   }
 }
+
+// buildWasm builds lomo for the browser into web/wasm/, as `just wasm`
+// does; a lomo built after it embeds it (lomoBinary rebuilds).
+export function buildWasm() {
+  const dir = join(root, 'web', 'wasm');
+  execFileSync('go', ['build', '-ldflags=-s', '-o', join(dir, 'lomo.wasm'), './cmd/wasm'], {
+    cwd: root, stdio: 'inherit', env: { ...process.env, GOOS: 'js', GOARCH: 'wasm' },
+  });
+  const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim();
+  copyFileSync(join(goroot, 'lib', 'wasm', 'wasm_exec.js'), join(dir, 'wasm_exec.js'));
+  built = undefined;
+}
+
+// startWeb builds the WASM and lomo, runs `lomo web` on a free loopback
+// port and resolves with the fine-tuning page's URL once it serves.
+export async function startWeb() {
+  buildWasm();
+  const proc = spawn(lomoBinary(), ['web', '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  proc.stderr.on('data', (b) => { stderr += b; });
+  const url = await new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error('lomo web printed no URL within 60 s:\n' + stderr)), 60_000);
+    proc.stdout.on('data', (b) => {
+      stdout += b;
+      const m = /fine-tune in the browser: (\S+)/.exec(stdout);
+      if (m) { clearTimeout(timer); res(m[1]); }
+    });
+    proc.on('exit', (code) => rej(new Error(`lomo web exited with ${code}:\n${stderr}`)));
+  });
+  return { url, proc, out: () => stdout, err: () => stderr };
+}
+
+// runLomo runs the native lomo and returns its stdout (throws on failure).
+export function runLomo(args, opts = {}) {
+  return execFileSync(lomoBinary(), args, {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 << 20,
+    env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || tmpdir() }, ...opts,
+  });
+}

@@ -147,6 +147,23 @@ type Param struct {
 
 // NewParam allocates a parameter tensor (tag param).
 func NewParam(d *gpu.Device, name string, dt gpu.DType, shape ...int) (*Param, error) {
+	// Kernels bind a parameter whole, so it must fit one buffer and one
+	// storage binding: say which tensor does not, and the limit, before
+	// anything is allocated.
+	n := int64(1)
+	for _, s := range shape {
+		n *= int64(s)
+	}
+	lim := d.Limits()
+	bytes := dt.Bytes(int(n))
+	for _, l := range []struct {
+		name  string
+		limit uint64
+	}{{"max buffer size", lim.MaxBufferSize}, {"max storage buffer binding size", lim.MaxStorageBufferBindingSize}} {
+		if l.limit > 0 && uint64(bytes) > l.limit {
+			return nil, fmt.Errorf("nn: tensor %s %v (%v) is %d bytes, larger than this device's %s of %d bytes", name, shape, dt, bytes, l.name, l.limit)
+		}
+	}
 	t, err := NewTensor(d, gpu.TagParam, dt, shape...)
 	if err != nil {
 		return nil, fmt.Errorf("nn: param %s: %w", name, err)

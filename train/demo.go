@@ -83,42 +83,11 @@ func Demo(d *gpu.Device, o DemoOptions) (DemoReport, error) {
 			return r, err
 		}
 	}
-	// The task, from a seed: written in the SuperGLUE BoolQ schema and read
-	// back through the same loader as any BoolQ file.
-	ex := data.SynthTask(o.Seed, o.TrainN+o.EvalN)
-	trainFile, evalFile := filepath.Join(o.Out, "train.jsonl"), filepath.Join(o.Out, "val.jsonl")
-	for _, f := range []struct {
-		path string
-		ex   []data.SynthExample
-	}{{trainFile, ex[:o.TrainN]}, {evalFile, ex[o.TrainN:]}} {
-		w, err := os.Create(f.path)
-		if err != nil {
-			return r, err
-		}
-		err = data.WriteSynthTaskJSONL(w, f.ex)
-		if err2 := w.Close(); err == nil {
-			err = err2
-		}
-		if err != nil {
-			return r, err
-		}
+	trainFile, evalFile, err := WriteDemoTask(o)
+	if err != nil {
+		return r, err
 	}
-	cfg := DefaultConfig()
-	cfg.ModelNameOrPath = base
-	cfg.DatasetName = "boolq"
-	cfg.TrainFile, cfg.EvalFile = trainFile, evalFile
-	cfg.DataMaxLength = 96
-	cfg.TrainBatchSize, cfg.EvalBatchSize = o.Batch, 32
-	cfg.LearningRate = o.LR
-	cfg.NumTrainEpochs = o.Epochs
-	cfg.Warmup = 0.1
-	cfg.ClipGradNorm = 1.0
-	cfg.GradCheckpoint = true
-	cfg.Seed = o.Seed
-	cfg.OutputDir = o.Out
-	cfg.EvalStrategy = "no"
-	cfg.ZeroShotEval = false
-	cfg.SaveStrategy = "end"
+	cfg := DemoConfig(o, base, trainFile, evalFile)
 	tr, err := New(cfg, d, Options{Sink: o.Sink, Run: o.Run, Progress: o.Progress, Log: o.Log})
 	if err != nil {
 		return r, err
@@ -176,4 +145,56 @@ func Demo(d *gpu.Device, o DemoOptions) (DemoReport, error) {
 		return r, fmt.Errorf("train: demo ended without an evaluation")
 	}
 	return r, nil
+}
+
+// WriteDemoTask writes the demo's task, generated from o.Seed, to
+// o.Out/train.jsonl (o.TrainN examples) and o.Out/val.jsonl (o.EvalN), in
+// the SuperGLUE BoolQ schema, to be read back through the same loader as any
+// BoolQ file.
+func WriteDemoTask(o DemoOptions) (trainFile, evalFile string, err error) {
+	if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return "", "", err
+	}
+	ex := data.SynthTask(o.Seed, o.TrainN+o.EvalN)
+	trainFile, evalFile = filepath.Join(o.Out, "train.jsonl"), filepath.Join(o.Out, "val.jsonl")
+	for _, f := range []struct {
+		path string
+		ex   []data.SynthExample
+	}{{trainFile, ex[:o.TrainN]}, {evalFile, ex[o.TrainN:]}} {
+		w, err := os.Create(f.path)
+		if err != nil {
+			return "", "", err
+		}
+		err = data.WriteSynthTaskJSONL(w, f.ex)
+		if err2 := w.Close(); err == nil {
+			err = err2
+		}
+		if err != nil {
+			return "", "", err
+		}
+	}
+	return trainFile, evalFile, nil
+}
+
+// DemoConfig is the training config of the demo: base model, the task files
+// of WriteDemoTask, and o's hyperparameters. The run evaluates once, at the
+// end, and saves the final model.
+func DemoConfig(o DemoOptions, base, trainFile, evalFile string) Config {
+	cfg := DefaultConfig()
+	cfg.ModelNameOrPath = base
+	cfg.DatasetName = "boolq"
+	cfg.TrainFile, cfg.EvalFile = trainFile, evalFile
+	cfg.DataMaxLength = 96
+	cfg.TrainBatchSize, cfg.EvalBatchSize = o.Batch, 32
+	cfg.LearningRate = o.LR
+	cfg.NumTrainEpochs = o.Epochs
+	cfg.Warmup = 0.1
+	cfg.ClipGradNorm = 1.0
+	cfg.GradCheckpoint = true
+	cfg.Seed = o.Seed
+	cfg.OutputDir = o.Out
+	cfg.EvalStrategy = "no"
+	cfg.ZeroShotEval = false
+	cfg.SaveStrategy = "end"
+	return cfg
 }

@@ -10,6 +10,7 @@
 //	lomo bench      kernel and step benchmarks as JSON
 //	lomo monitor    run a standalone monitoring hub
 //	lomo devices    list adapters, features and limits
+//	lomo web        serve the page that fine-tunes in the browser (WASM)
 package main
 
 import (

@@ -16,7 +16,6 @@
   const btnStop = $('btn-stop');
 
   const MAX_SAMPLES = 100;
-  const MIB = 1024 * 1024;
 
   let currentRun = params.get('run') || '';
   let ws = null;
@@ -29,14 +28,10 @@
     return {
       seen: new Map(), // seq -> time: dedupe across reconnects and replays
       x: [], loss: [], lr: [], grad: [], clip: [], scale: [], tps: [],
-      memTags: [], mem: new Map(), // tag -> {live: [], peak: []}
       evals: [], samples: [], info: null, end: null,
     };
   }
 
-  function num(v) {
-    return typeof v === 'number' && isFinite(v) ? v : null;
-  }
   function pos(v) {
     const n = num(v);
     return n !== null && n > 0 ? n : null;
@@ -53,85 +48,35 @@
     return token ? sep + 'token=' + encodeURIComponent(token) : '';
   }
 
-  // ---- charts ----------------------------------------------------------
+  // ---- charts (charts.js) ----------------------------------------------
 
-  const palette = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#db2777'];
+  const { Chart, MemoryChart, num, palette } = window.lomoCharts;
   const charts = {};
-
-  function chartWidth(el) {
-    return Math.max(300, (el.clientWidth || el.parentElement.clientWidth || 440) - 4);
-  }
-
-  // Axis labels: short and distinct for tiny learning rates and huge loss
-  // scales alike.
-  function fmtNum(v) {
-    if (v === null || v === undefined) return '';
-    const a = Math.abs(v);
-    if (a === 0) return '0';
-    if (a >= 1e9) return +(v / 1e9).toPrecision(3) + 'G';
-    if (a >= 1e6) return +(v / 1e6).toPrecision(3) + 'M';
-    if (a >= 1e4) return +(v / 1e3).toPrecision(3) + 'k';
-    if (a < 1e-2) return v.toExponential(1).replace('.0e', 'e');
-    return String(+v.toPrecision(3));
-  }
-  const yValues = (u, splits) => splits.map(fmtNum);
-
-  function makeChart(id, series, opts) {
-    const el = $(id);
-    if (charts[id]) {
-      charts[id].destroy();
-      el.textContent = '';
-    }
-    const o = Object.assign({
-      width: chartWidth(el),
-      height: 220,
-      legend: { show: true },
-      cursor: { drag: { x: true, y: false } },
-      scales: { x: { time: false } },
-      axes: [{ label: 'step' }, {}],
-      series: [{ label: 'step' }].concat(series),
-    }, opts || {});
-    o.axes = o.axes.map((a, i) => (i > 0 && !a.values ? Object.assign({ values: yValues, size: 56 }, a) : a));
-    const data = [[]].concat(series.map(() => []));
-    charts[id] = new uPlot(o, data, el);
-    return charts[id];
-  }
+  let memChart = null;
 
   function initCharts() {
-    makeChart('loss-chart', [{ label: 'loss', stroke: palette[0], width: 1.5, spanGaps: false }]);
-    makeChart('lr-chart', [{ label: 'lr', stroke: palette[2], width: 1.5 }]);
-    makeChart('grad-chart', [
+    for (const id in charts) charts[id].destroy();
+    charts['loss-chart'] = new Chart($('loss-chart'), [{ label: 'loss', stroke: palette[0], width: 1.5, spanGaps: false }]);
+    charts['lr-chart'] = new Chart($('lr-chart'), [{ label: 'lr', stroke: palette[2], width: 1.5 }]);
+    charts['grad-chart'] = new Chart($('grad-chart'), [
       { label: 'grad norm', stroke: palette[1], width: 1.5 },
       { label: 'clip coef', stroke: palette[3], width: 1, scale: 'clip' },
     ], { axes: [{ label: 'step' }, {}, { side: 1, scale: 'clip', grid: { show: false } }],
          scales: { x: { time: false }, clip: { range: [0, 1.05] } } });
-    makeChart('scale-chart', [{ label: 'loss scale', stroke: palette[4], width: 1.5 }],
+    charts['scale-chart'] = new Chart($('scale-chart'), [{ label: 'loss scale', stroke: palette[4], width: 1.5 }],
       { scales: { x: { time: false }, y: { distr: 3, log: 2 } } });
-    makeChart('tps-chart', [{ label: 'tokens/s', stroke: palette[5], width: 1.5 }]);
-    makeMemChart();
+    charts['tps-chart'] = new Chart($('tps-chart'), [{ label: 'tokens/s', stroke: palette[5], width: 1.5 }]);
+    newMemChart();
   }
 
-  function makeMemChart() {
-    const series = [];
-    state.memTags.forEach((tag, i) => {
-      const c = palette[i % palette.length];
-      series.push({ label: tag + ' live', stroke: c, width: 1.5 });
-      series.push({ label: tag + ' peak', stroke: c, width: 1, dash: [4, 4] });
-    });
-    makeChart('mem-chart', series);
+  function newMemChart() {
+    if (memChart) memChart.chart.destroy();
+    memChart = new MemoryChart($('mem-chart'));
   }
 
   let drawTimer = null;
-  let memDirty = false;
   function scheduleDraw() {
     if (drawTimer === null) drawTimer = setTimeout(draw, 40);
-  }
-
-  function setChart(id, data, points) {
-    const c = charts[id];
-    if (!c) return;
-    c.setData(data);
-    c.root.parentElement.setAttribute('data-points', String(points));
   }
 
   function countFinite(a) {
@@ -143,29 +88,13 @@
   function draw() {
     drawTimer = null;
     const s = state;
-    setChart('loss-chart', [s.x, s.loss], countFinite(s.loss));
-    setChart('lr-chart', [s.x, s.lr], countFinite(s.lr));
-    setChart('grad-chart', [s.x, s.grad, s.clip], countFinite(s.grad));
-    setChart('scale-chart', [s.x, s.scale], countFinite(s.scale));
-    setChart('tps-chart', [s.x, s.tps], countFinite(s.tps));
-    if (memDirty) {
-      memDirty = false;
-      makeMemChart();
-    }
-    const md = [s.x];
-    for (const tag of s.memTags) {
-      const m = s.mem.get(tag);
-      md.push(m.live, m.peak);
-    }
-    setChart('mem-chart', md, s.x.length);
+    charts['loss-chart'].setData([s.x, s.loss], countFinite(s.loss));
+    charts['lr-chart'].setData([s.x, s.lr], countFinite(s.lr));
+    charts['grad-chart'].setData([s.x, s.grad, s.clip], countFinite(s.grad));
+    charts['scale-chart'].setData([s.x, s.scale], countFinite(s.scale));
+    charts['tps-chart'].setData([s.x, s.tps], countFinite(s.tps));
+    memChart.draw(s.x);
   }
-
-  window.addEventListener('resize', () => {
-    for (const id in charts) {
-      const el = $(id);
-      charts[id].setSize({ width: chartWidth(el), height: 220 });
-    }
-  });
 
   // ---- events ----------------------------------------------------------
 
@@ -176,7 +105,7 @@
     $('errors').textContent = '';
     $('run-info').textContent = '';
     $('run-state').textContent = '';
-    memDirty = true;
+    newMemChart();
     scheduleDraw();
   }
 
@@ -188,7 +117,7 @@
     if (n > 0 && s.x[n - 1] >= step) {
       while (n > 0 && s.x[n - 1] >= step) n--;
       for (const a of [s.x, s.loss, s.lr, s.grad, s.clip, s.scale, s.tps]) a.length = n;
-      for (const m of s.mem.values()) { m.live.length = n; m.peak.length = n; }
+      memChart.truncate(n);
     }
     s.x.push(step);
     s.loss.push(num(st.loss));
@@ -197,19 +126,7 @@
     s.clip.push(num(st.clip_coef));
     s.scale.push(pos(st.loss_scale));
     s.tps.push(num(st.tokens_per_sec));
-    const memory = st.memory || {};
-    for (const tag of Object.keys(memory).sort()) {
-      if (!s.mem.has(tag)) {
-        s.mem.set(tag, { live: new Array(n).fill(null), peak: new Array(n).fill(null) });
-        s.memTags.push(tag);
-        memDirty = true;
-      }
-    }
-    for (const [tag, m] of s.mem) {
-      const v = memory[tag];
-      m.live.push(v ? v.live / MIB : null);
-      m.peak.push(v ? v.peak / MIB : null);
-    }
+    memChart.push(st.memory);
   }
 
   function addEval(ev) {
