@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"sort"
 
 	"github.com/oliverbestmann/webgpu/wgpu"
 )
@@ -42,6 +43,16 @@ type Kernel struct {
 func (d *Device) CachedKernel(name string) (*Kernel, bool) {
 	k, ok := d.kernels[name]
 	return k, ok
+}
+
+// KernelNames lists the kernels compiled on the device so far, sorted.
+func (d *Device) KernelNames() []string {
+	names := make([]string, 0, len(d.kernels))
+	for n := range d.kernels {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // Kernel compiles spec once and caches it by spec.Name.

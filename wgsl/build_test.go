@@ -1,0 +1,108 @@
+package wgsl
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// TestEveryKernelBuilds runs every launcher in every dtype variant the
+// device supports, on tiny shapes, so that each kernel source the Go code
+// can build is compiled and gets a pipeline; then every kernel family
+// (*.wgsl) must have been built. In the browser this is Tint's check, which
+// is stricter than naga's (e2e/kernels.test.mjs runs it in Chromium). The
+// numbers are not checked here: each kernel's own test does that.
+func TestEveryKernelBuilds(t *testing.T) {
+	d := dev
+	buf := func() *gpu.Buffer {
+		b, err := d.NewBuffer(gpu.TagScratch, 64<<10) // zeros: larger than any shape below
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Release)
+		return b
+	}
+	both := []gpu.DType{gpu.F32, gpu.F16}
+	// writable: f16 outputs need shader-f16 (the launchers refuse them
+	// elsewhere, and lomo then keeps activations in f32).
+	writable := func(dt gpu.DType) bool { return dt == gpu.F32 || d.Caps.F16 }
+	run := func(name string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	const n, rows, cols = 64, 4, 16
+	for _, a := range both {
+		for _, b := range both {
+			for _, c := range both {
+				if writable(c) {
+					run("matmul", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
+				}
+			}
+		}
+	}
+	for _, x := range both {
+		if !writable(x) {
+			continue
+		}
+		// B=1 T=4 H=2 KV=1 D=8
+		run("attention forward", AttentionForward(d, buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
+		run("attention decode", AttentionDecode(d, buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 1, 4, 3, 2, 1, 8, 0.35))
+		run("attention backward", AttentionBackward(d, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
+		run("add", Add(d, buf(), buf(), buf(), n, x))
+		run("swiglu", SwiGLU(d, buf(), buf(), buf(), n, x))
+		run("swiglu backward", SwiGLUBackward(d, buf(), buf(), buf(), buf(), buf(), n, x, true, false))
+		run("axpy", Axpy(d, buf(), buf(), n, x, 1, 0.5))
+		run("embedding backward", EmbeddingBackward(d, buf(), buf(), buf(), x, 4, 8, 16, false))
+		run("rope", RoPE(d, buf(), buf(), x, rows, 2, 8, 10000, false))
+		for _, w := range both {
+			run("rmsnorm forward", RMSNormForward(d, buf(), buf(), buf(), buf(), x, w, rows, cols, 1e-5))
+			run("rmsnorm backward", RMSNormBackward(d, buf(), buf(), buf(), buf(), buf(), buf(), x, w, rows, cols, true))
+		}
+		for _, table := range both {
+			run("embedding forward", EmbeddingForward(d, buf(), buf(), buf(), table, x, 4, 8, 16))
+		}
+	}
+	for _, x := range both {
+		run("sum of squares", SumSquares(d, buf(), 0, buf(), x, n, 1))
+		run("check finite", CheckFinite(d, buf(), 0, buf(), x, n, 1, 65504))
+	}
+	run("fill", Fill(d, buf(), 0, n, 0))
+	run("cross-entropy", CrossEntropy(d, buf(), buf(), buf(), 4, 16, 1, 0, true))
+	for _, p := range both {
+		run("lomo", LomoUpdate(d, buf(), buf(), p, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
+		run("adalomo matrix", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
+		run("adalomo vector", AdaLomoUpdate(d, buf(), buf(), buf(), nil, p, 1, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
+		var master *gpu.Buffer
+		if p == gpu.F16 {
+			master = buf()
+		}
+		run("adamw", AdamWUpdate(d, buf(), master, buf(), buf(), buf(), p, n, AdamWStep{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, BC1: 1, BC2: 1, GradScale: 1}))
+		if writable(p) {
+			run("probe fma", ProbeFMA(d, buf(), p, 64, 2, 1, 1))
+		}
+	}
+	run("probe copy", ProbeCopy(d, buf(), buf(), n))
+	if err := d.Sync(); err != nil {
+		t.Fatalf("running the kernels: %v", err)
+	}
+
+	names := d.KernelNames()
+	families, err := files.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		fam := strings.TrimSuffix(f.Name(), ".wgsl")
+		built := false
+		for _, n := range names {
+			built = built || n == fam || strings.HasPrefix(n, fam+"/")
+		}
+		if !built {
+			t.Errorf("no kernel of %s was built", f.Name())
+		}
+	}
+	t.Logf("%d kernels built on %q (f16 storage: %v): %s", len(names), d.Info.Name, d.Caps.F16, strings.Join(names, " "))
+}
