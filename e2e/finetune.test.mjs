@@ -144,3 +144,34 @@ test('lomo.load of the stories260K folder, then lomo.generate, equals lomo gener
   assert.ok(got.length > 20, `a real continuation: ${JSON.stringify(got)}`);
   await page.close();
 });
+
+test('Stop ends the run after the current step; the run is published to the hub of lomo web; lomo.evaluate scores the model', { timeout: 300_000 }, async () => {
+  const { page, log } = await openPage();
+  await page.fill('#config', 'per_device_train_batch_size: 4\nmax_steps: 40\ngradient_checkpointing: false\nevaluation_strategy: "no"');
+  await page.fill('#task-train', '16');
+  await page.fill('#task-eval', '8');
+  await page.check('#publish');
+  await page.click('#btn-start');
+  await page.waitForFunction(() => window.lomoPage.steps.length >= 1 || window.lomoPage.errors.length, null, { timeout: 240_000 });
+  await page.click('#btn-stop');
+  await page.waitForFunction(() => ['done', 'error'].includes(document.querySelector('#status').textContent), null, { timeout: 120_000 });
+  const p = await page.evaluate(() => window.lomoPage);
+  assert.deepEqual(p.errors, [], `no errors; console:\n${log()}`);
+  assert.equal(p.summary.stopped, true, 'the run says it was stopped');
+  assert.ok(p.summary.steps >= 1 && p.summary.steps < 40, `stopped early: ${p.summary.steps} steps`);
+  assert.match(await page.textContent('#run-state'), /^stopped after/);
+  assert.equal(await page.textContent('#finetuned'), '—', 'no fine-tuned figure without a final evaluation');
+
+  // The hub that lomo web serves got the run.
+  const origin = new URL(web.url).origin;
+  const runs = await (await fetch(origin + '/api/runs')).json();
+  const run = runs.find((r) => r.run === 'browser');
+  assert.ok(run, `run "browser" on the hub: ${JSON.stringify(runs)}`);
+  assert.equal(run.last_step.step, p.summary.steps, 'the hub has the last step');
+
+  const r = await page.evaluate(() => lomo.evaluate());
+  assert.equal(r.metric, 'acc');
+  assert.equal(r.n, 8);
+  assert.ok(r.value >= 0 && r.value <= 1, `accuracy ${r.value}`);
+  await page.close();
+});

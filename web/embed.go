@@ -19,7 +19,7 @@ import (
 	"io/fs"
 )
 
-//go:embed dashboard finetune wasm
+//go:embed dashboard finetune
 var files embed.FS
 
 // Dashboard is the dashboard's file tree, rooted at dashboard/ (index.html at
@@ -36,13 +36,13 @@ var Finetune fs.FS
 var WASM fs.FS
 
 func init() {
-	Dashboard = sub("dashboard")
-	Finetune = sub("finetune")
-	WASM = sub("wasm")
+	Dashboard = sub(files, "dashboard")
+	Finetune = sub(files, "finetune")
+	WASM = sub(wasmFiles, "wasm")
 }
 
-func sub(dir string) fs.FS {
-	s, err := fs.Sub(files, dir)
+func sub(f embed.FS, dir string) fs.FS {
+	s, err := fs.Sub(f, dir)
 	if err != nil {
 		panic(err) // cannot happen: dir is a valid, embedded path
 	}

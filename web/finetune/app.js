@@ -16,7 +16,7 @@
 
   // What the page measured and showed, for people and for tests.
   const page = window.lomoPage = {
-    timings: {}, // ms since navigation: wasm, ready, start, first_step, end
+    timings: {}, // ms since navigation: wasm, ready, start, zero_shot, first_step, end
     evals: [], steps: [], summary: null, errors: [], model: null, device: null, run: null,
   };
   const mark = (k) => { if (page.timings[k] === undefined) page.timings[k] = Math.round(performance.now()); };
@@ -105,6 +105,7 @@
     mark('ready');
     globalThis.lomo.on('*', onEvent);
     setStatus('opening the device');
+    const slow = setTimeout(() => log('the WebGPU device has not answered in 30 s: the browser may be busy, or its GPU process stuck'), 30_000);
     try {
       page.device = await call('device');
       showDevice(page.device);
@@ -112,6 +113,8 @@
       setStatus(e.code === 'no-webgpu' ? 'no WebGPU' : 'error', 'down');
       showError(e);
       return;
+    } finally {
+      clearTimeout(slow);
     }
     setStatus('ready', 'live');
     state.ready = true;
@@ -261,7 +264,12 @@
         r.metric = e.metric;
         r.accX.push(e.step);
         r.acc.push(num(e.value));
-        if (e.zero_shot) r.zeroShot = e.value; else r.final = e.value;
+        if (e.zero_shot) {
+          r.zeroShot = e.value;
+          mark('zero_shot');
+        } else {
+          r.final = e.value;
+        }
         break;
       }
       case 'sample':
@@ -325,6 +333,8 @@
     page.evals = [];
     page.summary = null;
     delete page.timings.first_step;
+    delete page.timings.zero_shot;
+    delete page.timings.end;
     memChart.chart.destroy();
     memChart = new MemoryChart($('mem-chart'));
     $('first-step').textContent = '—';
