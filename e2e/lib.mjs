@@ -1,7 +1,7 @@
 // Shared helpers of the browser tests: build lomo, start a training run with
 // its dashboard, open headless Chromium.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync, renameSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname, extname } from 'node:path';
@@ -190,12 +190,17 @@ export async function goTestInBrowser(pkg, args = [], { timeout = 600_000 } = {}
 // buildWasm builds lomo for the browser into web/wasm/, as `just wasm`
 // does; a lomo built after it embeds it (lomoBinary rebuilds).
 export function buildWasm() {
+  // Written beside and renamed into place: test files running at the same
+  // time may build it, and a lomo build embeds whatever is there.
   const dir = join(root, 'web', 'wasm');
-  execFileSync('go', ['build', '-ldflags=-s', '-o', join(dir, 'lomo.wasm'), './cmd/wasm'], {
+  const tmp = (name) => join(dir, `.${name}.${process.pid}`);
+  execFileSync('go', ['build', '-ldflags=-s', '-o', tmp('lomo.wasm'), './cmd/wasm'], {
     cwd: root, stdio: 'inherit', env: { ...process.env, GOOS: 'js', GOARCH: 'wasm' },
   });
+  renameSync(tmp('lomo.wasm'), join(dir, 'lomo.wasm'));
   const goroot = execFileSync('go', ['env', 'GOROOT'], { encoding: 'utf8' }).trim();
-  copyFileSync(join(goroot, 'lib', 'wasm', 'wasm_exec.js'), join(dir, 'wasm_exec.js'));
+  copyFileSync(join(goroot, 'lib', 'wasm', 'wasm_exec.js'), tmp('wasm_exec.js'));
+  renameSync(tmp('wasm_exec.js'), join(dir, 'wasm_exec.js'));
   built = undefined;
 }
 
