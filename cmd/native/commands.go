@@ -162,7 +162,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	var stopMonitor func()
 	var hub *monitor.Hub
 	if *monAddr != "" {
-		hub, stopMonitor, err = serveMonitor(*monAddr, *monToken, opts.Run, monitor.HubOptions{}, stderr)
+		hub, stopMonitor, err = serveMonitor(*monAddr, *monToken, opts.Run, monitor.HubOptions{}, nil, stderr)
 		if err != nil {
 			return err
 		}

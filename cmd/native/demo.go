@@ -37,7 +37,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	defer d.Close()
 	o.Log, o.Progress = stderr, &bar{w: stderr}
 	if *monAddr != "" {
-		hub, stop, err := serveMonitor(*monAddr, "", o.Run, monitor.HubOptions{}, stderr)
+		hub, stop, err := serveMonitor(*monAddr, "", o.Run, monitor.HubOptions{}, nil, stderr)
 		if err != nil {
 			return err
 		}

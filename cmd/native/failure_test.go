@@ -45,6 +45,7 @@ func TestUsageErrorsBeforeAnythingStarts(t *testing.T) {
 		{[]string{"monitor", "--run-budget", "0"}, "--run-budget 0: must be at least 1"},
 		{[]string{"monitor", "--run-budget", "64", "--total-budget", "32"}, "--total-budget 32: below --run-budget 64"},
 		{[]string{"monitor", "--idle-ttl", "-1s"}, "both must be positive"},
+		{[]string{"monitor", "--allow-origin", "a.example.com,[x"}, `"[x" is not a valid pattern`},
 	} {
 		code, stdout, errs := lomo(t, tc.args...)
 		if code != 2 || !strings.Contains(errs, tc.want) || stdout != "" {

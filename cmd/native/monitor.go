@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/lomo-dev/lomo/monitor"
@@ -19,13 +21,13 @@ func init() {
 
 // serveMonitor starts a hub and its HTTP server on addr and prints the
 // dashboard URL. Binding beyond loopback needs a token (given or generated).
-func serveMonitor(addr, token, run string, hubOpts monitor.HubOptions, log io.Writer) (*monitor.Hub, func(), error) {
+func serveMonitor(addr, token, run string, hubOpts monitor.HubOptions, origins []string, log io.Writer) (*monitor.Hub, func(), error) {
 	ln, tok, err := monitor.Listen(addr, token)
 	if err != nil {
 		return nil, nil, fmt.Errorf("monitor: listen on %s: %w", addr, err)
 	}
 	hub := monitor.NewHub(hubOpts)
-	srv := &http.Server{Handler: monitor.NewServer(hub, monitor.Options{Token: tok}), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: monitor.NewServer(hub, monitor.Options{Token: tok, AllowedOrigins: origins}), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	fmt.Fprintf(log, "dashboard: %s\n", monitor.DashboardURL(ln, tok, run))
 	stop := func() {
@@ -49,11 +51,17 @@ func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 	totalMiB := fs.Int("total-budget", monitor.DefaultMaxTotalBytes>>20, "MiB of events kept over all runs")
 	endedTTL := fs.Duration("ended-ttl", monitor.DefaultEndedTTL, "how long an ended run stays after its last event")
 	idleTTL := fs.Duration("idle-ttl", monitor.DefaultIdleTTL, "how long a run that has not ended stays without a publisher")
+	allow := fs.String("allow-origin", "", "comma-separated origins (host, or scheme://host; * wildcards) whose pages may open websockets besides the hub's own, e.g. the page of lomo web elsewhere")
 	o.atLeast("max-runs", maxRuns, 1)
 	o.atLeast("run-budget", runMiB, 1)
 	o.check(func() error {
 		if *totalMiB < *runMiB {
 			return fmt.Errorf("--total-budget %d: below --run-budget %d", *totalMiB, *runMiB)
+		}
+		for _, o := range origins(*allow) {
+			if _, err := path.Match(o, ""); err != nil {
+				return fmt.Errorf("--allow-origin %q: %q is not a valid pattern", *allow, o)
+			}
 		}
 		if *endedTTL <= 0 || *idleTTL <= 0 {
 			return fmt.Errorf("--ended-ttl %v, --idle-ttl %v: both must be positive", *endedTTL, *idleTTL)
@@ -64,7 +72,7 @@ func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	opts := monitor.HubOptions{MaxRuns: *maxRuns, MaxRunBytes: int64(*runMiB) << 20, MaxTotalBytes: int64(*totalMiB) << 20, EndedTTL: *endedTTL, IdleTTL: *idleTTL}
-	_, stop, err := serveMonitor(*listen, *token, "", opts, stdout)
+	_, stop, err := serveMonitor(*listen, *token, "", opts, origins(*allow), stdout)
 	if err != nil {
 		return err
 	}
@@ -74,4 +82,15 @@ func cmdMonitor(args []string, stdout, stderr io.Writer) error {
 	signal.Notify(sig, os.Interrupt)
 	<-sig
 	return errors.New("interrupted")
+}
+
+// origins splits the comma-separated --allow-origin.
+func origins(list string) []string {
+	var out []string
+	for _, o := range strings.Split(list, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }
