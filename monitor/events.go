@@ -207,11 +207,13 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// jfloat is a float64 that encodes NaN and ±Inf as the JSON strings "NaN",
-// "Inf" and "-Inf".
-type jfloat float64
+// Float is a float64 that encodes as a JSON number when finite and as the
+// JSON strings "NaN", "Inf" and "-Inf" otherwise, so that no figure is lost
+// (encoding/json refuses non-finite numbers). The monitor's events and the
+// trainer's metrics.jsonl use it.
+type Float float64
 
-func (f jfloat) MarshalJSON() ([]byte, error) {
+func (f Float) MarshalJSON() ([]byte, error) {
 	v := float64(f)
 	switch {
 	case math.IsNaN(v):
@@ -224,7 +226,7 @@ func (f jfloat) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, v, 'g', -1, 64), nil
 }
 
-func (f *jfloat) UnmarshalJSON(b []byte) error {
+func (f *Float) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -232,46 +234,46 @@ func (f *jfloat) UnmarshalJSON(b []byte) error {
 		}
 		switch s {
 		case "NaN", "nan":
-			*f = jfloat(math.NaN())
+			*f = Float(math.NaN())
 		case "Inf", "+Inf", "inf", "Infinity":
-			*f = jfloat(math.Inf(1))
+			*f = Float(math.Inf(1))
 		case "-Inf", "-inf", "-Infinity":
-			*f = jfloat(math.Inf(-1))
+			*f = Float(math.Inf(-1))
 		default:
 			return fmt.Errorf("monitor: bad number %q", truncate(s, 20))
 		}
 		return nil
 	}
 	if string(b) == "null" {
-		*f = jfloat(math.NaN())
+		*f = Float(math.NaN())
 		return nil
 	}
 	v, err := strconv.ParseFloat(string(b), 64)
 	if err != nil {
 		return fmt.Errorf("monitor: bad number %q", truncate(string(b), 20))
 	}
-	*f = jfloat(v)
+	*f = Float(v)
 	return nil
 }
 
 type stepJSON struct {
 	Step         int                `json:"step"`
-	Epoch        jfloat             `json:"epoch"`
-	Loss         jfloat             `json:"loss"`
-	LR           jfloat             `json:"lr"`
-	GradNorm     jfloat             `json:"grad_norm"`
-	ClipCoef     jfloat             `json:"clip_coef"`
-	LossScale    jfloat             `json:"loss_scale"`
+	Epoch        Float              `json:"epoch"`
+	Loss         Float              `json:"loss"`
+	LR           Float              `json:"lr"`
+	GradNorm     Float              `json:"grad_norm"`
+	ClipCoef     Float              `json:"clip_coef"`
+	LossScale    Float              `json:"loss_scale"`
 	Skipped      bool               `json:"skipped,omitempty"`
-	TokensPerSec jfloat             `json:"tokens_per_sec"`
+	TokensPerSec Float              `json:"tokens_per_sec"`
 	Memory       map[string]MemStat `json:"memory,omitempty"`
 }
 
 // MarshalJSON encodes s, writing non-finite floats as strings.
 func (s Step) MarshalJSON() ([]byte, error) {
-	return json.Marshal(stepJSON{s.Step, jfloat(s.Epoch), jfloat(s.Loss), jfloat(s.LR),
-		jfloat(s.GradNorm), jfloat(s.ClipCoef), jfloat(s.LossScale), s.Skipped,
-		jfloat(s.TokensPerSec), s.Memory})
+	return json.Marshal(stepJSON{s.Step, Float(s.Epoch), Float(s.Loss), Float(s.LR),
+		Float(s.GradNorm), Float(s.ClipCoef), Float(s.LossScale), s.Skipped,
+		Float(s.TokensPerSec), s.Memory})
 }
 
 // UnmarshalJSON decodes s, accepting numbers, "NaN", "Inf", "-Inf" and null.
@@ -289,13 +291,13 @@ type evalJSON struct {
 	Step     int    `json:"step"`
 	Task     string `json:"task"`
 	Metric   string `json:"metric"`
-	Value    jfloat `json:"value"`
+	Value    Float  `json:"value"`
 	ZeroShot bool   `json:"zero_shot,omitempty"`
 }
 
 // MarshalJSON encodes e, writing a non-finite Value as a string.
 func (e Eval) MarshalJSON() ([]byte, error) {
-	return json.Marshal(evalJSON{e.Step, e.Task, e.Metric, jfloat(e.Value), e.ZeroShot})
+	return json.Marshal(evalJSON{e.Step, e.Task, e.Metric, Float(e.Value), e.ZeroShot})
 }
 
 // UnmarshalJSON decodes e, accepting numbers, "NaN", "Inf", "-Inf" and null.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/hf/tokenizer"
+	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
 )
 
@@ -26,15 +27,15 @@ type EvalResult struct {
 // (see metricLine).
 func (r EvalResult) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
-		Task       string    `json:"task"`
-		Metric     string    `json:"metric"`
-		Value      jsonFloat `json:"value"`
-		F1         jsonFloat `json:"f1,omitempty"`
-		N          int       `json:"n"`
-		Unlabelled int       `json:"unlabelled,omitempty"`
-		Step       int       `json:"step"`
-		ZeroShot   bool      `json:"zero_shot,omitempty"`
-	}{r.Task, r.Metric, jsonFloat(r.Value), jsonFloat(r.F1), r.N, r.Unlabelled, r.Step, r.ZeroShot})
+		Task       string        `json:"task"`
+		Metric     string        `json:"metric"`
+		Value      monitor.Float `json:"value"`
+		F1         monitor.Float `json:"f1,omitempty"`
+		N          int           `json:"n"`
+		Unlabelled int           `json:"unlabelled,omitempty"`
+		Step       int           `json:"step"`
+		ZeroShot   bool          `json:"zero_shot,omitempty"`
+	}{r.Task, r.Metric, monitor.Float(r.Value), monitor.Float(r.F1), r.N, r.Unlabelled, r.Step, r.ZeroShot})
 }
 
 // Evaluate scores the task: multiple choice by per-option NLL (sum or mean

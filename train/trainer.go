@@ -523,33 +523,16 @@ func (tr *Trainer) countSkip(res optim.Result) error {
 // strconv.ParseFloat read them back.
 type metricLine struct {
 	Step         int                    `json:"step"`
-	Loss         jsonFloat              `json:"loss"`
-	LR           jsonFloat              `json:"lr"`
-	GradNorm     jsonFloat              `json:"grad_norm"`
-	ClipCoef     jsonFloat              `json:"clip_coef"`
-	LossScale    jsonFloat              `json:"loss_scale"`
+	Loss         monitor.Float          `json:"loss"`
+	LR           monitor.Float          `json:"lr"`
+	GradNorm     monitor.Float          `json:"grad_norm"`
+	ClipCoef     monitor.Float          `json:"clip_coef"`
+	LossScale    monitor.Float          `json:"loss_scale"`
 	Skipped      bool                   `json:"skipped"`
 	Tokens       int                    `json:"tokens"`
-	Epoch        jsonFloat              `json:"epoch"`
-	TokensPerSec jsonFloat              `json:"tokens_per_sec"`
+	Epoch        monitor.Float          `json:"epoch"`
+	TokensPerSec monitor.Float          `json:"tokens_per_sec"`
 	Memory       map[string]gpu.MemStat `json:"memory"`
-}
-
-// jsonFloat is a float64 written as a JSON number when finite and as the
-// string "NaN", "Inf" or "-Inf" otherwise.
-type jsonFloat float64
-
-func (f jsonFloat) MarshalJSON() ([]byte, error) {
-	v := float64(f)
-	switch {
-	case math.IsNaN(v):
-		return []byte(`"NaN"`), nil
-	case math.IsInf(v, 1):
-		return []byte(`"Inf"`), nil
-	case math.IsInf(v, -1):
-		return []byte(`"-Inf"`), nil
-	}
-	return json.Marshal(v)
 }
 
 func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
@@ -576,9 +559,9 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 	tr.step++
 	tps := float64(tokens) / dt.Seconds()
 	stats := tr.D.Stats()
-	line := metricLine{Step: tr.step, Loss: jsonFloat(res.Loss), LR: jsonFloat(res.LR), GradNorm: jsonFloat(res.GradNorm),
-		ClipCoef: jsonFloat(res.ClipCoef), LossScale: jsonFloat(res.LossScale), Skipped: res.Skipped, Tokens: res.Tokens,
-		Epoch: jsonFloat(float64(tr.step) / float64(max(1, tr.StepsPerEpoch()))), TokensPerSec: jsonFloat(tps), Memory: stats.Map()}
+	line := metricLine{Step: tr.step, Loss: monitor.Float(res.Loss), LR: monitor.Float(res.LR), GradNorm: monitor.Float(res.GradNorm),
+		ClipCoef: monitor.Float(res.ClipCoef), LossScale: monitor.Float(res.LossScale), Skipped: res.Skipped, Tokens: res.Tokens,
+		Epoch: monitor.Float(float64(tr.step) / float64(max(1, tr.StepsPerEpoch()))), TokensPerSec: monitor.Float(tps), Memory: stats.Map()}
 	if err := tr.writeMetric(line); err != nil {
 		return res, err
 	}
