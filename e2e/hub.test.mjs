@@ -124,3 +124,33 @@ test('lomo train --monitor: only the trainer publishes into its run', { timeout:
     stop(train.proc);
   }
 });
+
+test('a hub over its byte budget drops the oldest events and the dashboard says so', { timeout: 120_000 }, async () => {
+  const hub = await startHub('127.0.0.1:0', ['--run-budget', '1', '--total-budget', '4']);
+  let b;
+  try {
+    const pub = await connectWS(`ws://${hub.host}/ws/publish?run=e2e-budget`, { 'Lomo-Run-Key': 'e2e-budget-run-key-0123' });
+    await until('the hub to accept the publisher', () => pub.messages.some((m) => m.type === 'ready'));
+    pub.ws.send(JSON.stringify({ v: 1, kind: 'run', run_info: { model: 'budget-model' } }));
+    // Four samples of 400 kB against a budget of 1 MiB: the oldest go.
+    const text = 'x'.repeat(400_000);
+    for (let i = 1; i <= 4; i++) {
+      pub.ws.send(JSON.stringify({ v: 1, kind: 'sample', sample: { step: i, prompt: 'p', text } }));
+    }
+    const run = await until('the samples on the hub', async () => {
+      const r = await (await fetch(new URL('/api/runs', hub.url))).json();
+      return r.find((x) => x.run === 'e2e-budget' && x.dropped_events > 0);
+    });
+    assert.ok(run.bytes <= 1 << 20, `the run keeps ${run.bytes} bytes, over its 1 MiB budget`);
+    b = await browser();
+    const page = await b.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`http://${hub.host}/?run=e2e-budget`);
+    await page.waitForFunction(() => /dropped \d+ earlier events/.test(document.querySelector('#message')?.textContent ?? ''), null, { timeout: 30_000 });
+    assert.match(await page.textContent('#message'), new RegExp(`the hub dropped ${run.dropped_events} earlier events of this run`));
+    assert.match(await page.textContent('#run-info'), /budget-model/, 'the run event is kept whatever the budget');
+    pub.ws.close();
+  } finally {
+    if (b) await b.close();
+    stop(hub.proc);
+  }
+});

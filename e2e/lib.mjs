@@ -79,8 +79,8 @@ export async function startTraining(td, extraArgs = [], { publish = '', run = 'e
 
 // startHub runs `lomo monitor --listen ADDR` (a free loopback port unless
 // given) and resolves once it prints its dashboard URL.
-export async function startHub(listen = '127.0.0.1:0') {
-  const proc = spawn(lomoBinary(), ['monitor', '--listen', listen], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startHub(listen = '127.0.0.1:0', args = []) {
+  const proc = spawn(lomoBinary(), ['monitor', '--listen', listen, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '', stderr = '';
   proc.stderr.on('data', (b) => { stderr += b; });
   const exited = new Promise((res) => proc.on('close', (code, signal) => res(code ?? signal)));
