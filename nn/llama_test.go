@@ -136,7 +136,7 @@ func backward(t *testing.T, m *Llama, in *Inputs) gradRecord {
 			return fmt.Errorf("second callback for %s", p.Name)
 		}
 		rec.order = append(rec.order, p.Name)
-		v, err := ReadBufferF32(dev, g, p.Len(), gpu.F32)
+		v, err := ReadBufferF32(dev, g, p.Len(), p.GradDType())
 		rec.grads[p.Name] = v
 		rec.peakGrad = max(rec.peakGrad, dev.Stats().Tag(gpu.TagGrad).Live)
 		return err
