@@ -61,6 +61,14 @@ func NewLlama(d *gpu.Device, cfg *config.Llama, dt gpu.DType) (*Llama, error) {
 			m.Release()
 			return nil, err
 		}
+		if len(ti.Shape) == 2 && ti.Name != "model.embed_tokens.weight" {
+			// The matrices the linear layers and an untied head multiply
+			// by: their weight gradients are written whole by one matmul
+			// (or summed over the head's chunks), in f16 for f16 models
+			// on adapters that write f16. The embedding table (also a
+			// tied head) is summed by scatter-add and stays f32.
+			p.gradDType = ActivationDType(d, dt)
+		}
 		m.params = append(m.params, p)
 		m.byName[ti.Name] = p
 		if err := m.place(p); err != nil {
@@ -548,6 +556,6 @@ func (m *Llama) tiedHeadGrad(t *Tape, h *Tensor, in *Inputs, opt LossOptions, ds
 	v := m.Head.Shape[0]
 	return t.headChunks(h, m.Head, in.Labels, loss, opt, headChunkRows(n, v), func(logits *gpu.Buffer, r0, r int) error {
 		// dlogitsᵀ (V,r) · h rows r0.. (r,C) -> dE (V,C)
-		return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(acc || r0 > 0))
+		return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst, DType: m.Embed.GradDType()}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(acc || r0 > 0))
 	})
 }

@@ -10,8 +10,9 @@ import (
 	"github.com/lomo-dev/lomo/wgsl"
 )
 
-// GradFunc receives a parameter's complete gradient (f32, same element
-// count as the parameter, tag grad). The gradient buffer is released when
+// GradFunc receives a parameter's complete gradient (of dtype
+// p.Tensor.GradDType(): f32, or f16 for the matrices of f16 models; same
+// element count as the parameter, tag grad). The gradient buffer is released when
 // it returns, so an optimizer must use it within the call (recording
 // dispatches that read it is enough: see gpu.Buffer.Release).
 type GradFunc func(p *Param, grad *gpu.Buffer) error

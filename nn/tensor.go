@@ -23,17 +23,18 @@ type Tensor struct {
 	DType gpu.DType
 
 	refs      int
-	grad      *gpu.Buffer // f32 gradient, same element count, while backward runs
+	grad      *gpu.Buffer // gradient (GradDType), same element count, while backward runs
 	needsGrad bool
 	param     *Param
 }
 
 // GradDType is the dtype of the tensor's gradient: an activation's is its
-// own dtype; a parameter's is f32 whatever its storage (the optimizers
-// read f32 gradients).
+// own dtype; a parameter's is f32 unless its model set it to f16
+// (NewLlama: the matrices of f16 models on adapters with shader-f16, as
+// the reference keeps fp16 gradients). Arithmetic is f32 either way.
 func (t *Tensor) GradDType() gpu.DType {
 	if t.param != nil {
-		return gpu.F32
+		return t.param.gradDType
 	}
 	return t.DType
 }
@@ -143,6 +144,8 @@ type Param struct {
 	*Tensor
 	Name   string
 	Frozen bool
+
+	gradDType gpu.DType // the gradient's dtype (Tensor.GradDType); f32 by default
 }
 
 // NewParam allocates a parameter tensor (tag param).

@@ -97,7 +97,7 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 			return res, err
 		}
 		for _, p := range order {
-			if err := wgsl.SumSquares(k.d, k.stats, 0, k.grads[p], gpu.F32, p.Len(), 1); err != nil {
+			if err := wgsl.SumSquares(k.d, k.stats, 0, k.grads[p], p.GradDType(), p.Len(), 1); err != nil {
 				return res, err
 			}
 		}
@@ -126,7 +126,7 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 func (k *keeping) apply(p *nn.Param, lr, coef float32) error {
 	g := k.grads[p]
 	if k.cfg.Name == "sgd" {
-		return wgsl.LomoUpdate(k.d, p.Buf, g, p.DType, p.Len(), wgsl.LomoStep{
+		return wgsl.LomoUpdate(k.d, p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 			LR: lr, WeightDecay: float32(k.cfg.WeightDecay), InvScale: 1, ClipValue: float32(k.cfg.ClipGradValue), ClipCoef: coef,
 		})
 	}
@@ -160,7 +160,7 @@ func (k *keeping) apply(p *nn.Param, lr, coef float32) error {
 		return fmt.Errorf("optim: clip_grad_value is not supported with adamw")
 	}
 	b1, b2 := k.cfg.Beta1, k.cfg.Beta2
-	return wgsl.AdamWUpdate(k.d, p.Buf, st[2], st[0], st[1], g, p.DType, p.Len(), wgsl.AdamWStep{
+	return wgsl.AdamWUpdate(k.d, p.Buf, st[2], st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
 		LR: lr, Beta1: float32(b1), Beta2: float32(b2), Eps: float32(k.cfg.Eps), WeightDecay: float32(k.cfg.WeightDecay),
 		BC1: float32(1 - math.Pow(b1, float64(k.step))), BC2: float32(1 - math.Pow(b2, float64(k.step))), GradScale: coef,
 	})

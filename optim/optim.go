@@ -115,9 +115,10 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 	base := &fused{d: d, cfg: cfg, dtype: dt, scaler: NewStaticScaler(1), limit: float32(math.Inf(1))}
 	if dt == gpu.F16 {
 		// Activations and their gradients are f16 (nn.ActivationDType) and
-		// overflow to Inf there; parameter gradients are f32, and one
-		// beyond the f16 range counts as an overflow too, as it would in
-		// the reference's fp16 backward.
+		// overflow to Inf there, and so are the matrices' gradients; the
+		// f32 ones (embedding, norms) count an element beyond the f16
+		// range as an overflow too, as it would in the reference's fp16
+		// backward.
 		base.limit = 65504
 	}
 	switch cfg.Name {
@@ -245,7 +246,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 }
 
 func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
-	return wgsl.LomoUpdate(o.d, p.Buf, g, p.DType, p.Len(), wgsl.LomoStep{
+	return wgsl.LomoUpdate(o.d, p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
 	})
@@ -271,7 +272,7 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 		o.state[p] = st
 	}
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
-	return wgsl.AdaLomoUpdate(o.d, p.Buf, g, st[0], st[1], p.DType, rows, cols, wgsl.AdaLomoStep{
+	return wgsl.AdaLomoUpdate(o.d, p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
 		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef,
 	})
@@ -386,10 +387,10 @@ func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, li
 	}
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
-		if err := wgsl.SumSquares(d, st, 0, g, gpu.F32, p.Len(), invScale); err != nil {
+		if err := wgsl.SumSquares(d, st, 0, g, p.GradDType(), p.Len(), invScale); err != nil {
 			return err
 		}
-		return wgsl.CheckFinite(d, st, 1, g, gpu.F32, p.Len(), 1, limit)
+		return wgsl.CheckFinite(d, st, 1, g, p.GradDType(), p.Len(), 1, limit)
 	})
 	if err != nil {
 		return

@@ -100,7 +100,7 @@ func fullGrads(t *testing.T, m *nn.Llama, in *nn.Inputs) map[string][]float64 {
 	}
 	defer loss.Release()
 	err = tape.Backward(loss, func(p *nn.Param, gb *gpu.Buffer) error {
-		v, err := nn.ReadBufferF32(dev, gb, p.Len(), gpu.F32)
+		v, err := nn.ReadBufferF32(dev, gb, p.Len(), p.GradDType())
 		f := make([]float64, len(v))
 		for i, x := range v {
 			f[i] = float64(x)

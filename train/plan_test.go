@@ -138,8 +138,9 @@ func TestPlanMatchesMeasurement(t *testing.T) {
 				}
 				var largest, all int64
 				for _, p := range m.Params() {
-					largest = max(largest, 4*int64(p.Len()))
-					all += 4 * int64(p.Len())
+					b := p.GradDType().Bytes(p.Len()) // f16 for an f16 model's matrices
+					largest = max(largest, b)
+					all += b
 				}
 				switch req.Optimizer {
 				case "lomo", "adalomo":

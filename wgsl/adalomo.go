@@ -3,6 +3,7 @@ package wgsl
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
@@ -30,8 +31,8 @@ const (
 )
 
 // AdaLomoUpdate records the AdaLomo update of one parameter, in place
-// (adalomo.wgsl), from its f32 gradient grad (rows, cols); the gradient is
-// first multiplied by InvScale and ClipCoef.
+// (adalomo.wgsl), from its gradient grad (rows, cols), f32 or f16 by gt
+// (read in f32); the gradient is first multiplied by InvScale and ClipCoef.
 //
 // c != nil: factored (matrix) state, r (rows) and c (cols) f32, updated in
 // place: r = beta*r + (1-beta)*mean_cols(G), c = beta*c + (1-beta)*mean_rows(G),
@@ -46,13 +47,16 @@ const (
 // All reductions run on the device in one recorded sequence (7 dispatches for
 // a matrix, 3 for a vector; no read-back); scratch buffers are tagged
 // gpu.TagScratch and released once recorded.
-func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt gpu.DType, rows, cols int, s AdaLomoStep) error {
+func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DType, rows, cols int, s AdaLomoStep) error {
 	const op = "adalomo update"
 	if rows <= 0 || cols <= 0 || int64(rows)*int64(cols) >= math.MaxUint32 {
 		return fmt.Errorf("wgsl: %s: shape (%d,%d)", op, rows, cols)
 	}
 	if pt != gpu.F32 && pt != gpu.F16 {
 		return fmt.Errorf("wgsl: %s: unsupported param dtype %v", op, pt)
+	}
+	if gt != gpu.F32 && gt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported grad dtype %v", op, gt)
 	}
 	n := rows * cols
 	vector := c == nil
@@ -63,7 +67,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt gpu.DType, r
 	if err := reduceNeed(op, "param", param, pt.Bytes(n)); err != nil {
 		return err
 	}
-	if err := reduceNeed(op, "grad", grad, int64(4*n)); err != nil {
+	if err := reduceNeed(op, "grad", grad, gt.Bytes(n)); err != nil {
 		return err
 	}
 	if err := reduceNeed(op, "r", r, int64(4*stateN)); err != nil {
@@ -144,8 +148,12 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt gpu.DType, r
 		}
 	}
 	kernels := make([]*gpu.Kernel, len(stages))
-	subst := pairSubst(nil, "P", "param", pt)
+	subst := pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
 	for i, st := range stages {
+		variant := st.variant
+		if slices.Contains(st.bufs, grad) {
+			variant += gradVariant(gt)
+		}
 		access := make([]gpu.Access, len(st.bufs))
 		for j := range access {
 			access[j] = ro
@@ -154,7 +162,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt gpu.DType, r
 		if st.sections[0] == "vec_partial" {
 			access[1] = rw // v
 		}
-		if kernels[i], err = sectionKernel(d, "adalomo", st.variant, subst, st.sections, access, p); err != nil {
+		if kernels[i], err = sectionKernel(d, "adalomo", variant, subst, st.sections, access, p); err != nil {
 			return err
 		}
 	}

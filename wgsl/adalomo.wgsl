@@ -1,5 +1,5 @@
 // adalomo: the AdaLomo update (REFERENCE §3) of one parameter, in place,
-// from its complete f32 gradient. It equals Adafactor (HF transformers) with
+// from its complete gradient. It equals Adafactor (HF transformers) with
 // beta1 off, relative_step off and scale_parameter on:
 //   g = grad * inv_scale * clip_coef;  G = g^2 + eps1
 //   matrix (R,C): r = beta*r + (1-beta)*mean_cols(G)   (R)
@@ -9,7 +9,8 @@
 //   u /= max(1, RMS(u) / clip_threshold)
 //   lr_t = lr * max(eps2, RMS(param))       (param before this update)
 //   param = param * (1 - lr_t*weight_decay) - lr_t * u
-// beta = 1 - t^-0.8 comes from the caller. Shapes: grad (R,C) f32 row-major,
+// beta = 1 - t^-0.8 comes from the caller. Shapes: grad (R,C) row-major,
+// f32 or f16 pairs in u32 words (read by grad_at, arithmetic in f32),
 // param (R,C) f32 or f16 pairs in u32 words, r (R), c (C), v (N) f32.
 //
 // One file, several kernels: each is compiled from the shared part below and
@@ -72,8 +73,10 @@ fn new_param(q: f32, u: f32, sum_u2: f32, sum_p2: f32) -> f32 {
 
 // ==== section row_state ====
 @group(0) @binding(0) var<storage, read_write> r: array<f32>;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+{{G_AT}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -82,15 +85,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 	if (row >= p.rows) { return; } // uniform: the whole workgroup leaves
 	let base = row * p.cols;
 	var s = 0.0;
-	for (var j = t; j < p.cols; j += WG) { s += gsq(gval(grad[base + j])); }
+	for (var j = t; j < p.cols; j += WG) { s += gsq(gval(grad_at(base + j))); }
 	let total = wg_sum(t, s);
 	if (t == 0u) { r[row] = p.beta * r[row] + (1.0 - p.beta) * (total / f32(p.cols)); }
 }
 
 // ==== section col_partial ====
 @group(0) @binding(0) var<storage, read_write> part: array<f32>;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+{{G_AT}}
 
 @compute @workgroup_size(64, 4)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -99,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 	let r1 = min(p.rows, r0 + p.chunk_rows);
 	var s = 0.0;
 	if (col < p.cols) {
-		for (var i = r0 + lid.y; i < r1; i += 4u) { s += gsq(gval(grad[i * p.cols + col])); }
+		for (var i = r0 + lid.y; i < r1; i += 4u) { s += gsq(gval(grad_at(i * p.cols + col))); }
 	}
 	red[lid.y * 64u + lid.x] = s;
 	workgroupBarrier();
@@ -138,11 +143,13 @@ fn main(@builtin(local_invocation_index) t: u32) {
 // ==== section mat_partial ====
 @group(0) @binding(0) var<storage, read_write> part: array<f32>;
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
 @group(0) @binding(5) var<storage, read> param: array<{{P_T}}>;
 @group(0) @binding(6) var<uniform> p: Params;
+
+{{G_AT}}
 
 {{P_AT}}
 
@@ -153,7 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 	var sp = 0.0;
 	for (var i = wid.x * WG + t; i < p.n; i += p.groups * WG) {
 		let row = i / p.cols;
-		let u = gval(grad[i]) * inverseSqrt(r[row] / mean_r) * inverseSqrt(c[i - row * p.cols]);
+		let u = gval(grad_at(i)) * inverseSqrt(r[row] / mean_r) * inverseSqrt(c[i - row * p.cols]);
 		let q = param_at(i);
 		su = fma(u, u, su);
 		sp = fma(q, q, sp);
@@ -169,9 +176,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // ==== section vec_partial ====
 @group(0) @binding(0) var<storage, read_write> part: array<f32>;
 @group(0) @binding(1) var<storage, read_write> v: array<f32>;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> param: array<{{P_T}}>;
 @group(0) @binding(4) var<uniform> p: Params;
+
+{{G_AT}}
 
 {{P_AT}}
 
@@ -180,7 +189,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 	var su = 0.0;
 	var sp = 0.0;
 	for (var i = wid.x * WG + t; i < p.n; i += p.groups * WG) {
-		let g = gval(grad[i]);
+		let g = gval(grad_at(i));
 		let vi = p.beta * v[i] + (1.0 - p.beta) * gsq(g);
 		v[i] = vi;
 		let u = g * inverseSqrt(vi);
@@ -218,23 +227,27 @@ fn main(@builtin(local_invocation_index) t: u32) {
 }
 
 // ==== section u_mat ====
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
 
+{{G_AT}}
+
 fn u_at(i: u32) -> f32 {
 	let row = i / p.cols;
 	let mean_r = stats[0] / f32(p.rows);
-	return gval(grad[i]) * inverseSqrt(r[row] / mean_r) * inverseSqrt(c[i - row * p.cols]);
+	return gval(grad_at(i)) * inverseSqrt(r[row] / mean_r) * inverseSqrt(c[i - row * p.cols]);
 }
 
 // ==== section u_vec ====
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
 
-fn u_at(i: u32) -> f32 { return gval(grad[i]) * inverseSqrt(v[i]); }
+{{G_AT}}
+
+fn u_at(i: u32) -> f32 { return gval(grad_at(i)) * inverseSqrt(v[i]); }
 
 // ==== section update_f32 ====
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;

@@ -104,23 +104,29 @@ func TestAdaLomoUpdate(t *testing.T) {
 		label      string
 		rows, cols int
 		vector     bool
-		pt         gpu.DType
-		ps, gs     float64 // parameter and gradient scales
-		zeroRow    int     // a gradient row of zeros (-1: none)
+		pt, gt     gpu.DType // parameter and gradient dtypes
+		ps, gs     float64   // parameter and gradient scales
+		zeroRow    int       // a gradient row of zeros (-1: none)
 		step       AdaLomoStep
 	}{
-		{"mat", 5, 7, false, gpu.F32, 1, 1, -1, base},
-		{"mat_all", 33, 70, false, gpu.F32, 1, 1024, 3, all},
-		{"mat_chunks", 300, 17, false, gpu.F32, 1, 1, -1, base},
-		{"mat_strided", 520, 600, false, gpu.F32, 0.5, 0.01, -1, base},
-		{"mat_eps2", 7, 9, false, gpu.F32, 1e-4, 1, -1, base}, // RMS(param) < eps2
-		{"mat_one_col", 2, 1, false, gpu.F32, 1, 1, -1, base},
-		{"mat_one_row", 1, 50, false, gpu.F32, 1, 1, -1, all},
-		{"vec", 1, 37, true, gpu.F32, 1, 1, -1, base},
-		{"vec_all", 1, 300, true, gpu.F32, 1, 1024, -1, all},
-		{"mat_f16", 130, 300, false, gpu.F16, 1, 1, -1, all},
-		{"mat_f16_odd", 3, 5, false, gpu.F16, 1, 1, -1, base},
-		{"vec_f16_odd", 1, 1001, true, gpu.F16, 1, 1, -1, base},
+		{"mat", 5, 7, false, gpu.F32, gpu.F32, 1, 1, -1, base},
+		{"mat_all", 33, 70, false, gpu.F32, gpu.F32, 1, 1024, 3, all},
+		{"mat_chunks", 300, 17, false, gpu.F32, gpu.F32, 1, 1, -1, base},
+		{"mat_strided", 520, 600, false, gpu.F32, gpu.F32, 0.5, 0.01, -1, base},
+		{"mat_eps2", 7, 9, false, gpu.F32, gpu.F32, 1e-4, 1, -1, base}, // RMS(param) < eps2
+		{"mat_one_col", 2, 1, false, gpu.F32, gpu.F32, 1, 1, -1, base},
+		{"mat_one_row", 1, 50, false, gpu.F32, gpu.F32, 1, 1, -1, all},
+		{"vec", 1, 37, true, gpu.F32, gpu.F32, 1, 1, -1, base},
+		{"vec_all", 1, 300, true, gpu.F32, gpu.F32, 1, 1024, -1, all},
+		{"mat_f16", 130, 300, false, gpu.F16, gpu.F32, 1, 1, -1, all},
+		{"mat_f16_odd", 3, 5, false, gpu.F16, gpu.F32, 1, 1, -1, base},
+		{"vec_f16_odd", 1, 1001, true, gpu.F16, gpu.F32, 1, 1, -1, base},
+		// f16 gradients (f16 models' matrices), read exactly: same tolerances.
+		{"mat_g16", 33, 70, false, gpu.F32, gpu.F16, 1, 1024, 3, all},
+		{"mat_strided_g16", 520, 600, false, gpu.F32, gpu.F16, 0.5, 0.01, -1, base},
+		{"mat_f16_g16", 130, 300, false, gpu.F16, gpu.F16, 1, 1, -1, all},
+		{"mat_f16_odd_g16", 3, 5, false, gpu.F16, gpu.F16, 1, 1, -1, base},
+		{"vec_f16_odd_g16", 1, 1001, true, gpu.F16, gpu.F16, 1, 1, -1, base},
 	}
 	for ci, tc := range cases {
 		t.Run(fmt.Sprintf("%s_%dx%d_%v", tc.label, tc.rows, tc.cols, tc.pt), func(t *testing.T) {
@@ -147,15 +153,15 @@ func TestAdaLomoUpdate(t *testing.T) {
 			for step := 1; step <= 3; step++ {
 				s := tc.step
 				s.Beta = float32(1 - math.Pow(float64(step), -0.8))
-				grad := roundTo(randn(r, n, tc.gs), gpu.F32)
+				grad := roundTo(randn(r, n, tc.gs), tc.gt)
 				if tc.zeroRow >= 0 {
 					for j := 0; j < cols; j++ {
 						grad[tc.zeroRow*cols+j] = 0
 					}
 				}
 				scratch := dev.Stats().Tag(gpu.TagScratch).Live
-				gb := upload(t, grad, gpu.F32)
-				if err := AdaLomoUpdate(dev, pb, gb, rb, cb, tc.pt, rows, cols, s); err != nil {
+				gb := upload(t, grad, tc.gt)
+				if err := AdaLomoUpdate(dev, pb, gb, rb, cb, tc.pt, tc.gt, rows, cols, s); err != nil {
 					t.Fatal(err)
 				}
 				// From step 2 on: the first dispatch of the process may
@@ -205,16 +211,16 @@ func TestAdaLomoRejectsBadSizes(t *testing.T) {
 	r := upload(t, make([]float64, 3), gpu.F32)
 	c := upload(t, make([]float64, 4), gpu.F32)
 	s := AdaLomoStep{LR: 1e-3, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}
-	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, 3, 4, s); err != nil {
+	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, gpu.F32, 3, 4, s); err != nil {
 		t.Errorf("valid (3,4) matrix rejected: %v", err)
 	}
-	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, 4, 3, s); err == nil {
+	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, gpu.F32, 4, 3, s); err == nil {
 		t.Error("r of 3 rows for a (4,3) matrix accepted")
 	}
-	if err := AdaLomoUpdate(dev, p, g, r, nil, gpu.F32, 3, 4, s); err == nil {
+	if err := AdaLomoUpdate(dev, p, g, r, nil, gpu.F32, gpu.F32, 3, 4, s); err == nil {
 		t.Error("vector state of 3 elements for 12 accepted")
 	}
-	if err := AdaLomoUpdate(dev, p, p, r, c, gpu.F32, 3, 4, s); err == nil {
+	if err := AdaLomoUpdate(dev, p, p, r, c, gpu.F32, gpu.F32, 3, 4, s); err == nil {
 		t.Error("param aliasing grad accepted")
 	}
 }

@@ -25,11 +25,17 @@ const adamwF16 = `let a = step(i, master[i]);
 // AdamWStep holds one step's scalars; BC1 = 1-beta1^t, BC2 = 1-beta2^t.
 type AdamWStep struct{ LR, Beta1, Beta2, Eps, WeightDecay, BC1, BC2, GradScale float32 }
 
-// AdamWUpdate records an AdamW step on n parameters. For f16 parameters,
-// master is the f32 master copy; for f32 it must be nil (a 4-byte
-// placeholder is bound).
-func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt gpu.DType, n int, s AdamWStep) error {
-	if err := checkLen("adamw", n, gpu.F32, m, v, grad); err != nil {
+// AdamWUpdate records an AdamW step on n parameters from their gradient
+// (f32 or f16 by gt, read in f32). For f16 parameters, master is the f32
+// master copy; for f32 it must be nil (a 4-byte placeholder is bound).
+func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt, gt gpu.DType, n int, s AdamWStep) error {
+	if err := checkLen("adamw", n, gpu.F32, m, v); err != nil {
+		return err
+	}
+	if gt != gpu.F32 && gt != gpu.F16 {
+		return fmt.Errorf("wgsl: adamw: unsupported grad dtype %v", gt)
+	}
+	if err := checkLen("adamw", n, gt, grad); err != nil {
 		return err
 	}
 	if param.Size() < pt.Bytes(n) {
@@ -51,7 +57,8 @@ func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt gpu.DT
 	p := AdamWParams{N: uint32(n), LR: s.LR, B1: s.Beta1, B2: s.Beta2, Eps: s.Eps, WD: s.WeightDecay, BC1: s.BC1, BC2: s.BC2, GradScale: s.GradScale}
 	subst := pairSubst(map[string]string{"BODY": body}, "P", "p", pt)
 	delete(subst, "P_AT")
-	k, err := kernel(d, "adamw", pt.String(), subst, []gpu.Access{rw, rw, rw, rw, ro}, p)
+	subst = pairSubst(subst, "G", "grad", gt)
+	k, err := kernel(d, "adamw", pt.String()+gradVariant(gt), subst, []gpu.Access{rw, rw, rw, rw, ro}, p)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,8 @@
 // With f16 parameters the update runs on an f32 master copy
 // and the f16 weights are rewritten from it, one thread per pair.
 // Bindings: 0 p (rw, f32 or f16 pairs), 1 master (rw, f32; unused for f32
-// params), 2 m (rw), 3 v (rw), 4 grad, 5 Params. Workgroup 256, one thread
+// params), 2 m (rw), 3 v (rw), 4 grad (f32 or f16 pairs, read by grad_at),
+// 5 Params. Workgroup 256, one thread
 // per element pair; dispatch dev.Grid(ceil(n/2), 256).
 
 struct Params {
@@ -19,11 +20,13 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> master: array<f32>;
 @group(0) @binding(2) var<storage, read_write> m: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;
-@group(0) @binding(4) var<storage, read> grad: array<f32>;
+@group(0) @binding(4) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(5) var<uniform> u: Params;
 
+{{G_AT}}
+
 fn step(i: u32, w: f32) -> f32 {
-	let g = grad[i] * u.gscale;
+	let g = grad_at(i) * u.gscale;
 	let mi = u.b1 * m[i] + (1.0 - u.b1) * g;
 	let vi = u.b2 * v[i] + (1.0 - u.b2) * g * g;
 	m[i] = mi;

@@ -72,14 +72,16 @@ func TestEveryKernelBuilds(t *testing.T) {
 	run("fill", Fill(d, buf(), 0, n, 0))
 	run("cross-entropy", CrossEntropy(d, buf(), buf(), buf(), 4, 16, 1, 0, true))
 	for _, p := range both {
-		run("lomo", LomoUpdate(d, buf(), buf(), p, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
-		run("adalomo matrix", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
-		run("adalomo vector", AdaLomoUpdate(d, buf(), buf(), buf(), nil, p, 1, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
-		var master *gpu.Buffer
-		if p == gpu.F16 {
-			master = buf()
+		for _, g := range both {
+			run("lomo", LomoUpdate(d, buf(), buf(), p, g, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
+			run("adalomo matrix", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, g, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
+			run("adalomo vector", AdaLomoUpdate(d, buf(), buf(), buf(), nil, p, g, 1, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
+			var master *gpu.Buffer
+			if p == gpu.F16 {
+				master = buf()
+			}
+			run("adamw", AdamWUpdate(d, buf(), master, buf(), buf(), buf(), p, g, n, AdamWStep{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, BC1: 1, BC2: 1, GradScale: 1}))
 		}
-		run("adamw", AdamWUpdate(d, buf(), master, buf(), buf(), buf(), p, n, AdamWStep{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, BC1: 1, BC2: 1, GradScale: 1}))
 		if writable(p) {
 			run("probe fma", ProbeFMA(d, buf(), p, 64, 2, 1, 1))
 		}

@@ -20,14 +20,15 @@ type LomoParams struct {
 type LomoStep struct{ LR, WeightDecay, InvScale, ClipValue, ClipCoef float32 }
 
 // LomoUpdate records the LOMO update in place on param (n elements, f32 or
-// f16 by pt) from its f32 gradient grad (n):
+// f16 by pt) from its gradient grad (n elements, f32 or f16 by gt, read in
+// f32):
 //
 //	g = grad*InvScale; if ClipValue > 0 { g = clamp(g, ±ClipValue) }; g *= ClipCoef
 //	p = float32(param); if WeightDecay > 0 { p *= 1 - LR*WeightDecay }; p -= LR*g
 //
 // and stores p back in pt. f16 parameters are updated one pair per thread
 // and written with pack2x16float.
-func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt gpu.DType, n int, s LomoStep) error {
+func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int, s LomoStep) error {
 	const op = "lomo update"
 	if n <= 0 || n > math.MaxUint32-1 {
 		return fmt.Errorf("wgsl: %s: %d elements", op, n)
@@ -35,17 +36,20 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt gpu.DType, n int, s L
 	if pt != gpu.F32 && pt != gpu.F16 {
 		return fmt.Errorf("wgsl: %s: unsupported param dtype %v", op, pt)
 	}
+	if gt != gpu.F32 && gt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported grad dtype %v", op, gt)
+	}
 	if err := reduceNeed(op, "param", param, pt.Bytes(n)); err != nil {
 		return err
 	}
-	if err := reduceNeed(op, "grad", grad, int64(4*n)); err != nil {
+	if err := reduceNeed(op, "grad", grad, gt.Bytes(n)); err != nil {
 		return err
 	}
 	if param == grad {
 		return fmt.Errorf("wgsl: %s: param and grad must be distinct buffers", op)
 	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef}
-	k, err := sectionKernel(d, "lomo", pt.String(), nil, []string{pt.String()}, []gpu.Access{rw, ro}, p)
+	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt), pairSubst(nil, "G", "grad", gt), []string{pt.String()}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}
@@ -56,4 +60,14 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt gpu.DType, n int, s L
 	// param (n) -= lr * clipped grad (n), in place.
 	x, y, z := d.Grid(threads, 256)
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad}, x, y, z)
+}
+
+// gradVariant is the suffix of an optimizer kernel's variant for its
+// gradient's dtype: none for f32 (the names kernels had before f16
+// gradients), "_g16" for f16.
+func gradVariant(gt gpu.DType) string {
+	if gt == gpu.F16 {
+		return "_g16"
+	}
+	return ""
 }

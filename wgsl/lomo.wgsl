@@ -4,7 +4,8 @@
 //   g *= clip_coef;  p = f32(param);  if weight_decay > 0: p *= 1 - lr*wd;
 //   p -= lr * g;  param = p stored in param's dtype (no f32 master copy).
 //
-// Shapes: param (N) f32, or f16 pairs in u32 words; grad (N) f32.
+// Shapes: param (N) f32, or f16 pairs in u32 words; grad (N) f32, or f16
+// pairs in u32 words read with unpack2x16float (grad_at).
 // Bindings: 0 param (rw), 1 grad, 2 Params. Workgroup 256.
 // Sections (marked "==== section NAME ===="): f32, one thread per element,
 // dispatch gpu.Grid(N, 256); f16, one thread per u32 pair, written whole
@@ -29,20 +30,24 @@ fn lomo_step(param: f32, grad: f32) -> f32 {
 
 // ==== section f32 ====
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+{{G_AT}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * WG;
 	if (i >= p.n) { return; }
-	param[i] = lomo_step(param[i], grad[i]);
+	param[i] = lomo_step(param[i], grad_at(i));
 }
 
 // ==== section f16 ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
-@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+{{G_AT}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -51,9 +56,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	if (i >= p.n) { return; }
 	let old = param[w];
 	let v = unpack2x16float(old);
-	let lo = lomo_step(v.x, grad[i]);
+	let lo = lomo_step(v.x, grad_at(i));
 	if (i + 1u < p.n) {
-		param[w] = pack2x16float(vec2<f32>(lo, lomo_step(v.y, grad[i + 1u])));
+		param[w] = pack2x16float(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))));
 	} else {
 		param[w] = (pack2x16float(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
 	}

@@ -66,61 +66,76 @@ func TestLomoUpdate(t *testing.T) {
 		{gpu.F16, 4096, 1024, all, "all"},
 		{gpu.F16, 1001, 1, LomoStep{LR: 0.02, WeightDecay: 0.5, InvScale: 1, ClipCoef: 0.25}, "wd_coef"},
 	}
-	for ci, tc := range cases {
-		t.Run(fmt.Sprintf("%v_n%d_%s", tc.pt, tc.n, tc.label), func(t *testing.T) {
-			r := rng(uint64(400 + ci))
-			param := roundTo(randn(r, tc.n, 1), tc.pt)
-			grad := roundTo(randn(r, tc.n, tc.gs), gpu.F32)
-			stored := param
-			if tc.pt == gpu.F16 && tc.n%2 == 1 {
-				// The padding half of the last pair must keep its bits.
-				stored = append(append([]float64(nil), param...), 7)
+	// Each case with an f32 gradient, then with an f16 one (the gradients
+	// of f16 models' matrices): the reference takes the f16 values, which
+	// the kernel reads exactly, so the tolerances are the same.
+	for _, gt := range []gpu.DType{gpu.F32, gpu.F16} {
+		for ci, tc := range cases {
+			name := fmt.Sprintf("%v_n%d_%s", tc.pt, tc.n, tc.label)
+			if gt == gpu.F16 {
+				name += "_g16"
 			}
-			pb := upload(t, stored, tc.pt)
-			if err := LomoUpdate(dev, pb, upload(t, grad, gpu.F32), tc.pt, tc.n, tc.step); err != nil {
-				t.Fatal(err)
-			}
-			got := download(t, pb, len(stored), tc.pt)
-			if len(stored) > tc.n && got[tc.n] != 7 {
-				t.Errorf("padding half changed to %v", got[tc.n])
-			}
-			want := refLomo(param, grad, tc.step)
-			if tc.pt == gpu.F32 {
-				// A handful of f32 roundings (g*inv, *coef, 1-lr*wd, products,
-				// the difference) on a result dominated by p: ≤ ~5 ulp =
-				// 3e-7 relative; atol 1e-8 covers p ≈ lr*g cancelling to ~0
-				// (a few ulp of lr*g ≈ 0.01).
-				assertClose(t, "param", got[:tc.n], want, tol{Atol: 1e-8, Rtol: 1e-6})
-				return
-			}
-			// f16: the f32 result is within ~1e-7 of the float64 one, then
-			// pack2x16float may round to either neighbour (WGSL leaves the
-			// direction to the implementation): 1 f16 ulp = 2^-10 relative
-			// for normals, 2^-24 absolute for subnormals.
-			assertClose(t, "param", got[:tc.n], want, tol{Atol: math.Ldexp(1, -24), Rtol: math.Ldexp(1, -10)})
-			nearest := roundTo(want, gpu.F16)
-			same := 0
-			for i := range nearest {
-				if nearest[i] == got[i] {
-					same++
-				}
-			}
-			t.Logf("f16: %d of %d elements equal the round-to-nearest value", same, tc.n)
-		})
+			t.Run(name, func(t *testing.T) { testLomoUpdate(t, tc.pt, gt, tc.n, tc.gs, tc.step, uint64(400+ci)) })
+		}
 	}
+}
+
+// testLomoUpdate checks one LomoUpdate of n elements against refLomo.
+func testLomoUpdate(t *testing.T, pt, gt gpu.DType, n int, gs float64, step LomoStep, seed uint64) {
+	r := rng(seed)
+	param := roundTo(randn(r, n, 1), pt)
+	grad := roundTo(randn(r, n, gs), gt)
+	stored := param
+	if pt == gpu.F16 && n%2 == 1 {
+		// The padding half of the last pair must keep its bits.
+		stored = append(append([]float64(nil), param...), 7)
+	}
+	pb := upload(t, stored, pt)
+	if err := LomoUpdate(dev, pb, upload(t, grad, gt), pt, gt, n, step); err != nil {
+		t.Fatal(err)
+	}
+	got := download(t, pb, len(stored), pt)
+	if len(stored) > n && got[n] != 7 {
+		t.Errorf("padding half changed to %v", got[n])
+	}
+	want := refLomo(param, grad, step)
+	if pt == gpu.F32 {
+		// A handful of f32 roundings (g*inv, *coef, 1-lr*wd, products,
+		// the difference) on a result dominated by p: ≤ ~5 ulp =
+		// 3e-7 relative; atol 1e-8 covers p ≈ lr*g cancelling to ~0
+		// (a few ulp of lr*g ≈ 0.01).
+		assertClose(t, "param", got[:n], want, tol{Atol: 1e-8, Rtol: 1e-6})
+		return
+	}
+	// f16: the f32 result is within ~1e-7 of the float64 one, then
+	// pack2x16float may round to either neighbour (WGSL leaves the
+	// direction to the implementation): 1 f16 ulp = 2^-10 relative
+	// for normals, 2^-24 absolute for subnormals.
+	assertClose(t, "param", got[:n], want, tol{Atol: math.Ldexp(1, -24), Rtol: math.Ldexp(1, -10)})
+	nearest := roundTo(want, gpu.F16)
+	same := 0
+	for i := range nearest {
+		if nearest[i] == got[i] {
+			same++
+		}
+	}
+	t.Logf("f16: %d of %d elements equal the round-to-nearest value", same, n)
 }
 
 func TestLomoUpdateRejectsBadSizes(t *testing.T) {
 	p := upload(t, make([]float64, 10), gpu.F16) // 20 bytes
 	g := upload(t, make([]float64, 10), gpu.F32)
 	s := LomoStep{LR: 1, InvScale: 1, ClipCoef: 1}
-	if err := LomoUpdate(dev, p, g, gpu.F16, 11, s); err == nil {
+	if err := LomoUpdate(dev, p, g, gpu.F16, gpu.F32, 11, s); err == nil {
 		t.Error("11 f16 elements in a 10-element buffer accepted")
 	}
-	if err := LomoUpdate(dev, p, g, gpu.F32, 10, s); err == nil {
+	if err := LomoUpdate(dev, upload(t, make([]float64, 12), gpu.F32), p, gpu.F32, gpu.F16, 12, s); err == nil {
+		t.Error("an f16 gradient of 10 elements for 12 accepted")
+	}
+	if err := LomoUpdate(dev, p, g, gpu.F32, gpu.F32, 10, s); err == nil {
 		t.Error("10 f32 elements in a 20-byte buffer accepted")
 	}
-	if err := LomoUpdate(dev, g, g, gpu.F32, 10, s); err == nil {
+	if err := LomoUpdate(dev, g, g, gpu.F32, gpu.F32, 10, s); err == nil {
 		t.Error("param aliasing grad accepted")
 	}
 }
