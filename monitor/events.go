@@ -162,6 +162,18 @@ func ValidRunID(id string) bool {
 	return true
 }
 
+// complete fills in V (when 0) and Time (when zero), as publishers may
+// leave them, and validates the event.
+func (e *Event) complete() error {
+	if e.V == 0 {
+		e.V = SchemaVersion
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	return e.Validate()
+}
+
 // Validate checks the version, the run id, the kind and that exactly the
 // payload matching the kind is set.
 func (e *Event) Validate() error {

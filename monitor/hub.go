@@ -383,13 +383,7 @@ func (h *Hub) remove(r *runState, why kickReason, text string) {
 // the hub numbers each run's events 1, 2, 3...), then validates the event.
 // The run belongs to this process from then on (see Hub).
 func (h *Hub) Publish(ev Event) error {
-	if ev.V == 0 {
-		ev.V = SchemaVersion
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
-	if err := ev.Validate(); err != nil {
+	if err := ev.complete(); err != nil {
 		return err
 	}
 	for {
@@ -412,13 +406,7 @@ func (h *Hub) Publish(ev Event) error {
 // publishRemote records an event from the remote publisher rp attached to
 // r; it fails when rp no longer may publish there.
 func (h *Hub) publishRemote(r *runState, rp *remotePub, ev Event) error {
-	if ev.V == 0 {
-		ev.V = SchemaVersion
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
-	if err := ev.Validate(); err != nil {
+	if err := ev.complete(); err != nil {
 		return err
 	}
 	r.mu.Lock()

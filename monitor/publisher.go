@@ -202,13 +202,7 @@ func (p *Publisher) Publish(ev Event) error {
 	if ev.Run == "" {
 		ev.Run = p.run
 	}
-	if ev.V == 0 {
-		ev.V = SchemaVersion
-	}
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
-	if err := ev.Validate(); err != nil {
+	if err := ev.complete(); err != nil {
 		return err
 	}
 	if ev.Run != p.run {
