@@ -22,6 +22,13 @@ type SampleOptions struct {
 	EOS               int // stop after this id; -1: never
 }
 
+// DefaultSampleOptions are `lomo generate`'s defaults (the browser's
+// lomo.generate has the same): 64 new tokens, greedy (temperature 0), top-k
+// 50 once sampling, no top-p and no repetition penalty, seed 42, no EOS.
+func DefaultSampleOptions() SampleOptions {
+	return SampleOptions{MaxNewTokens: 64, TopK: 50, TopP: 1, RepetitionPenalty: 1, Seed: 42, EOS: -1}
+}
+
 // Generate continues prompt (token ids, BOS included if wanted) and returns
 // the new ids; onToken, if set, sees each id as it is chosen. The prompt
 // runs once and fills a KV cache; each new token then runs alone against it,

@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -168,4 +169,17 @@ func SequenceNLL(m *nn.Llama, b data.Batch) ([]float64, error) {
 		sums[i/b.T] += float64(x)
 	}
 	return sums, nil
+}
+
+// PromptIDs encodes a generation prompt as the tokenizer does with its
+// special tokens; an empty prompt starts from BOS alone.
+func PromptIDs(tok *tokenizer.Tokenizer, prompt string) ([]int, error) {
+	ids := tok.EncodeWithSpecial(prompt)
+	if len(ids) == 0 {
+		if tok.BOS() < 0 {
+			return nil, errors.New("empty prompt and the tokenizer has no BOS token")
+		}
+		ids = []int{tok.BOS()}
+	}
+	return ids, nil
 }

@@ -299,12 +299,13 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	fs := newOptions("generate", stderr).withAdapter()
 	model := fs.String("model", "", "model folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
-	maxNew := fs.Int("max-new-tokens", 64, "tokens to generate at most")
-	temp := fs.Float64("temperature", 0, "sampling temperature; 0 is greedy")
-	topK := fs.Int("top-k", 50, "keep the k most likely tokens (0: off)")
-	topP := fs.Float64("top-p", 1, "keep the smallest set with this probability mass (1: off)")
-	rep := fs.Float64("repetition-penalty", 1, "penalty for tokens already in the text (1: off)")
-	seed := fs.Uint64("seed", 42, "sampling seed")
+	def := nn.DefaultSampleOptions()
+	maxNew := fs.Int("max-new-tokens", def.MaxNewTokens, "tokens to generate at most")
+	temp := fs.Float64("temperature", def.Temperature, "sampling temperature; 0 is greedy")
+	topK := fs.Int("top-k", def.TopK, "keep the k most likely tokens (0: off)")
+	topP := fs.Float64("top-p", def.TopP, "keep the smallest set with this probability mass (1: off)")
+	rep := fs.Float64("repetition-penalty", def.RepetitionPenalty, "penalty for tokens already in the text (1: off)")
+	seed := fs.Uint64("seed", def.Seed, "sampling seed")
 	fs.atLeast("max-new-tokens", maxNew, 1)
 	fs.within("temperature", temp, 0, math.Inf(1))
 	fs.atLeast("top-k", topK, 0)
@@ -337,12 +338,9 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Release()
-	ids := tok.EncodeWithSpecial(*prompt)
-	if len(ids) == 0 {
-		if tok.BOS() < 0 {
-			return errors.New("empty prompt and the tokenizer has no BOS token")
-		}
-		ids = []int{tok.BOS()}
+	ids, err := train.PromptIDs(tok, *prompt)
+	if err != nil {
+		return err
 	}
 	// Print the continuation as it grows: decode the whole new text each
 	// time and write what was not printed yet (byte-fallback tokens only

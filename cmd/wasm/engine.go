@@ -387,7 +387,8 @@ func (e *engine) generate(prompt, opts js.Value) (any, error) {
 	if prompt.Type() == js.TypeString {
 		text = prompt.String()
 	}
-	o := nn.SampleOptions{MaxNewTokens: 64, TopK: 50, TopP: 1, RepetitionPenalty: 1, Seed: 42, EOS: e.tok.EOS()}
+	o := nn.DefaultSampleOptions()
+	o.EOS = e.tok.EOS()
 	for _, f := range []struct {
 		key string
 		set func(float64)
@@ -414,12 +415,9 @@ func (e *engine) generate(prompt, opts js.Value) (any, error) {
 	if o.MaxNewTokens < 0 || o.Temperature < 0 {
 		return nil, errors.New("maxNewTokens and temperature must not be negative")
 	}
-	ids := e.tok.EncodeWithSpecial(text)
-	if len(ids) == 0 {
-		if e.tok.BOS() < 0 {
-			return nil, errors.New("empty prompt and the tokenizer has no BOS token")
-		}
-		ids = []int{e.tok.BOS()}
+	ids, err := train.PromptIDs(e.tok, text)
+	if err != nil {
+		return nil, err
 	}
 	out, err := e.model.Generate(ids, o, nil)
 	if err != nil {
