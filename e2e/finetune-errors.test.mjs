@@ -8,8 +8,7 @@ import { mkdtempSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { browser, lomoBinary, startWeb, testdata } from './lib.mjs';
-import { spawnSync } from 'node:child_process';
+import { browser, runLomo, startWeb, testdata } from './lib.mjs';
 
 let web, b;
 before(async () => {
@@ -26,9 +25,13 @@ const settled = (page) => page.waitForFunction(
 
 // cliError runs lomo natively and returns the message it exits with.
 function cliError(args) {
-  const r = spawnSync(lomoBinary(), args, { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || tmpdir() } });
-  assert.notEqual(r.status, 0, `lomo ${args.join(' ')} fails`);
-  return r.stderr.trim().split('\n').pop().replace(/^lomo \w+: /, '');
+  try {
+    runLomo(args);
+  } catch (e) {
+    assert.ok(e.status > 0, `lomo ${args.join(' ')} exits non-zero (got ${e.status})`);
+    return String(e.stderr).trim().split('\n').pop().replace(/^lomo \w+: /, '');
+  }
+  assert.fail(`lomo ${args.join(' ')} succeeded`);
 }
 
 test('without WebGPU the page says what is missing', { timeout: 120_000 }, async () => {
