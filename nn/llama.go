@@ -11,6 +11,7 @@ import (
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/hf/safetensors"
 	"github.com/lomo-dev/lomo/wgsl"
 )
@@ -31,6 +32,12 @@ type Llama struct {
 	d      *gpu.Device
 	params []*Param
 	byName map[string]*Param
+	// LoRA adapters (lora.go): in model order, by the weight they adapt,
+	// their config, and the seed of their dropout masks.
+	lora        []*LoRA
+	loraOf      map[*Param]*LoRA
+	peftCfg     *peft.Config
+	dropoutSeed uint32
 }
 
 // Block is one decoder layer.
@@ -130,6 +137,7 @@ func (m *Llama) Release() {
 		p.Release()
 	}
 	m.params = nil
+	m.releaseLoRA()
 }
 
 // InitRandom sets weights to N(0, std) and norm weights to 1 (seeded).
@@ -387,17 +395,17 @@ func (m *Llama) attentionHalf(t *Tape, l *Block, x *Tensor, in *Inputs, attentio
 		return nil, err
 	}
 	keep = append(keep, h)
-	q, err := t.Linear(h, l.Q) // (N,H*D)
+	q, err := m.linear(t, h, l.Q) // (N,H*D)
 	if err != nil {
 		return nil, err
 	}
 	keep = append(keep, q)
-	k, err := t.Linear(h, l.K) // (N,KV*D)
+	k, err := m.linear(t, h, l.K) // (N,KV*D)
 	if err != nil {
 		return nil, err
 	}
 	keep = append(keep, k)
-	v, err := t.Linear(h, l.V) // (N,KV*D)
+	v, err := m.linear(t, h, l.V) // (N,KV*D)
 	if err != nil {
 		return nil, err
 	}
@@ -413,7 +421,7 @@ func (m *Llama) attentionHalf(t *Tape, l *Block, x *Tensor, in *Inputs, attentio
 		return nil, err
 	}
 	keep = append(keep, o)
-	a, err := t.Linear(o, l.O) // (N,C)
+	a, err := m.linear(t, o, l.O) // (N,C)
 	if err != nil {
 		return nil, err
 	}
@@ -435,12 +443,12 @@ func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	keep = append(keep, h)
-	g, err := t.Linear(h, l.Gate) // (N,F)
+	g, err := m.linear(t, h, l.Gate) // (N,F)
 	if err != nil {
 		return nil, err
 	}
 	keep = append(keep, g)
-	u, err := t.Linear(h, l.Up) // (N,F)
+	u, err := m.linear(t, h, l.Up) // (N,F)
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +458,7 @@ func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	keep = append(keep, sw)
-	dn, err := t.Linear(sw, l.Down) // (N,C)
+	dn, err := m.linear(t, sw, l.Down) // (N,C)
 	if err != nil {
 		return nil, err
 	}

@@ -145,8 +145,17 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 			if y.grad == nil {
 				return nil
 			}
-			dw, acc, err := t.gradOf(w.Tensor)
-			if err != nil {
+			var dw *gpu.Buffer
+			var acc bool
+			var err error
+			if w.Frozen {
+				// The kernel writes dw whatever happens: a frozen weight
+				// gets a scratch buffer, not a gradient.
+				if dw, err = t.D.NewBuffer(gpu.TagScratch, w.GradDType().Bytes(c)); err != nil {
+					return err
+				}
+				defer dw.Release()
+			} else if dw, acc, err = t.gradOf(w.Tensor); err != nil {
 				return err
 			}
 			if !x.needsGrad {
@@ -553,4 +562,96 @@ func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt Los
 		}
 	}
 	return nil
+}
+
+// Dropout: y = x * keep / (1-p), keep a pure function of (seed, element)
+// (wgsl.Dropout): the backward, and any recompute of a checkpointed block,
+// drop the same elements without a stored mask. Saves nothing.
+func (t *Tape) Dropout(x *Tensor, p float64, seed uint32) (*Tensor, error) {
+	y, err := t.activation(x.DType, x.Shape...)
+	if err != nil {
+		return nil, err
+	}
+	scale := float32(1 / (1 - p))
+	if err := wgsl.Dropout(t.D, y.Buf, x.Buf, x.Len(), x.DType, p, seed, scale, 0); err != nil {
+		y.Release()
+		return nil, fmt.Errorf("dropout: %w", err)
+	}
+	if !t.needs(x) {
+		return y, nil
+	}
+	t.record(&op{
+		name: "dropout", outputs: []*Tensor{y},
+		backward: func() error {
+			if y.grad == nil {
+				return nil
+			}
+			dx, acc, err := t.gradOf(x)
+			if err != nil {
+				return err
+			}
+			return wgsl.Dropout(t.D, dx, y.grad, x.Len(), x.GradDType(), p, seed, scale, beta(acc))
+		},
+	})
+	return y, nil
+}
+
+// AddLinear adds scale · z · Bᵀ to y in place and returns y: z (N,R),
+// B (O,R), y (N,O) (the up projection of a LoRA adapter onto the output
+// of the layer it adapts). Backward: dB += scale · dyᵀ·z, dz += scale ·
+// dy·B; y's gradient passes through unchanged. Saves z. No op recorded
+// before may have saved y: its values change.
+func (t *Tape) AddLinear(y, z *Tensor, b *Param, scale float32) (*Tensor, error) {
+	n, r := rows(z), z.Shape[len(z.Shape)-1]
+	o := b.Shape[0]
+	if b.Cols() != r || rows(y) != n || y.Shape[len(y.Shape)-1] != o {
+		return nil, fmt.Errorf("%w: add linear %s: y %v, z %v, B %v", ErrShape, b.Name, y.Shape, z.Shape, b.Shape)
+	}
+	// z (N,R) · B (O,R)ᵀ -> y (N,O), added
+	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: y.Buf, DType: y.DType}, wgsl.Mat{Buf: z.Buf, DType: z.DType}, wgsl.Mat{Buf: b.Buf, DType: b.DType, T: true}, n, o, r, 1, scale, 1); err != nil {
+		return nil, fmt.Errorf("add linear %s: %w", b.Name, err)
+	}
+	if !t.needs(z, b.Tensor) {
+		t.countParams(b)
+		return y, nil
+	}
+	z.Retain()
+	// The op's output is y itself. When an op produced y with a backward,
+	// y's gradient stays y's for that op (as RoPE's does), and is not
+	// listed as an output here, so that Tape.run does not free it yet;
+	// otherwise (the layer's weight frozen and its input without
+	// gradient) this op is the last to use it and frees it.
+	var outs []*Tensor
+	if !y.needsGrad {
+		outs = []*Tensor{y}
+	}
+	t.record(&op{
+		name: "add linear " + b.Name, outputs: outs, params: []*Param{b}, release: z.Release,
+		backward: func() error {
+			if y.grad == nil {
+				return nil
+			}
+			if !b.Frozen {
+				db, acc, err := t.gradOf(b.Tensor)
+				if err != nil {
+					return err
+				}
+				// dyᵀ (O,N) · z (N,R) -> dB (O,R)
+				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: db, DType: b.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType(), T: true}, wgsl.Mat{Buf: z.Buf, DType: z.DType}, o, r, n, 1, scale, beta(acc)); err != nil {
+					return err
+				}
+			}
+			if z.needsGrad {
+				dz, acc, err := t.gradOf(z)
+				if err != nil {
+					return err
+				}
+				// dy (N,O) · B (O,R) -> dz (N,R)
+				return wgsl.Matmul(t.D, wgsl.Mat{Buf: dz, DType: z.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType()}, wgsl.Mat{Buf: b.Buf, DType: b.DType}, n, r, o, 1, scale, beta(acc))
+			}
+			return nil
+		},
+	})
+	y.needsGrad = true
+	return y, nil
 }
