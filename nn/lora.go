@@ -120,6 +120,9 @@ func (m *Llama) newLoRA(cfg *peft.Config) error {
 			if a.A, err = NewParam(m.d, loraName(i, mod, "lora_A"), gpu.F32, c.R, k); err == nil {
 				a.B, err = NewParam(m.d, loraName(i, mod, "lora_B"), gpu.F32, o, c.R)
 			}
+			if err == nil {
+				a.A.LoRA, a.B.LoRA = true, true
+			}
 			if err != nil {
 				if a.A != nil {
 					a.A.Release()

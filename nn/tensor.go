@@ -144,6 +144,9 @@ type Param struct {
 	*Tensor
 	Name   string
 	Frozen bool
+	// LoRA marks the matrices of a LoRA adapter (Llama.AddLoRA), which
+	// optimizers train with AdamW (optim.Config.LoRA).
+	LoRA bool
 
 	gradDType gpu.DType // the gradient's dtype (Tensor.GradDType); f32 by default
 }

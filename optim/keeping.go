@@ -19,10 +19,14 @@ type keeping struct {
 	cfg    Config
 	dtype  gpu.DType
 	step   int
+	t      int // steps applied (not skipped): AdamW's bias correction
 	grads  map[*nn.Param]*gpu.Buffer
 	adam   map[*nn.Param][3]*gpu.Buffer // m, v, master (f16 only)
 	stats  *gpu.Buffer
 	scaler *LossScaler
+	// limit is the largest gradient element that is not an overflow, when
+	// the scaler is dynamic (LoRA under f16: New); otherwise unchecked.
+	limit float32
 }
 
 func newKeeping(d *gpu.Device, cfg Config, dt gpu.DType) (*keeping, error) {
@@ -59,9 +63,11 @@ func (k *keeping) Release() {
 func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	k.step++
 	lr := k.cfg.Schedule.At(k.step)
-	res := Result{Step: k.step, LR: lr, LossScale: 1, ClipCoef: 1}
+	scale := k.scaler.Scale
+	invScale := float32(1 / scale)
+	res := Result{Step: k.step, LR: lr, LossScale: scale, ClipCoef: 1}
 	t := nn.NewTape(k.d, true)
-	lossT, tokens, err := fwd(t, 1)
+	lossT, tokens, err := fwd(t, float32(scale))
 	if err != nil {
 		t.Release()
 		return res, err
@@ -92,12 +98,33 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	if _, err := statsBuffer(k.d, &k.stats); err != nil {
 		return res, err
 	}
+	if k.scaler.Dynamic {
+		// The kept gradients are scaled: any beyond the limit is an
+		// overflow, which skips the step and lowers the scale.
+		if err := wgsl.Fill(k.d, k.stats, 1, 1, 0); err != nil {
+			return res, err
+		}
+		for _, p := range order {
+			if err := wgsl.CheckFinite(k.d, k.stats, 1, k.grads[p], p.GradDType(), p.Len(), 1, k.limit); err != nil {
+				return res, err
+			}
+		}
+		raw, err := k.d.Read(k.stats, 4, 4)
+		if err != nil {
+			return res, err
+		}
+		if k.scaler.Update(binary.LittleEndian.Uint32(raw) != 0) {
+			res.Skipped, res.GradNorm = true, math.Inf(1)
+			return res, nil
+		}
+	}
+	k.t++
 	if k.cfg.ClipGradNorm > 0 {
 		if err := wgsl.Fill(k.d, k.stats, 0, 1, 0); err != nil {
 			return res, err
 		}
 		for _, p := range order {
-			if err := wgsl.SumSquares(k.d, k.stats, 0, k.grads[p], p.GradDType(), p.Len(), 1); err != nil {
+			if err := wgsl.SumSquares(k.d, k.stats, 0, k.grads[p], p.GradDType(), p.Len(), invScale); err != nil {
 				return res, err
 			}
 		}
@@ -113,7 +140,7 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		return res, err
 	}
 	for _, p := range order {
-		if err := k.apply(p, float32(lr), coef); err != nil {
+		if err := k.apply(p, float32(lr), coef, invScale); err != nil {
 			return res, err
 		}
 		if err := checkWeights(k.d, k.stats, p); err != nil {
@@ -123,11 +150,11 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	return res, weightsFinite(k.d, k.stats, params, k.step, lr)
 }
 
-func (k *keeping) apply(p *nn.Param, lr, coef float32) error {
+func (k *keeping) apply(p *nn.Param, lr, coef, invScale float32) error {
 	g := k.grads[p]
 	if k.cfg.Name == "sgd" {
 		return wgsl.LomoUpdate(k.d, p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
-			LR: lr, WeightDecay: float32(k.cfg.WeightDecay), InvScale: 1, ClipValue: float32(k.cfg.ClipGradValue), ClipCoef: coef,
+			LR: lr, WeightDecay: float32(k.cfg.WeightDecay), InvScale: invScale, ClipValue: float32(k.cfg.ClipGradValue), ClipCoef: coef,
 		})
 	}
 	st, ok := k.adam[p]
@@ -162,6 +189,6 @@ func (k *keeping) apply(p *nn.Param, lr, coef float32) error {
 	b1, b2 := k.cfg.Beta1, k.cfg.Beta2
 	return wgsl.AdamWUpdate(k.d, p.Buf, st[2], st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
 		LR: lr, Beta1: float32(b1), Beta2: float32(b2), Eps: float32(k.cfg.Eps), WeightDecay: float32(k.cfg.WeightDecay),
-		BC1: float32(1 - math.Pow(b1, float64(k.step))), BC2: float32(1 - math.Pow(b2, float64(k.step))), GradScale: coef,
+		BC1: float32(1 - math.Pow(b1, float64(k.t))), BC2: float32(1 - math.Pow(b2, float64(k.t))), GradScale: coef * invScale,
 	})
 }

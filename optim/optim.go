@@ -32,6 +32,25 @@ type Config struct {
 	// ScaleWindow is the growth interval of the f16 loss scale: it doubles
 	// after this many good steps in a row. 0 is ScaleWindow(Schedule.Total).
 	ScaleWindow int
+	// LoRA, when set, trains the LoRA adapters' matrices (nn.Param.LoRA).
+	LoRA *LoRA
+}
+
+// LoRA configures the training of LoRA adapters: AdamW (Beta1, Beta2 and
+// Eps of Config) with its own schedule and weight decay, the reference's
+// hf_learning_rate, hf_lr_scheduler_type, hf_warmup and hf_weight_decay.
+type LoRA struct {
+	// Only: the base weights are frozen (lora_only), and the adapters are
+	// all there is to train: their gradients are kept whole (they are
+	// small), clipped by their global norm and applied after the backward
+	// pass, in one pass, with dynamic loss scaling from 2^16 under f16.
+	// Otherwise the base weights are trained by Config.Name (lomo or
+	// adalomo) and the adapters by AdamW in the same backward pass, both
+	// from the gradient callback, with the same clip coefficient and loss
+	// scale.
+	Only        bool
+	Schedule    Schedule
+	WeightDecay float64
 }
 
 // Defaults fills zero fields with the reference defaults.
@@ -104,6 +123,14 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 	if window == 0 {
 		window = ScaleWindow(cfg.Schedule.Total)
 	}
+	if cfg.LoRA != nil {
+		if err := cfg.LoRA.Schedule.Validate(); err != nil {
+			return nil, fmt.Errorf("optim: LoRA: %w", err)
+		}
+		if cfg.LoRA.WeightDecay < 0 {
+			return nil, fmt.Errorf("optim: LoRA: weight decay %v is negative", cfg.LoRA.WeightDecay)
+		}
+	}
 	dynamic := func(initial float64) *LossScaler {
 		s := NewDynamicScaler()
 		s.Scale, s.Window = initial, window
@@ -112,7 +139,31 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 		}
 		return s
 	}
+	if cfg.LoRA != nil && cfg.LoRA.Only {
+		if cfg.ClipGradValue > 0 {
+			return nil, fmt.Errorf("optim: clip_grad_value is not supported with LoRA (AdamW)")
+		}
+		a := cfg
+		a.Name, a.Schedule, a.WeightDecay = "adamw", cfg.LoRA.Schedule, cfg.LoRA.WeightDecay
+		k, err := newKeeping(d, a, dt)
+		if err != nil {
+			return nil, err
+		}
+		if dt == gpu.F16 {
+			k.scaler, k.limit = dynamic(1<<16), 65504
+		}
+		return k, nil
+	}
 	base := &fused{d: d, cfg: cfg, dtype: dt, scaler: NewStaticScaler(1), limit: float32(math.Inf(1))}
+	if cfg.LoRA != nil {
+		if cfg.Name != "lomo" && cfg.Name != "adalomo" {
+			return nil, fmt.Errorf("optim: LoRA with the base trained needs optimizer lomo or adalomo for the base, not %q", cfg.Name)
+		}
+		if cfg.ClipGradValue > 0 {
+			return nil, fmt.Errorf("optim: clip_grad_value is not supported with LoRA (AdamW)")
+		}
+		base.adapters = map[*nn.Param][2]*gpu.Buffer{}
+	}
 	if dt == gpu.F16 {
 		// Activations and their gradients are f16 (nn.ActivationDType) and
 		// overflow to Inf there, and so are the matrices' gradients; the
@@ -158,6 +209,10 @@ type fused struct {
 	t      int // AdaLomo's step counter (good steps)
 	state  map[*nn.Param][2]*gpu.Buffer
 	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error
+	// adapters holds the AdamW moments (m, v) of LoRA matrices when
+	// cfg.LoRA is set; loraT counts the steps applied to them.
+	adapters map[*nn.Param][2]*gpu.Buffer
+	loraT    int
 	// stats: [0] sum of squares (f32), [1] gradient overflow flag (u32),
 	// [2] non-finite weight flag (u32)
 	stats *gpu.Buffer
@@ -174,6 +229,14 @@ func (o *fused) Release() {
 		}
 	}
 	o.state = map[*nn.Param][2]*gpu.Buffer{}
+	for _, s := range o.adapters {
+		for _, b := range s {
+			b.Release()
+		}
+	}
+	if o.adapters != nil {
+		o.adapters = map[*nn.Param][2]*gpu.Buffer{}
+	}
 	if o.stats != nil {
 		o.stats.Release()
 		o.stats = nil
@@ -209,6 +272,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	if o.cfg.Name == "adalomo" {
 		o.t++ // AdaLomo counts the steps it applies (beta = 1 - t^-0.8)
 	}
+	o.loraT++ // AdamW's bias correction counts applied steps too
 	st, err := statsBuffer(o.d, &o.stats)
 	if err != nil {
 		return res, err
@@ -224,7 +288,14 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	}
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
-		if err := o.update(p, g, lr, invScale, coef); err != nil {
+		update := o.update
+		if p.LoRA {
+			if o.adapters == nil {
+				return fmt.Errorf("optim: %s is a LoRA matrix, and the optimizer was not configured for LoRA", p.Name)
+			}
+			update = o.adapterUpdate
+		}
+		if err := update(p, g, lr, invScale, coef); err != nil {
 			return err
 		}
 		return checkWeights(o.d, st, p)
@@ -243,6 +314,28 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		o.scaler.Update(false)
 	}
 	return res, nil
+}
+
+// adapterUpdate is AdamW on a LoRA matrix, from the callback, at the
+// adapters' own learning rate.
+func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef float32) error {
+	st, ok := o.adapters[p]
+	if !ok {
+		var err error
+		if st[0], err = zeroed(o.d, p.Len()); err == nil {
+			st[1], err = zeroed(o.d, p.Len())
+		}
+		if err != nil {
+			return err
+		}
+		o.adapters[p] = st
+	}
+	l := o.cfg.LoRA
+	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
+	return wgsl.AdamWUpdate(o.d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
+		LR: float32(l.Schedule.At(o.step)), Beta1: float32(b1), Beta2: float32(b2), Eps: float32(o.cfg.Eps), WeightDecay: float32(l.WeightDecay),
+		BC1: float32(1 - math.Pow(b1, float64(o.loraT))), BC2: float32(1 - math.Pow(b2, float64(o.loraT))), GradScale: coef * invScale,
+	})
 }
 
 func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {

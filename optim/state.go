@@ -13,7 +13,8 @@ import (
 // f32 master copy).
 type State struct {
 	Steps     int                  `json:"steps"`
-	T         int                  `json:"t,omitempty"` // AdaLomo's good-step counter
+	T         int                  `json:"t,omitempty"`      // AdaLomo's good-step counter (AdamW's under LoRA alone)
+	LoRAT     int                  `json:"lora_t,omitempty"` // LoRA adapters' AdamW step counter, with the base trained
 	LossScale float64              `json:"loss_scale"`
 	GoodSteps int                  `json:"good_steps"`
 	Tensors   map[string][]float32 `json:"-"`
@@ -37,7 +38,16 @@ func restore(d *gpu.Device, v []float32) (*gpu.Buffer, error) {
 }
 
 func (o *fused) SaveState() (State, error) {
-	s := State{Steps: o.step, T: o.t, LossScale: o.scaler.Scale, GoodSteps: o.scaler.good, Tensors: map[string][]float32{}}
+	s := State{Steps: o.step, T: o.t, LoRAT: o.loraT, LossScale: o.scaler.Scale, GoodSteps: o.scaler.good, Tensors: map[string][]float32{}}
+	for p, st := range o.adapters {
+		for i, slot := range []string{"m", "v"} {
+			v, err := readState(o.d, st[i])
+			if err != nil {
+				return s, err
+			}
+			s.Tensors[p.Name+"/"+slot] = v
+		}
+	}
 	for p, st := range o.state {
 		for i, slot := range []string{"r", "c"} {
 			if st[i] == nil {
@@ -54,9 +64,30 @@ func (o *fused) SaveState() (State, error) {
 }
 
 func (o *fused) LoadState(params []*nn.Param, s State) error {
-	o.step, o.t = s.Steps, s.T
+	o.step, o.t, o.loraT = s.Steps, s.T, s.LoRAT
 	if s.LossScale > 0 {
 		o.scaler.Scale, o.scaler.good = s.LossScale, s.GoodSteps
+	}
+	if o.adapters != nil {
+		for _, p := range params {
+			m, okM := s.Tensors[p.Name+"/m"]
+			v, okV := s.Tensors[p.Name+"/v"]
+			if !p.LoRA || !okM || !okV {
+				continue
+			}
+			if len(m) != p.Len() || len(v) != p.Len() {
+				return fmt.Errorf("optim: state of %s has %d and %d values for %d parameters", p.Name, len(m), len(v), p.Len())
+			}
+			var st [2]*gpu.Buffer
+			var err error
+			if st[0], err = restore(o.d, m); err == nil {
+				st[1], err = restore(o.d, v)
+			}
+			if err != nil {
+				return err
+			}
+			o.adapters[p] = st
+		}
 	}
 	if o.state == nil {
 		return nil
@@ -82,7 +113,7 @@ func (o *fused) LoadState(params []*nn.Param, s State) error {
 }
 
 func (k *keeping) SaveState() (State, error) {
-	s := State{Steps: k.step, LossScale: 1, Tensors: map[string][]float32{}}
+	s := State{Steps: k.step, T: k.t, LossScale: k.scaler.Scale, GoodSteps: k.scaler.good, Tensors: map[string][]float32{}}
 	for p, st := range k.adam {
 		for i, slot := range []string{"m", "v", "master"} {
 			if st[i] == nil {
@@ -99,7 +130,13 @@ func (k *keeping) SaveState() (State, error) {
 }
 
 func (k *keeping) LoadState(params []*nn.Param, s State) error {
-	k.step = s.Steps
+	k.step, k.t = s.Steps, s.T
+	if s.T == 0 { // a state from before skipped steps were possible here
+		k.t = s.Steps
+	}
+	if s.LossScale > 0 && k.scaler.Dynamic {
+		k.scaler.Scale, k.scaler.good = s.LossScale, s.GoodSteps
+	}
 	if k.adam == nil {
 		return nil
 	}
