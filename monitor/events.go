@@ -81,12 +81,15 @@ type Event struct {
 
 // RunInfo describes a run; it is the payload of the first event of a run.
 type RunInfo struct {
-	Model     string         `json:"model"`
-	Adapter   string         `json:"adapter,omitempty"` // "webgpu", "wasm", ...
-	Config    map[string]any `json:"config,omitempty"`
-	Params    int64          `json:"params"`
-	Optimizer string         `json:"optimizer"`
-	Dtype     string         `json:"dtype"`
+	Model   string         `json:"model"`
+	Adapter string         `json:"adapter,omitempty"` // "webgpu", "wasm", ...
+	Config  map[string]any `json:"config,omitempty"`
+	Params  int64          `json:"params"`
+	// LoRAParams counts the LoRA adapters' parameters, apart from the
+	// model's (Params); 0 without adapters.
+	LoRAParams int64  `json:"lora_params,omitempty"`
+	Optimizer  string `json:"optimizer"`
+	Dtype      string `json:"dtype"`
 }
 
 // MemStat is the device memory held under one tag, in bytes.

@@ -37,6 +37,15 @@ func (m *Llama) LoRAParams() []*Param {
 	return ps
 }
 
+// NumLoRAParams is the number of adapter parameters.
+func (m *Llama) NumLoRAParams() int64 {
+	var n int64
+	for _, p := range m.LoRAParams() {
+		n += int64(p.Len())
+	}
+	return n
+}
+
 // LoRAAdapters lists the adapters in the model's order.
 func (m *Llama) LoRAAdapters() []*LoRA { return m.lora }
 

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/lomo-dev/lomo/hf/peft"
 )
 
 // Config is a training run. Keys follow the LOMO reference's args_lomo.yaml
@@ -54,7 +56,26 @@ type Config struct {
 	// lomo: stop the run, with an error, after this many steps in a row
 	// were skipped on gradient overflow (0: never).
 	MaxConsecutiveSkippedSteps int `yaml:"max_consecutive_skipped_steps"`
+	// LoRA (the reference's args_lomo_lora.yaml). peft_type lora adds
+	// adapters of rank lora_r to lora_target_modules (lomo's key; PEFT's
+	// target_modules) of every block, trained by AdamW at
+	// hf_learning_rate. lora_only: the base is frozen; otherwise the base
+	// is trained by optimizer (lomo or adalomo) at learning_rate in the
+	// same backward pass.
+	PeftType          string   `yaml:"peft_type"` // "" (none) or lora
+	LoraR             int      `yaml:"lora_r"`
+	LoraAlpha         float64  `yaml:"lora_alpha"`
+	LoraDropout       float64  `yaml:"lora_dropout"`
+	LoraOnly          bool     `yaml:"lora_only"`
+	LoraTargetModules []string `yaml:"lora_target_modules"` // lomo: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj
+	HFLearningRate    float64  `yaml:"hf_learning_rate"`
+	HFWeightDecay     float64  `yaml:"hf_weight_decay"`
+	HFLRSchedulerType string   `yaml:"hf_lr_scheduler_type"`
+	HFWarmup          float64  `yaml:"hf_warmup"`
 }
+
+// LoRA reports whether the run trains LoRA adapters.
+func (c Config) LoRA() bool { return c.PeftType == "lora" }
 
 // DefaultConfig has the reference's defaults (REFERENCE §5).
 func DefaultConfig() Config {
@@ -67,6 +88,8 @@ func DefaultConfig() Config {
 		// 16 halvings take the default 2^16 scale down to 1: a run whose
 		// gradients overflow after that many is not recovering.
 		MaxConsecutiveSkippedSteps: 16,
+		LoraR: 8, LoraAlpha: 16, LoraDropout: 0.05, LoraTargetModules: []string{"q_proj", "v_proj"},
+		HFLearningRate: 5e-4, HFLRSchedulerType: "linear", HFWarmup: 0.05,
 	}
 }
 
@@ -116,6 +139,14 @@ func (c *Config) Set(key, value string) error {
 			var b bool
 			b, err = strconv.ParseBool(value)
 			f.SetBool(b)
+		case reflect.Slice: // comma-separated strings
+			var v []string
+			for _, s := range strings.Split(value, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					v = append(v, s)
+				}
+			}
+			f.Set(reflect.ValueOf(v))
 		}
 		if err != nil {
 			return fmt.Errorf("train: --%s %q: %w", key, value, err)
@@ -182,11 +213,41 @@ func (c Config) Validate() error {
 		errs = append(errs, "scale_window, max_consecutive_skipped_steps, max_steps and train_size must not be negative")
 	}
 	// Combinations optim.New would refuse only after the model is loaded.
-	if c.DType == "f16" && (c.Optimizer == "lomo" || c.Optimizer == "adalomo") && c.ClipGradNorm <= 0 {
+	if c.DType == "f16" && (c.Optimizer == "lomo" || c.Optimizer == "adalomo") && c.ClipGradNorm <= 0 && !(c.LoRA() && c.LoraOnly) {
 		errs = append(errs, fmt.Sprintf("dtype f16 with optimizer %s needs clip_grad_norm > 0 (the overflow check of loss scaling runs in its norm pass)", c.Optimizer))
 	}
 	if c.ClipGradValue > 0 && (c.Optimizer == "adalomo" || c.Optimizer == "adamw") {
 		errs = append(errs, fmt.Sprintf("clip_grad_value is not supported with optimizer %s", c.Optimizer))
+	}
+	oneOf("peft_type", c.PeftType, "", "lora")
+	if c.LoRA() {
+		if c.LoraR <= 0 {
+			errs = append(errs, fmt.Sprintf("lora_r %d must be positive", c.LoraR))
+		}
+		if !(c.LoraAlpha > 0) || math.IsInf(c.LoraAlpha, 0) {
+			errs = append(errs, fmt.Sprintf("lora_alpha %v must be a positive number", c.LoraAlpha))
+		}
+		if !(c.LoraDropout >= 0 && c.LoraDropout < 1) {
+			errs = append(errs, fmt.Sprintf("lora_dropout %v is outside [0, 1)", c.LoraDropout))
+		}
+		if err := peft.CheckTargets(c.LoraTargetModules); err != nil {
+			errs = append(errs, "lora_target_modules: "+err.Error())
+		}
+		for _, f := range []struct {
+			key string
+			v   float64
+		}{{"hf_learning_rate", c.HFLearningRate}, {"hf_weight_decay", c.HFWeightDecay}, {"hf_warmup", c.HFWarmup}} {
+			if f.v < 0 || math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+				errs = append(errs, fmt.Sprintf("%s %v must be a finite number >= 0", f.key, f.v))
+			}
+		}
+		oneOf("hf_lr_scheduler_type", c.HFLRSchedulerType, "linear", "constant", "cosine")
+		if !c.LoraOnly && c.Optimizer != "lomo" && c.Optimizer != "adalomo" {
+			errs = append(errs, fmt.Sprintf("peft_type lora with lora_only false trains the base with optimizer lomo or adalomo, not %s", c.Optimizer))
+		}
+		if c.ClipGradValue > 0 {
+			errs = append(errs, "clip_grad_value is not supported with peft_type lora (the adapters' AdamW)")
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("train: config: %s", strings.Join(errs, "; "))

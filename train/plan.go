@@ -5,6 +5,7 @@ import (
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 )
@@ -17,11 +18,17 @@ type PlanRequest struct {
 	DType         gpu.DType
 	Checkpointing bool
 	ClipGradNorm  float64 // > 0: LOMO/AdaLomo run the two-pass step (forward recomputed, not kept)
+	// LoRA adds adapters (trained by AdamW); with LoRAOnly the base is
+	// frozen and Optimizer is not used, otherwise Optimizer (lomo or
+	// adalomo) trains the base.
+	LoRA     *peft.Config
+	LoRAOnly bool
 }
 
 // Plan is the device memory of one training step, per tag, in bytes.
 type Plan struct {
-	Optimizer     string `json:"optimizer"`
+	Optimizer     string `json:"optimizer"` // with LoRA: "lora (adamw)" or e.g. "lomo + lora (adamw)"
+	LoRAParams    int64  `json:"lora_params,omitempty"` // adapter parameters (their bytes are in params_bytes)
 	DType         string `json:"dtype"`
 	Batch         int    `json:"batch"`
 	Seq           int    `json:"seq"`
@@ -53,16 +60,29 @@ func PlanStep(req PlanRequest) (Plan, error) {
 	}
 	defer m.Release()
 	m.Checkpointing = req.Checkpointing
+	var lora *optim.LoRA
+	if req.LoRA != nil {
+		if err := m.AddLoRA(req.LoRA, 0); err != nil {
+			return p, err
+		}
+		p.LoRAParams = m.NumLoRAParams()
+		lora = &optim.LoRA{Only: req.LoRAOnly, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}}
+		p.Optimizer += " + lora (adamw)"
+		if req.LoRAOnly {
+			m.FreezeBase()
+			p.Optimizer = "lora (adamw)"
+		}
+	}
 	clip := req.ClipGradNorm
 	if req.DType == gpu.F16 && clip <= 0 && (req.Optimizer == "lomo" || req.Optimizer == "adalomo") {
 		clip = 1 // required under f16 (optim.New)
 	}
-	if clip > 0 && (req.Optimizer == "lomo" || req.Optimizer == "adalomo") {
+	if clip > 0 && (req.Optimizer == "lomo" || req.Optimizer == "adalomo") && !req.LoRAOnly {
 		p.NormPass = "recompute: a measuring forward+backward before the updating one"
 	} else if clip > 0 {
 		p.NormPass = "from the kept gradients"
 	}
-	opt, err := optim.New(d, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: clip}, req.DType)
+	opt, err := optim.New(d, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: clip, LoRA: lora}, req.DType)
 	if err != nil {
 		return p, err
 	}
@@ -84,7 +104,7 @@ func PlanStep(req PlanRequest) (Plan, error) {
 	// in the first and is live through the second's activation peak.
 	before := d.Dispatches()
 	for i := 0; i < 2; i++ {
-		if _, err := opt.Step(m.Params(), StepForward(m, in, 0)); err != nil {
+		if _, err := opt.Step(m.Trainable(), StepForward(m, in, 0)); err != nil {
 			return p, err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/cache"
+	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/hf/safetensors"
 	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/monitor"
@@ -111,6 +112,9 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		if err != nil {
 			return nil, err
 		}
+		if ck != "" && st.Optimizer != tr.optimizerName() {
+			return nil, fmt.Errorf("train: checkpoint %s was made with %s, the config says %s", ck, st.Optimizer, tr.optimizerName())
+		}
 		if ck != "" {
 			modelDir, resumed = ck, &st
 			tr.lastCheckpoint, tr.resumedFrom = ck, ck
@@ -132,10 +136,22 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	if cfg.DType == "f16" {
 		dt = gpu.F16
 	}
-	if tr.Model, err = nn.LoadLlama(d, modelDir, dt); err != nil {
+	// With LoRA alone the base weights never change: a checkpoint holds
+	// the adapters only, and the base comes from model_name_or_path.
+	weightsDir := modelDir
+	if cfg.LoRA() && cfg.LoraOnly {
+		weightsDir = baseDir
+	}
+	if tr.Model, err = nn.LoadLlama(d, weightsDir, dt); err != nil {
 		return nil, err
 	}
 	tr.Model.Checkpointing = cfg.GradCheckpoint
+	if cfg.LoRA() {
+		if err := tr.addLoRA(resumed != nil, modelDir); err != nil {
+			tr.Model.Release()
+			return nil, err
+		}
+	}
 	if tr.Tok.VocabSize() > tr.Model.Cfg.VocabSize {
 		tr.Model.Release()
 		return nil, fmt.Errorf("train: tokenizer has %d tokens, model vocabulary %d", tr.Tok.VocabSize(), tr.Model.Cfg.VocabSize)
@@ -145,18 +161,18 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		Schedule:  optim.Schedule{Kind: cfg.LRSchedulerType, LR: cfg.LearningRate, Warmup: cfg.Warmup, Total: tr.TotalSteps()},
 		LossScale: cfg.LossScale, ScaleWindow: cfg.ScaleWindow,
 	}
+	if cfg.LoRA() {
+		ocfg.LoRA = &optim.LoRA{Only: cfg.LoraOnly, WeightDecay: cfg.HFWeightDecay,
+			Schedule: optim.Schedule{Kind: cfg.HFLRSchedulerType, LR: cfg.HFLearningRate, Warmup: cfg.HFWarmup, Total: tr.TotalSteps()}}
+	}
 	if tr.Opt, err = optim.New(d, ocfg, dt); err != nil {
 		tr.Model.Release()
 		return nil, err
 	}
 	if resumed != nil {
-		if resumed.Optimizer != cfg.Optimizer {
-			tr.Release()
-			return nil, fmt.Errorf("train: checkpoint %s was made with %s, the config says %s", modelDir, resumed.Optimizer, cfg.Optimizer)
-		}
 		st := resumed.Optim
 		if st.Tensors, err = readOptimizerTensors(filepath.Join(modelDir, "optimizer.safetensors")); err == nil {
-			err = tr.Opt.LoadState(tr.Model.Params(), st)
+			err = tr.Opt.LoadState(tr.Model.Trainable(), st)
 		}
 		if err != nil {
 			tr.Release()
@@ -164,6 +180,42 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 		}
 	}
 	return tr, nil
+}
+
+// optimizerName says what trains what: the optimizer, or with LoRA
+// "lora (adamw)" or e.g. "lomo + lora (adamw)".
+func (tr *Trainer) optimizerName() string {
+	switch {
+	case !tr.Cfg.LoRA():
+		return tr.Cfg.Optimizer
+	case tr.Cfg.LoraOnly:
+		return "lora (adamw)"
+	}
+	return tr.Cfg.Optimizer + " + lora (adamw)"
+}
+
+// addLoRA gives the model its adapters: those of the checkpoint a run
+// resumes from, or new ones (seeded); with lora_only the base is frozen.
+func (tr *Trainer) addLoRA(resumed bool, ckpt string) error {
+	cfg := tr.Cfg
+	var err error
+	if resumed {
+		err = tr.Model.LoadLoRA(ckpt)
+	} else {
+		err = tr.Model.AddLoRA(peft.New(cfg.LoraR, cfg.LoraAlpha, cfg.LoraDropout, cfg.LoraTargetModules, cfg.ModelNameOrPath), cfg.Seed)
+	}
+	if err != nil {
+		return fmt.Errorf("train: LoRA: %w", err)
+	}
+	base := fmt.Sprintf("the base trained by %s at learning_rate %g", cfg.Optimizer, cfg.LearningRate)
+	if cfg.LoraOnly {
+		tr.Model.FreezeBase()
+		base = "the base frozen"
+	}
+	n, total := tr.Model.NumLoRAParams(), tr.Model.Cfg.NumParams()
+	fmt.Fprintf(tr.opts.Log, "LoRA r=%d alpha=%g dropout %g on %s: %d adapter parameters (%.3g%% of the model's %d), trained by AdamW at hf_learning_rate %g; %s\n",
+		cfg.LoraR, cfg.LoraAlpha, cfg.LoraDropout, strings.Join(cfg.LoraTargetModules, ", "), n, 100*float64(n)/float64(total), total, cfg.HFLearningRate, base)
+	return nil
 }
 
 // readOptimizerTensors reads optimizer.safetensors (absent: no tensors).
@@ -368,8 +420,8 @@ func (tr *Trainer) Run() (Summary, error) {
 		return s, tr.metricsErr
 	}
 	tr.publish(monitor.Event{Kind: monitor.KindRun, RunInfo: &monitor.RunInfo{
-		Model: tr.Cfg.ModelNameOrPath, Adapter: tr.D.Info.Name, Config: tr.Cfg.Map(), Params: tr.Model.Cfg.NumParams(),
-		Optimizer: tr.Cfg.Optimizer, Dtype: tr.Cfg.DType,
+		Model: tr.Cfg.ModelNameOrPath, Adapter: tr.D.Info.Name, Config: tr.Cfg.Map(), Params: tr.Model.Cfg.NumParams(), LoRAParams: tr.Model.NumLoRAParams(),
+		Optimizer: tr.optimizerName(), Dtype: tr.Cfg.DType,
 	}})
 	steps0, skipped0 := tr.step, tr.skipped
 	err := tr.run(&s)
@@ -542,7 +594,9 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 	}
 	defer in.Release()
 	t0 := time.Now()
-	res, err := tr.Opt.Step(tr.Model.Params(), StepForward(tr.Model, in, float32(tr.Cfg.ClipLossValue)))
+	// A new dropout mask for every step; the same for both passes of one.
+	tr.Model.SetDropoutSeed(uint32(tr.Cfg.Seed)*0x9e3779b1 + uint32(tr.step+1))
+	res, err := tr.Opt.Step(tr.Model.Trainable(), StepForward(tr.Model, in, float32(tr.Cfg.ClipLossValue)))
 	if err != nil {
 		return res, err
 	}
@@ -668,7 +722,7 @@ func (tr *Trainer) publishSample() {
 // place, so that an interrupted save never leaves a damaged checkpoint.
 func (tr *Trainer) SaveCheckpoint() (string, error) {
 	dir := filepath.Join(tr.Cfg.OutputDir, fmt.Sprintf("checkpoint-%d", tr.step))
-	st := TrainerState{Step: tr.step, Epoch: tr.epoch, Optimizer: tr.Cfg.Optimizer, Seed: tr.Cfg.Seed}
+	st := TrainerState{Step: tr.step, Epoch: tr.epoch, Optimizer: tr.optimizerName(), Seed: tr.Cfg.Seed}
 	if tr.step > 0 && tr.step%max(1, tr.StepsPerEpoch()) == 0 {
 		st.Epoch = tr.step / tr.StepsPerEpoch()
 	}
@@ -688,7 +742,14 @@ func (tr *Trainer) SaveFinal() error {
 func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
-	if err := tr.Model.Save(tmp); err != nil {
+	var err error
+	if !tr.Cfg.LoRA() || !tr.Cfg.LoraOnly {
+		err = tr.Model.Save(tmp)
+	}
+	if err == nil && tr.Cfg.LoRA() {
+		err = tr.Model.SaveLoRA(tmp, tr.Cfg.ModelNameOrPath)
+	}
+	if err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}

@@ -240,7 +240,7 @@ func runName(outDir string) string {
 }
 
 func cmdEval(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("eval", stderr).withAdapter().withDType("f32")
+	fs := newOptions("eval", stderr).withAdapter().withDType("f32").withPeft()
 	model := fs.String("model", "", "model folder (HF layout: config.json, model.safetensors, tokenizer.json) or Hub id org/name[@revision] in the local HF cache")
 	task := fs.String("task", "", "task name: "+strings.Join(data.TaskNames(), ", "))
 	file := fs.String("data", "", "task file (jsonl)")
@@ -278,6 +278,9 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Release()
+	if err := fs.applyPeft(m); err != nil {
+		return err
+	}
 	r, err := train.Evaluate(m, tok, t, train.EvalOptions{BatchSize: *batch, MaxLen: *maxLen, Mean: *mean, MaxNewTokens: 32})
 	if err != nil {
 		return err
@@ -296,7 +299,7 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdGenerate(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("generate", stderr).withAdapter()
+	fs := newOptions("generate", stderr).withAdapter().withPeft()
 	model := fs.String("model", "", "model folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
 	def := nn.DefaultSampleOptions()
@@ -338,6 +341,9 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Release()
+	if err := fs.applyPeft(m); err != nil {
+		return err
+	}
 	ids, err := train.PromptIDs(tok, *prompt)
 	if err != nil {
 		return err

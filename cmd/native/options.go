@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/peft"
+	"github.com/lomo-dev/lomo/nn"
 )
 
 // options is the one home of the option handling the commands share: the
@@ -20,7 +22,32 @@ type options struct {
 	*flag.FlagSet
 	adapter string // --adapter, when registered by withAdapter
 	dtype   string // --dtype, when registered by withDType
+	peft    string // --peft, when registered by withPeft
 	checks  []func() error
+}
+
+// withPeft adds --peft, a LoRA adapter folder in PEFT layout to apply to
+// the model (the word "adapter" already names the GPU). Its config is
+// read and checked in parse, before anything starts; its tensors are
+// checked against the model by applyPeft.
+func (o *options) withPeft() *options {
+	o.StringVar(&o.peft, "peft", "", "LoRA adapter folder in Hugging Face PEFT layout (adapter_config.json, adapter_model.safetensors) to apply to the model")
+	o.check(func() error {
+		if o.peft == "" {
+			return nil
+		}
+		_, err := peft.Load(o.peft)
+		return err
+	})
+	return o
+}
+
+// applyPeft adds --peft's adapters to m (nothing without --peft).
+func (o *options) applyPeft(m *nn.Llama) error {
+	if o.peft == "" {
+		return nil
+	}
+	return m.LoadLoRA(o.peft)
 }
 
 func newOptions(name string, stderr io.Writer) *options {

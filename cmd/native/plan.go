@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/train"
 )
 
@@ -30,6 +31,9 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing per block")
 	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO/AdaLomo then run two passes; activations are recomputed, not kept)")
 	asJSON := fs.Bool("json", false, "one JSON object per line per optimizer")
+	loraR := fs.Int("lora-r", 0, "also plan LoRA adapters of this rank: LoRA alone, and LoRA beside each of lomo and adalomo (0: none)")
+	loraTargets := fs.String("lora-target-modules", strings.Join(peft.DefaultTargets, ","), "the layers the adapters adapt, comma separated")
+	fs.atLeast("lora-r", loraR, 0)
 	fs.atLeast("batch", batch, 1)
 	fs.atLeast("seq", seq, 1)
 	fs.listOf("optimizer", optName, "lomo", "adalomo", "sgd", "adamw")
@@ -48,13 +52,39 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	if *optName != "" {
 		opts = strings.Split(*optName, ",")
 	}
+	var lora *peft.Config
+	if *loraR > 0 {
+		lora = peft.New(*loraR, float64(2**loraR), 0, strings.Split(*loraTargets, ","), *model)
+		if err := lora.Validate(); err != nil {
+			return fmt.Errorf("%w: --lora-target-modules: %v", errUsage, err)
+		}
+	}
 	var plans []train.Plan
-	for _, o := range opts {
-		p, err := train.PlanStep(train.PlanRequest{Config: cfg, Batch: *batch, Seq: *seq, Optimizer: o, DType: fs.DType(), Checkpointing: *ckpt, ClipGradNorm: *clip})
+	plan := func(req train.PlanRequest) error {
+		req.Config, req.Batch, req.Seq, req.DType, req.Checkpointing, req.ClipGradNorm = cfg, *batch, *seq, fs.DType(), *ckpt, *clip
+		p, err := train.PlanStep(req)
 		if err != nil {
-			return fmt.Errorf("%s: %w", o, err)
+			return fmt.Errorf("%s: %w", p.Optimizer, err)
 		}
 		plans = append(plans, p)
+		return nil
+	}
+	for _, o := range opts {
+		if err := plan(train.PlanRequest{Optimizer: o}); err != nil {
+			return err
+		}
+	}
+	if lora != nil {
+		if err := plan(train.PlanRequest{Optimizer: "adamw", LoRA: lora, LoRAOnly: true}); err != nil {
+			return err
+		}
+		for _, o := range opts {
+			if o == "lomo" || o == "adalomo" {
+				if err := plan(train.PlanRequest{Optimizer: o, LoRA: lora}); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	if *asJSON {
 		for _, p := range plans {
@@ -71,6 +101,9 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v (1 GB = 1e9 bytes)\n",
 		*model, count(cfg.NumParams()), *batch, *seq, fs.DType(), *ckpt)
+	if lora != nil {
+		fmt.Fprintf(stdout, "LoRA r=%d on %s: %s adapter parameters (f32, in params)\n", *loraR, strings.Join(lora.TargetModules, ", "), count(plans[len(plans)-1].LoRAParams))
+	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "optimizer\tparams\tgrads\toptimizer\tactivations\tscratch\ttotal\t24GB\t48GB\t80GB\t")
 	gb := decimalBytes

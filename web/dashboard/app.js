@@ -162,6 +162,7 @@
     if (!info) return;
     const parts = [info.model, info.adapter, info.optimizer, info.dtype];
     if (info.params) parts.push((info.params / 1e6).toFixed(1) + 'M params');
+    if (info.lora_params) parts.push(info.lora_params.toLocaleString('en') + ' LoRA adapter params');
     $('run-info').textContent = parts.filter(Boolean).join(' · ');
   }
 

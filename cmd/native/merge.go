@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/nn"
+)
+
+func init() {
+	register("merge", "fold a LoRA adapter (PEFT layout) into its base model and write a full HF checkpoint", cmdMerge)
+}
+
+// cmdMerge writes W + (alpha/r)·B·A for every adapted layer, with the rest
+// of the base, as a model folder in Hugging Face layout. Everything is
+// checked (the adapter against the base's shapes) before --out is
+// created, so bad input writes nothing.
+func cmdMerge(args []string, stdout, stderr io.Writer) error {
+	fs := newOptions("merge", stderr).withAdapter().withPeft()
+	model := fs.String("model", "", "the base model: folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
+	out := fs.String("out", "", "folder to write the merged model to (must not exist, or be empty)")
+	dtype := fs.String("dtype", "", "storage of the merged weights: f32 or f16 (default: the base's torch_dtype, f16 for float16 and bfloat16)")
+	fs.oneOf("dtype", dtype, "", "f32", "f16")
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *model == "" || fs.peft == "" || *out == "" {
+		return fmt.Errorf("%w: --model, --peft and --out are required", errUsage)
+	}
+	if entries, err := os.ReadDir(*out); err == nil && len(entries) > 0 {
+		return fmt.Errorf("%w: --out %s exists and is not empty", errUsage, *out)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	cfg, err := config.Load(*model)
+	if err != nil {
+		return err
+	}
+	dt := gpu.F32
+	switch {
+	case *dtype == "f16", *dtype == "" && (cfg.TorchDType == "float16" || cfg.TorchDType == "bfloat16"):
+		dt = gpu.F16
+	}
+	d, err := fs.open(io.Discard)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	m, err := nn.LoadLlama(d, *model, dt)
+	if err != nil {
+		return err
+	}
+	defer m.Release()
+	if err := fs.applyPeft(m); err != nil {
+		return err
+	}
+	pc := m.PeftConfig()
+	n := m.NumLoRAParams()
+	if err := m.MergeLoRA(); err != nil {
+		return err
+	}
+	if err := m.Save(*out); err != nil {
+		return err
+	}
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"} {
+		b, err := os.ReadFile(filepath.Join(*model, f))
+		if err != nil {
+			continue // optional files
+		}
+		if err := os.WriteFile(filepath.Join(*out, f), b, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "merged %d adapter parameters (r=%d, scale %g, %v) into %s: %s\n", n, pc.R, pc.Scale(), pc.TargetModules, *model, *out)
+	return nil
+}
