@@ -88,7 +88,7 @@ func DefaultConfig() Config {
 		// 16 halvings take the default 2^16 scale down to 1: a run whose
 		// gradients overflow after that many is not recovering.
 		MaxConsecutiveSkippedSteps: 16,
-		LoraR: 8, LoraAlpha: 16, LoraDropout: 0.05, LoraTargetModules: []string{"q_proj", "v_proj"},
+		LoraR:                      8, LoraAlpha: 16, LoraDropout: 0.05, LoraTargetModules: []string{"q_proj", "v_proj"},
 		HFLearningRate: 5e-4, HFLRSchedulerType: "linear", HFWarmup: 0.05,
 	}
 }

@@ -27,7 +27,7 @@ type PlanRequest struct {
 
 // Plan is the device memory of one training step, per tag, in bytes.
 type Plan struct {
-	Optimizer     string `json:"optimizer"` // with LoRA: "lora (adamw)" or e.g. "lomo + lora (adamw)"
+	Optimizer     string `json:"optimizer"`             // with LoRA: "lora (adamw)" or e.g. "lomo + lora (adamw)"
 	LoRAParams    int64  `json:"lora_params,omitempty"` // adapter parameters (their bytes are in params_bytes)
 	DType         string `json:"dtype"`
 	Batch         int    `json:"batch"`
