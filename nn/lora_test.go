@@ -326,6 +326,34 @@ func TestLoRAModelGradients(t *testing.T) {
 	}
 }
 
+// TestFrozenLayersLeakNothing: with the base frozen and adapters on some
+// layers only, parts of the first block need no gradient (its input, the
+// embedding, has none): the keys beside adapted queries, the gate beside
+// an adapted up projection, an attention half that is all frozen. Their
+// ops must not leave gradient buffers behind: after backward, with and
+// without checkpointing, every activation byte is released.
+func TestFrozenLayersLeakNothing(t *testing.T) {
+	for _, targets := range [][]string{{"q_proj", "up_proj"}, {"down_proj"}} {
+		m := newToy(t, false)
+		if err := m.AddLoRA(peft.New(2, 4, 0, targets, "toy"), 5); err != nil {
+			t.Fatal(err)
+		}
+		m.FreezeBase()
+		in := toyBatch(t, m)
+		for _, ckpt := range []bool{false, true} {
+			m.Checkpointing = ckpt
+			before := dev.Stats().Tag(gpu.TagActivation).Live
+			rec := backward(t, m, in)
+			if len(rec.grads) != 2*len(targets)*len(m.Layers) {
+				t.Errorf("%v: %d callbacks", targets, len(rec.grads))
+			}
+			if after := dev.Stats().Tag(gpu.TagActivation).Live; after != before {
+				t.Errorf("%v, checkpointing=%v: %d activation bytes live after backward, %d before", targets, ckpt, after, before)
+			}
+		}
+	}
+}
+
 func logitsOf(t *testing.T, m *Llama, in *Inputs) []float32 {
 	t.Helper()
 	tape := NewTape(dev, false)

@@ -285,7 +285,7 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 			// The kernel overwrites dq, dk, dv: write straight into fresh
 			// gradients, or into temporaries added onto existing ones.
 			dst := func(x *Tensor) (*gpu.Buffer, error) {
-				if x.grad == nil {
+				if x.grad == nil && x.needsGrad {
 					b, _, err := t.gradOf(x)
 					return b, err
 				}
@@ -310,7 +310,9 @@ func (t *Tape) Attention(q, k, v *Tensor, start *gpu.Buffer, s AttentionShape) (
 				x *Tensor
 				b *gpu.Buffer
 			}{{q, dq}, {k, dk}, {v, dv}} {
-				if p.b != p.x.grad {
+				// An input without a gradient (the keys of a frozen layer
+				// whose input has none) got a temporary, dropped here.
+				if p.b != p.x.grad && p.x.needsGrad {
 					if err := wgsl.Axpy(t.D, p.x.grad, p.b, p.x.Len(), p.x.GradDType(), 1, 1); err != nil {
 						return err
 					}
@@ -347,11 +349,30 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 			if h.grad == nil {
 				return nil
 			}
-			dg, accG, err := t.gradOf(g)
+			// The kernel writes both: an input without a gradient (a
+			// frozen layer's output on an input without one) gets a
+			// temporary.
+			var tmps []*gpu.Buffer
+			defer func() { // after the dispatch is recorded, which keeps them valid
+				for _, b := range tmps {
+					b.Release()
+				}
+			}()
+			grad := func(x *Tensor) (*gpu.Buffer, bool, error) {
+				if x.needsGrad {
+					return t.gradOf(x)
+				}
+				b, err := t.D.NewBuffer(gpu.TagActivation, x.GradDType().Bytes(x.Len()))
+				if err == nil {
+					tmps = append(tmps, b)
+				}
+				return b, false, err
+			}
+			dg, accG, err := grad(g)
 			if err != nil {
 				return err
 			}
-			du, accU, err := t.gradOf(u)
+			du, accU, err := grad(u)
 			if err != nil {
 				return err
 			}

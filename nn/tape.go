@@ -308,6 +308,13 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 		// unless an op of the block saved them for its backward.
 		y2.Release()
 		err = sub.run(sub.callback)
+		if y2.grad != nil {
+			// No recorded op produced y2 (nothing in the block needs a
+			// gradient: frozen weights on an input without one), so no
+			// op freed its gradient.
+			y2.grad.Release()
+			y2.grad = nil
+		}
 		if err != nil {
 			sub.Release()
 			return err
