@@ -8,6 +8,7 @@ import (
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/internal/shared"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
@@ -32,7 +33,20 @@ func TestMain(m *testing.M) {
 func measure(t *testing.T, m *nn.Llama, req PlanRequest) Plan {
 	t.Helper()
 	m.Checkpointing = req.Checkpointing
-	opt, err := optim.New(dev, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: req.ClipGradNorm}, req.DType)
+	var lora *optim.LoRA
+	if req.LoRA != nil {
+		if err := m.AddLoRA(req.LoRA, 0); err != nil {
+			t.Fatal(err)
+		}
+		if req.LoRAOnly {
+			m.FreezeBase()
+		}
+		lora = &optim.LoRA{Only: req.LoRAOnly, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}}
+	}
+	// Loss scale 1: an f16 step that overflowed at the default 2^16 would
+	// be skipped, and state created by an update (the adapters' AdamW
+	// moments) would not be measured.
+	opt, err := optim.New(dev, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: req.ClipGradNorm, LoRA: lora, LossScale: 1}, req.DType)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +70,7 @@ func measure(t *testing.T, m *nn.Llama, req PlanRequest) Plan {
 	base := dev.Stats()
 	dev.ResetPeak()
 	for i := 0; i < 2; i++ { // as PlanStep: state of the first step is live in the second
-		if _, err := opt.Step(m.Params(), StepForward(m, in, 0)); err != nil {
+		if _, err := opt.Step(m.Trainable(), StepForward(m, in, 0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -117,10 +131,22 @@ func TestPlanMatchesMeasurement(t *testing.T) {
 		{Optimizer: "adalomo", DType: gpu.F32, Batch: 2, Seq: 16, Checkpointing: true},
 		{Optimizer: "adamw", DType: gpu.F32, Batch: 2, Seq: 16, Checkpointing: true},
 		{Optimizer: "adamw", DType: gpu.F16, Batch: 2, Seq: 16, Checkpointing: false},
+		// LoRA alone (the base frozen) and LoRA beside LOMO, with dropout.
+		{Optimizer: "adamw", DType: gpu.F32, Batch: 2, Seq: 16, Checkpointing: true, ClipGradNorm: 1,
+			LoRA: peft.New(4, 8, 0.05, []string{"q_proj", "v_proj", "down_proj"}, ""), LoRAOnly: true},
+		{Optimizer: "lomo", DType: gpu.F16, Batch: 2, Seq: 16, Checkpointing: false, ClipGradNorm: 1,
+			LoRA: peft.New(4, 8, 0.05, []string{"q_proj", "v_proj", "down_proj"}, "")},
 	}
 	for _, mod := range models {
 		for _, req := range cases {
-			t.Run(fmt.Sprintf("%s/%s/%v/ckpt=%v", mod.name, req.Optimizer, req.DType, req.Checkpointing), func(t *testing.T) {
+			name := req.Optimizer
+			if req.LoRA != nil {
+				name = "lora+" + name
+				if req.LoRAOnly {
+					name = "lora"
+				}
+			}
+			t.Run(fmt.Sprintf("%s/%s/%v/ckpt=%v", mod.name, name, req.DType, req.Checkpointing), func(t *testing.T) {
 				m := mod.load(t, req.DType)
 				defer m.Release()
 				req.Config = m.Cfg
@@ -142,12 +168,20 @@ func TestPlanMatchesMeasurement(t *testing.T) {
 					largest = max(largest, b)
 					all += b
 				}
-				switch req.Optimizer {
-				case "lomo", "adalomo":
+				switch {
+				case req.LoRAOnly:
+					var adapters int64
+					for _, p := range m.LoRAParams() {
+						adapters += p.GradDType().Bytes(p.Len())
+					}
+					if got.Grads > 2*adapters {
+						t.Errorf("LoRA alone: peak grad bytes %d; the adapters' gradients are %d bytes", got.Grads, adapters)
+					}
+				case req.Optimizer == "lomo", req.Optimizer == "adalomo":
 					if got.Grads > largest {
 						t.Errorf("%s: peak grad bytes %d above the largest parameter's gradient %d", req.Optimizer, got.Grads, largest)
 					}
-				case "adamw":
+				case req.Optimizer == "adamw":
 					if got.Grads < all {
 						t.Errorf("adamw keeps all gradients: peak %d below their total %d", got.Grads, all)
 					}
