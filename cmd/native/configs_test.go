@@ -93,7 +93,17 @@ func TestConfigs(t *testing.T) {
 				if cfg.SaveStrategy == "epoch" {
 					saved = filepath.Join(out, "checkpoint-2")
 				}
-				for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json"} {
+				files := []string{"config.json", "model.safetensors", "tokenizer.json"}
+				if cfg.LoRA() {
+					// The adapter in PEFT layout, beside the base that
+					// LOMO updated (with lora_only the base is unchanged
+					// and not saved).
+					files = append(files, "adapter_config.json", "adapter_model.safetensors")
+					if cfg.LoraOnly {
+						files = files[2:]
+					}
+				}
+				for _, f := range files {
 					if _, err := os.Stat(filepath.Join(saved, f)); err != nil {
 						t.Errorf("save_strategy %s: %v", cfg.SaveStrategy, err)
 					}
