@@ -1,6 +1,8 @@
 package train
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -148,4 +150,64 @@ func logits(t *testing.T, m *nn.Llama, in *nn.Inputs) []float32 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestLoRAResume: a LoRA run stopped after its first step and resumed
+// from the checkpoint ends with the adapters (and, beside AdaLomo, the
+// base) of the uninterrupted run, bit for bit: adapters, AdamW moments and
+// step counts come back from the checkpoint, and with LoRA alone the base
+// from model_name_or_path (the checkpoint holds the adapter only).
+func TestLoRAResume(t *testing.T) {
+	for _, only := range []bool{true, false} {
+		t.Run(fmt.Sprintf("lora_only=%v", only), func(t *testing.T) {
+			cfg := func(out string) Config {
+				c := copaConfig(t, out)
+				c.Optimizer, c.LearningRate, c.ClipGradNorm = "adalomo", 0.01, 0
+				c.PeftType, c.LoraOnly, c.HFLearningRate, c.LoraDropout = "lora", only, 0.01, 0.1
+				c.ZeroShotEval, c.SaveStrategy, c.MaxSteps, c.EvalStrategy = false, "end", 3, "no"
+				return c
+			}
+			run := func(out string, resume, stop bool) Summary {
+				tr, err := New(cfg(out), dev, Options{Resume: resume})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr.Release()
+				if stop {
+					tr.RequestStop()
+				}
+				s, err := tr.Run()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			whole, out := t.TempDir(), t.TempDir()
+			run(whole, false, false)
+			if s := run(out, false, true); s.Steps != 1 {
+				t.Fatalf("stopped run: %d steps", s.Steps)
+			}
+			ck := filepath.Join(out, "checkpoint-1")
+			if _, err := os.Stat(filepath.Join(ck, "model.safetensors")); (err == nil) == only {
+				t.Errorf("checkpoint of lora_only=%v: model.safetensors present %v", only, err == nil)
+			}
+			if s := run(out, true, false); s.Steps != 3 {
+				t.Fatalf("resumed run: %d steps", s.Steps)
+			}
+			files := []string{peft.WeightsFile}
+			if !only {
+				files = append(files, "model.safetensors")
+			}
+			for _, f := range files {
+				a, errA := os.ReadFile(filepath.Join(whole, "final", f))
+				b, errB := os.ReadFile(filepath.Join(out, "final", f))
+				if errA != nil || errB != nil {
+					t.Fatal(errA, errB)
+				}
+				if !bytes.Equal(a, b) {
+					t.Errorf("final/%s of the resumed run differs from the uninterrupted run's", f)
+				}
+			}
+		})
+	}
 }
