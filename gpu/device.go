@@ -445,6 +445,10 @@ func (b *Buffer) Size() int64 { return b.size }
 // Tag of the buffer.
 func (b *Buffer) Tag() Tag { return b.tag }
 
+// Device is the device the buffer lives on (a model split across devices
+// has buffers on several).
+func (b *Buffer) Device() *Device { return b.d }
+
 const storageUsage = wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst
 
 // NewBuffer allocates a storage buffer of at least n bytes (rounded up to a
