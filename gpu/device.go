@@ -353,6 +353,10 @@ func (d *Device) ResetPeak() {
 	d.mu.Unlock()
 }
 
+// Err reports why the device cannot take work (ErrClosed, or a device-lost
+// *Error), or nil: with several devices, which one failed.
+func (d *Device) Err() error { return d.usable() }
+
 // usable reports why the device cannot take work: closed or lost.
 func (d *Device) usable() error {
 	if d.closed {
