@@ -203,10 +203,11 @@ func crossCopy(da *gpu.Device, a *gpu.Buffer, db *gpu.Device, b *gpu.Buffer, n i
 	return nil
 }
 
-// at returns the batch's buffers on device d.
+// at returns the batch's buffers on device d (the batch itself on the
+// model's first device, or for a model on one device).
 func (in *Inputs) at(d *gpu.Device) *Inputs {
-	if in.IDs.Device() == d || in.copies[d] == nil {
-		return in
+	if c := in.copies[d]; c != nil {
+		return c
 	}
-	return in.copies[d]
+	return in
 }
