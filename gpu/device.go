@@ -353,6 +353,10 @@ func (d *Device) ResetPeak() {
 	d.mu.Unlock()
 }
 
+// Err reports why the device cannot take work (ErrClosed, or a device-lost
+// *Error), or nil: with several devices, which one failed.
+func (d *Device) Err() error { return d.usable() }
+
 // usable reports why the device cannot take work: closed or lost.
 func (d *Device) usable() error {
 	if d.closed {
@@ -444,6 +448,10 @@ func (b *Buffer) Size() int64 { return b.size }
 
 // Tag of the buffer.
 func (b *Buffer) Tag() Tag { return b.tag }
+
+// Device is the device the buffer lives on (a model split across devices
+// has buffers on several).
+func (b *Buffer) Device() *Device { return b.d }
 
 const storageUsage = wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst
 

@@ -82,14 +82,15 @@ type kvCache struct {
 func (m *Llama) newKVCache(capacity int) (*kvCache, error) {
 	c := &kvCache{capacity: capacity}
 	bytes := m.ActivationDType().Bytes(capacity * m.Cfg.NumKVHeads * m.Cfg.HeadDim)
-	for range m.Layers {
-		k, err := m.d.NewBuffer(gpu.TagActivation, bytes)
+	for li := range m.Layers {
+		d := m.devs[m.stage[li]] // the layer's device
+		k, err := d.NewBuffer(gpu.TagActivation, bytes)
 		if err != nil {
 			c.release()
 			return nil, err
 		}
 		c.k = append(c.k, k)
-		v, err := m.d.NewBuffer(gpu.TagActivation, bytes)
+		v, err := d.NewBuffer(gpu.TagActivation, bytes)
 		if err != nil {
 			c.release()
 			return nil, err
@@ -119,8 +120,10 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 	for i := range pos {
 		pos[i] = c.n + i
 	}
-	if err := m.d.Write(in.Pos, 0, u32Bytes(pos)); err != nil {
-		return nil, err
+	for _, d := range m.devs {
+		if err := d.Write(in.at(d).Pos, 0, u32Bytes(pos)); err != nil {
+			return nil, err
+		}
 	}
 	cfg := m.Cfg
 	hd, kvRow := cfg.HeadDim, cfg.NumKVHeads*cfg.HeadDim
@@ -132,27 +135,31 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 		return nil, err
 	}
 	for li, l := range m.Layers {
+		if x, err = m.toStage(t, x, m.devs[m.stage[li]]); err != nil {
+			return nil, err
+		}
+		in, d := in.at(t.D), t.D
 		y, err := m.blockWith(t, l, x, in, func(t *Tape, q, k, v *Tensor) (*Tensor, error) {
 			// k, v (n,KV*D) -> cache rows c.n..c.n+n-1
 			off, size := elem*int64(c.n*kvRow), elem*int64(n*kvRow)
-			if err := m.d.Copy(k.Buf, 0, c.k[li], off, size); err != nil {
+			if err := d.Copy(k.Buf, 0, c.k[li], off, size); err != nil {
 				return nil, err
 			}
-			if err := m.d.Copy(v.Buf, 0, c.v[li], off, size); err != nil {
+			if err := d.Copy(v.Buf, 0, c.v[li], off, size); err != nil {
 				return nil, err
 			}
 			o, err := t.activation(q.DType, n, cfg.NumHeads*hd)
 			if err != nil {
 				return nil, err
 			}
-			lse, err := m.d.NewBuffer(gpu.TagScratch, 4*int64(cfg.NumHeads*n))
+			lse, err := d.NewBuffer(gpu.TagScratch, 4*int64(cfg.NumHeads*n))
 			if err != nil {
 				o.Release()
 				return nil, err
 			}
 			defer lse.Release()
 			// q (n,H*D) at positions c.n.. against the cache -> o (n,H*D)
-			err = wgsl.AttentionDecode(m.d, o.Buf, lse, q.Buf, c.k[li], c.v[li], in.Start, q.DType, 1, n, c.capacity, c.n, cfg.NumHeads, cfg.NumKVHeads, hd, scale)
+			err = wgsl.AttentionDecode(d, o.Buf, lse, q.Buf, c.k[li], c.v[li], in.Start, q.DType, 1, n, c.capacity, c.n, cfg.NumHeads, cfg.NumKVHeads, hd, scale)
 			if err != nil {
 				o.Release()
 				return nil, err
@@ -173,10 +180,13 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 	}
 	defer last.Release()
 	row := elem * int64(cfg.HiddenSize)
-	if err := m.d.Copy(x.Buf, int64(n-1)*row, last.Buf, 0, row); err != nil {
+	if err := t.D.Copy(x.Buf, int64(n-1)*row, last.Buf, 0, row); err != nil {
 		return nil, err
 	}
 	h, err := t.RMSNorm(last, m.Norm, float32(cfg.RMSNormEps))
+	if err == nil {
+		h, err = m.toStage(t, h, m.headDevice())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -187,7 +197,7 @@ func (m *Llama) decode(c *kvCache, ids []int) ([]float32, error) {
 	}
 	defer logits.Release()
 	c.n += n
-	return ReadF32(m.d, logits)
+	return ReadF32(t.D, logits)
 }
 
 // u32Bytes encodes ints as little-endian 32-bit words (labels' -100 as

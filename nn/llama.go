@@ -38,6 +38,11 @@ type Llama struct {
 	loraOf      map[*Param]*LoRA
 	peftCfg     *peft.Config
 	dropoutSeed uint32
+	// devs are the devices of the stages (d is the first), stage the stage
+	// of each block (Placement); transfers counts the boundary copies.
+	devs      []*gpu.Device
+	stage     []int
+	transfers Transfers
 }
 
 // Block is one decoder layer.
@@ -45,16 +50,20 @@ type Block struct {
 	AttnNorm, Q, K, V, O, MLPNorm, Gate, Up, Down *Param
 }
 
-// NewLlama allocates the parameters of cfg (contents undefined: Load or
-// InitRandom next).
-func NewLlama(d *gpu.Device, cfg *config.Llama, dt gpu.DType) (*Llama, error) {
+// NewLlamaSplit allocates the parameters of cfg on the devices of pl
+// (contents undefined: Load or InitRandom next).
+func NewLlamaSplit(pl Placement, cfg *config.Llama, dt gpu.DType) (*Llama, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.RopeScaling != nil {
 		return nil, fmt.Errorf("nn: rope_scaling %v is not supported", cfg.RopeScaling)
 	}
-	m := &Llama{Cfg: cfg, DType: dt, d: d, byName: map[string]*Param{}, Layers: make([]*Block, cfg.NumLayers)}
+	stage, err := pl.check(cfg.NumLayers)
+	if err != nil {
+		return nil, err
+	}
+	m := &Llama{Cfg: cfg, DType: dt, d: pl.Devices[0], devs: pl.Devices, stage: stage, byName: map[string]*Param{}, Layers: make([]*Block, cfg.NumLayers)}
 	for i := range m.Layers {
 		m.Layers[i] = &Block{}
 	}
@@ -63,6 +72,7 @@ func NewLlama(d *gpu.Device, cfg *config.Llama, dt gpu.DType) (*Llama, error) {
 		if len(ti.Shape) == 1 {
 			dt = gpu.F32 // norm weights are tiny: keep them f32
 		}
+		d := m.deviceOf(ti.Name)
 		p, err := NewParam(d, ti.Name, dt, ti.Shape...)
 		if err != nil {
 			m.Release()
@@ -152,17 +162,17 @@ func (m *Llama) InitRandom(seed uint64, std float64) error {
 				v[i] = float32(r.NormFloat64() * std)
 			}
 		}
-		if err := m.d.Write(p.Buf, 0, EncodeF32(v, p.DType)); err != nil {
+		if err := p.Buf.Device().Write(p.Buf, 0, EncodeF32(v, p.DType)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// LoadLlama reads config.json and the safetensors weights of an HF model
-// folder, checking names and shapes first, then streaming tensor by tensor
-// to the device (f32, f16 and bf16 checkpoints convert to dt).
-func LoadLlama(d *gpu.Device, dir string, dt gpu.DType) (*Llama, error) {
+// LoadLlamaSplit reads config.json and the safetensors weights of an HF
+// model folder, checking names and shapes first, then streaming tensor by
+// tensor to the devices of pl (f32, f16 and bf16 checkpoints convert to dt).
+func LoadLlamaSplit(pl Placement, dir string, dt gpu.DType) (*Llama, error) {
 	cfg, err := config.Load(dir)
 	if err != nil {
 		return nil, err
@@ -175,7 +185,7 @@ func LoadLlama(d *gpu.Device, dir string, dt gpu.DType) (*Llama, error) {
 	if err := cfg.CheckWeights(st); err != nil {
 		return nil, err
 	}
-	m, err := NewLlama(d, cfg, dt)
+	m, err := NewLlamaSplit(pl, cfg, dt)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +201,7 @@ func LoadLlama(d *gpu.Device, dir string, dt gpu.DType) (*Llama, error) {
 				return nil, fmt.Errorf("nn: %s: %s[%d] is %v", dir, p.Name, i, x)
 			}
 		}
-		if err := d.Write(p.Buf, 0, EncodeF32(v, p.DType)); err != nil {
+		if err := p.Buf.Device().Write(p.Buf, 0, EncodeF32(v, p.DType)); err != nil {
 			m.Release()
 			return nil, err
 		}
@@ -224,7 +234,7 @@ func (m *Llama) Save(dir string) error {
 		return err
 	}
 	for _, p := range m.params {
-		v, err := ReadF32(m.d, p.Tensor)
+		v, err := ReadF32(p.Buf.Device(), p.Tensor)
 		if err == nil {
 			err = w.WriteF32(p.Name, v)
 		}
@@ -272,6 +282,8 @@ type Inputs struct {
 	Start  *gpu.Buffer // u32 (B): index of the first real token of each sequence
 	Labels *gpu.Buffer // i32 (B*T): next-token targets, -100 ignored; nil without labels
 	Count  int         // labels that count
+	// copies are the same buffers on the model's other devices (Placement).
+	copies map[*gpu.Device]*Inputs
 }
 
 // IgnoreIndex marks a label that the loss ignores.
@@ -310,24 +322,34 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 		}
 	}
 	in := &Inputs{B: b, T: t, Count: count}
-	up := func(xs []int) (*gpu.Buffer, error) {
-		buf, err := m.d.NewBuffer(gpu.TagScratch, int64(4*len(xs)))
-		if err != nil {
-			return nil, err
+	for i, d := range m.devs {
+		c := in
+		if i > 0 {
+			c = &Inputs{B: b, T: t, Count: count}
+			if in.copies == nil {
+				in.copies = map[*gpu.Device]*Inputs{}
+			}
+			in.copies[d] = c
 		}
-		return buf, m.d.Write(buf, 0, u32Bytes(xs))
-	}
-	var err error
-	if in.IDs, err = up(ids); err == nil {
-		if in.Pos, err = up(pos); err == nil {
-			if in.Start, err = up(start); err == nil && labels != nil {
-				in.Labels, err = up(labels)
+		up := func(xs []int) (*gpu.Buffer, error) {
+			buf, err := d.NewBuffer(gpu.TagScratch, int64(4*len(xs)))
+			if err != nil {
+				return nil, err
+			}
+			return buf, d.Write(buf, 0, u32Bytes(xs))
+		}
+		var err error
+		if c.IDs, err = up(ids); err == nil {
+			if c.Pos, err = up(pos); err == nil {
+				if c.Start, err = up(start); err == nil && labels != nil {
+					c.Labels, err = up(labels)
+				}
 			}
 		}
-	}
-	if err != nil {
-		in.Release()
-		return nil, err
+		if err != nil {
+			in.Release()
+			return nil, err
+		}
 	}
 	return in, nil
 }
@@ -339,6 +361,10 @@ func (in *Inputs) Release() {
 			b.Release()
 		}
 	}
+	for _, c := range in.copies {
+		c.Release()
+	}
+	in.copies = nil
 }
 
 func (m *Llama) attnShape(in *Inputs) AttentionShape {
@@ -466,8 +492,12 @@ func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
 	return t.Add(x, dn)
 }
 
-// hidden runs the embedding and all blocks, then the final norm: (N,C).
+// hidden runs the embedding and all blocks, then the final norm: (N,C),
+// on the head's device (headDevice).
 func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
+	if t.D != m.d {
+		return nil, fmt.Errorf("nn: the tape is on %q, the model starts on %q", t.D.Info.Name, m.d.Info.Name)
+	}
 	n := in.B * in.T
 	var x *Tensor
 	var err error
@@ -492,6 +522,10 @@ func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
 	}
 	for i, l := range layers {
 		i += len(m.Layers) - len(layers)
+		if x, err = m.toStage(t, x, m.devs[m.stage[i]]); err != nil {
+			return nil, err
+		}
+		in := in.at(t.D)
 		var y *Tensor
 		if m.Checkpointing && t.Grad() {
 			y, err = t.Checkpoint(fmt.Sprintf("layer %d", i), x, func(t *Tape, x *Tensor) (*Tensor, error) {
@@ -508,7 +542,10 @@ func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
 	}
 	h, err := t.RMSNorm(x, m.Norm, float32(m.Cfg.RMSNormEps))
 	x.Release()
-	return h, err
+	if err != nil {
+		return nil, err
+	}
+	return m.toStage(t, h, m.headDevice())
 }
 
 // Logits runs the model: (N,V) f32 logits.
@@ -542,14 +579,14 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 	}
 	defer h.Release()
 	if m.Cfg.TieWordEmbeddings && t.Grad() && !m.Embed.Frozen {
-		loss, err := t.HeadLoss(h, m.Head, in.Labels, opt, false)
+		loss, err := t.HeadLoss(h, m.Head, in.at(t.D).Labels, opt, false)
 		if err == nil {
 			h.Retain()
 			t.DeferGrad(m.Embed, func(dst *gpu.Buffer, acc bool) error { return m.tiedHeadGrad(t, h, in, opt, dst, acc) }, h.Release)
 		}
 		return loss, err
 	}
-	return t.HeadLoss(h, m.Head, in.Labels, opt, true)
+	return t.HeadLoss(h, m.Head, in.at(t.D).Labels, opt, true)
 }
 
 // tiedHeadGrad recomputes dlogits from h, a chunk of rows at a time, and

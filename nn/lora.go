@@ -96,10 +96,11 @@ func (m *Llama) AddLoRA(cfg *peft.Config, seed uint64) error {
 		for i := range v {
 			v[i] = float32((2*r.Float64() - 1) * bound)
 		}
-		if err := m.d.Write(a.A.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
+		d := a.Base.Buf.Device() // an adapter lives with its layer
+		if err := d.Write(a.A.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
 			return err
 		}
-		if err := wgsl.Fill(m.d, a.B.Buf, 0, a.B.Len(), 0); err != nil {
+		if err := wgsl.Fill(d, a.B.Buf, 0, a.B.Len(), 0); err != nil {
 			return err
 		}
 	}
@@ -126,8 +127,9 @@ func (m *Llama) newLoRA(cfg *peft.Config) error {
 			o, k := w.Shape[0], w.Shape[1]
 			a := &LoRA{Layer: i, Module: mod, Base: w, Scale: float32(c.Scale()), Dropout: c.LoraDropout}
 			var err error
-			if a.A, err = NewParam(m.d, loraName(i, mod, "lora_A"), gpu.F32, c.R, k); err == nil {
-				a.B, err = NewParam(m.d, loraName(i, mod, "lora_B"), gpu.F32, o, c.R)
+			d := w.Buf.Device() // the device of the layer's block
+			if a.A, err = NewParam(d, loraName(i, mod, "lora_A"), gpu.F32, c.R, k); err == nil {
+				a.B, err = NewParam(d, loraName(i, mod, "lora_B"), gpu.F32, o, c.R)
 			}
 			if err == nil {
 				a.A.LoRA, a.B.LoRA = true, true
@@ -227,7 +229,7 @@ func (m *Llama) SaveLoRA(dir, base string) error {
 	}
 	for _, a := range m.lora {
 		for _, p := range []*Param{a.A, a.B} {
-			v, err := ReadF32(m.d, p.Tensor)
+			v, err := ReadF32(p.Buf.Device(), p.Tensor)
 			if err == nil {
 				err = w.WriteF32("base_model.model."+p.Name, v)
 			}
@@ -330,7 +332,7 @@ func (m *Llama) LoadLoRA(dir string) error {
 				}
 			}
 			if err == nil {
-				err = m.d.Write(p.Buf, 0, EncodeF32(v, gpu.F32))
+				err = p.Buf.Device().Write(p.Buf, 0, EncodeF32(v, gpu.F32))
 			}
 			if err != nil {
 				m.releaseLoRA()
@@ -351,12 +353,14 @@ func (m *Llama) MergeLoRA() error {
 		w := a.Base
 		o, k := w.Shape[0], w.Shape[1]
 		// B (O,R) · A (R,K) -> W (O,K), added
-		if err := wgsl.Matmul(m.d, wgsl.Mat{Buf: w.Buf, DType: w.DType}, wgsl.Mat{Buf: a.B.Buf}, wgsl.Mat{Buf: a.A.Buf}, o, k, a.A.Shape[0], 1, a.Scale, 1); err != nil {
+		if err := wgsl.Matmul(w.Buf.Device(), wgsl.Mat{Buf: w.Buf, DType: w.DType}, wgsl.Mat{Buf: a.B.Buf}, wgsl.Mat{Buf: a.A.Buf}, o, k, a.A.Shape[0], 1, a.Scale, 1); err != nil {
 			return fmt.Errorf("nn: merge the adapter of %s: %w", w.Name, err)
 		}
 	}
-	if err := m.d.Sync(); err != nil {
-		return err
+	for _, a := range m.lora {
+		if err := a.Base.Buf.Device().Sync(); err != nil {
+			return err
+		}
 	}
 	m.releaseLoRA()
 	return nil

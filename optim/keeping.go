@@ -2,6 +2,7 @@ package optim
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -28,6 +29,10 @@ type keeping struct {
 	// the scaler is dynamic (LoRA under f16: New); otherwise unchecked.
 	limit float32
 }
+
+// ErrSplit: an optimizer that runs on one device only was given a model
+// split across devices.
+var ErrSplit = errors.New("optim: one device only")
 
 func newKeeping(d *gpu.Device, cfg Config, dt gpu.DType) (*keeping, error) {
 	k := &keeping{d: d, cfg: cfg, dtype: dt, grads: map[*nn.Param]*gpu.Buffer{}, scaler: NewStaticScaler(1)}
@@ -61,6 +66,11 @@ func (k *keeping) Release() {
 }
 
 func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
+	for _, p := range params {
+		if p.Buf.Device() != k.d {
+			return Result{}, fmt.Errorf("%w: %s keeps every gradient until the end of the backward pass on one device; parameter %s is on another (a model split across devices trains with lomo or adalomo)", ErrSplit, k.cfg.Name, p.Name)
+		}
+	}
 	k.step++
 	lr := k.cfg.Schedule.At(k.step)
 	scale := k.scaler.Scale

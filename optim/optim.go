@@ -199,6 +199,8 @@ func New(d *gpu.Device, cfg Config, dt gpu.DType) (Optimizer, error) {
 }
 
 // fused is LOMO or AdaLomo: the update runs in the backward callback.
+// Each parameter is updated on its own device (a model split across
+// devices, nn.Placement); d is the first device, where each pass starts.
 type fused struct {
 	d      *gpu.Device
 	cfg    Config
@@ -213,9 +215,9 @@ type fused struct {
 	// cfg.LoRA is set; loraT counts the steps applied to them.
 	adapters map[*nn.Param][2]*gpu.Buffer
 	loraT    int
-	// stats: [0] sum of squares (f32), [1] gradient overflow flag (u32),
-	// [2] non-finite weight flag (u32)
-	stats *gpu.Buffer
+	// stats, per device: [0] sum of squares (f32), [1] gradient overflow
+	// flag (u32), [2] non-finite weight flag (u32); see statsChain.
+	stats map[*gpu.Device]*gpu.Buffer
 }
 
 func (o *fused) Steps() int { return o.step }
@@ -237,10 +239,10 @@ func (o *fused) Release() {
 	if o.adapters != nil {
 		o.adapters = map[*nn.Param][2]*gpu.Buffer{}
 	}
-	if o.stats != nil {
-		o.stats.Release()
-		o.stats = nil
+	for _, b := range o.stats {
+		b.Release()
 	}
+	o.stats = nil
 }
 
 // Step: with clip_grad_norm, a first forward+backward measures the norm of
@@ -255,7 +257,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	res := Result{Step: o.step, LR: float64(lr), LossScale: scale, ClipCoef: 1}
 	coef := float32(1)
 	if o.cfg.ClipGradNorm > 0 {
-		sumsq, overflow, loss, tokens, err := measure(o.d, &o.stats, fwd, float32(scale), invScale, o.limit)
+		sumsq, overflow, loss, tokens, err := measure(o.chain(), fwd, float32(scale), invScale, o.limit)
 		if err != nil {
 			return res, err
 		}
@@ -273,7 +275,8 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		o.t++ // AdaLomo counts the steps it applies (beta = 1 - t^-0.8)
 	}
 	o.loraT++ // AdamW's bias correction counts applied steps too
-	st, err := statsBuffer(o.d, &o.stats)
+	chain := o.chain()
+	st, err := chain.on(o.d)
 	if err != nil {
 		return res, err
 	}
@@ -298,16 +301,20 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		if err := update(p, g, lr, invScale, coef); err != nil {
 			return err
 		}
-		return checkWeights(o.d, st, p)
+		st, err := chain.on(p.Buf.Device())
+		if err != nil {
+			return err
+		}
+		return checkWeights(p.Buf.Device(), st, p)
 	})
 	if err != nil {
 		return res, err
 	}
-	if err := weightsFinite(o.d, st, params, o.step, float64(lr)); err != nil {
+	if err := weightsFinite(chain.cur, chain.buf(), params, o.step, float64(lr)); err != nil {
 		return res, err
 	}
 	if o.cfg.ClipGradNorm <= 0 {
-		if res.Loss, err = meanLoss(o.d, lossT, tokens); err != nil {
+		if res.Loss, err = meanLoss(lossT.Buf.Device(), lossT, tokens); err != nil {
 			return res, err
 		}
 		res.Tokens = tokens
@@ -319,11 +326,12 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 // adapterUpdate is AdamW on a LoRA matrix, from the callback, at the
 // adapters' own learning rate.
 func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef float32) error {
+	d := p.Buf.Device()
 	st, ok := o.adapters[p]
 	if !ok {
 		var err error
-		if st[0], err = zeroed(o.d, p.Len()); err == nil {
-			st[1], err = zeroed(o.d, p.Len())
+		if st[0], err = zeroed(d, p.Len()); err == nil {
+			st[1], err = zeroed(d, p.Len())
 		}
 		if err != nil {
 			return err
@@ -332,14 +340,14 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 	}
 	l := o.cfg.LoRA
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
-	return wgsl.AdamWUpdate(o.d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
+	return wgsl.AdamWUpdate(d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
 		LR: float32(l.Schedule.At(o.step)), Beta1: float32(b1), Beta2: float32(b2), Eps: float32(o.cfg.Eps), WeightDecay: float32(l.WeightDecay),
 		BC1: float32(1 - math.Pow(b1, float64(o.loraT))), BC2: float32(1 - math.Pow(b2, float64(o.loraT))), GradScale: coef * invScale,
 	})
 }
 
 func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
-	return wgsl.LomoUpdate(o.d, p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
+	return wgsl.LomoUpdate(p.Buf.Device(), p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
 	})
@@ -352,12 +360,13 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 		// Factored second moments for matrices (rows + cols floats), a full
 		// one for vectors; zero at the start (beta is 0 at t=1 anyway).
 		var err error
+		d := p.Buf.Device()
 		if rows > 1 {
-			if st[0], err = zeroed(o.d, rows); err == nil {
-				st[1], err = zeroed(o.d, cols)
+			if st[0], err = zeroed(d, rows); err == nil {
+				st[1], err = zeroed(d, cols)
 			}
 		} else {
-			st[0], err = zeroed(o.d, cols)
+			st[0], err = zeroed(d, cols)
 		}
 		if err != nil {
 			return err
@@ -365,7 +374,7 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 		o.state[p] = st
 	}
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
-	return wgsl.AdaLomoUpdate(o.d, p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
+	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
 		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef,
 	})
@@ -440,7 +449,7 @@ func weightsFinite(d *gpu.Device, stats *gpu.Buffer, params []*nn.Param, step in
 	}
 	e := &NonFiniteError{Step: step, LR: lr, Index: -1}
 	for _, p := range params {
-		v, err := nn.ReadF32(d, p.Tensor)
+		v, err := nn.ReadF32(p.Buf.Device(), p.Tensor)
 		if err != nil {
 			return err
 		}
@@ -464,8 +473,9 @@ func weightsFinite(d *gpu.Device, stats *gpu.Buffer, params []*nn.Param, step in
 // measure runs a forward and a backward that only measure: the sum of
 // squares of the unscaled gradient and whether any scaled gradient
 // overflowed. Each gradient is freed right after its reduction.
-func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, limit float32) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
-	st, err := statsBuffer(d, stats)
+func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
+	d := chain.cur
+	st, err := chain.on(d)
 	if err != nil {
 		return
 	}
@@ -480,6 +490,11 @@ func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, li
 	}
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
+		d := p.Buf.Device()
+		st, err := chain.on(d)
+		if err != nil {
+			return err
+		}
 		if err := wgsl.SumSquares(d, st, 0, g, p.GradDType(), p.Len(), invScale); err != nil {
 			return err
 		}
@@ -488,14 +503,63 @@ func measure(d *gpu.Device, stats **gpu.Buffer, fwd Forward, scale, invScale, li
 	if err != nil {
 		return
 	}
-	raw, err := d.Read(st, 0, 8)
+	raw, err := chain.cur.Read(chain.buf(), 0, 8)
 	if err != nil {
 		return
 	}
 	sumsq = float64(math.Float32frombits(binary.LittleEndian.Uint32(raw)))
 	overflow = binary.LittleEndian.Uint32(raw[4:]) != 0 || math.IsNaN(sumsq) || math.IsInf(sumsq, 0)
-	loss, err = meanLoss(d, lossT, tokens)
+	loss, err = meanLoss(lossT.Buf.Device(), lossT, tokens)
 	return
+}
+
+// statsChain carries one pass's stats (sum of squares, flags) across the
+// devices of a split model in the order the backward reaches their
+// parameters. When the callback moves to a parameter on another device,
+// the stats are copied there through the host, so that device's sum
+// continues from the previous device's partial sum: the same f32 additions
+// in the same order as on one device (exact, not merely close), and the
+// flags carry over (an OR). On one device it never copies.
+type statsChain struct {
+	bufs map[*gpu.Device]*gpu.Buffer // the optimizer's, one per device
+	cur  *gpu.Device                 // the device holding the running stats
+}
+
+// chain starts a pass's stats on the first device.
+func (o *fused) chain() *statsChain {
+	if o.stats == nil {
+		o.stats = map[*gpu.Device]*gpu.Buffer{}
+	}
+	return &statsChain{bufs: o.stats, cur: o.d}
+}
+
+// buf is the stats buffer of the current device.
+func (c *statsChain) buf() *gpu.Buffer { return c.bufs[c.cur] }
+
+// on returns the stats buffer of device d, holding the running stats.
+func (c *statsChain) on(d *gpu.Device) (*gpu.Buffer, error) {
+	dst := c.bufs[d]
+	if dst == nil {
+		var b *gpu.Buffer
+		if _, err := statsBuffer(d, &b); err != nil {
+			return nil, err
+		}
+		c.bufs[d], dst = b, b
+	}
+	if d == c.cur {
+		return dst, nil
+	}
+	if src := c.bufs[c.cur]; src != nil {
+		raw, err := c.cur.Read(src, 0, 16)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.Write(dst, 0, raw); err != nil {
+			return nil, err
+		}
+	}
+	c.cur = d
+	return dst, nil
 }
 
 // meanLoss reads the per-token losses and averages over the counted tokens.

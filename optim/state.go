@@ -53,7 +53,7 @@ func (o *fused) SaveState() (State, error) {
 			if st[i] == nil {
 				continue
 			}
-			v, err := readState(o.d, st[i])
+			v, err := readState(st[i].Device(), st[i])
 			if err != nil {
 				return s, err
 			}
@@ -99,11 +99,11 @@ func (o *fused) LoadState(params []*nn.Param, s State) error {
 		}
 		var st [2]*gpu.Buffer
 		var err error
-		if st[0], err = restore(o.d, r); err != nil {
+		if st[0], err = restore(p.Buf.Device(), r); err != nil {
 			return err
 		}
 		if c, ok := s.Tensors[p.Name+"/c"]; ok {
-			if st[1], err = restore(o.d, c); err != nil {
+			if st[1], err = restore(p.Buf.Device(), c); err != nil {
 				return err
 			}
 		}

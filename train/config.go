@@ -72,6 +72,13 @@ type Config struct {
 	HFWeightDecay     float64  `yaml:"hf_weight_decay"`
 	HFLRSchedulerType string   `yaml:"hf_lr_scheduler_type"`
 	HFWarmup          float64  `yaml:"hf_warmup"`
+	// lomo: the adapters to train on, by index or name, comma separated
+	// (`lomo devices` lists them; one may be named twice). Two or more split
+	// the model's blocks over them; empty: --adapter / the best adapter.
+	Devices string `yaml:"devices"`
+	// lomo: blocks per device, comma separated (e.g. 3,2); empty: the
+	// split `lomo plan` chooses, the smallest largest per-device peak.
+	DeviceSplit string `yaml:"device_split"`
 }
 
 // LoRA reports whether the run trains LoRA adapters.
@@ -249,8 +256,48 @@ func (c Config) Validate() error {
 			errs = append(errs, "clip_grad_value is not supported with peft_type lora (the adapters' AdamW)")
 		}
 	}
+	devs := c.DeviceNames()
+	if split, err := c.Split(); err != nil {
+		errs = append(errs, err.Error())
+	} else if split != nil && len(split) != len(devs) {
+		errs = append(errs, fmt.Sprintf("device_split %q gives %d devices, devices %q names %d", c.DeviceSplit, len(split), c.Devices, len(devs)))
+	}
+	if len(devs) > 1 && c.LoRA() && c.LoraOnly {
+		errs = append(errs, fmt.Sprintf("lora_only keeps the adapters' gradients on one device: a model split across devices (devices %q) trains LoRA beside lomo or adalomo (lora_only false)", c.Devices))
+	}
+	if len(devs) > 1 && (c.Optimizer == "sgd" || c.Optimizer == "adamw") {
+		errs = append(errs, fmt.Sprintf("optimizer %s keeps every gradient on one device: a model split across devices (devices %q) trains with lomo or adalomo", c.Optimizer, c.Devices))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("train: config: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// DeviceNames is the devices key as a list (nil when empty).
+func (c Config) DeviceNames() []string {
+	if strings.TrimSpace(c.Devices) == "" {
+		return nil
+	}
+	var out []string
+	for _, f := range strings.Split(c.Devices, ",") {
+		out = append(out, strings.TrimSpace(f))
+	}
+	return out
+}
+
+// Split is the device_split key as block counts (nil when empty).
+func (c Config) Split() ([]int, error) {
+	if strings.TrimSpace(c.DeviceSplit) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(c.DeviceSplit, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("device_split %q: %q is not a block count >= 1", c.DeviceSplit, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

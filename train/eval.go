@@ -160,7 +160,7 @@ func SequenceNLL(m *nn.Llama, b data.Batch) ([]float64, error) {
 		return nil, err
 	}
 	defer loss.Release()
-	v, err := nn.ReadF32(m.Device(), loss)
+	v, err := nn.ReadF32(loss.Buf.Device(), loss) // the head's device
 	if err != nil {
 		return nil, err
 	}

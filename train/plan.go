@@ -1,7 +1,10 @@
 package train
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
@@ -23,6 +26,11 @@ type PlanRequest struct {
 	// adalomo) trains the base.
 	LoRA     *peft.Config
 	LoRAOnly bool
+	// Devices > 1 splits the model's blocks over that many devices
+	// (nn.Placement): Split gives the blocks per device, or nil to let
+	// PlanStep choose the split with the smallest largest peak.
+	Devices int
+	Split   []int
 }
 
 // Plan is the device memory of one training step, per tag, in bytes.
@@ -41,6 +49,31 @@ type Plan struct {
 	Total         int64  `json:"total_bytes"`   // peak of the sum (not the sum of the peaks)
 	Dispatches    int64  `json:"dispatches"`    // kernel dispatches per step
 	NormPass      string `json:"norm_pass"`     // how clip_grad_norm gets its norm
+	// A model split across devices: the blocks per device and each
+	// device's table. The fields above are then those of the device with
+	// the largest peak (the one that decides whether the split fits);
+	// Dispatches counts all devices.
+	Split     []int        `json:"split,omitempty"`
+	PerDevice []DevicePlan `json:"devices,omitempty"`
+}
+
+// DevicePlan is one device's memory in a split step, per tag, in bytes.
+type DevicePlan struct {
+	Layers      int   `json:"layers"`
+	Params      int64 `json:"params_bytes"`
+	Grads       int64 `json:"grads_bytes"`
+	OptimizerSt int64 `json:"optimizer_bytes"`
+	Activations int64 `json:"activations_bytes"`
+	Scratch     int64 `json:"scratch_bytes"`
+	Total       int64 `json:"total_bytes"`
+}
+
+// devicePlan reads one device's table from its accounting.
+func devicePlan(s gpu.Stats, layers int) DevicePlan {
+	return DevicePlan{
+		Layers: layers, Params: s.Tag(gpu.TagParam).Peak, Grads: s.Tag(gpu.TagGrad).Peak, OptimizerSt: s.Tag(gpu.TagOptimizer).Peak,
+		Activations: s.Tag(gpu.TagActivation).Peak, Scratch: s.Tag(gpu.TagScratch).Peak + s.Tag(gpu.TagStaging).Peak, Total: s.Total.Peak,
+	}
 }
 
 // PlanStep computes the memory table by running two steps on a dry device
@@ -48,13 +81,28 @@ type Plan struct {
 // nothing computed. The result is exact for the real step with the same
 // settings; tests hold it against measurements.
 func PlanStep(req PlanRequest) (Plan, error) {
+	if req.Devices > 1 && req.Split == nil {
+		return planSplit(req)
+	}
+	if req.Devices <= 1 && req.Split != nil && len(req.Split) != 1 {
+		return Plan{}, fmt.Errorf("train: plan: a split of %d devices for one device", len(req.Split))
+	}
 	d := gpu.OpenDry("plan", gpu.UnlimitedLimits())
 	defer d.Close()
 	p := Plan{Optimizer: req.Optimizer, DType: req.DType.String(), Batch: req.Batch, Seq: req.Seq, Checkpointing: req.Checkpointing, NormPass: "none"}
 	if req.Batch <= 0 || req.Seq <= 1 {
 		return p, fmt.Errorf("train: plan needs batch >= 1 and seq >= 2 (got %d, %d)", req.Batch, req.Seq)
 	}
-	m, err := nn.NewLlama(d, req.Config, req.DType)
+	pl := nn.OnDevice(d)
+	if req.Devices > 1 {
+		pl = nn.Placement{Devices: []*gpu.Device{d}, Layers: req.Split}
+		for i := 1; i < req.Devices; i++ {
+			di := gpu.OpenDry(fmt.Sprintf("plan %d", i), gpu.UnlimitedLimits())
+			defer di.Close()
+			pl.Devices = append(pl.Devices, di)
+		}
+	}
+	m, err := nn.NewLlamaSplit(pl, req.Config, req.DType)
 	if err != nil {
 		return p, err
 	}
@@ -102,11 +150,31 @@ func PlanStep(req PlanRequest) (Plan, error) {
 	defer in.Release()
 	// Two steps: optimizer state (AdamW moments, AdaLomo factors) is created
 	// in the first and is live through the second's activation peak.
-	before := d.Dispatches()
+	dispatches := func() (n int64) {
+		for _, d := range pl.Devices {
+			n += d.Dispatches()
+		}
+		return n
+	}
+	before := dispatches()
 	for i := 0; i < 2; i++ {
 		if _, err := opt.Step(m.Trainable(), StepForward(m, in, 0)); err != nil {
 			return p, err
 		}
+	}
+	if req.Devices > 1 {
+		p.Split = m.Split()
+		var top DevicePlan
+		for i, d := range pl.Devices {
+			dp := devicePlan(d.Stats(), p.Split[i])
+			p.PerDevice = append(p.PerDevice, dp)
+			if dp.Total > top.Total {
+				top = dp
+			}
+		}
+		p.Params, p.Grads, p.OptimizerSt, p.Activations, p.Scratch, p.Total = top.Params, top.Grads, top.OptimizerSt, top.Activations, top.Scratch, top.Total
+		p.Dispatches = (dispatches() - before) / 2
+		return p, nil
 	}
 	s := d.Stats()
 	p.Params = s.Tag(gpu.TagParam).Peak
@@ -129,4 +197,114 @@ func StepForward(m *nn.Llama, in *nn.Inputs, clipLoss float32) optim.Forward {
 		l, err := m.Loss(t, in, nn.LossOptions{GradScale: gs, ClipLoss: clipLoss})
 		return l, in.Count, err
 	}
+}
+
+// planSplit chooses the split of req.Config's blocks over req.Devices
+// devices whose largest per-device peak is smallest, and returns its plan.
+// It starts from the split that balances parameter bytes (the embedding on
+// the first device, the norm and an untied head on the last), then moves
+// one block at a time from the device with the largest planned peak to
+// another while that lowers the largest peak. Every candidate is planned
+// exactly (a dry step), so the result is a split no single move improves.
+func planSplit(req PlanRequest) (Plan, error) {
+	cfg := req.Config
+	n := req.Devices
+	if cfg == nil {
+		return Plan{}, fmt.Errorf("train: plan: no model config")
+	}
+	if n > cfg.NumLayers {
+		return Plan{}, fmt.Errorf("%w: %d devices for a model of %d layers: each device needs at least one layer", nn.ErrPlacement, n, cfg.NumLayers)
+	}
+	split := balancedSplit(cfg, n)
+	plan := func(split []int) (Plan, error) {
+		r := req
+		r.Split = split
+		return PlanStep(r)
+	}
+	best, err := plan(split)
+	if err != nil {
+		return best, err
+	}
+	for tries := 0; tries < 4*n*cfg.NumLayers; tries++ {
+		from := 0
+		for i, d := range best.PerDevice {
+			if d.Total > best.PerDevice[from].Total {
+				from = i
+			}
+		}
+		if best.Split[from] == 1 {
+			break
+		}
+		// Candidates to take the block: devices by increasing peak.
+		order := make([]int, 0, n)
+		for i := range best.PerDevice {
+			if i != from {
+				order = append(order, i)
+			}
+		}
+		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(best.PerDevice[a].Total, best.PerDevice[b].Total) })
+		improved := false
+		for _, to := range order {
+			s := slices.Clone(best.Split)
+			s[from]--
+			s[to]++
+			p, err := plan(s)
+			if err != nil {
+				return best, err
+			}
+			if p.Total < best.Total {
+				best, improved = p, true
+				break
+			}
+		}
+		if !improved {
+			break
+		}
+	}
+	return best, nil
+}
+
+// balancedSplit gives each of n devices at least one block, balancing the
+// parameter bytes: the embedding counts on the first device, the final
+// norm and an untied head on the last.
+func balancedSplit(cfg *config.Llama, n int) []int {
+	var first, last, perLayer int64
+	for _, ti := range cfg.ParamShapes() {
+		elems := int64(1)
+		for _, s := range ti.Shape {
+			elems *= int64(s)
+		}
+		switch {
+		case ti.Name == "model.embed_tokens.weight":
+			first += elems
+		case ti.Name == "model.norm.weight" || ti.Name == "lm_head.weight":
+			last += elems
+		case strings.HasPrefix(ti.Name, "model.layers.0."):
+			perLayer += elems
+		}
+	}
+	split := make([]int, n)
+	for i := range split {
+		split[i] = 1
+	}
+	load := func(i int) int64 {
+		l := int64(split[i]) * perLayer
+		if i == 0 {
+			l += first
+		}
+		if i == n-1 {
+			l += last
+		}
+		return l
+	}
+	for k := n; k < cfg.NumLayers; k++ {
+		min := 0
+		for i := 1; i < n; i++ {
+			if load(i)+perLayer < load(min)+perLayer {
+				min = i
+			}
+		}
+		split[min]++
+	}
+	return split
 }

@@ -45,7 +45,8 @@ type Progress interface {
 // Trainer fine-tunes a model on a task.
 type Trainer struct {
 	Cfg   Config
-	D     *gpu.Device
+	D     *gpu.Device   // the first device
+	Devs  []*gpu.Device // every device of the model (nn.Placement), D first
 	Model *nn.Llama
 	Tok   *tokenizer.Tokenizer
 	Train *data.Task
@@ -54,12 +55,15 @@ type Trainer struct {
 
 	opts       Options
 	trainStats gpu.Stats
-	step       int
-	epoch      int
-	stop       atomic.Bool
-	publishErr string // the last monitor failure reported
-	saveNow    atomic.Bool
-	metrics    *os.File
+	devStats   []gpu.Stats // per device, as trainStats
+	// stepTransfers sums the boundary copies of this run's training steps.
+	stepTransfers nn.Transfers
+	step          int
+	epoch         int
+	stop          atomic.Bool
+	publishErr    string // the last monitor failure reported
+	saveNow       atomic.Bool
+	metrics       *os.File
 	// metricsErr is the first failure to write metrics.jsonl; Run returns it.
 	metricsErr error
 	tokens     int64
@@ -91,9 +95,20 @@ type TrainerState struct {
 
 // New loads the model, tokenizer and task of cfg onto d.
 func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
+	return NewSplit(cfg, []*gpu.Device{d}, opts)
+}
+
+// NewSplit loads the model, tokenizer and task of cfg onto the devices ds:
+// with several, the model's blocks are split over them (device_split, or
+// the split PlanStep chooses for the run's batch and sequence length).
+func NewSplit(cfg Config, ds []*gpu.Device, opts Options) (*Trainer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if len(ds) == 0 {
+		return nil, fmt.Errorf("train: no device")
+	}
+	d := ds[0]
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
@@ -101,7 +116,7 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("train: model_name_or_path: %w", err)
 	}
-	tr := &Trainer{Cfg: cfg, D: d, opts: opts, baseDir: baseDir}
+	tr := &Trainer{Cfg: cfg, D: d, Devs: ds, opts: opts, baseDir: baseDir}
 	modelDir := baseDir
 	if err := cleanInterruptedSaves(cfg.OutputDir, opts.Log); err != nil {
 		return nil, err
@@ -142,7 +157,11 @@ func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	if cfg.LoRA() && cfg.LoraOnly {
 		weightsDir = baseDir
 	}
-	if tr.Model, err = nn.LoadLlama(d, weightsDir, dt); err != nil {
+	pl, err := tr.placement(weightsDir, dt)
+	if err != nil {
+		return nil, err
+	}
+	if tr.Model, err = nn.LoadLlamaSplit(pl, weightsDir, dt); err != nil {
 		return nil, err
 	}
 	tr.Model.Checkpointing = cfg.GradCheckpoint
@@ -387,6 +406,17 @@ type Summary struct {
 	Stopped          bool    `json:"stopped"`
 	OutputDir        string  `json:"output_dir"`
 	Metric           string  `json:"metric"`
+	// A model split across devices: each device's blocks and memory, and
+	// the boundary copies per step.
+	Devices   []DeviceReport `json:"devices,omitempty"`
+	Transfers *StepTransfers `json:"transfers,omitempty"`
+}
+
+// StepTransfers are a split model's boundary copies per training step.
+type StepTransfers struct {
+	Count   float64 `json:"count_per_step"`
+	Bytes   float64 `json:"bytes_per_step"`
+	Seconds float64 `json:"seconds_per_step"`
 }
 
 // MarshalJSON writes NaN figures (no evaluation ran) as null.
@@ -397,6 +427,9 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 		return b, nil
 	}
 	m := map[string]any{"steps": s.Steps, "skipped_steps": s.SkippedSteps, "stopped": s.Stopped, "output_dir": s.OutputDir, "metric": s.Metric}
+	if s.Devices != nil {
+		m["devices"], m["transfers"] = s.Devices, s.Transfers
+	}
 	for k, v := range map[string]float64{"zero_shot_accuracy": s.ZeroShotAccuracy, "finetuned_accuracy": s.FinalAccuracy,
 		"final_loss": s.FinalLoss, "first_loss": s.FirstLoss, "tokens_per_sec": s.TokensPerSec} {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -432,6 +465,11 @@ func (tr *Trainer) Run() (Summary, error) {
 	s.Steps, s.SkippedSteps = tr.step, tr.skipped-skipped0
 	if tr.elapsed > 0 {
 		s.TokensPerSec = float64(tr.tokens) / tr.elapsed.Seconds()
+	}
+	if s.Devices = tr.deviceReports(); s.Devices != nil && tr.stepTransfers.Count > 0 {
+		n := float64(tr.step - steps0)
+		x := tr.stepTransfers
+		s.Transfers = &StepTransfers{Count: float64(x.Count) / n, Bytes: float64(x.Bytes) / n, Seconds: x.Time.Seconds() / n}
 	}
 	if ran := tr.step - steps0; s.SkippedSteps > 0 && 2*s.SkippedSteps > ran {
 		fmt.Fprintf(tr.opts.Log, "warning: %d of this run's %d steps were skipped on gradient overflow (loss scale %g at the last step): the model learned from few of its batches; lower learning_rate\n",
@@ -514,6 +552,10 @@ func (tr *Trainer) run(s *Summary) error {
 		}
 	}
 	tr.trainStats = tr.D.Stats()
+	tr.devStats = tr.devStats[:0]
+	for _, d := range tr.Devs {
+		tr.devStats = append(tr.devStats, d.Stats())
+	}
 	if math.IsNaN(s.FinalAccuracy) {
 		r, err := tr.Evaluate(tr.Eval)
 		if err != nil {
@@ -539,7 +581,7 @@ func (tr *Trainer) stepFailed(err error) error {
 	if tr.lastCheckpoint != "" {
 		where = fmt.Sprintf("the last checkpoint, %s, is intact: continue from it with --resume", tr.lastCheckpoint)
 	}
-	return fmt.Errorf("train: step %d failed; the weights in memory may be partly updated and were not saved; %s: %w", tr.step+1, where, err)
+	return fmt.Errorf("train: step %d failed; %sthe weights in memory may be partly updated and were not saved; %s: %w", tr.step+1, tr.failedDevice(), where, err)
 }
 
 // countSkip keeps the count of skipped steps, and ends the run when
@@ -585,6 +627,8 @@ type metricLine struct {
 	Epoch        monitor.Float          `json:"epoch"`
 	TokensPerSec monitor.Float          `json:"tokens_per_sec"`
 	Memory       map[string]gpu.MemStat `json:"memory"`
+	// A split model: each device's table (memory is the first's).
+	DeviceMemory []map[string]gpu.MemStat `json:"device_memory,omitempty"`
 }
 
 func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
@@ -594,14 +638,21 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 	}
 	defer in.Release()
 	t0 := time.Now()
+	x0 := tr.Model.Transfers()
 	// A new dropout mask for every step; the same for both passes of one.
 	tr.Model.SetDropoutSeed(uint32(tr.Cfg.Seed)*0x9e3779b1 + uint32(tr.step+1))
 	res, err := tr.Opt.Step(tr.Model.Trainable(), StepForward(tr.Model, in, float32(tr.Cfg.ClipLossValue)))
 	if err != nil {
 		return res, err
 	}
-	if err := tr.D.Sync(); err != nil {
-		return res, err
+	x1 := tr.Model.Transfers()
+	tr.stepTransfers.Count += x1.Count - x0.Count
+	tr.stepTransfers.Bytes += x1.Bytes - x0.Bytes
+	tr.stepTransfers.Time += x1.Time - x0.Time
+	for _, d := range tr.Devs {
+		if err := d.Sync(); err != nil {
+			return res, err
+		}
 	}
 	dt := time.Since(t0)
 	tokens := 0
@@ -616,6 +667,11 @@ func (tr *Trainer) trainStep(b data.Batch) (optim.Result, error) {
 	line := metricLine{Step: tr.step, Loss: monitor.Float(res.Loss), LR: monitor.Float(res.LR), GradNorm: monitor.Float(res.GradNorm),
 		ClipCoef: monitor.Float(res.ClipCoef), LossScale: monitor.Float(res.LossScale), Skipped: res.Skipped, Tokens: res.Tokens,
 		Epoch: monitor.Float(float64(tr.step) / float64(max(1, tr.StepsPerEpoch()))), TokensPerSec: monitor.Float(tps), Memory: stats.Map()}
+	if len(tr.Devs) > 1 {
+		for _, d := range tr.Devs {
+			line.DeviceMemory = append(line.DeviceMemory, d.Stats().Map())
+		}
+	}
 	if err := tr.writeMetric(line); err != nil {
 		return res, err
 	}

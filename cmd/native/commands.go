@@ -150,11 +150,26 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 	if _, err := cache.Resolve(cfg.ModelNameOrPath); err != nil {
 		return fmt.Errorf("train: model_name_or_path: %w", err)
 	}
-	d, err := fs.open(stderr)
-	if err != nil {
-		return err
+	var ds []*gpu.Device
+	if names := cfg.DeviceNames(); len(names) > 0 {
+		if fs.adapter != "" {
+			return fmt.Errorf("%w: --adapter and devices %q: choose one (devices names every adapter of a split run)", errUsage, cfg.Devices)
+		}
+		if ds, err = openDevices(names, stderr); err != nil {
+			return err
+		}
+	} else {
+		d, err := fs.open(stderr)
+		if err != nil {
+			return err
+		}
+		ds = []*gpu.Device{d}
 	}
-	defer d.Close()
+	defer func() {
+		for _, d := range ds {
+			d.Close()
+		}
+	}()
 	opts := train.Options{Progress: &bar{w: stderr}, Resume: *resume, Log: stderr, Run: *runID}
 	if opts.Run == "" {
 		opts.Run = runName(cfg.OutputDir)
@@ -186,7 +201,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		opts.Sink = pub
 		fmt.Fprintf(stderr, "publishing run %q to %s\n", opts.Run, *publish)
 	}
-	tr, err := train.New(cfg, d, opts)
+	tr, err := train.NewSplit(cfg, ds, opts)
 	if err != nil {
 		return err
 	}

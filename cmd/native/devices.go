@@ -58,6 +58,7 @@ func cmdDevices(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "    device limits: %s\n", limitsString(*got))
 		}
 		fmt.Fprintf(stdout, "    adapter limits: %s\n", limitsString(a.Limits))
+		fmt.Fprintln(stdout, "    memory: WebGPU does not report it; lomo plan --devices N --device-memory SIZE says what fits, and a run reports each device's peak")
 		fmt.Fprintf(stdout, "    features: %s\n", strings.Join(a.Features, " "))
 	}
 	return nil

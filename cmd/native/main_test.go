@@ -372,3 +372,45 @@ func TestBenchJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanDevices: `lomo plan --devices 2 --device-memory` plans LLaMA-13B
+// (bench/configs) at the paper's settings split over two devices, each
+// row a device, and says it fits 24 GB; a split that cannot be is a usage
+// error naming the problem, before anything is planned.
+func TestPlanDevices(t *testing.T) {
+	code, out, errs := lomo(t, "plan", "--model", "../../bench/configs/llama-13b.json", "--batch", "1", "--seq", "1024", "--dtype", "f16",
+		"--checkpointing", "--devices", "2", "--device-memory", "24GB", "--optimizer", "lomo", "--json")
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, errs)
+	}
+	var p struct {
+		Split   []int `json:"split"`
+		Devices []struct {
+			Layers int   `json:"layers"`
+			Total  int64 `json:"total_bytes"`
+		} `json:"devices"`
+		Total int64 `json:"total_bytes"`
+		Fits  bool  `json:"fits"`
+	}
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(p.Devices) != 2 || p.Split[0]+p.Split[1] != 40 || !p.Fits || p.Total > 24e9 || p.Total != max(p.Devices[0].Total, p.Devices[1].Total) {
+		t.Errorf("13B over two devices: %+v", p)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--devices", "40"}, "40 devices for a model of 32 layers"},
+		{[]string{"--devices", "2", "--split", "3,3"}, "covers 6 layers"},
+		{[]string{"--devices", "2", "--split", "32"}, "--split \"32\" gives 1 devices, --devices 2"},
+		{[]string{"--devices", "2", "--optimizer", "adamw"}, "keeps every gradient on one device"},
+		{[]string{"--devices", "2", "--device-memory", "lots"}, "--device-memory"},
+	} {
+		code, _, errs := lomo(t, append([]string{"plan", "--model", "../../bench/configs/llama-7b.json"}, c.args...)...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("plan %v: exit %d, %q; want exit 2 saying %q", c.args, code, errs, c.want)
+		}
+	}
+}

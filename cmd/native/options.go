@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -150,4 +151,27 @@ func (o *options) open(log io.Writer) (*gpu.Device, error) {
 	}
 	fmt.Fprintf(log, "adapter: %s (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
 	return d, nil
+}
+
+// openDevices opens the adapters that names lists (the devices key or
+// --devices), one device each (an adapter named twice gives two devices
+// on it), and says which on log. An adapter that is not there is a usage
+// error naming it.
+func openDevices(names []string, log io.Writer) ([]*gpu.Device, error) {
+	var ds []*gpu.Device
+	for i, name := range names {
+		d, err := gpu.Open(gpu.Options{Adapter: name})
+		if err != nil {
+			for _, d := range ds {
+				d.Close()
+			}
+			if errors.Is(err, gpu.ErrAdapterNotFound) {
+				return nil, fmt.Errorf("%w: devices: device %d %q: %v (lomo devices lists them)", errUsage, i, name, err)
+			}
+			return nil, fmt.Errorf("devices: device %d %q: %w", i, name, err)
+		}
+		fmt.Fprintf(log, "device %d: %s (%s, %s)\n", i, d.Info.Name, d.Info.Type, d.Info.Backend)
+		ds = append(ds, d)
+	}
+	return ds, nil
 }
