@@ -1,10 +1,10 @@
 // dropout: y = scale * keep(i) * x + beta * y over n elements, both f32 or
 // both f16 ({{X_T}}; arithmetic in f32). keep(i) is 1 when
-// mix(i + mix(seed)) >= threshold (threshold = p * 2^32) and 0 otherwise,
+// hash32(i + hash32(seed)) >= threshold (threshold = p * 2^32) and 0 otherwise,
 // a pure function of (seed, i): the forward (scale = 1/(1-p)) and the
 // backward (the same kernel on the gradient, beta = 1 to accumulate) drop
 // the same elements without storing a mask, and so does every recompute of
-// a checkpointed block. mix is a 32-bit integer finalizer (xor-shift and
+// a checkpointed block. hash32 is a 32-bit integer finalizer (xor-shift and
 // odd multiplies), DropoutKeep in dropout.go. beta = 0 never reads y.
 // Bindings: 0 y (rw), 1 x, 2 Params. Workgroup 256; dispatch dev.Grid(n, 256).
 
@@ -18,7 +18,7 @@ struct Params { n: u32, seed: u32, threshold: u32, scale: f32, beta: f32, _p0: u
 {{Y_ST}}
 {{XX_AT}}
 
-fn mix(v: u32) -> u32 {
+fn hash32(v: u32) -> u32 {
 	var h = v;
 	h ^= h >> 16u;
 	h *= 0x7feb352du;
@@ -33,7 +33,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let i = gid.x + gid.y * nwg.x * 256u;
 	if (i >= p.n) { return; }
 	var v = 0.0;
-	if (mix(i + mix(p.seed)) >= p.threshold) {
+	if (hash32(i + hash32(p.seed)) >= p.threshold) {
 		v = p.scale * x_at(i);
 	}
 	if (p.beta != 0.0) { v += p.beta * y_at(i); }
