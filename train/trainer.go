@@ -501,7 +501,7 @@ func (tr *Trainer) run(s *Summary) error {
 	total := tr.TotalSteps()
 	perEpoch := tr.StepsPerEpoch()
 	if tr.opts.Progress != nil {
-		tr.opts.Progress.Start(total-tr.step, fmt.Sprintf("%s %s", tr.Cfg.Optimizer, tr.Cfg.DatasetName))
+		tr.opts.Progress.Start(total-tr.step, fmt.Sprintf("%s %s", tr.optimizerName(), tr.Cfg.DatasetName))
 		defer tr.opts.Progress.Finish()
 	}
 	pad := max(0, tr.Tok.EOS())
