@@ -182,7 +182,7 @@ func (m *Llama) linear(t *Tape, x *Tensor, w *Param) (*Tensor, error) {
 	if a.Dropout > 0 && t.Grad() {
 		// A mask per adapter and step (PEFT gives each adapter its own
 		// dropout module).
-		seed := wgslSeed(m.dropoutSeed, a.Layer, a.Module)
+		seed := adapterSeed(m.dropoutSeed, a.Layer, a.Module)
 		if xd, err = t.Dropout(x, a.Dropout, seed); err != nil {
 			y.Release()
 			return nil, err
@@ -202,8 +202,8 @@ func (m *Llama) linear(t *Tape, x *Tensor, w *Param) (*Tensor, error) {
 	return y, nil
 }
 
-// wgslSeed mixes a step's dropout seed with an adapter's place.
-func wgslSeed(seed uint32, layer int, module string) uint32 {
+// adapterSeed mixes a step's dropout seed with an adapter's place.
+func adapterSeed(seed uint32, layer int, module string) uint32 {
 	return seed*0x9e3779b1 ^ uint32(layer*len(peft.Modules)+slices.Index(peft.Modules, module)+1)*0x85ebca77
 }
 
