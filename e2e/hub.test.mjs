@@ -137,10 +137,13 @@ test('a hub over its byte budget drops the oldest events and the dashboard says 
     for (let i = 1; i <= 4; i++) {
       pub.ws.send(JSON.stringify({ v: 1, kind: 'sample', sample: { step: i, prompt: 'p', text } }));
     }
-    const run = await until('the samples on the hub', async () => {
+    // Two of the four fit beside the run event: wait for the fourth to
+    // arrive (checking after the third would see one drop, and race it).
+    const run = await until('all four samples on the hub', async () => {
       const r = await (await fetch(new URL('/api/runs', hub.url))).json();
-      return r.find((x) => x.run === 'e2e-budget' && x.dropped_events > 0);
+      return r.find((x) => x.run === 'e2e-budget' && x.dropped_events >= 2);
     });
+    assert.equal(run.dropped_events, 2, 'four samples of 400 kB in a 1 MiB budget keep two');
     assert.ok(run.bytes <= 1 << 20, `the run keeps ${run.bytes} bytes, over its 1 MiB budget`);
     b = await browser();
     const page = await b.newPage({ viewport: { width: 1280, height: 900 } });
