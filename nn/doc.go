@@ -1,6 +1,9 @@
 // Package nn is lomo's model layer: Tensors on a gpu.Device, Params, the
 // forward/backward op pairs of a LLaMA block, a Tape that records the
-// backward of a forward pass, activation checkpointing, and the LLaMA model.
+// backward of a forward pass, activation checkpointing, and the LLaMA model,
+// with LoRA adapters on its linear layers (lora.go: their weights frozen or
+// not; PEFT folders loaded, saved and merged) and its blocks placed on one
+// device or split over several (placement.go).
 //
 // The contract everything above relies on (DESIGN.md, contract 1):
 // Tape.Backward(loss, callback) calls callback exactly once per trainable
