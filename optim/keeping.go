@@ -108,44 +108,42 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	if _, err := statsBuffer(k.d, &k.stats); err != nil {
 		return res, err
 	}
-	if k.scaler.Dynamic {
-		// The kept gradients are scaled: any beyond the limit is an
-		// overflow, which skips the step and lowers the scale.
-		if err := wgsl.Fill(k.d, k.stats, 1, 1, 0); err != nil {
+	// One pass over the kept gradients, one read: their norm (when
+	// clipping) and, under a dynamic loss scale, whether any scaled
+	// gradient overflowed, which skips the step and lowers the scale.
+	clip := k.cfg.ClipGradNorm > 0
+	if clip || k.scaler.Dynamic {
+		if err := wgsl.Fill(k.d, k.stats, 0, 2, 0); err != nil {
 			return res, err
 		}
 		for _, p := range order {
-			if err := wgsl.CheckFinite(k.d, k.stats, 1, k.grads[p], p.GradDType(), p.Len(), 1, k.limit); err != nil {
-				return res, err
+			g := k.grads[p]
+			if clip {
+				if err := wgsl.SumSquares(k.d, k.stats, 0, g, p.GradDType(), p.Len(), invScale); err != nil {
+					return res, err
+				}
+			}
+			if k.scaler.Dynamic {
+				if err := wgsl.CheckFinite(k.d, k.stats, 1, g, p.GradDType(), p.Len(), 1, k.limit); err != nil {
+					return res, err
+				}
 			}
 		}
-		raw, err := k.d.Read(k.stats, 4, 4)
+		raw, err := k.d.Read(k.stats, 0, 8)
 		if err != nil {
 			return res, err
 		}
-		if k.scaler.Update(binary.LittleEndian.Uint32(raw) != 0) {
+		if k.scaler.Dynamic && k.scaler.Update(binary.LittleEndian.Uint32(raw[4:]) != 0) {
 			res.Skipped, res.GradNorm = true, math.Inf(1)
 			return res, nil
 		}
+		if clip {
+			res.GradNorm = math.Sqrt(float64(math.Float32frombits(binary.LittleEndian.Uint32(raw))))
+			coef = float32(math.Min(1, k.cfg.ClipGradNorm/(res.GradNorm+1e-6)))
+			res.ClipCoef = float64(coef)
+		}
 	}
 	k.t++
-	if k.cfg.ClipGradNorm > 0 {
-		if err := wgsl.Fill(k.d, k.stats, 0, 1, 0); err != nil {
-			return res, err
-		}
-		for _, p := range order {
-			if err := wgsl.SumSquares(k.d, k.stats, 0, k.grads[p], p.GradDType(), p.Len(), invScale); err != nil {
-				return res, err
-			}
-		}
-		raw, err := k.d.Read(k.stats, 0, 4)
-		if err != nil {
-			return res, err
-		}
-		res.GradNorm = math.Sqrt(float64(math.Float32frombits(binary.LittleEndian.Uint32(raw))))
-		coef = float32(math.Min(1, k.cfg.ClipGradNorm/(res.GradNorm+1e-6)))
-		res.ClipCoef = float64(coef)
-	}
 	if err := wgsl.Fill(k.d, k.stats, weightFlag, 1, 0); err != nil {
 		return res, err
 	}

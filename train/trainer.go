@@ -795,6 +795,22 @@ func (tr *Trainer) SaveFinal() error {
 	return tr.saveModelDir(filepath.Join(tr.Cfg.OutputDir, "final"), nil)
 }
 
+// CopyTokenizerFiles copies the tokenizer and generation files of a
+// Hugging Face model folder that src has (all optional) into dst, so that
+// a saved model folder is complete.
+func CopyTokenizerFiles(src, dst string) error {
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			continue // optional files
+		}
+		if err := os.WriteFile(filepath.Join(dst, f), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
 	tmp := dir + ".tmp"
 	os.RemoveAll(tmp)
@@ -809,16 +825,9 @@ func (tr *Trainer) saveModelDir(dir string, st *TrainerState) error {
 		os.RemoveAll(tmp)
 		return err
 	}
-	src := tr.baseDir
-	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"} {
-		b, err := os.ReadFile(filepath.Join(src, f))
-		if err != nil {
-			continue // optional files
-		}
-		if err := os.WriteFile(filepath.Join(tmp, f), b, 0o644); err != nil {
-			os.RemoveAll(tmp)
-			return err
-		}
+	if err := CopyTokenizerFiles(tr.baseDir, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return err
 	}
 	if st != nil {
 		ost, err := tr.Opt.SaveState()

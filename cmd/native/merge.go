@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/train"
 )
 
 func init() {
@@ -67,14 +67,8 @@ func cmdMerge(args []string, stdout, stderr io.Writer) error {
 	if err := m.Save(*out); err != nil {
 		return err
 	}
-	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"} {
-		b, err := os.ReadFile(filepath.Join(*model, f))
-		if err != nil {
-			continue // optional files
-		}
-		if err := os.WriteFile(filepath.Join(*out, f), b, 0o644); err != nil {
-			return err
-		}
+	if err := train.CopyTokenizerFiles(*model, *out); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "merged %d adapter parameters (r=%d, scale %g, %v) into %s: %s\n", n, pc.R, pc.Scale(), pc.TargetModules, *model, *out)
 	return nil
