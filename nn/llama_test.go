@@ -262,19 +262,10 @@ func TestBackwardContract(t *testing.T) {
 				}
 				// Recomputation must give the same gradients as the plain
 				// backward (same kernels on the same values: f32 rounding only).
-				for name, g := range rec.grads {
-					for i := range g {
-						if d := math.Abs(float64(g[i] - plain.grads[name][i])); d > 1e-6+1e-5*math.Abs(float64(g[i])) {
-							t.Fatalf("%s[%d]: checkpointed %g, plain %g", name, i, g[i], plain.grads[name][i])
-						}
-					}
-				}
+				sameGrads(t, "checkpointed", rec.grads, "plain", plain.grads)
 			}
-			// Central differences of the f32 loss on sampled coordinates: loss
-			// ~3.6 carries ~4e-7 rounding, so with h = 1e-2 the estimate is good
-			// to ~1e-4; O(h^2) curvature terms add about as much.
+			// Central differences of the f32 loss on sampled coordinates.
 			r := rand.New(rand.NewPCG(9, 9))
-			const h = 1e-2
 			for _, p := range m.Params() {
 				vals, err := ReadF32(dev, p.Tensor)
 				if err != nil {
@@ -286,23 +277,45 @@ func TestBackwardContract(t *testing.T) {
 						// rows of tokens that occur have gradients; pick one
 						i = (3+r.IntN(m.Cfg.VocabSize-3))*p.Cols() + r.IntN(p.Cols())
 					}
-					f := func(x float32) float64 {
-						v := slices.Clone(vals)
-						v[i] = x
-						if err := dev.Write(p.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
-							t.Fatal(err)
-						}
-						return lossValue(t, m, in)
-					}
-					num := (f(vals[i]+h) - f(vals[i]-h)) / (2 * h)
-					f(vals[i])
-					got := float64(plain.grads[p.Name][i])
-					if math.Abs(got-num) > 3e-4+2e-2*math.Abs(num) {
-						t.Errorf("%s[%d]: backward %.6g, central difference %.6g", p.Name, i, got, num)
-					}
+					checkCentralDiff(t, m, in, p, vals, i, plain.grads[p.Name][i])
 				}
 			}
 		})
+	}
+}
+
+// sameGrads fails unless two runs' gradients agree to f32 rounding (the
+// same kernels on the same values, in another order or recomputed).
+func sameGrads(t *testing.T, what string, got map[string][]float32, wantWhat string, want map[string][]float32) {
+	t.Helper()
+	for name, g := range got {
+		for i := range g {
+			if d := math.Abs(float64(g[i] - want[name][i])); d > 1e-6+1e-5*math.Abs(float64(g[i])) {
+				t.Fatalf("%s[%d]: %s %g, %s %g", name, i, what, g[i], wantWhat, want[name][i])
+			}
+		}
+	}
+}
+
+// checkCentralDiff compares the backward gradient got of element i of p
+// (whose f32 values are vals) with central differences of the f32 loss:
+// loss ~3.6 carries ~4e-7 rounding, so with h = 1e-2 the estimate is good
+// to ~1e-4; O(h^2) curvature terms add about as much. p is restored.
+func checkCentralDiff(t *testing.T, m *Llama, in *Inputs, p *Param, vals []float32, i int, got float32) {
+	t.Helper()
+	const h = 1e-2
+	f := func(x float32) float64 {
+		v := slices.Clone(vals)
+		v[i] = x
+		if err := dev.Write(p.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
+			t.Fatal(err)
+		}
+		return lossValue(t, m, in)
+	}
+	num := (f(vals[i]+h) - f(vals[i]-h)) / (2 * h)
+	f(vals[i])
+	if math.Abs(float64(got)-num) > 3e-4+2e-2*math.Abs(num) {
+		t.Errorf("%s[%d]: backward %.6g, central difference %.6g", p.Name, i, got, num)
 	}
 }
 

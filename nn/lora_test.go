@@ -258,16 +258,9 @@ func TestLoRAModelGradients(t *testing.T) {
 			plain = rec
 			continue
 		}
-		for name, g := range rec.grads {
-			for i := range g {
-				if d := math.Abs(float64(g[i] - plain.grads[name][i])); d > 1e-6+1e-5*math.Abs(float64(g[i])) {
-					t.Fatalf("%s[%d]: checkpointed %g, plain %g", name, i, g[i], plain.grads[name][i])
-				}
-			}
-		}
+		sameGrads(t, "checkpointed", rec.grads, "plain", plain.grads)
 	}
 	r := rand.New(rand.NewPCG(9, 10))
-	const h = 1e-2
 	for _, p := range m.LoRAParams() {
 		vals, err := ReadF32(dev, p.Tensor)
 		if err != nil {
@@ -275,19 +268,7 @@ func TestLoRAModelGradients(t *testing.T) {
 		}
 		for s := 0; s < 2; s++ {
 			i := r.IntN(len(vals))
-			f := func(x float32) float64 {
-				v := slices.Clone(vals)
-				v[i] = x
-				if err := dev.Write(p.Buf, 0, EncodeF32(v, gpu.F32)); err != nil {
-					t.Fatal(err)
-				}
-				return lossValue(t, m, in)
-			}
-			num := (f(vals[i]+h) - f(vals[i]-h)) / (2 * h)
-			f(vals[i])
-			if got := float64(plain.grads[p.Name][i]); math.Abs(got-num) > 3e-4+2e-2*math.Abs(num) {
-				t.Errorf("%s[%d]: backward %.6g, central difference %.6g", p.Name, i, got, num)
-			}
+			checkCentralDiff(t, m, in, p, vals, i, plain.grads[p.Name][i])
 		}
 	}
 	m.FreezeBase()
@@ -313,13 +294,7 @@ func TestLoRAModelGradients(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("frozen base, checkpointing=%v: callbacks for %v, want the adapters %v", ckpt, got, want)
 		}
-		for name, g := range rec.grads {
-			for i := range g {
-				if d := math.Abs(float64(g[i] - plain.grads[name][i])); d > 1e-6+1e-5*math.Abs(float64(g[i])) {
-					t.Fatalf("frozen base: %s[%d] = %g, %g with the base trainable", name, i, g[i], plain.grads[name][i])
-				}
-			}
-		}
+		sameGrads(t, "base frozen", rec.grads, "base trainable", plain.grads)
 		if peak := dev.Stats().Tag(gpu.TagGrad).Peak; peak == 0 || peak > largest {
 			t.Errorf("frozen base, checkpointing=%v: grad peak %d bytes; the largest adapter gradient is %d (a base gradient was allocated?)", ckpt, peak, largest)
 		}

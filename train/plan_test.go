@@ -51,20 +51,7 @@ func measure(t *testing.T, m *nn.Llama, req PlanRequest) Plan {
 		t.Fatal(err)
 	}
 	defer opt.Release()
-	n := req.Batch * req.Seq
-	ids := make([]int, n)
-	labels := make([]int, n)
-	for i := range ids {
-		ids[i] = (i * 7) % m.Cfg.VocabSize
-		labels[i] = (i*7 + 7) % m.Cfg.VocabSize
-		if i%req.Seq == req.Seq-1 {
-			labels[i] = nn.IgnoreIndex
-		}
-	}
-	in, err := m.NewInputs(req.Batch, req.Seq, ids, labels, make([]int, req.Batch))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := planBatch(t, m, req)
 	defer in.Release()
 	dev.TrimCache()
 	base := dev.Stats()
@@ -83,6 +70,26 @@ func measure(t *testing.T, m *nn.Llama, req PlanRequest) Plan {
 		Params: s.Tag(gpu.TagParam).Peak, Grads: s.Tag(gpu.TagGrad).Peak, OptimizerSt: s.Tag(gpu.TagOptimizer).Peak,
 		Activations: s.Tag(gpu.TagActivation).Peak, Scratch: s.Tag(gpu.TagScratch).Peak + s.Tag(gpu.TagStaging).Peak, Total: s.Total.Peak,
 	}
+}
+
+// planBatch is a batch of req's shape with every position labelled but
+// each sequence's last, as PlanStep's.
+func planBatch(t *testing.T, m *nn.Llama, req PlanRequest) *nn.Inputs {
+	t.Helper()
+	n := req.Batch * req.Seq
+	ids, labels := make([]int, n), make([]int, n)
+	for i := range ids {
+		ids[i] = (i * 7) % m.Cfg.VocabSize
+		labels[i] = (i*7 + 7) % m.Cfg.VocabSize
+		if i%req.Seq == req.Seq-1 {
+			labels[i] = nn.IgnoreIndex
+		}
+	}
+	in, err := m.NewInputs(req.Batch, req.Seq, ids, labels, make([]int, req.Batch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
 
 func within(t *testing.T, what string, measured, planned int64, rel float64) {

@@ -4,28 +4,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/internal/shared"
+	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 )
-
-// openDevice opens another device on the test adapter (two devices on one
-// adapter: how split models are tested without two GPUs).
-func openDevice(t *testing.T) *gpu.Device {
-	t.Helper()
-	d, err := gpu.Open(gpu.Options{Adapter: strconv.Itoa(dev.Info.Index)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	return d
-}
 
 // splitConfig is a short COPA fine-tune of stories260K that saves its
 // final model and evaluates on two examples only.
@@ -54,7 +42,7 @@ func splitConfig(t *testing.T, out string) Config {
 // under f16, the loss scaler's overflow check run across both devices).
 // The summary reports each device and the boundary copies per step.
 func TestSplitFineTuneMatchesOneDevice(t *testing.T) {
-	dev2 := openDevice(t)
+	dev2 := testgpu.SecondDevice(t, dev)
 	for _, opt := range []string{"lomo", "adalomo"} {
 		for _, dt := range []string{"f32", "f16"} {
 			for _, ckpt := range []bool{false, true} {
@@ -136,19 +124,7 @@ func measureSplit(t *testing.T, ds []*gpu.Device, req PlanRequest) []DevicePlan 
 		t.Fatal(err)
 	}
 	defer opt.Release()
-	n := req.Batch * req.Seq
-	ids, labels := make([]int, n), make([]int, n)
-	for i := range ids {
-		ids[i] = (i * 7) % m.Cfg.VocabSize
-		labels[i] = (i*7 + 7) % m.Cfg.VocabSize
-		if i%req.Seq == req.Seq-1 {
-			labels[i] = nn.IgnoreIndex
-		}
-	}
-	in, err := m.NewInputs(req.Batch, req.Seq, ids, labels, make([]int, req.Batch))
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := planBatch(t, m, req)
 	defer in.Release()
 	for i := 0; i < 2; i++ { // as PlanStep
 		if _, err := opt.Step(m.Params(), StepForward(m, in, 0)); err != nil {
@@ -181,7 +157,7 @@ func TestSplitPlanMatchesMeasurement(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ds := []*gpu.Device{openDevice(t), openDevice(t)}
+			ds := []*gpu.Device{testgpu.SecondDevice(t, dev), testgpu.SecondDevice(t, dev)}
 			got := measureSplit(t, ds, req)
 			for i := range ds {
 				if got[i] != plan.PerDevice[i] {
@@ -254,7 +230,7 @@ func (f *failOn) Step(float64) {
 // stops with an error naming that device and the last checkpoint, which
 // stays intact and loads.
 func TestSplitDeviceFailure(t *testing.T) {
-	dev2 := openDevice(t)
+	dev2 := testgpu.SecondDevice(t, dev)
 	c := splitConfig(t, t.TempDir())
 	c.EvalFile, c.TrainSize = "", 4 // two steps per epoch
 	c.MaxSteps, c.NumTrainEpochs = 0, 2
