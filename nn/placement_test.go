@@ -5,13 +5,27 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/internal/shared"
-	"github.com/lomo-dev/lomo/internal/testgpu"
 )
+
+// secondDevice opens another device on the test adapter: two devices of
+// one process, as a split model uses them, without two GPUs. (In the
+// package's tests: testgpu, the TestMain every GPU package shares, must not
+// import gpu, whose own tests use it.)
+func secondDevice(t *testing.T) *gpu.Device {
+	t.Helper()
+	d, err := gpu.Open(gpu.Options{Adapter: strconv.Itoa(dev.Info.Index)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
 
 // stepRecord is what one forward+backward gives: the per-token losses and
 // every parameter's gradient, by name, in callback order.
@@ -71,7 +85,7 @@ func sameBits(a, b []float32) int {
 // callback order, with and without checkpointing, f32 and f16; each
 // gradient lives on its parameter's device.
 func TestSplitMatchesOneDevice(t *testing.T) {
-	dev2 := testgpu.SecondDevice(t, dev)
+	dev2 := secondDevice(t)
 	dir := shared.Path(t, "models/stories260K")
 	type model struct {
 		name  string
@@ -149,7 +163,7 @@ func TestSplitMatchesOneDevice(t *testing.T) {
 // TestSplitGenerate: greedy generation from a split model gives the tokens
 // of the model on one device.
 func TestSplitGenerate(t *testing.T) {
-	dev2 := testgpu.SecondDevice(t, dev)
+	dev2 := secondDevice(t)
 	dir := shared.Path(t, "models/stories260K")
 	one, err := LoadLlama(dev, dir, gpu.F32)
 	if err != nil {
@@ -178,7 +192,7 @@ func TestSplitGenerate(t *testing.T) {
 // TestPlacementErrors: a placement that does not fit the model is refused
 // with the reason, before anything is allocated.
 func TestPlacementErrors(t *testing.T) {
-	dev2 := testgpu.SecondDevice(t, dev)
+	dev2 := secondDevice(t)
 	cfg := toyConfig(false) // 2 layers
 	cases := []struct {
 		pl   Placement

@@ -11,7 +11,6 @@ import (
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/peft"
-	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 )
 
@@ -217,7 +216,7 @@ func TestLoRAResume(t *testing.T) {
 // over two devices saves the adapter and the model of the one-device run,
 // bit for bit (each adapter lives and is updated on its layer's device).
 func TestSplitLoRAMatchesOneDevice(t *testing.T) {
-	dev2 := testgpu.SecondDevice(t, dev)
+	dev2 := secondDevice(t)
 	run := func(ds []*gpu.Device) map[string]string {
 		c := splitConfig(t, t.TempDir())
 		c.PeftType, c.LoraTargetModules, c.HFLearningRate, c.LoraDropout = "lora", []string{"q_proj", "down_proj"}, 0.01, 0.1

@@ -4,16 +4,30 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/internal/shared"
-	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/optim"
 )
+
+// secondDevice opens another device on the test adapter: two devices of
+// one process, as a split model uses them, without two GPUs. (In the
+// package's tests: testgpu, the TestMain every GPU package shares, must not
+// import gpu, whose own tests use it.)
+func secondDevice(t *testing.T) *gpu.Device {
+	t.Helper()
+	d, err := gpu.Open(gpu.Options{Adapter: strconv.Itoa(dev.Info.Index)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
 
 // splitConfig is a short COPA fine-tune of stories260K that saves its
 // final model and evaluates on two examples only.
@@ -42,7 +56,7 @@ func splitConfig(t *testing.T, out string) Config {
 // under f16, the loss scaler's overflow check run across both devices).
 // The summary reports each device and the boundary copies per step.
 func TestSplitFineTuneMatchesOneDevice(t *testing.T) {
-	dev2 := testgpu.SecondDevice(t, dev)
+	dev2 := secondDevice(t)
 	for _, opt := range []string{"lomo", "adalomo"} {
 		for _, dt := range []string{"f32", "f16"} {
 			for _, ckpt := range []bool{false, true} {
@@ -157,7 +171,7 @@ func TestSplitPlanMatchesMeasurement(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ds := []*gpu.Device{testgpu.SecondDevice(t, dev), testgpu.SecondDevice(t, dev)}
+			ds := []*gpu.Device{secondDevice(t), secondDevice(t)}
 			got := measureSplit(t, ds, req)
 			for i := range ds {
 				if got[i] != plan.PerDevice[i] {
@@ -230,7 +244,7 @@ func (f *failOn) Step(float64) {
 // stops with an error naming that device and the last checkpoint, which
 // stays intact and loads.
 func TestSplitDeviceFailure(t *testing.T) {
-	dev2 := testgpu.SecondDevice(t, dev)
+	dev2 := secondDevice(t)
 	c := splitConfig(t, t.TempDir())
 	c.EvalFile, c.TrainSize = "", 4 // two steps per epoch
 	c.MaxSteps, c.NumTrainEpochs = 0, 2

@@ -7,10 +7,7 @@ package testgpu
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"testing"
-
-	"github.com/lomo-dev/lomo/gpu"
 )
 
 // Main runs m between setup and its teardown, then exits. A setup error
@@ -39,17 +36,4 @@ func Main(m *testing.M, setup func() (teardown func(), err error)) {
 		}
 	}
 	os.Exit(code)
-}
-
-// SecondDevice opens another device on the adapter of d, closed when t
-// ends: two devices of one process, as a model split over devices uses
-// them, without two GPUs.
-func SecondDevice(t testing.TB, d *gpu.Device) *gpu.Device {
-	t.Helper()
-	d2, err := gpu.Open(gpu.Options{Adapter: strconv.Itoa(d.Info.Index)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d2.Close)
-	return d2
 }
