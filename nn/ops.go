@@ -75,8 +75,15 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tens
 		return y, nil
 	}
 	x.Retain()
+	saved := true
+	releaseX := func() {
+		if saved {
+			saved = false
+			x.Release()
+		}
+	}
 	t.record(&op{
-		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: x.Release,
+		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX,
 		backward: func() error {
 			if y.grad == nil {
 				return nil
@@ -91,6 +98,11 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tens
 					return err
 				}
 			}
+			// dx needs W, not x: x goes before dx is allocated, so that the
+			// two are never alive together (at the down projection of a
+			// LLaMA block both are N x FFN; dx may take x's memory, which
+			// the recorded dW matmul has read by then).
+			releaseX()
 			if x.needsGrad {
 				dx, acc, err := t.gradOf(x)
 				if err != nil {
@@ -347,6 +359,16 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 		release: func() { g.Release(); u.Release() },
 		backward: func() error {
 			if h.grad == nil {
+				return nil
+			}
+			if ownedOnlyBy(g) && ownedOnlyBy(u) && g != u && g.needsGrad && u.needsGrad && g.GradDType() == g.DType && u.GradDType() == u.DType {
+				// This op holds g and u for nothing else: their gradients
+				// take their memory (see wgsl.SwiGLUBackwardInPlace).
+				if err := wgsl.SwiGLUBackwardInPlace(t.D, g.Buf, u.Buf, h.grad, g.Len(), g.DType); err != nil {
+					return err
+				}
+				g.becomeGrad()
+				u.becomeGrad()
 				return nil
 			}
 			// The kernel writes both: an input without a gradient (a

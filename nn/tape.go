@@ -291,7 +291,7 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback}
 		var leaf *Tensor
 		if x != nil {
-			leaf = &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad}
+			leaf = &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad, borrowed: true}
 		}
 		y2, err := block(sub, leaf)
 		if err != nil {

@@ -26,6 +26,7 @@ type Tensor struct {
 	grad      *gpu.Buffer // gradient (GradDType), same element count, while backward runs
 	needsGrad bool
 	param     *Param
+	borrowed  bool // Buf belongs to another tensor (a checkpoint's leaf)
 }
 
 // GradDType is the dtype of the tensor's gradient: an activation's is its
@@ -67,6 +68,20 @@ func (t *Tensor) Release() {
 		// needs it in backward; Tape.run frees it after that op.
 		t.Buf.Release()
 	}
+}
+
+// ownedOnlyBy reports whether x's values are held by one holder only (the
+// op asking) and x has no gradient yet, so that the holder may write x's
+// gradient over its values (becomeGrad).
+func ownedOnlyBy(x *Tensor) bool {
+	return x.refs == 1 && x.grad == nil && x.param == nil && !x.borrowed
+}
+
+// becomeGrad hands x's buffer, which now holds x's gradient, to x.grad: x
+// has no values any more and its holder's Release is a no-op.
+func (t *Tensor) becomeGrad() {
+	t.grad, t.Buf = t.Buf, nil
+	t.refs = 0
 }
 
 func shapeString(s []int) string { return fmt.Sprint(s) }

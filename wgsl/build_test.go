@@ -54,6 +54,7 @@ func TestEveryKernelBuilds(t *testing.T) {
 		run("add", Add(d, buf(), buf(), buf(), n, x))
 		run("swiglu", SwiGLU(d, buf(), buf(), buf(), n, x))
 		run("swiglu backward", SwiGLUBackward(d, buf(), buf(), buf(), buf(), buf(), n, x, true, false))
+		run("swiglu backward in place", SwiGLUBackwardInPlace(d, buf(), buf(), buf(), n, x))
 		run("axpy", Axpy(d, buf(), buf(), n, x, 1, 0.5))
 		run("dropout", Dropout(d, buf(), buf(), n, x, 0.25, 7, 4.0/3, 1))
 		run("embedding backward", EmbeddingBackward(d, buf(), buf(), buf(), x, 4, 8, 16, false))

@@ -113,6 +113,25 @@ func TestSwiGLUBackward(t *testing.T) {
 			tl := tol{Atol: 1e-5, Rtol: 1e-5 + rounding(dt)}
 			assertClose(t, fmt.Sprintf("dg(acc=%v,%v)", acc, dt), download(t, dgb, n, dt), wg, tl)
 			assertClose(t, fmt.Sprintf("du(acc=%v,%v)", acc, dt), download(t, dub, n, dt), wu, tl)
+			if acc {
+				continue
+			}
+			// In place: the same values, bit for bit, written over g and u.
+			gb, ub := upload(t, g, dt), upload(t, u, dt)
+			if err := SwiGLUBackwardInPlace(dev, gb, ub, upload(t, w, dt), n, dt); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				name      string
+				got, want *gpu.Buffer
+			}{{"dg", gb, dgb}, {"du", ub, dub}} {
+				got, want := download(t, c.got, n, dt), download(t, c.want, n, dt)
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("%s in place (%v)[%d] = %v, not %v as SwiGLUBackward", c.name, dt, i, got[i], want[i])
+					}
+				}
+			}
 		}
 	}
 }
