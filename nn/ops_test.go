@@ -1,0 +1,91 @@
+package nn
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// TestMLPBackwardMemory: the backward of a SwiGLU MLP, down(silu(gate(x)) *
+// up(x)), holds at most three N x F activations at a time (gate, up, and
+// either their product or its gradient): the down projection's input goes
+// before its input gradient is allocated, and the gate's and up's gradients
+// are written over their values. Written naively the backward holds five
+// (gate, up, the product's gradient, and new gradients of gate and up). F
+// is large against everything else, so the other buffers cannot hide it.
+func TestMLPBackwardMemory(t *testing.T) {
+	const n, c, f, v = 4, 4, 256, 5
+	r := rand.New(rand.NewPCG(1, 2))
+	param := func(name string, rows, cols int) *Param {
+		p, err := NewParam(dev, name, gpu.F32, rows, cols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Release)
+		w := make([]float32, rows*cols)
+		for i := range w {
+			w[i] = float32(r.NormFloat64()) * 0.3
+		}
+		if err := dev.Write(p.Buf, 0, EncodeF32(w, gpu.F32)); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	gate, up, down, head := param("gate", f, c), param("up", f, c), param("down", c, f), param("head", v, c)
+	xv := make([]float32, n*c)
+	for i := range xv {
+		xv[i] = float32(r.NormFloat64())
+	}
+	x, err := FromF32(dev, gpu.TagActivation, gpu.F32, xv, n, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Release()
+	labels, _ := dev.NewBuffer(gpu.TagScratch, 4*n)
+	defer labels.Release()
+	dev.Write(labels, 0, u32Bytes([]int{1, 2, 3, 4}))
+
+	tape := NewTape(dev, true)
+	var keep []*Tensor
+	step := func(y *Tensor, err error) *Tensor {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, y)
+		return y
+	}
+	g := step(tape.Linear(x, gate))
+	u := step(tape.Linear(x, up))
+	sw := step(tape.SwiGLU(g, u))
+	dn := step(tape.Linear(sw, down))
+	logits := step(tape.Linear(dn, head))
+	loss, err := tape.CrossEntropy(logits, labels, LossOptions{GradScale: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer loss.Release()
+	for _, k := range keep {
+		k.Release()
+	}
+	if err := dev.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	nf := gpu.F32.Bytes(n * f)
+	live := dev.Stats().Tag(gpu.TagActivation).Live
+	if live < 3*nf {
+		t.Fatalf("%d activation bytes live after the forward, less than gate, up and their product (%d)", live, 3*nf)
+	}
+	dev.ResetPeak()
+	var got []string
+	if err := tape.Backward(loss, func(p *Param, _ *gpu.Buffer) error { got = append(got, p.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 {
+		t.Errorf("callbacks for %v, want 4 weights", got)
+	}
+	if peak := dev.Stats().Tag(gpu.TagActivation).Peak; peak >= 4*nf {
+		t.Errorf("the backward's activation peak is %d bytes: %.2f N x F buffers, want fewer than 4", peak, float64(peak)/float64(nf))
+	}
+}
