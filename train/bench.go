@@ -140,6 +140,7 @@ func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
 type KernelBench struct {
 	Kernel  string  `json:"kernel"`
 	Shape   string  `json:"shape"`
+	Tile    string  `json:"tile,omitempty"` // matmul: the tiling (wgsl.Tile)
 	Seconds float64 `json:"seconds"`
 	GFLOPs  float64 `json:"gflops"`
 	// OfProbe is GFLOPs over the probe's FMA rate of the kernel's
@@ -147,46 +148,65 @@ type KernelBench struct {
 	OfProbe float64 `json:"fraction_of_probe,omitempty"`
 }
 
-// BenchMatmul times C = A·Bᵀ for square sizes (f32 and f16 weights).
-func BenchMatmul(d *gpu.Device, sizes []int, reps int) ([]KernelBench, error) {
+// BenchMatmul times, for each square size n, the matmuls of a linear
+// layer as a training step runs them: the forward x·Wᵀ, and the backward's
+// dy·W (input gradient) and dyᵀ·x (weight gradient), with a 16-bit model's
+// operands (f16 activations, weights and weight gradients where the adapter
+// writes f16, else f32 activations and f16 weights), plus x·Wᵀ with f32
+// weights. Each with ChooseTile's tiling, or with each of tiles when given.
+func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]KernelBench, error) {
+	act := nn.ActivationDType(d, gpu.F16)
+	type layout struct {
+		name    string
+		ta, tb  bool
+		a, b, c gpu.DType
+	}
+	layouts := []layout{
+		{"matmul x·Wᵀ f32", false, true, gpu.F32, gpu.F32, gpu.F32},
+		{"matmul x·Wᵀ " + act.String() + " act, f16 W", false, true, act, gpu.F16, act},
+		{"matmul dy·W " + act.String() + " act, f16 W", false, false, act, gpu.F16, act},
+		{"matmul dyᵀ·x " + act.String() + " act, " + act.String() + " dW", true, false, act, act, act},
+	}
 	var out []KernelBench
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
-		for _, n := range sizes {
-			a, err := d.NewBuffer(gpu.TagScratch, 4*int64(n*n))
-			if err != nil {
-				return out, err
+	for _, n := range sizes {
+		for _, l := range layouts {
+			bufs := make([]*gpu.Buffer, 3)
+			for i, dt := range []gpu.DType{l.c, l.a, l.b} {
+				b, err := d.NewBuffer(gpu.TagScratch, dt.Bytes(n*n))
+				if err != nil {
+					return out, err
+				}
+				defer b.Release()
+				bufs[i] = b
 			}
-			w, err := d.NewBuffer(gpu.TagScratch, dt.Bytes(n*n))
-			if err != nil {
-				return out, err
+			ts := tiles
+			if len(ts) == 0 {
+				ts = []wgsl.Tile{wgsl.ChooseTile(d, n, n, n)}
 			}
-			c, err := d.NewBuffer(gpu.TagScratch, 4*int64(n*n))
-			if err != nil {
-				return out, err
-			}
-			run := func() error {
-				return wgsl.Matmul(d, wgsl.Mat{Buf: c}, wgsl.Mat{Buf: a}, wgsl.Mat{Buf: w, DType: dt, T: true}, n, n, n, 1, 1, 0)
-			}
-			if err := run(); err != nil {
-				return out, err
-			}
-			if err := d.Sync(); err != nil {
-				return out, err
-			}
-			t0 := time.Now()
-			for i := 0; i < reps; i++ {
+			for _, tile := range ts {
+				run := func() error {
+					return wgsl.MatmulTiled(d, tile, wgsl.Mat{Buf: bufs[0], DType: l.c}, wgsl.Mat{Buf: bufs[1], DType: l.a, T: l.ta},
+						wgsl.Mat{Buf: bufs[2], DType: l.b, T: l.tb}, n, n, n, 1, 1, 0)
+				}
 				if err := run(); err != nil {
 					return out, err
 				}
+				if err := d.Sync(); err != nil {
+					return out, err
+				}
+				t0 := time.Now()
+				for i := 0; i < reps; i++ {
+					if err := run(); err != nil {
+						return out, err
+					}
+				}
+				if err := d.Sync(); err != nil {
+					return out, err
+				}
+				s := time.Since(t0).Seconds() / float64(reps)
+				out = append(out, KernelBench{Kernel: l.name, Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Tile: tile.String(),
+					Seconds: s, GFLOPs: 2 * float64(n) * float64(n) * float64(n) / s / 1e9})
 			}
-			if err := d.Sync(); err != nil {
-				return out, err
-			}
-			s := time.Since(t0).Seconds() / float64(reps)
-			out = append(out, KernelBench{Kernel: "matmul x·Wᵀ " + dt.String(), Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Seconds: s, GFLOPs: 2 * float64(n) * float64(n) * float64(n) / s / 1e9})
-			a.Release()
-			w.Release()
-			c.Release()
 		}
 	}
 	return out, nil

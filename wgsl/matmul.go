@@ -2,6 +2,7 @@ package wgsl
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
@@ -23,15 +24,85 @@ type Mat struct {
 	T     bool      // stored transposed (see matmul.wgsl)
 }
 
+// Tile is a tiling of matmul.wgsl: a workgroup computes a BM x BN tile of
+// C stepping K by BK, each thread a TM x TN block in registers. Every
+// tiling gives the same bits (one fma per k, in order); they differ in
+// speed only.
+type Tile struct{ BM, BN, BK, TM, TN int }
+
+// The tilings lomo chooses from (ChooseTile). Tile64 (4x4 results per
+// thread) suits small matrices; Tile128 gives each thread 8x8 results, twice
+// the arithmetic per value read from workgroup memory.
+var (
+	Tile64  = Tile{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4}
+	Tile128 = Tile{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8}
+	// Tiles lists the tilings benchmarks compare (lomo bench --matmul-tiles
+	// all) and tests check, ChooseTile's first.
+	Tiles = []Tile{Tile64, Tile128, {BM: 128, BN: 128, BK: 8, TM: 8, TN: 8}, {BM: 128, BN: 64, BK: 16, TM: 8, TN: 4}, {BM: 64, BN: 128, BK: 8, TM: 4, TN: 8}}
+)
+
+func (t Tile) String() string { return fmt.Sprintf("%dx%dx%d/%dx%d", t.BM, t.BN, t.BK, t.TM, t.TN) }
+
+// ParseTile is the inverse of Tile.String.
+func ParseTile(s string) (Tile, error) {
+	var t Tile
+	if _, err := fmt.Sscanf(s, "%dx%dx%d/%dx%d", &t.BM, &t.BN, &t.BK, &t.TM, &t.TN); err != nil {
+		return Tile{}, fmt.Errorf("wgsl: matmul tile %q: want BMxBNxBK/TMxTN, e.g. %v", s, Tile128)
+	}
+	return t, t.check(256)
+}
+
+// check reports whether the tiling is valid for a device allowing
+// maxThreads invocations per workgroup.
+func (t Tile) check(maxThreads int) error {
+	bad := func(why string) error { return fmt.Errorf("wgsl: matmul tile %v: %s", t, why) }
+	switch {
+	case t.TM <= 0 || t.TN <= 0 || t.BK <= 0 || t.TM%4 != 0 || t.TN%4 != 0:
+		return bad("TM and TN must be positive multiples of 4")
+	case t.BM <= 0 || t.BN <= 0 || t.BM%t.TM != 0 || t.BN%t.TN != 0:
+		return bad("BM and BN must be multiples of TM and TN")
+	}
+	nt := (t.BM / t.TM) * (t.BN / t.TN)
+	if nt > maxThreads {
+		return bad(fmt.Sprintf("%d threads per workgroup, the device allows %d", nt, maxThreads))
+	}
+	return nil
+}
+
+// ChooseTile is the tiling Matmul uses for an (M,K)·(K,N) product on d:
+// Tile128 where both output dimensions fill its tiles, Tile64 for smaller
+// products (a LoRA rank, a decoding step), where most of a 128 x 128 tile
+// would compute nothing. On lavapipe Tile128 runs at 3.7-4.6x the first
+// kernel's speed at 512³ (bench/results/README.md).
+func ChooseTile(d *gpu.Device, m, n, k int) Tile {
+	if m >= 128 && n >= 128 {
+		return Tile128
+	}
+	return Tile64
+}
+
 // Matmul records C = alpha * op(A)·op(B) + beta*C for `batches` batches,
 // with op(A) (M,K), op(B) (K,N) and C (M,N) row-major. Each operand is f32
-// or f16; arithmetic and accumulation are f32, C is rounded once.
+// or f16; arithmetic and accumulation are f32, C is rounded once. The
+// tiling is ChooseTile's.
 func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
+	return MatmulTiled(d, ChooseTile(d, m, n, k), c, a, b, m, n, k, batches, alpha, beta)
+}
+
+// MatmulTiled is Matmul with a given tiling (benchmarks and tests).
+func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
 	if err := f16Writable(d, "matmul", "C", c.DType); err != nil {
 		return err
 	}
 	if m <= 0 || n <= 0 || k <= 0 || batches <= 0 {
 		return fmt.Errorf("wgsl: matmul: empty shape M=%d N=%d K=%d batches=%d", m, n, k, batches)
+	}
+	maxThreads := int(d.Limits().MaxComputeInvocations)
+	if maxThreads == 0 {
+		maxThreads = 256 // WebGPU's default; a dry device reports no limits
+	}
+	if err := tile.check(maxThreads); err != nil {
+		return err
 	}
 	cBatch := c.Batch
 	if cBatch == 0 {
@@ -53,16 +124,107 @@ func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float3
 		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
 		Alpha: alpha, Beta: beta,
 	}
+	guardM, guardN, guardK := m%tile.BM != 0, n%tile.BN != 0, k%tile.BK != 0
 	subst := dtypeSubst(d, nil, "A", "a", a.DType)
 	dtypeSubst(d, subst, "B", "b", b.DType)
 	dtypeSubst(d, subst, "C", "c", c.DType)
-	variant := b.DType.String() // the all-f32 and f16-weight kernels keep their names
-	if a.DType != gpu.F32 || c.DType != gpu.F32 {
-		variant = dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	for key, v := range matmulSource(tile, a.T, b.T, guardM, guardN, guardK) {
+		subst[key] = v
 	}
+	layout := func(t bool) string {
+		if t {
+			return "t"
+		}
+		return "n"
+	}
+	guards := ""
+	for _, g := range []struct {
+		on bool
+		s  string
+	}{{guardM, "m"}, {guardN, "n"}, {guardK, "k"}} {
+		if g.on {
+			guards += g.s
+		}
+	}
+	if guards == "" {
+		guards = "full"
+	}
+	variant := fmt.Sprintf("%s/%s%s/%s/%s", dtypeName("a", a.DType, "b", b.DType, "c", c.DType), layout(a.T), layout(b.T), guards, tile)
 	kern, err := kernel(d, "matmul", variant, subst, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
 	}
-	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{c.Buf, a.Buf, b.Buf}, uint32((n+63)/64), uint32((m+63)/64), uint32(batches))
+	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{c.Buf, a.Buf, b.Buf}, uint32((n+tile.BN-1)/tile.BN), uint32((m+tile.BM-1)/tile.BM), uint32(batches))
+}
+
+// matmulSource specializes matmul.wgsl for a tiling, the layouts of A and
+// B, and the dimensions that need bounds checks.
+func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string {
+	wx, wy := t.BN/t.TN, t.BM/t.TM
+	s := map[string]string{
+		"BM": fmt.Sprint(t.BM), "BN": fmt.Sprint(t.BN), "BK": fmt.Sprint(t.BK),
+		"WX": fmt.Sprint(wx), "WY": fmt.Sprint(wy),
+		"AS_LEN": fmt.Sprint(t.BK * t.BM / 4), "BS_LEN": fmt.Sprint(t.BK * t.BN / 4),
+	}
+	guard := func(conds ...string) string {
+		if len(conds) == 0 {
+			return ""
+		}
+		return fmt.Sprintf("if (%s) { return 0.0; }", strings.Join(conds, " || "))
+	}
+	var ga, gb []string
+	if guardM {
+		ga = append(ga, "m >= p.M")
+	}
+	if guardN {
+		gb = append(gb, "n >= p.N")
+	}
+	if guardK {
+		ga = append(ga, "k >= p.K")
+		gb = append(gb, "k >= p.K")
+	}
+	s["GUARD_A"], s["GUARD_B"] = guard(ga...), guard(gb...)
+	// Neighbouring threads take neighbouring elements of the stored
+	// layout: along K for A (M,K) and B (N,K), along M or N otherwise.
+	if ta {
+		s["A_INDEX"] = "k * p.M + m"
+		s["LOAD_A"] = "\t\t\tlet kk = e / BM;\n\t\t\tlet mm = e % BM;"
+	} else {
+		s["A_INDEX"] = "m * p.K + k"
+		s["LOAD_A"] = "\t\t\tlet mm = e / BK;\n\t\t\tlet kk = e % BK;"
+	}
+	if tb {
+		s["B_INDEX"] = "n * p.K + k"
+		s["LOAD_B"] = "\t\t\tlet nn = e / BK;\n\t\t\tlet kk = e % BK;"
+	} else {
+		s["B_INDEX"] = "k * p.N + n"
+		s["LOAD_B"] = "\t\t\tlet kk = e / BN;\n\t\t\tlet nn = e % BN;"
+	}
+	ig, jg := t.TM/4, t.TN/4
+	comp := "xyzw"
+	var decl, inner, store strings.Builder
+	for i := 0; i < t.TM; i++ {
+		for j := 0; j < jg; j++ {
+			fmt.Fprintf(&decl, "\tvar acc%d_%d = vec4<f32>(0.0);\n", i, j)
+		}
+	}
+	for i := 0; i < ig; i++ {
+		fmt.Fprintf(&inner, "\t\t\tlet a%d = as_[kk * (BM / 4u) + ty + %du];\n", i, wy*i)
+	}
+	for j := 0; j < jg; j++ {
+		fmt.Fprintf(&inner, "\t\t\tlet b%d = bs_[kk * (BN / 4u) + tx + %du];\n", j, wx*j)
+	}
+	for i := 0; i < t.TM; i++ {
+		for j := 0; j < jg; j++ {
+			fmt.Fprintf(&inner, "\t\t\tacc%d_%d = fma(vec4<f32>(a%d.%c), b%d, acc%d_%d);\n", i, j, i/4, comp[i%4], j, i, j)
+		}
+	}
+	for i := 0; i < t.TM; i++ {
+		// row (ty + WY*(i/4))*4 + i%4 of the tile
+		for j := 0; j < jg; j++ {
+			fmt.Fprintf(&store, "\tstore4(cbase, m0 + (ty + %du) * 4u + %du, n0 + (tx + %du) * 4u, acc%d_%d);\n", wy*(i/4), i%4, wx*j, i, j)
+		}
+	}
+	s["ACC_DECL"], s["INNER"], s["STORE"] = decl.String(), inner.String(), store.String()
+	return s
 }

@@ -2,6 +2,7 @@ package wgsl
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"unsafe"
 
@@ -68,6 +69,15 @@ func TestMatmul(t *testing.T) {
 		{17, 70, 65, 1, true, false, gpu.F32, 1, 0, gpu.F16, gpu.F32},   // dyᵀ·x, f32 result
 		{31, 9, 40, 1, false, false, gpu.F16, 0.5, 1, gpu.F32, gpu.F16}, // accumulate into f16
 		{13, 29, 11, 3, false, false, gpu.F16, 1, 0, gpu.F16, gpu.F16},  // batched
+		// Whole tiles of every tiling (no bounds checks compiled), in the
+		// three layouts of a linear layer's forward and backward.
+		{128, 128, 16, 1, false, true, gpu.F16, 1, 0, gpu.F16, gpu.F16}, // x·Wᵀ
+		{128, 128, 32, 1, false, false, gpu.F16, 1, 0, gpu.F16, gpu.F16}, // dy·W
+		{128, 256, 16, 1, true, false, gpu.F16, 1, 1, gpu.F16, gpu.F16},  // dyᵀ·x, accumulating
+		{256, 128, 16, 2, true, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		// Whole tiles in M and N, not in K; and in K only.
+		{128, 128, 13, 1, false, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		{100, 60, 32, 1, false, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
 	}
 	for ci, tc := range cases {
 		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v_a%v_c%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta, tc.at, tc.ct)
@@ -80,18 +90,32 @@ func TestMatmul(t *testing.T) {
 			c0 := roundTo(randn(r, nb*m*n, 1), tc.ct)
 			ab := upload(t, a, tc.at)
 			bb := upload(t, b, tc.bt)
-			var cb *gpu.Buffer
-			if tc.beta != 0 {
-				cb = upload(t, c0, tc.ct)
-			} else {
-				cb = outputOf(t, nb*m*n, tc.ct)
+			// Every tiling gives the same bits (one fma per k, in order);
+			// the first is checked against float64.
+			var got []float64
+			for ti, tile := range Tiles {
+				var cb *gpu.Buffer
+				if tc.beta != 0 {
+					cb = upload(t, c0, tc.ct)
+				} else {
+					cb = outputOf(t, nb*m*n, tc.ct)
+				}
+				err := MatmulTiled(dev, tile, Mat{Buf: cb, DType: tc.ct, Batch: m * n}, Mat{Buf: ab, DType: tc.at, Batch: m * k, T: tc.ta},
+					Mat{Buf: bb, DType: tc.bt, Batch: k * n, T: tc.tb}, m, n, k, nb, float32(tc.alpha), float32(tc.beta))
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := download(t, cb, nb*m*n, tc.ct)
+				if ti == 0 {
+					got = c
+					continue
+				}
+				for i := range c {
+					if c[i] != got[i] && !(math.IsNaN(c[i]) && math.IsNaN(got[i])) {
+						t.Fatalf("tiling %v: C[%d] = %v, tiling %v gave %v", tile, i, c[i], Tiles[0], got[i])
+					}
+				}
 			}
-			err := Matmul(dev, Mat{Buf: cb, DType: tc.ct, Batch: m * n}, Mat{Buf: ab, DType: tc.at, Batch: m * k, T: tc.ta},
-				Mat{Buf: bb, DType: tc.bt, Batch: k * n, T: tc.tb}, m, n, k, nb, float32(tc.alpha), float32(tc.beta))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := download(t, cb, nb*m*n, tc.ct)
 			var want []float64
 			for z := 0; z < nb; z++ {
 				want = append(want, refMatmul(a[z*m*k:], b[z*k*n:], c0[z*m*n:], m, n, k, tc.ta, tc.tb, tc.alpha, tc.beta)...)
@@ -105,6 +129,19 @@ func TestMatmul(t *testing.T) {
 			}
 			assertClose(t, "C", got, want, tl)
 		})
+	}
+}
+
+func TestMatmulTiles(t *testing.T) {
+	for _, tile := range Tiles {
+		if got, err := ParseTile(tile.String()); err != nil || got != tile {
+			t.Errorf("ParseTile(%q) = %v, %v", tile, got, err)
+		}
+	}
+	for _, s := range []string{"128x128x8", "128x128x8/6x8", "64x64x8/8x12", "256x256x8/8x8", "axb"} {
+		if _, err := ParseTile(s); err == nil {
+			t.Errorf("ParseTile(%q) accepted a tiling matmul.wgsl cannot run", s)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/lomo-dev/lomo/wgsl"
 	"io"
 	"math"
 	"os/exec"
@@ -42,6 +43,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	ckpt := fs.Bool("checkpointing", true, "activation checkpointing")
 	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO then runs the two-pass step)")
 	sizes := fs.String("matmul", "1024,2048,4096", "square matmul sizes to time (empty: none)")
+	tileList := fs.String("matmul-tiles", "", "time the matmuls with each of these tilings (BMxBNxBK/TMxTN, comma separated, or \"all\"); default: the one lomo chooses")
 	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time (default: the probe's f32 FMA rate)")
 	probe := fs.Bool("probe", true, "measure the adapter's ceilings first (FMA f32/f16, copy bandwidth)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -52,6 +54,23 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	fs.within("clip-grad-norm", clip, 0, math.Inf(1))
 	fs.within("peak-tflops", peak, 0, math.Inf(1))
 	var ns []int
+	var tiles []wgsl.Tile
+	fs.check(func() error {
+		switch *tileList {
+		case "":
+		case "all":
+			tiles = wgsl.Tiles
+		default:
+			for _, s := range strings.Split(*tileList, ",") {
+				t, err := wgsl.ParseTile(s)
+				if err != nil {
+					return fmt.Errorf("--matmul-tiles: %v", err)
+				}
+				tiles = append(tiles, t)
+			}
+		}
+		return nil
+	})
 	fs.check(func() error {
 		if *sizes == "" {
 			return nil
@@ -88,7 +107,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if len(ns) > 0 {
-		if rep.Kernels, err = train.BenchMatmul(d, ns, 5); err != nil {
+		if rep.Kernels, err = train.BenchMatmul(d, ns, 5, tiles); err != nil {
 			return err
 		}
 		for i := range rep.Kernels {
@@ -122,7 +141,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(w, "probe\tfma f32 %.1f GFLOP/s\tfma f16 %.1f GFLOP/s\tcopy %.1f GB/s\t\n", p.FMAF32GFLOPs, p.FMAF16GFLOPs, p.CopyGBs)
 	}
 	for _, k := range rep.Kernels {
-		fmt.Fprintf(w, "%s\t%s\t%.3f ms\t%.1f GFLOP/s\t%.0f%% of probe\t\n", k.Kernel, k.Shape, 1e3*k.Seconds, k.GFLOPs, 100*k.OfProbe)
+		of := ""
+		if k.OfProbe > 0 {
+			of = fmt.Sprintf("%.0f%% of probe", 100*k.OfProbe)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.3f ms\t%.1f GFLOP/s\t%s\t\n", k.Kernel, k.Shape, k.Tile, 1e3*k.Seconds, k.GFLOPs, of)
 	}
 	for _, s := range rep.Steps {
 		fmt.Fprintf(w, "%s %s B%d T%d\t%.3f s/step\t%.0f tok/s\t%.2f TFLOP/s\tfloor %.3f s\tpeak %s (plan %s, %.2f%%)\t%d dispatches\t\n",
