@@ -2,35 +2,65 @@
 # The standing GPU check, run on an NVIDIA machine (no Go, no network) from
 # the repository root, with .gl/ (the libvulkan1 package) and .gpu/ (lomo and
 # test binaries) carried; see README "GPU machines". Build them here first:
-#   go build -o .gpu/lomo ./cmd/native
+#   go build -o .gpu/lomo ./cmd/native && git rev-parse --short HEAD >.gpu/commit.txt
 #   for p in gpu wgsl nn optim; do go test -c -o .gpu/$p.test ./$p; done
 # Writes JSON under $OUT (default bench/out) and prints a short table last.
+#
+# PARTS chooses what runs (default all, about 8 minutes on an H200):
+#   tests  the kernel and model tests on the card
+#   step   the probe, the matmul tilings at 1024³ and 4096³, and the
+#          TinyLlama-1.1B LOMO step, lomo then PyTorch
+#   7b     the LLaMA-7B-shaped LOMO step (f16, random init, batch 8 x 512,
+#          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
+#          memory is a result)
+# CONFIG_STEP and CONFIG_7B replace the models and MATMUL the matmul sizes
+# (small ones run the script on any adapter, lavapipe included, to try it).
 set -uo pipefail
 OUT=${OUT:-bench/out}
+PARTS=${PARTS:-"tests step 7b"}
+CONFIG_STEP=${CONFIG_STEP:-bench/configs/tinyllama-1.1b.json}
+CONFIG_7B=${CONFIG_7B:-bench/configs/llama-7b.json}
+MATMUL=${MATMUL:-1024,4096}
 mkdir -p "$OUT"
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-# The NVIDIA ICD that names libGLX_nvidia finds no device on headless
-# machines; the EGL library works.
-printf '{"file_format_version":"1.0.1","ICD":{"library_path":"libEGL_nvidia.so.0","api_version":"1.3"}}' >/tmp/lomo_icd.json
-export VK_DRIVER_FILES=/tmp/lomo_icd.json XDG_RUNTIME_DIR=/tmp
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/nvidia.txt" 2>&1
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+if command -v nvidia-smi >/dev/null; then
+	for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+	ldconfig
+	# The NVIDIA ICD that names libGLX_nvidia finds no device on headless
+	# machines; the EGL library works.
+	printf '{"file_format_version":"1.0.1","ICD":{"library_path":"libEGL_nvidia.so.0","api_version":"1.3"}}' >/tmp/lomo_icd.json
+	export VK_DRIVER_FILES=/tmp/lomo_icd.json XDG_RUNTIME_DIR=/tmp
+	nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$OUT/nvidia.txt" 2>&1
+else
+	echo "no nvidia-smi: the first adapter lomo finds" >"$OUT/nvidia.txt"
+fi
 ./.gpu/lomo devices --json >"$OUT/devices.json" 2>&1 || { cat "$OUT/devices.json"; exit 1; }
+cat .gpu/commit.txt >"$OUT/commit.txt" 2>/dev/null || git rev-parse --short HEAD >"$OUT/commit.txt" 2>&1
 
 # Kernel and model tests on the GPU (testdata-based tests skip: no ../shared here).
 tests=""
-for p in gpu wgsl nn optim; do
-	[ -x ".gpu/$p.test" ] || continue
-	out=$(cd "$OUT" && pwd)
-	(cd "$p" && timeout 120 "../.gpu/$p.test" -test.count=1 >"$out/test_$p.txt" 2>&1)
-	tests="$tests $p=$?"
-done
+if has tests; then
+	for p in gpu wgsl nn optim; do
+		[ -x ".gpu/$p.test" ] || continue
+		out=$(cd "$OUT" && pwd)
+		(cd "$p" && timeout 120 "../.gpu/$p.test" -test.count=1 >"$out/test_$p.txt" 2>&1)
+		tests="$tests $p=$?"
+	done
+fi
 
-# Peak probe (the plan for LLaMA-7B) and the step benchmarks, lomo then PyTorch.
-./.gpu/lomo plan --model bench/configs/llama-7b.json --batch 8 --seq 512 --checkpointing --json >"$OUT/plan_7b.jsonl" 2>&1
-timeout 300 ./.gpu/lomo bench --json --model bench/configs/tinyllama-1.1b.json --batch 4 --seq 512 --steps 2 \
-	--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul 1024,4096 >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
-timeout 180 python3 bench/torch_lomo.py --config bench/configs/tinyllama-1.1b.json --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
+# The plan of LLaMA-7B, then the step benchmarks, lomo then PyTorch.
+./.gpu/lomo plan --model "$CONFIG_7B" --batch 8 --seq 512 --checkpointing --json >"$OUT/plan_7b.jsonl" 2>&1
+if has step; then
+	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 \
+		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul "$MATMUL" --matmul-tiles all >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
+	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
+fi
+if has 7b; then
+	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_7B" --batch 8 --seq 512 --steps 1 --probe=false --matmul "" \
+		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" >"$OUT/lomo_7b.json" 2>"$OUT/lomo_7b.err"
+	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_7B" --batch 8 --seq 512 --steps 1 >"$OUT/torch_7b.json" 2>"$OUT/torch_7b.err"
+	timeout 240 python3 bench/torch_lomo.py --config "$CONFIG_7B" --batch 8 --seq 512 --steps 1 --optimizer adamw >"$OUT/torch_7b_adamw.json" 2>"$OUT/torch_7b_adamw.err"
+fi
 
 python3 - "$OUT" "$tests" <<'PY'
 import json, os, sys
@@ -45,8 +75,15 @@ def devices():
         return [json.loads(l) for l in open(os.path.join(out, "devices.json")) if l.startswith("{")]
     except Exception as e:
         return [{"error": str(e)}]
-r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "tests": tests.strip(),
-     "devices": devices(), "lomo": load("lomo_bench.json"), "torch": load("torch.json")}
+def plan7b():
+    try:
+        return [json.loads(l) for l in open(os.path.join(out, "plan_7b.jsonl")) if l.startswith("{")]
+    except Exception as e:
+        return [{"error": str(e)}]
+r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "commit": open(os.path.join(out, "commit.txt")).read().strip(),
+     "tests": tests.strip(), "devices": devices(), "plan_7b": plan7b(),
+     "lomo": load("lomo_bench.json"), "torch": load("torch.json"),
+     "lomo_7b": load("lomo_7b.json"), "torch_7b": load("torch_7b.json"), "torch_7b_adamw": load("torch_7b_adamw.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
 print("card:", r["card"]); print("tests:", r["tests"])
 for d in r["devices"]:
@@ -55,13 +92,28 @@ for d in r["devices"]:
 p = r["lomo"].get("probe")
 if p:
     print(f'probe: fma f32 {p["fma_f32_gflops"]/1e3:.1f} TFLOP/s, fma f16 {p.get("fma_f16_gflops", 0)/1e3:.1f} TFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
+best = {}
 for k in r["lomo"].get("kernels", []):
-    print(f'{k["kernel"]:<22} {k["shape"]:>14} {k["gflops"]:10.1f} GFLOP/s {100*k.get("fraction_of_probe", 0):5.1f}% of probe')
-for s in r["lomo"].get("steps", []):
-    print(f'lomo  {s["optimizer"]} B{s["batch"]} T{s["seq"]}: {s["step_seconds"]:.3f} s/step {s["tokens_per_sec"]:.0f} tok/s peak {s["peak_bytes"]/1e9:.2f} GB (plan {s["planned_bytes"]/1e9:.2f} GB) floor {s["floor_step_seconds"]:.3f} s')
-t = r["torch"]
-if "step_seconds" in t:
-    print(f'torch lomo B{t["batch"]} T{t["seq"]}: {t["step_seconds"]:.3f} s/step {t["tokens_per_sec"]:.0f} tok/s peak {t["peak_bytes"]/1e9:.2f} GB')
-else:
-    print("torch:", t)
+    key = (k["kernel"], k["shape"])
+    if key not in best or k["gflops"] > best[key]["gflops"]:
+        best[key] = k
+for k in best.values():
+    print(f'{k["kernel"]:<32} {k["shape"]:>14} best tiling {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s {100*k.get("fraction_of_probe", 0):5.1f}% of probe')
+def steps(name, rep):
+    for s in rep.get("steps", []):
+        print(f'lomo  {name} {s["optimizer"]} B{s["batch"]} T{s["seq"]}: {s["step_seconds"]:.3f} s/step {s["tokens_per_sec"]:.0f} tok/s '
+              f'peak {s["peak_bytes"]/1e9:.2f} GB = {s["peak_bytes"]/2**30:.2f} GiB (plan {s["planned_bytes"]/1e9:.2f} GB, {s["plan_error_pct"]:.2f}% off) '
+              f'floor {s["floor_step_seconds"]:.3f} s, {s["dispatches_per_step"]} dispatches')
+    if "error" in rep:
+        print(f"lomo  {name}:", rep["error"])
+def torch(name, t):
+    if "step_seconds" in t:
+        print(f'torch {name} {t["impl"]} B{t["batch"]} T{t["seq"]}: {t["step_seconds"]:.3f} s/step {t["tokens_per_sec"]:.0f} tok/s peak {t["peak_bytes"]/1e9:.2f} GB = {t["peak_bytes"]/2**30:.2f} GiB')
+    else:
+        print(f"torch {name}:", t)
+steps("step", r["lomo"]); torch("step", r["torch"])
+steps("7b", r["lomo_7b"]); torch("7b", r["torch_7b"]); torch("7b", r["torch_7b_adamw"])
+for s, t in ((r["lomo"].get("steps") or [{}])[0], r["torch"]), ((r["lomo_7b"].get("steps") or [{}])[0], r["torch_7b"]):
+    if "tokens_per_sec" in s and "tokens_per_sec" in t:
+        print(f'lomo / pytorch tokens/s: {s["tokens_per_sec"]/t["tokens_per_sec"]:.3f}x; peak {s["peak_bytes"]/t["peak_bytes"]:.3f}x')
 PY

@@ -128,6 +128,7 @@ type Device struct {
 
 	kernels map[string]*Kernel
 	rec     *recorder
+	prof    *profiler // non-nil between StartProfile and StopProfile
 	// dry: a planning device that runs no kernels and holds no memory but
 	// keeps the same exact accounting (see OpenDry).
 	dry bool

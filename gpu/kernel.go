@@ -199,5 +199,8 @@ func (d *Device) Dispatch(k *Kernel, params []byte, bufs []*Buffer, x, y, z uint
 	if x == 0 || y == 0 || z == 0 || (lim > 0 && (x > lim || y > lim || z > lim)) {
 		return fmt.Errorf("gpu: dispatch %q: grid %dx%dx%d outside 1..%d", k.Spec.Name, x, y, z, lim)
 	}
+	if d.prof != nil && !d.dry {
+		return d.profiled(k.Spec.Name, func() error { return d.rec.dispatch(k, params, bufs, x, y, z) })
+	}
 	return d.rec.dispatch(k, params, bufs, x, y, z)
 }

@@ -24,6 +24,9 @@ type BenchRequest struct {
 	Checkpointing bool
 	ClipGradNorm  float64
 	PeakTFLOPs    float64 // the adapter's peak, for the floor; 0: unknown
+	// Profile runs one more step with each dispatch timed alone
+	// (gpu.Device.StartProfile), after the timed ones.
+	Profile bool
 }
 
 // BenchResult is one step benchmark.
@@ -44,6 +47,10 @@ type BenchResult struct {
 	PlanErrorPct float64          `json:"plan_error_pct"`      // 100·|measured-planned|/planned
 	PeakByTag    map[string]int64 `json:"peak_by_tag"`         // measured
 	FinalLoss    float64          `json:"final_loss"`
+	// Profile: the kernels' times in the profiled step (Request.Profile),
+	// the slowest first, and that step's wall time.
+	Profile        []gpu.KernelTime `json:"profile,omitempty"`
+	ProfileSeconds float64          `json:"profile_step_seconds,omitempty"`
 }
 
 // BenchStep times training steps and checks the plan against the
@@ -133,6 +140,18 @@ func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
 		r.PeakByTag[k] = v.Peak
 	}
 	r.PlanErrorPct = 100 * math.Abs(float64(r.PeakBytes-r.PlannedBytes)) / float64(r.PlannedBytes)
+	if req.Profile {
+		if err := d.StartProfile(); err != nil {
+			return r, err
+		}
+		t0 := time.Now()
+		err := step()
+		r.ProfileSeconds = time.Since(t0).Seconds()
+		r.Profile = d.StopProfile()
+		if err != nil {
+			return r, err
+		}
+	}
 	return r, nil
 }
 

@@ -21,6 +21,28 @@ type AttentionParams struct {
 // attention.wgsl: each of 64 threads owns up to 4 elements of a row).
 const attentionMaxD = 256
 
+// attentionWG is WG in attention.wgsl: threads per workgroup, keys per
+// block, and query rows per workgroup of forward_blocked.
+const attentionWG = 64
+
+// blockedForward reports whether forward_blocked runs a head size dh of
+// dtype xt on d: its tile of attentionWG keys must fit the workgroup
+// memory, and its per-thread arrays stay reasonable (dh <= 128). Elsewhere
+// the row kernel runs (same results, bit for bit).
+func blockedForward(d *gpu.Device, xt gpu.DType, dh int) bool {
+	limit := d.Limits().MaxComputeWorkgroupStorageSize
+	if limit == 0 {
+		limit = 16384 // WebGPU's default; a dry device reports no limits
+	}
+	elem := 4
+	if xt == gpu.F16 && d.Caps.F16 {
+		elem = 2
+	} else if xt == gpu.F16 {
+		return false // f16 as u32 pairs cannot fill a tile element by element
+	}
+	return dh <= 128 && attentionWG*dh*elem <= int(limit)
+}
+
 // attentionSource returns the shared part of attention.wgsl followed by one
 // of its sections ("// ==== section NAME ===="). The sections declare
 // different bindings under the same numbers, so each kernel is compiled from
@@ -39,7 +61,16 @@ func attentionSource(section string, subst map[string]string) string {
 }
 
 func attentionKernel(d *gpu.Device, section string, xt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
+	return attentionKernelD(d, section, xt, 0, bindings)
+}
+
+// attentionKernelD builds a section; dh > 0 fixes the head size (DH) of
+// forward_blocked, whose key/value tile is of the activations' dtype.
+func attentionKernelD(d *gpu.Device, section string, xt gpu.DType, dh int, bindings []gpu.Access) (*gpu.Kernel, error) {
 	name := "attention/" + section
+	if dh > 0 {
+		name += fmt.Sprintf("/d%d", dh)
+	}
 	if xt != gpu.F32 {
 		name += "/" + xt.String()
 	}
@@ -49,6 +80,10 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, bindings []gpu
 	subst := dtypeSubst(d, nil, "X", "x", xt)
 	for _, v := range []string{"out", "q", "k", "v", "dout", "dq", "dk", "dv"} {
 		dtypeSubst(d, subst, strings.ToUpper(v), v, xt)
+	}
+	subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = "1", "f32", "1"
+	if dh > 0 {
+		subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = fmt.Sprint(dh), subst["X_T"], fmt.Sprint(attentionWG*dh)
 	}
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,
@@ -117,12 +152,26 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gp
 	if err := f16Writable(d, "attention forward", "out", xt); err != nil {
 		return err
 	}
-	kern, err := attentionKernel(d, "forward", xt, []gpu.Access{rw, rw, ro, ro, ro, ro})
+	return attentionForward(d, blockedForward(d, xt, dh), out, lse, q, k, v, start, xt, p)
+}
+
+// attentionForward dispatches the query-block kernel or the row kernel.
+func attentionForward(d *gpu.Device, blocked bool, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, p AttentionParams) error {
+	bufs := []*gpu.Buffer{out, lse, q, k, v, start}
+	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
+	// out (B,T,H,D), lse (B,H,T) <- q (B,T,H,D), k, v (B,T,KV,D)
+	if blocked {
+		kern, err := attentionKernelD(d, "forward_blocked", xt, int(p.D), access)
+		if err != nil {
+			return err
+		}
+		return d.Dispatch(kern, gpu.Params(p), bufs, (p.T+attentionWG-1)/attentionWG, p.H, p.B)
+	}
+	kern, err := attentionKernel(d, "forward", xt, access)
 	if err != nil {
 		return err
 	}
-	// out (B,T,H,D), lse (B,H,T) <- q (B,T,H,D), k, v (B,T,KV,D)
-	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{out, lse, q, k, v, start}, uint32(t), uint32(h), uint32(b))
+	return d.Dispatch(kern, gpu.Params(p), bufs, p.T, p.H, p.B)
 }
 
 // AttentionDecode records the forward for decoding with a KV cache: tq new

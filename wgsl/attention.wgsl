@@ -140,6 +140,127 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	if (i == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
 }
 
+// ==== section forward_blocked ====
+// The forward for training and evaluation (Q0 = 0, TK = T), with the row
+// kernel's arithmetic in the same order, so its bits: a workgroup takes
+// WG query rows of one (b, h), one per thread, and walks the keys in the
+// row kernel's blocks of WG (from start[b]), each block's keys and then its
+// values loaded once into workgroup memory for all WG rows. Per row, the
+// block's (max, sum) tree and the fma chains are the row kernel's, done by
+// one thread in registers. DH: the head size, fixed when the kernel is
+// built. Dispatch (ceil(T/WG), H, B).
+// Bindings: 0 out (rw), 1 lse (rw), 2 q, 3 k, 4 v, 5 start, 6 Params.
+
+@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
+@group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
+@group(0) @binding(4) var<storage, read> v: array<{{X_T}}>;
+@group(0) @binding(5) var<storage, read> start: array<u32>;
+@group(0) @binding(6) var<uniform> p: Params;
+{{OUT_ST}}
+{{Q_AT}}
+{{K_AT}}
+{{V_AT}}
+
+const DH: u32 = {{DH}}u;
+var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of keys or values: [j][d]
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let i = lid.x;
+	let h = wg.y;
+	let b = wg.z;
+	let kh = h / p.G;
+	let t = wg.x * WG + i;          // this thread's query row
+	let live = t < p.T;
+	let pos = min(t, p.T - 1u);     // its position (clamped: loads stay in range)
+	let last = min(wg.x * WG + WG - 1u, p.T - 1u); // the block's last key
+	let st = start[b];
+	let qo = qrow(b, pos, h);
+	var qv: array<f32, DH>;
+	for (var d = 0u; d < DH; d++) { qv[d] = q_at(qo + d); }
+
+	var m = NEG;
+	var l = 0.0;
+	var acc: array<f32, DH>;
+	for (var d = 0u; d < DH; d++) { acc[d] = 0.0; }
+	var sc: array<f32, WG>; // the block's scores, then probabilities
+	var rm: array<f32, WG>; // the (max, sum) tree
+	var rl: array<f32, WG>;
+
+	for (var s0 = st; s0 <= last; s0 += WG) {
+		// Only rows that are not padding and reach s0 use the block.
+		let act = live && st <= pos && s0 <= pos;
+		if (s0 + i <= last) {
+			let ko = krow(b, s0 + i, kh);
+			for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(k_at(ko + d)); }
+		}
+		workgroupBarrier();
+		if (act) {
+			for (var j = 0u; j < WG; j++) {
+				var x = NEG;
+				if (s0 + j <= pos) {
+					var qk = 0.0;
+					for (var d = 0u; d < DH; d++) { qk = fma(qv[d], f32(tile[j * DH + d]), qk); }
+					x = p.scale * qk;
+				}
+				sc[j] = x;
+				rm[j] = x;
+				rl[j] = select(0.0, 1.0, s0 + j <= pos);
+			}
+			for (var w = WG / 2u; w > 0u; w >>= 1u) {
+				for (var j = 0u; j < w; j++) {
+					let m1 = rm[j];
+					let m2 = rm[j + w];
+					let mx = max(m1, m2);
+					rl[j] = rl[j] * exp(m1 - mx) + rl[j + w] * exp(m2 - mx);
+					rm[j] = mx;
+				}
+			}
+		}
+		workgroupBarrier(); // the keys are read: the values take the tile
+		if (s0 + i <= last) {
+			let vo = krow(b, s0 + i, kh);
+			for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(v_at(vo + d)); }
+		}
+		workgroupBarrier();
+		if (act) {
+			let bm = rm[0];
+			let bl = rl[0];
+			let mn = max(m, bm);
+			let nk = min(WG, pos + 1u - s0);
+			for (var j = 0u; j < nk; j++) { sc[j] = exp(sc[j] - mn); }
+			let corr = exp(m - mn);
+			l = l * corr + bl * exp(bm - mn);
+			m = mn;
+			for (var d = 0u; d < DH; d++) {
+				var a = acc[d] * corr;
+				for (var j = 0u; j < nk; j++) {
+					a = fma(sc[j], f32(tile[j * DH + d]), a);
+				}
+				acc[d] = a;
+			}
+		}
+		workgroupBarrier(); // the tile is rewritten by the next block
+	}
+
+	if (!live) { return; }
+	if (pos < st) {
+		// A padding row attends only itself: the row kernel's one-key block
+		// gives max = its score, sum = 1, out = its value.
+		let ko = krow(b, pos, kh);
+		var qk = 0.0;
+		for (var d = 0u; d < DH; d++) { qk = fma(qv[d], k_at(ko + d), qk); }
+		for (var d = 0u; d < DH; d++) { out_st(qo + d, v_at(ko + d)); }
+		lse[(b * p.H + h) * p.T + t] = p.scale * qk;
+		return;
+	}
+	let inv = 1.0 / l;
+	for (var d = 0u; d < DH; d++) { out_st(qo + d, acc[d] * inv); }
+	lse[(b * p.H + h) * p.T + t] = m + log(l);
+}
+
 // ==== section delta ====
 // stats[row] = (lse[row], rowsum(dout*out)) for row = (b*H + h)*T + t.
 // Bindings: 0 stats (rw), 1 dout, 2 out, 3 lse, 4 Params.

@@ -230,6 +230,57 @@ func TestAttentionForward(t *testing.T) {
 	}
 }
 
+// TestAttentionBlockedForward: the query-block forward (one query row per
+// thread) gives the row kernel's bits, out and lse, on every case it runs
+// (head sizes up to 128, and its tile within the workgroup memory), f32
+// and f16. TestAttentionForward checks the chosen kernel against float64.
+func TestAttentionBlockedForward(t *testing.T) {
+	ran := 0
+	for ci, tc := range attentionCases {
+		for _, xt := range []gpu.DType{gpu.F32, gpu.F16} {
+			sh := tc.sh
+			if xt == gpu.F16 && !dev.Caps.F16 || !blockedForward(dev, xt, sh.D) {
+				continue
+			}
+			ran++
+			t.Run(fmt.Sprintf("%v/%v", sh, xt), func(t *testing.T) {
+				r := rng(uint64(300 + ci))
+				scale := float32(1 / math.Sqrt(float64(sh.D)))
+				q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), xt)
+				k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), xt)
+				v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), xt)
+				qb, kb, vb, st := upload(t, q, xt), upload(t, k, xt), upload(t, v, xt), attentionStart(t, sh)
+				nq := sh.B * sh.T * sh.H * sh.D
+				p, err := attentionCheck("test", sh.B, sh.T, sh.H, sh.KV, sh.D, scale, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var outs, lses [2][]float64
+				for i, blocked := range []bool{false, true} {
+					ob, lb := outputOf(t, nq, xt), output(t, sh.B*sh.H*sh.T)
+					if err := attentionForward(dev, blocked, ob, lb, qb, kb, vb, st, xt, p); err != nil {
+						t.Fatal(err)
+					}
+					outs[i], lses[i] = download(t, ob, nq, xt), download(t, lb, sh.B*sh.H*sh.T, gpu.F32)
+				}
+				for _, c := range []struct {
+					name       string
+					rows, blks []float64
+				}{{"out", outs[0], outs[1]}, {"lse", lses[0], lses[1]}} {
+					for i := range c.rows {
+						if math.Float64bits(c.rows[i]) != math.Float64bits(c.blks[i]) {
+							t.Fatalf("%s[%d]: blocked %v, row kernel %v", c.name, i, c.blks[i], c.rows[i])
+						}
+					}
+				}
+			})
+		}
+	}
+	if ran == 0 {
+		t.Fatalf("adapter %q runs the blocked forward on none of the cases", dev.Info.Name)
+	}
+}
+
 func TestAttentionBackward(t *testing.T) {
 	for ci, tc := range attentionCases {
 		t.Run(tc.sh.String(), func(t *testing.T) {

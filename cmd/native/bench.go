@@ -46,6 +46,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	tileList := fs.String("matmul-tiles", "", "time the matmuls with each of these tilings (BMxBNxBK/TMxTN, comma separated, or \"all\"); default: the one lomo chooses")
 	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time (default: the probe's f32 FMA rate)")
 	probe := fs.Bool("probe", true, "measure the adapter's ceilings first (FMA f32/f16, copy bandwidth)")
+	profile := fs.Bool("profile", false, "after the timed steps, run one with each dispatch timed alone and report the time per kernel")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.atLeast("batch", batch, 1)
 	fs.atLeast("seq", seq, 1)
@@ -123,7 +124,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 		for _, o := range strings.Split(*opts, ",") {
 			r, err := train.BenchStep(d, train.BenchRequest{Config: cfg, Batch: *batch, Seq: *seq, Steps: *steps, Optimizer: o,
-				DType: fs.DType(), Checkpointing: *ckpt, ClipGradNorm: *clip, PeakTFLOPs: *peak})
+				DType: fs.DType(), Checkpointing: *ckpt, ClipGradNorm: *clip, PeakTFLOPs: *peak, Profile: *profile})
 			if err != nil {
 				return fmt.Errorf("bench %s: %w", o, err)
 			}
@@ -151,6 +152,16 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(w, "%s %s B%d T%d\t%.3f s/step\t%.0f tok/s\t%.2f TFLOP/s\tfloor %.3f s\tpeak %s (plan %s, %.2f%%)\t%d dispatches\t\n",
 			s.Optimizer, s.DType, s.Batch, s.Seq, s.StepSeconds, s.TokensPerSec, s.TFLOPs, s.FloorSeconds,
 			decimalBytes(s.PeakBytes), decimalBytes(s.PlannedBytes), s.PlanErrorPct, s.Dispatches)
+		if len(s.Profile) > 0 {
+			fmt.Fprintf(w, "  profiled step\t%.3f s\t(each dispatch alone)\t\n", s.ProfileSeconds)
+		}
+		for i, k := range s.Profile {
+			if i == 12 {
+				fmt.Fprintf(w, "  ...\t%d more kernels\t\n", len(s.Profile)-i)
+				break
+			}
+			fmt.Fprintf(w, "  %s\t%d calls\t%.3f s\t%.1f%%\t\n", k.Kernel, k.Calls, k.Seconds, 100*k.Seconds/s.ProfileSeconds)
+		}
 	}
 	return w.Flush()
 }
