@@ -210,6 +210,12 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu
 // thread, no atomics). A scratch of B*H*T*2 f32 holds (lse, delta) per row.
 // All but lse (f32) and start are of dtype xt.
 func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
+	return attentionBackward(d, blockedForward(d, xt, dh), dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
+}
+
+// attentionBackward is AttentionBackward with dq from the query-block
+// kernel (dq_blocked) or the row kernel (dq): the same bits.
+func attentionBackward(d *gpu.Device, dqBlocked bool, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
 	nq, nk := b*t*h*dh, b*t*kv*dh
 	p, err := attentionCheck("attention backward", b, t, h, kv, dh, scale, []attentionBuf{
 		{"dq", dq, nq, xt}, {"dk", dk, nk, xt}, {"dv", dv, nk, xt}, {"dout", dout, nq, xt}, {"q", q, nq, xt}, {"k", k, nk, xt},
@@ -228,7 +234,14 @@ func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start
 	if err != nil {
 		return err
 	}
-	kDQ, err := attentionKernel(d, "dq", xt, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
+	dqGrid := uint32(t)
+	var kDQ *gpu.Kernel
+	if dqBlocked {
+		kDQ, err = attentionKernelD(d, "dq_blocked", xt, dh, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
+		dqGrid = uint32((t + attentionWG - 1) / attentionWG)
+	} else {
+		kDQ, err = attentionKernel(d, "dq", xt, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
+	}
 	if err != nil {
 		return err
 	}
@@ -251,7 +264,7 @@ func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start
 		return err
 	}
 	// dq (B,T,H,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
-	if err := d.Dispatch(kDQ, pb, []*gpu.Buffer{dq, dout, q, k, v, stats, start}, uint32(t), uint32(h), uint32(b)); err != nil {
+	if err := d.Dispatch(kDQ, pb, []*gpu.Buffer{dq, dout, q, k, v, stats, start}, dqGrid, uint32(h), uint32(b)); err != nil {
 		return err
 	}
 	// dk, dv (B,T,KV,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats

@@ -248,12 +248,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	if (!live) { return; }
 	if (pos < st) {
 		// A padding row attends only itself: the row kernel's one-key block
-		// gives max = its score, sum = 1, out = its value.
+		// (its tree gives max = the score, sum = 1), with the same runtime
+		// operations, so that nothing is folded into other bits (-0).
 		let ko = krow(b, pos, kh);
 		var qk = 0.0;
 		for (var d = 0u; d < DH; d++) { qk = fma(qv[d], k_at(ko + d), qk); }
-		for (var d = 0u; d < DH; d++) { out_st(qo + d, v_at(ko + d)); }
-		lse[(b * p.H + h) * p.T + t] = p.scale * qk;
+		let x = p.scale * qk;
+		let mn = max(m, x);
+		let corr = exp(m - mn);
+		let pr = exp(x - mn);
+		l = l * corr + 1.0 * pr;
+		let inv1 = 1.0 / l;
+		for (var d = 0u; d < DH; d++) { out_st(qo + d, fma(pr, v_at(ko + d), acc[d] * corr) * inv1); }
+		lse[(b * p.H + h) * p.T + t] = mn + log(l);
 		return;
 	}
 	let inv = 1.0 / l;
@@ -373,6 +380,117 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		let d = i + r * WG;
 		if (d < p.D) { dq_st(qo + d, p.scale * acc[r]); }
 	}
+}
+
+// ==== section dq_blocked ====
+// dq for WG query rows of one (b, h) per workgroup, one per thread, with the
+// dq kernel's arithmetic in the same order (its bits): the keys are walked
+// in its blocks of WG from start[b], each block's keys, then values, then
+// keys again loaded once into workgroup memory for all WG rows. DH: the
+// head size, fixed when the kernel is built. Dispatch (ceil(T/WG), H, B).
+// Bindings: 0 dq (rw), 1 dout, 2 q, 3 k, 4 v, 5 stats, 6 start, 7 Params.
+
+@group(0) @binding(0) var<storage, read_write> dq: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read> dout: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
+@group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
+@group(0) @binding(4) var<storage, read> v: array<{{X_T}}>;
+@group(0) @binding(5) var<storage, read> stats: array<f32>;
+@group(0) @binding(6) var<storage, read> start: array<u32>;
+@group(0) @binding(7) var<uniform> p: Params;
+{{DQ_ST}}
+{{DOUT_AT}}
+{{Q_AT}}
+{{K_AT}}
+{{V_AT}}
+
+const DH: u32 = {{DH}}u;
+var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of keys or values: [j][d]
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let i = lid.x;
+	let h = wg.y;
+	let b = wg.z;
+	let kh = h / p.G;
+	let t = wg.x * WG + i;
+	let live = t < p.T;
+	let pos = min(t, p.T - 1u);
+	let last = min(wg.x * WG + WG - 1u, p.T - 1u);
+	let st = start[b];
+	let qo = qrow(b, pos, h);
+	var qv: array<f32, DH>;
+	var gv: array<f32, DH>;
+	for (var d = 0u; d < DH; d++) {
+		qv[d] = q_at(qo + d);
+		gv[d] = dout_at(qo + d);
+	}
+	let row = (b * p.H + h) * p.T + pos;
+	let lse = stats[2u * row];
+	let delta = stats[2u * row + 1u];
+	var acc: array<f32, DH>;
+	for (var d = 0u; d < DH; d++) { acc[d] = 0.0; }
+	var sc: array<f32, WG>; // scores, then dS
+
+	for (var s0 = st; s0 <= last; s0 += WG) {
+		let act = live && st <= pos && s0 <= pos;
+		let nk = min(WG, pos + 1u - s0);
+		for (var phase = 0u; phase < 3u; phase++) {
+			// keys, values, keys again
+			if (s0 + i <= last) {
+				let ko = krow(b, s0 + i, kh);
+				if (phase == 1u) {
+					for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(v_at(ko + d)); }
+				} else {
+					for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(k_at(ko + d)); }
+				}
+			}
+			workgroupBarrier();
+			if (act) {
+				if (phase == 0u) {
+					for (var j = 0u; j < nk; j++) {
+						var x = 0.0;
+						for (var d = 0u; d < DH; d++) { x = fma(qv[d], f32(tile[j * DH + d]), x); }
+						sc[j] = x;
+					}
+				} else if (phase == 1u) {
+					for (var j = 0u; j < nk; j++) {
+						var dp = 0.0;
+						for (var d = 0u; d < DH; d++) { dp = fma(gv[d], f32(tile[j * DH + d]), dp); }
+						let pr = exp(p.scale * sc[j] - lse);
+						sc[j] = pr * (dp - delta);
+					}
+				} else {
+					for (var d = 0u; d < DH; d++) {
+						var a = acc[d];
+						for (var j = 0u; j < nk; j++) {
+							a = fma(sc[j], f32(tile[j * DH + d]), a);
+						}
+						acc[d] = a;
+					}
+				}
+			}
+			workgroupBarrier();
+		}
+	}
+
+	if (!live) { return; }
+	if (pos < st) {
+		// A padding row attends only itself (the dq kernel's one-key block).
+		let ko = krow(b, pos, kh);
+		var x = 0.0;
+		var dp = 0.0;
+		for (var d = 0u; d < DH; d++) {
+			x = fma(qv[d], k_at(ko + d), x);
+			dp = fma(gv[d], v_at(ko + d), dp);
+		}
+		let ds = exp(p.scale * x - lse) * (dp - delta);
+		// onto acc (zeros), as the dq kernel does: a literal 0.0 here could
+		// be folded away and turn its +0 results into -0
+		for (var d = 0u; d < DH; d++) { dq_st(qo + d, p.scale * fma(ds, k_at(ko + d), acc[d])); }
+		return;
+	}
+	for (var d = 0u; d < DH; d++) { dq_st(qo + d, p.scale * acc[d]); }
 }
 
 // ==== section dkdv ====

@@ -281,6 +281,49 @@ func TestAttentionBlockedForward(t *testing.T) {
 	}
 }
 
+// TestAttentionBlockedDQ: the query-block dq kernel gives the row
+// kernel's bits (dk and dv come from the same kernel either way).
+func TestAttentionBlockedDQ(t *testing.T) {
+	ran := 0
+	for ci, tc := range attentionCases {
+		for _, xt := range []gpu.DType{gpu.F32, gpu.F16} {
+			sh := tc.sh
+			if xt == gpu.F16 && !dev.Caps.F16 || !blockedForward(dev, xt, sh.D) {
+				continue
+			}
+			ran++
+			t.Run(fmt.Sprintf("%v/%v", sh, xt), func(t *testing.T) {
+				r := rng(uint64(400 + ci))
+				scale := 1 / math.Sqrt(float64(sh.D))
+				nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+				q := roundTo(randn(r, nq, tc.qScale), xt)
+				k := roundTo(randn(r, nk, 1), xt)
+				v := roundTo(randn(r, nk, 1), xt)
+				dout := roundTo(randn(r, nq, 1), xt)
+				out, lse := attentionGPUForward(t, sh, q, k, v, scale, xt)
+				bufs := []*gpu.Buffer{upload(t, dout, xt), upload(t, q, xt), upload(t, k, xt), upload(t, v, xt), upload(t, out, xt), upload(t, lse, gpu.F32), attentionStart(t, sh)}
+				var dqs [2][]float64
+				for i, blocked := range []bool{false, true} {
+					dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
+					if err := attentionBackward(dev, blocked, dqb, dkb, dvb, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6],
+						xt, sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale)); err != nil {
+						t.Fatal(err)
+					}
+					dqs[i] = download(t, dqb, nq, xt)
+				}
+				for i := range dqs[0] {
+					if math.Float64bits(dqs[0][i]) != math.Float64bits(dqs[1][i]) {
+						t.Fatalf("dq[%d]: blocked %v, row kernel %v", i, dqs[1][i], dqs[0][i])
+					}
+				}
+			})
+		}
+	}
+	if ran == 0 {
+		t.Fatalf("adapter %q runs the blocked dq on none of the cases", dev.Info.Name)
+	}
+}
+
 func TestAttentionBackward(t *testing.T) {
 	for ci, tc := range attentionCases {
 		t.Run(tc.sh.String(), func(t *testing.T) {

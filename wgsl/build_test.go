@@ -39,6 +39,7 @@ func TestEveryKernelBuilds(t *testing.T) {
 			for _, c := range both {
 				if writable(c) {
 					run("matmul", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
+					run("matmul 128", MatmulTiled(d, Tile128, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
 				}
 			}
 		}
@@ -51,6 +52,7 @@ func TestEveryKernelBuilds(t *testing.T) {
 		run("attention forward", AttentionForward(d, buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
 		run("attention decode", AttentionDecode(d, buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 1, 4, 3, 2, 1, 8, 0.35))
 		run("attention backward", AttentionBackward(d, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
+		run("attention backward, row dq", attentionBackward(d, false, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
 		run("add", Add(d, buf(), buf(), buf(), n, x))
 		run("swiglu", SwiGLU(d, buf(), buf(), buf(), n, x))
 		run("swiglu backward", SwiGLUBackward(d, buf(), buf(), buf(), buf(), buf(), n, x, true, false))

@@ -71,7 +71,7 @@ func TestMatmul(t *testing.T) {
 		{13, 29, 11, 3, false, false, gpu.F16, 1, 0, gpu.F16, gpu.F16},  // batched
 		// Whole tiles of every tiling (no bounds checks compiled), in the
 		// three layouts of a linear layer's forward and backward.
-		{128, 128, 16, 1, false, true, gpu.F16, 1, 0, gpu.F16, gpu.F16}, // x·Wᵀ
+		{128, 128, 16, 1, false, true, gpu.F16, 1, 0, gpu.F16, gpu.F16},  // x·Wᵀ
 		{128, 128, 32, 1, false, false, gpu.F16, 1, 0, gpu.F16, gpu.F16}, // dy·W
 		{128, 256, 16, 1, true, false, gpu.F16, 1, 1, gpu.F16, gpu.F16},  // dyᵀ·x, accumulating
 		{256, 128, 16, 2, true, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
