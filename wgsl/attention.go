@@ -213,8 +213,9 @@ func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start
 	return attentionBackward(d, blockedForward(d, xt, dh), dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
 }
 
-// attentionBackward is AttentionBackward with dq from the query-block
-// kernel (dq_blocked) or the row kernel (dq): the same bits.
+// attentionBackward is AttentionBackward with dq and dk, dv from the
+// query-block kernels (dq_blocked, and dkdv_blocked up to D = 64) or the
+// row kernels (dq, dkdv): the same bits.
 func attentionBackward(d *gpu.Device, dqBlocked bool, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
 	nq, nk := b*t*h*dh, b*t*kv*dh
 	p, err := attentionCheck("attention backward", b, t, h, kv, dh, scale, []attentionBuf{
@@ -245,7 +246,16 @@ func attentionBackward(d *gpu.Device, dqBlocked bool, dq, dk, dv, dout, q, k, v,
 	if err != nil {
 		return err
 	}
-	kDKDV, err := attentionKernel(d, "dkdv", xt, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
+	// dk, dv: per thread four rows of DH in registers, so the query-block
+	// kernel only up to DH = 64.
+	dkdvGrid := uint32(t)
+	var kDKDV *gpu.Kernel
+	if dqBlocked && dh <= 64 {
+		kDKDV, err = attentionKernelD(d, "dkdv_blocked", xt, dh, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
+		dkdvGrid = uint32((t + attentionWG - 1) / attentionWG)
+	} else {
+		kDKDV, err = attentionKernel(d, "dkdv", xt, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
+	}
 	if err != nil {
 		return err
 	}
@@ -268,5 +278,5 @@ func attentionBackward(d *gpu.Device, dqBlocked bool, dq, dk, dv, dout, q, k, v,
 		return err
 	}
 	// dk, dv (B,T,KV,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
-	return d.Dispatch(kDKDV, pb, []*gpu.Buffer{dk, dv, dout, q, k, v, stats, start}, uint32(t), uint32(kv), uint32(b))
+	return d.Dispatch(kDKDV, pb, []*gpu.Buffer{dk, dv, dout, q, k, v, stats, start}, dkdvGrid, uint32(kv), uint32(b))
 }

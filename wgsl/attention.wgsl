@@ -589,3 +589,111 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		}
 	}
 }
+
+// ==== section dkdv_blocked ====
+// dk, dv for WG key rows of one (b, kv head) per workgroup, one per thread,
+// with the dkdv kernel's arithmetic in the same order (its bits): for each
+// query head of the group, the queries are walked in tiles of WG rows, each
+// tile's q, then dout, then q again loaded once into workgroup memory for
+// all WG keys. Key s takes queries s..T-1 (a padding key only s). DH: the
+// head size, fixed when the kernel is built. Dispatch (ceil(T/WG), KV, B).
+// Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
+// 8 Params.
+
+@group(0) @binding(0) var<storage, read_write> dk: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read_write> dv: array<{{X_T}}>;
+@group(0) @binding(2) var<storage, read> dout: array<{{X_T}}>;
+@group(0) @binding(3) var<storage, read> q: array<{{X_T}}>;
+@group(0) @binding(4) var<storage, read> k: array<{{X_T}}>;
+@group(0) @binding(5) var<storage, read> v: array<{{X_T}}>;
+@group(0) @binding(6) var<storage, read> stats: array<f32>;
+@group(0) @binding(7) var<storage, read> start: array<u32>;
+@group(0) @binding(8) var<uniform> p: Params;
+{{DK_ST}}
+{{DV_ST}}
+{{DOUT_AT}}
+{{Q_AT}}
+{{K_AT}}
+{{V_AT}}
+
+const DH: u32 = {{DH}}u;
+var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of q or dout: [j][d]
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let i = lid.x;
+	let kh = wg.y;
+	let b = wg.z;
+	let s = wg.x * WG + i;          // this thread's key row
+	let live = s < p.T;
+	let sp = min(s, p.T - 1u);
+	let ko = krow(b, sp, kh);
+	var kr: array<f32, DH>;
+	var vr: array<f32, DH>;
+	var ak: array<f32, DH>;
+	var av: array<f32, DH>;
+	for (var d = 0u; d < DH; d++) {
+		kr[d] = k_at(ko + d);
+		vr[d] = v_at(ko + d);
+		ak[d] = 0.0;
+		av[d] = 0.0;
+	}
+	var hi = p.T - 1u;
+	if (sp < start[b]) { hi = sp; }
+	var ds: array<f32, WG>;
+
+	for (var hh = 0u; hh < p.G; hh++) {
+		let h = kh * p.G + hh;
+		for (var t0 = wg.x * WG; t0 < p.T; t0 += WG) {
+			// this key's queries in the tile: lo..up (none when lo > up)
+			let lo = max(sp, t0);
+			let up = min(hi, t0 + WG - 1u);
+			let act = live && lo <= up;
+			let nt = min(WG, p.T - t0);
+			for (var phase = 0u; phase < 3u; phase++) {
+				// q, dout, q again
+				if (i < nt) {
+					let qo = qrow(b, t0 + i, h);
+					if (phase == 1u) {
+						for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(dout_at(qo + d)); }
+					} else {
+						for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(q_at(qo + d)); }
+					}
+				}
+				workgroupBarrier();
+				if (act) {
+					if (phase == 0u) {
+						for (var t = lo; t <= up; t++) {
+							let j = t - t0;
+							var x = 0.0;
+							for (var d = 0u; d < DH; d++) { x = fma(f32(tile[j * DH + d]), kr[d], x); }
+							ds[j] = x;
+						}
+					} else if (phase == 1u) {
+						for (var t = lo; t <= up; t++) {
+							let j = t - t0;
+							var dp = 0.0;
+							for (var d = 0u; d < DH; d++) { dp = fma(f32(tile[j * DH + d]), vr[d], dp); }
+							let row = (b * p.H + h) * p.T + t;
+							let pr = exp(p.scale * ds[j] - stats[2u * row]);
+							ds[j] = pr * (dp - stats[2u * row + 1u]);
+							for (var d = 0u; d < DH; d++) { av[d] = fma(pr, f32(tile[j * DH + d]), av[d]); }
+						}
+					} else {
+						for (var t = lo; t <= up; t++) {
+							let j = t - t0;
+							for (var d = 0u; d < DH; d++) { ak[d] = fma(ds[j], f32(tile[j * DH + d]), ak[d]); }
+						}
+					}
+				}
+				workgroupBarrier();
+			}
+		}
+	}
+
+	if (!live) { return; }
+	for (var d = 0u; d < DH; d++) {
+		dk_st(ko + d, p.scale * ak[d]);
+		dv_st(ko + d, av[d]);
+	}
+}

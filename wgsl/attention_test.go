@@ -281,9 +281,9 @@ func TestAttentionBlockedForward(t *testing.T) {
 	}
 }
 
-// TestAttentionBlockedDQ: the query-block dq kernel gives the row
-// kernel's bits (dk and dv come from the same kernel either way).
-func TestAttentionBlockedDQ(t *testing.T) {
+// TestAttentionBlockedBackward: the query-block dq kernel and the
+// key-block dk/dv kernel (up to D = 64) give the row kernels' bits.
+func TestAttentionBlockedBackward(t *testing.T) {
 	ran := 0
 	for ci, tc := range attentionCases {
 		for _, xt := range []gpu.DType{gpu.F32, gpu.F16} {
@@ -302,25 +302,28 @@ func TestAttentionBlockedDQ(t *testing.T) {
 				dout := roundTo(randn(r, nq, 1), xt)
 				out, lse := attentionGPUForward(t, sh, q, k, v, scale, xt)
 				bufs := []*gpu.Buffer{upload(t, dout, xt), upload(t, q, xt), upload(t, k, xt), upload(t, v, xt), upload(t, out, xt), upload(t, lse, gpu.F32), attentionStart(t, sh)}
-				var dqs [2][]float64
+				var grads [2][3][]float64
 				for i, blocked := range []bool{false, true} {
 					dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
 					if err := attentionBackward(dev, blocked, dqb, dkb, dvb, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6],
 						xt, sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale)); err != nil {
 						t.Fatal(err)
 					}
-					dqs[i] = download(t, dqb, nq, xt)
+					grads[i] = [3][]float64{download(t, dqb, nq, xt), download(t, dkb, nk, xt), download(t, dvb, nk, xt)}
 				}
-				for i := range dqs[0] {
-					if math.Float64bits(dqs[0][i]) != math.Float64bits(dqs[1][i]) {
-						t.Fatalf("dq[%d]: blocked %v, row kernel %v", i, dqs[1][i], dqs[0][i])
+				for g, name := range []string{"dq", "dk", "dv"} {
+					rows, blks := grads[0][g], grads[1][g]
+					for i := range rows {
+						if math.Float64bits(rows[i]) != math.Float64bits(blks[i]) {
+							t.Fatalf("%s[%d]: blocked %v, row kernel %v", name, i, blks[i], rows[i])
+						}
 					}
 				}
 			})
 		}
 	}
 	if ran == 0 {
-		t.Fatalf("adapter %q runs the blocked dq on none of the cases", dev.Info.Name)
+		t.Fatalf("adapter %q runs the blocked backward on none of the cases", dev.Info.Name)
 	}
 }
 
