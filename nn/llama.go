@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
@@ -282,6 +283,11 @@ type Inputs struct {
 	Start  *gpu.Buffer // u32 (B): index of the first real token of each sequence
 	Labels *gpu.Buffer // i32 (B*T): next-token targets, -100 ignored; nil without labels
 	Count  int         // labels that count
+	// Rows are the batch's distinct token ids, ascending (u32, NumRows), and
+	// Slots the index in Rows of each token (u32, B*T): the embedding's
+	// row-sparse gradient (Tape.SparseEmbedding) holds those rows only.
+	Rows, Slots *gpu.Buffer
+	NumRows     int
 	// copies are the same buffers on the model's other devices (Placement).
 	copies map[*gpu.Device]*Inputs
 }
@@ -321,11 +327,28 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 			}
 		}
 	}
-	in := &Inputs{B: b, T: t, Count: count}
+	seen := map[int]bool{}
+	var rowIDs []int
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			rowIDs = append(rowIDs, id)
+		}
+	}
+	sort.Ints(rowIDs)
+	slot := make(map[int]int, len(rowIDs))
+	for i, id := range rowIDs {
+		slot[id] = i
+	}
+	slots := make([]int, len(ids))
+	for i, id := range ids {
+		slots[i] = slot[id]
+	}
+	in := &Inputs{B: b, T: t, Count: count, NumRows: len(rowIDs)}
 	for i, d := range m.devs {
 		c := in
 		if i > 0 {
-			c = &Inputs{B: b, T: t, Count: count}
+			c = &Inputs{B: b, T: t, Count: count, NumRows: len(rowIDs)}
 			if in.copies == nil {
 				in.copies = map[*gpu.Device]*Inputs{}
 			}
@@ -344,6 +367,11 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 				if c.Start, err = up(start); err == nil && labels != nil {
 					c.Labels, err = up(labels)
 				}
+				if err == nil {
+					if c.Rows, err = up(rowIDs); err == nil {
+						c.Slots, err = up(slots)
+					}
+				}
 			}
 		}
 		if err != nil {
@@ -356,7 +384,7 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 
 // Release frees the batch's buffers.
 func (in *Inputs) Release() {
-	for _, b := range []*gpu.Buffer{in.IDs, in.Pos, in.Start, in.Labels} {
+	for _, b := range []*gpu.Buffer{in.IDs, in.Pos, in.Start, in.Labels, in.Rows, in.Slots} {
 		if b != nil {
 			b.Release()
 		}
@@ -506,7 +534,7 @@ func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
 		// The first layer's checkpoint starts from the token ids: the
 		// embedding is looked up again in its recompute instead of saved.
 		x, err = t.Checkpoint("layer 0", nil, func(t *Tape, _ *Tensor) (*Tensor, error) {
-			e, err := t.Embedding(m.Embed, in.IDs, n) // (N,C)
+			e, err := t.embedding(m.Embed, in, n) // (N,C)
 			if err != nil {
 				return nil, err
 			}
@@ -515,7 +543,7 @@ func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
 		})
 		layers = layers[1:]
 	} else {
-		x, err = t.Embedding(m.Embed, in.IDs, n) // (N,C)
+		x, err = t.embedding(m.Embed, in, n) // (N,C)
 	}
 	if err != nil {
 		return nil, err

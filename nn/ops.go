@@ -189,6 +189,16 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 // Embedding: out (N,C) = table[ids]. ids is a u32 buffer of N token ids,
 // validated against the vocabulary by the caller.
 func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) {
+	return t.embeddingOp(table, ids, n, nil)
+}
+
+// embedding is Embedding of a batch's ids, whose distinct rows allow the
+// table a row-sparse gradient (SparseEmbedding).
+func (t *Tape) embedding(table *Param, in *Inputs, n int) (*Tensor, error) {
+	return t.embeddingOp(table, in.IDs, n, in)
+}
+
+func (t *Tape) embeddingOp(table *Param, ids *gpu.Buffer, n int, in *Inputs) (*Tensor, error) {
 	v, c := table.Shape[0], table.Shape[1]
 	out, err := t.activation(ActivationDType(t.D, table.DType), n, c)
 	if err != nil {
@@ -202,12 +212,36 @@ func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) 
 		t.countParams(table)
 		return out, nil
 	}
+	sparse := t.SparseEmbedding
 	t.record(&op{
 		name: "embedding " + table.Name, outputs: []*Tensor{out}, params: []*Param{table},
 		backward: func() error {
 			if out.grad == nil {
 				return nil
 			}
+			// Row-sparse: a gradient of the batch's rows, when nothing
+			// else adds to the table's gradient (a tied head does) and f16
+			// rows hold whole u32 pairs.
+			if sparse && in != nil && in.Rows != nil && len(t.deferred[table]) == 0 && (table.DType != gpu.F16 || c%2 == 0) &&
+				(table.grad == nil || table.gradRows != nil && table.gradRows.Rows == in.Rows) {
+				acc := table.grad != nil
+				if !acc {
+					// Sized for the most rows a batch of n tokens can
+					// touch, so that the memory does not depend on the
+					// data and the plan stays exact.
+					b, err := t.D.NewBuffer(gpu.TagGrad, 4*int64(min(n, v))*int64(c))
+					if err != nil {
+						return err
+					}
+					table.grad = b
+					table.gradRows = &GradRows{Rows: in.Rows, N: in.NumRows}
+				}
+				return wgsl.EmbeddingBackward(t.D, table.grad, out.grad, in.Slots, out.GradDType(), n, c, in.NumRows, acc)
+			}
+			if table.gradRows != nil && table.grad != nil {
+				return fmt.Errorf("embedding %s: a dense gradient onto a row-sparse one", table.Name)
+			}
+			table.gradRows = nil
 			dt, acc, err := t.gradOf(table.Tensor)
 			if err != nil {
 				return err

@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -87,5 +89,98 @@ func TestMLPBackwardMemory(t *testing.T) {
 	}
 	if peak := dev.Stats().Tag(gpu.TagActivation).Peak; peak >= 4*nf {
 		t.Errorf("the backward's activation peak is %d bytes: %.2f N x F buffers, want fewer than 4", peak, float64(peak)/float64(nf))
+	}
+}
+
+// TestSparseEmbeddingGradient: on a tape with SparseEmbedding, an untied
+// embedding's gradient comes as the batch's distinct rows (ascending),
+// bit-identical to those rows of the dense gradient, whose other rows are
+// zero; its buffer holds (tokens x C) f32 instead of (vocab x C). A tied
+// embedding (the head adds to its gradient) stays dense. Every other
+// parameter's gradient is the dense tape's, bit for bit.
+func TestSparseEmbeddingGradient(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		for _, ckpt := range []bool{false, true} {
+			m := newToy(t, tied)
+			m.Checkpointing = ckpt
+			in := toyBatch(t, m)
+			dense := backward(t, m, in)
+			got := map[string][]float32{}
+			var rows *GradRows
+			var gradBytes int64
+			tape := NewTape(dev, true)
+			tape.SparseEmbedding = true
+			loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error {
+				if p == m.Embed {
+					if gr := p.GradRows(); gr != nil {
+						r := *gr
+						rows = &r
+					}
+					gradBytes = g.Size()
+				}
+				v, err := ReadBufferF32(dev, g, p.GradLen(), p.GradDType())
+				got[p.Name] = v
+				return err
+			})
+			loss.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := m.Embed.Name
+			if tied {
+				if rows != nil {
+					t.Errorf("tied, checkpointing=%v: the embedding got a row-sparse gradient, onto which the head's would not fit", ckpt)
+				}
+			} else {
+				if rows == nil {
+					t.Fatalf("untied, checkpointing=%v: the embedding's gradient is dense", ckpt)
+				}
+				raw, err := dev.Read(rows.Rows, 0, int64(4*rows.N))
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := m.Cfg.HiddenSize
+				seen := map[int]bool{}
+				prev := -1
+				for r := 0; r < rows.N; r++ {
+					id := int(binary.LittleEndian.Uint32(raw[4*r:]))
+					if id <= prev {
+						t.Fatalf("rows not ascending: %d after %d", id, prev)
+					}
+					prev = id
+					seen[id] = true
+					for j := 0; j < c; j++ {
+						if a, b := got[name][r*c+j], dense.grads[name][id*c+j]; math.Float32bits(a) != math.Float32bits(b) {
+							t.Fatalf("checkpointing=%v: row %d col %d: sparse %v, dense %v", ckpt, id, j, a, b)
+						}
+					}
+				}
+				for id := 0; id < m.Cfg.VocabSize; id++ {
+					for j := 0; !seen[id] && j < c; j++ {
+						if dense.grads[name][id*c+j] != 0 {
+							t.Fatalf("row %d is not in the batch and has a dense gradient", id)
+						}
+					}
+				}
+				if want := 4 * int64(in.B*in.T*c); gradBytes != want {
+					t.Errorf("row-sparse gradient buffer of %d bytes, want %d (tokens x C f32)", gradBytes, want)
+				}
+				delete(got, name)
+			}
+			for n, v := range got {
+				if n == name && tied {
+					continue
+				}
+				for i := range v {
+					if math.Float32bits(v[i]) != math.Float32bits(dense.grads[n][i]) {
+						t.Fatalf("%s[%d]: %v with SparseEmbedding, %v without", n, i, v[i], dense.grads[n][i])
+					}
+				}
+			}
+		}
 	}
 }

@@ -164,6 +164,30 @@ type Param struct {
 	LoRA bool
 
 	gradDType gpu.DType // the gradient's dtype (Tensor.GradDType); f32 by default
+	gradRows  *GradRows // set while the gradient is row-sparse
+}
+
+// GradRows describes a row-sparse gradient (Tape.SparseEmbedding): the
+// gradient buffer a GradFunc receives holds N rows of the table's Cols(),
+// the gradients of table rows Rows[0..N-1] (u32, distinct, ascending); the
+// other rows' gradients are zero.
+type GradRows struct {
+	Rows *gpu.Buffer
+	N    int
+}
+
+// GradRows returns the row-sparse layout of p's gradient during its
+// GradFunc call, nil when the gradient is dense (every parameter but an
+// embedding on a tape with SparseEmbedding).
+func (p *Param) GradRows() *GradRows { return p.gradRows }
+
+// GradLen is the number of elements of p's gradient during its GradFunc
+// call: p.Len(), or the rows a row-sparse gradient holds.
+func (p *Param) GradLen() int {
+	if p.gradRows != nil {
+		return p.gradRows.N * p.Cols()
+	}
+	return p.Len()
 }
 
 // NewParam allocates a parameter tensor (tag param).

@@ -257,7 +257,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	res := Result{Step: o.step, LR: float64(lr), LossScale: scale, ClipCoef: 1}
 	coef := float32(1)
 	if o.cfg.ClipGradNorm > 0 {
-		sumsq, overflow, loss, tokens, err := measure(o.chain(), fwd, float32(scale), invScale, o.limit)
+		sumsq, overflow, loss, tokens, err := measure(o.chain(), fwd, float32(scale), invScale, o.limit, o.sparseEmbedding())
 		if err != nil {
 			return res, err
 		}
@@ -284,6 +284,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		return res, err
 	}
 	t := nn.NewTape(o.d, true)
+	t.SparseEmbedding = o.sparseEmbedding()
 	lossT, tokens, err := fwd(t, float32(scale))
 	if err != nil {
 		t.Release()
@@ -292,6 +293,9 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
 		update := o.update
+		if p.GradRows() != nil {
+			update = o.lomoRowsUpdate
+		}
 		if p.LoRA {
 			if o.adapters == nil {
 				return fmt.Errorf("optim: %s is a LoRA matrix, and the optimizer was not configured for LoRA", p.Name)
@@ -343,6 +347,24 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 	return wgsl.AdamWUpdate(d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
 		LR: float32(l.Schedule.At(o.step)), Beta1: float32(b1), Beta2: float32(b2), Eps: float32(o.cfg.Eps), WeightDecay: float32(l.WeightDecay),
 		BC1: float32(1 - math.Pow(b1, float64(o.loraT))), BC2: float32(1 - math.Pow(b2, float64(o.loraT))), GradScale: coef * invScale,
+	})
+}
+
+// sparseEmbedding reports whether the step's tapes give the embedding a
+// row-sparse gradient (nn.Tape.SparseEmbedding): under LOMO without
+// weight decay, where rows without a gradient stay as they are, the
+// embedding's gradient is then (tokens x C) instead of (vocab x C).
+func (o *fused) sparseEmbedding() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
+
+// lomoRowsUpdate is lomoUpdate of the rows a row-sparse gradient holds.
+func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
+	if o.cfg.Name != "lomo" {
+		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
+	}
+	gr := p.GradRows()
+	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
+		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
+		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
 	})
 }
 
@@ -473,7 +495,7 @@ func weightsFinite(d *gpu.Device, stats *gpu.Buffer, params []*nn.Param, step in
 // measure runs a forward and a backward that only measure: the sum of
 // squares of the unscaled gradient and whether any scaled gradient
 // overflowed. Each gradient is freed right after its reduction.
-func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
+func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, sparseEmbedding bool) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
 	d := chain.cur
 	st, err := chain.on(d)
 	if err != nil {
@@ -483,6 +505,7 @@ func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32) (su
 		return
 	}
 	t := nn.NewTape(d, true)
+	t.SparseEmbedding = sparseEmbedding
 	lossT, tokens, err := fwd(t, scale)
 	if err != nil {
 		t.Release()
@@ -495,10 +518,10 @@ func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32) (su
 		if err != nil {
 			return err
 		}
-		if err := wgsl.SumSquares(d, st, 0, g, p.GradDType(), p.Len(), invScale); err != nil {
+		if err := wgsl.SumSquares(d, st, 0, g, p.GradDType(), p.GradLen(), invScale); err != nil {
 			return err
 		}
-		return wgsl.CheckFinite(d, st, 1, g, p.GradDType(), p.Len(), 1, limit)
+		return wgsl.CheckFinite(d, st, 1, g, p.GradDType(), p.GradLen(), 1, limit)
 	})
 	if err != nil {
 		return

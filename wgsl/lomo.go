@@ -11,7 +11,7 @@ import (
 type LomoParams struct {
 	N                                              uint32
 	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
-	_, _                                           uint32
+	Cols, _                                        uint32 // Cols: rows sections only
 }
 
 // LomoStep holds the scalars of one LOMO update (REFERENCE §1.4): the
@@ -60,6 +60,53 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 	// param (n) -= lr * clipped grad (n), in place.
 	x, y, z := d.Grid(threads, 256)
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad}, x, y, z)
+}
+
+// LomoUpdateRows records the LOMO update of the rows of a (vocab, cols)
+// table param that a row-sparse gradient holds: grad (nRows x cols, f32 or
+// f16 by gt) is the gradient of table rows rows[0..nRows-1] (u32, distinct,
+// each < vocab), which are updated as LomoUpdate updates every element; the
+// other rows are left as they are, which is what LomoUpdate does with their
+// zero gradient when s.WeightDecay is 0 (it is refused otherwise).
+func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
+	const op = "lomo update rows"
+	n := nRows * cols
+	if nRows <= 0 || cols <= 0 || nRows > vocab || int64(vocab)*int64(cols) > math.MaxUint32-1 {
+		return fmt.Errorf("wgsl: %s: %d rows of %d columns of a table of %d", op, nRows, cols, vocab)
+	}
+	if s.WeightDecay != 0 {
+		return fmt.Errorf("wgsl: %s: weight decay %v would change the rows without a gradient too", op, s.WeightDecay)
+	}
+	if pt != gpu.F32 && pt != gpu.F16 || gt != gpu.F32 && gt != gpu.F16 {
+		return fmt.Errorf("wgsl: %s: unsupported dtypes param %v, grad %v", op, pt, gt)
+	}
+	if pt == gpu.F16 && cols%2 != 0 {
+		return fmt.Errorf("wgsl: %s: f16 rows of %d columns split u32 pairs", op, cols)
+	}
+	if err := reduceNeed(op, "param", param, pt.Bytes(vocab*cols)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "grad", grad, gt.Bytes(n)); err != nil {
+		return err
+	}
+	if err := reduceNeed(op, "rows", rows, 4*int64(nRows)); err != nil {
+		return err
+	}
+	if param == grad || param == rows {
+		return fmt.Errorf("wgsl: %s: param must be distinct from grad and rows", op)
+	}
+	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols)}
+	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt), pairSubst(nil, "G", "grad", gt), []string{"rows_" + pt.String()}, []gpu.Access{rw, ro, ro}, p)
+	if err != nil {
+		return err
+	}
+	threads := n
+	if pt == gpu.F16 {
+		threads = n / 2
+	}
+	// param rows[r] (cols) -= lr * clipped grad row r, in place.
+	x, y, z := d.Grid(threads, 256)
+	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad, rows}, x, y, z)
 }
 
 // gradVariant is the suffix of an optimizer kernel's variant for its

@@ -11,10 +11,15 @@
 // dispatch gpu.Grid(N, 256); f16, one thread per u32 pair, written whole
 // with pack2x16float (the padding half of an odd N keeps its bits),
 // dispatch gpu.Grid(ceil(N/2), 256).
+// rows_f32, rows_f16: a row-sparse gradient of a (V, cols) table: grad
+// (N = R*cols) holds the rows listed in rows (R u32, distinct), which are
+// updated as above and no others (a zero gradient would leave them as they
+// are, weight decay aside). Bindings: 0 param (rw), 1 grad, 2 rows, 3
+// Params. rows_f16 needs an even cols (pairs within a row).
 
 struct Params {
 	n: u32, lr: f32, weight_decay: f32, inv_scale: f32,
-	clip_value: f32, clip_coef: f32, _p0: u32, _p1: u32,
+	clip_value: f32, clip_coef: f32, cols: u32, _p1: u32,
 }
 
 const WG: u32 = 256u;
@@ -62,4 +67,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	} else {
 		param[w] = (pack2x16float(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
 	}
+}
+
+// ==== section rows_f32 ====
+@group(0) @binding(0) var<storage, read_write> param: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
+@group(0) @binding(2) var<storage, read> rows: array<u32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+{{G_AT}}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * WG;
+	if (i >= p.n) { return; }
+	let j = rows[i / p.cols] * p.cols + i % p.cols;
+	param[j] = lomo_step(param[j], grad_at(i));
+}
+
+// ==== section rows_f16 ====
+@group(0) @binding(0) var<storage, read_write> param: array<u32>;
+@group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
+@group(0) @binding(2) var<storage, read> rows: array<u32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+{{G_AT}}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = 2u * (gid.x + gid.y * nwg.x * WG);
+	if (i >= p.n) { return; }
+	let w = (rows[i / p.cols] * p.cols + i % p.cols) / 2u;
+	let v = unpack2x16float(param[w]);
+	param[w] = pack2x16float(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))));
 }

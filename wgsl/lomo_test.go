@@ -139,3 +139,62 @@ func TestLomoUpdateRejectsBadSizes(t *testing.T) {
 		t.Error("param aliasing grad accepted")
 	}
 }
+
+// TestLomoUpdateRows: the row-sparse update equals the dense update of the
+// same gradient scattered into a zero (vocab, cols) gradient, bit for bit,
+// rows without a gradient included; weight decay is refused.
+func TestLomoUpdateRows(t *testing.T) {
+	const vocab, cols = 37, 6
+	rows := []int{0, 3, 4, 20, 36}
+	step := LomoStep{LR: 0.03, InvScale: 1.0 / 1024, ClipValue: 1, ClipCoef: 0.7}
+	for _, pt := range []gpu.DType{gpu.F32, gpu.F16} {
+		for _, gt := range []gpu.DType{gpu.F32, gpu.F16} {
+			t.Run(fmt.Sprintf("%v_g%v", pt, gt), func(t *testing.T) {
+				r := rng(77)
+				param := roundTo(randn(r, vocab*cols, 1), pt)
+				compact := roundTo(randn(r, len(rows)*cols, 1024), gt)
+				dense := make([]float64, vocab*cols)
+				for i, row := range rows {
+					copy(dense[row*cols:(row+1)*cols], compact[i*cols:(i+1)*cols])
+				}
+				rb, err := dev.NewBuffer(gpu.TagScratch, int64(4*len(rows)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer rb.Release()
+				raw := make([]byte, 4*len(rows))
+				for i, row := range rows {
+					raw[4*i] = byte(row)
+				}
+				if err := dev.Write(rb, 0, raw); err != nil {
+					t.Fatal(err)
+				}
+				sparse, full := upload(t, param, pt), upload(t, param, pt)
+				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, pt, gt, vocab, cols, len(rows), step); err != nil {
+					t.Fatal(err)
+				}
+				if err := LomoUpdate(dev, full, upload(t, dense, gt), pt, gt, vocab*cols, step); err != nil {
+					t.Fatal(err)
+				}
+				got, want := download(t, sparse, vocab*cols, pt), download(t, full, vocab*cols, pt)
+				changed := 0
+				for i := range got {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Fatalf("element %d (row %d): rows update %v, dense update %v", i, i/cols, got[i], want[i])
+					}
+					if got[i] != param[i] {
+						changed++
+					}
+				}
+				if changed == 0 {
+					t.Fatal("the update changed nothing")
+				}
+				wd := step
+				wd.WeightDecay = 0.1
+				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, pt, gt, vocab, cols, len(rows), wd); err == nil {
+					t.Error("weight decay accepted on a row-sparse update")
+				}
+			})
+		}
+	}
+}
