@@ -9,7 +9,7 @@ import (
 
 // MatmulParams mirrors Params in matmul.wgsl.
 type MatmulParams struct {
-	M, N, K, TA, TB, AOff, BOff, COff uint32
+	M, N, K, LDA, LDB, AOff, BOff, COff uint32
 	ABatch, BBatch, CBatch, _         uint32
 	Alpha, Beta                       float32
 	_, _                              uint32
@@ -22,6 +22,21 @@ type Mat struct {
 	Off   int       // element offset of the first batch
 	Batch int       // elements between batches (0: the same matrix for all)
 	T     bool      // stored transposed (see matmul.wgsl)
+	// LD is the number of elements between stored rows, for A and B: 0 for
+	// the stored width (K, or M transposed, for A; N, or K transposed,
+	// for B), more for a block of a wider matrix. C is always dense.
+	LD int
+}
+
+// ld returns x's leading dimension for a stored width w, and checks it.
+func (x Mat) ld(name string, w int) (int, error) {
+	if x.LD == 0 {
+		return w, nil
+	}
+	if x.LD < w {
+		return 0, fmt.Errorf("wgsl: matmul: %s's rows are %d apart, narrower than its %d columns", name, x.LD, w)
+	}
+	return x.LD, nil
 }
 
 // Tile is a tiling of matmul.wgsl: a workgroup computes a BM x BN tile of
@@ -108,18 +123,34 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	if cBatch == 0 {
 		cBatch = m * n
 	}
-	last := func(x Mat, size int) int64 { return int64(x.Off + (batches-1)*x.Batch + size) }
-	if x := last(a, m*k); a.DType.Bytes(int(x)) > a.Buf.Size() {
+	// Stored shapes (rows x width): A (M,K) or (K,M), B (K,N) or (N,K).
+	aRows, aW, bRows, bW := m, k, k, n
+	if a.T {
+		aRows, aW = k, m
+	}
+	if b.T {
+		bRows, bW = n, k
+	}
+	lda, err := a.ld("A", aW)
+	if err != nil {
+		return err
+	}
+	ldb, err := b.ld("B", bW)
+	if err != nil {
+		return err
+	}
+	last := func(x Mat, rows, w, ld int) int64 { return int64(x.Off + (batches-1)*x.Batch + (rows-1)*ld + w) }
+	if x := last(a, aRows, aW, lda); a.DType.Bytes(int(x)) > a.Buf.Size() {
 		return fmt.Errorf("wgsl: matmul: A needs %d %v elements, buffer holds fewer", x, a.DType)
 	}
-	if x := last(b, k*n); b.DType.Bytes(int(x)) > b.Buf.Size() {
+	if x := last(b, bRows, bW, ldb); b.DType.Bytes(int(x)) > b.Buf.Size() {
 		return fmt.Errorf("wgsl: matmul: B needs %d elements, buffer holds fewer", x)
 	}
 	if x := int64(c.Off + (batches-1)*cBatch + m*n); c.DType.Bytes(int(x)) > c.Buf.Size() {
 		return fmt.Errorf("wgsl: matmul: C needs %d %v elements, buffer holds fewer", x, c.DType)
 	}
 	p := MatmulParams{
-		M: uint32(m), N: uint32(n), K: uint32(k), TA: b2u(a.T), TB: b2u(b.T),
+		M: uint32(m), N: uint32(n), K: uint32(k), LDA: uint32(lda), LDB: uint32(ldb),
 		AOff: uint32(a.Off), BOff: uint32(b.Off), COff: uint32(c.Off),
 		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
 		Alpha: alpha, Beta: beta,
@@ -187,17 +218,17 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 	// Neighbouring threads take neighbouring elements of the stored
 	// layout: along K for A (M,K) and B (N,K), along M or N otherwise.
 	if ta {
-		s["A_INDEX"] = "k * p.M + m"
+		s["A_INDEX"] = "k * p.lda + m"
 		s["LOAD_A"] = "\t\t\tlet kk = e / BM;\n\t\t\tlet mm = e % BM;"
 	} else {
-		s["A_INDEX"] = "m * p.K + k"
+		s["A_INDEX"] = "m * p.lda + k"
 		s["LOAD_A"] = "\t\t\tlet mm = e / BK;\n\t\t\tlet kk = e % BK;"
 	}
 	if tb {
-		s["B_INDEX"] = "n * p.K + k"
+		s["B_INDEX"] = "n * p.ldb + k"
 		s["LOAD_B"] = "\t\t\tlet nn = e / BK;\n\t\t\tlet kk = e % BK;"
 	} else {
-		s["B_INDEX"] = "k * p.N + n"
+		s["B_INDEX"] = "k * p.ldb + n"
 		s["LOAD_B"] = "\t\t\tlet kk = e / BN;\n\t\t\tlet nn = e % BN;"
 	}
 	ig, jg := t.TM/4, t.TN/4

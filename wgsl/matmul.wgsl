@@ -3,7 +3,9 @@
 // Shapes (row-major, per batch): op(A) is (M,K), op(B) is (K,N), C is (M,N).
 //   A stored (M,K), or (K,M) and read transposed (Mat.T);
 //   B stored (K,N), or (N,K) and read transposed (a linear layer's weight
-//   W (out,in): y = x · Wᵀ).
+//   W (out,in): y = x · Wᵀ);
+//   lda, ldb: elements between stored rows (the stored width, or more for
+//   a block of a wider matrix).
 // A, B and C are each f32 or f16 (a_at/b_at read f32, c_st rounds once);
 // accumulation is f32, one fma per k in increasing k, so every tiling gives
 // the same bits.
@@ -24,8 +26,8 @@
 // (the caller keeps A, B).
 
 struct Params {
-	M: u32, N: u32, K: u32, _t0: u32,
-	_t1: u32, a_off: u32, b_off: u32, c_off: u32,
+	M: u32, N: u32, K: u32, lda: u32,
+	ldb: u32, a_off: u32, b_off: u32, c_off: u32,
 	a_batch: u32, b_batch: u32, c_batch: u32, _pad: u32,
 	alpha: f32, beta: f32, _pad1: u32, _pad2: u32,
 }

@@ -152,3 +152,50 @@ func TestMatmulRejectsShortBuffers(t *testing.T) {
 		t.Error("matmul with A too small for (2,4) succeeded")
 	}
 }
+
+// TestMatmulLeadingDimension: operands that are blocks of wider stored
+// matrices (Mat.LD, with an offset) give the product of the blocks, in both
+// layouts of each operand, with every tiling.
+func TestMatmulLeadingDimension(t *testing.T) {
+	const m, n, k = 70, 9, 13
+	const wide = 150 // stored width of the wider matrices
+	for _, ta := range []bool{false, true} {
+		for _, tb := range []bool{false, true} {
+			r := rng(91)
+			// A's block: op(A) (m,k) at offset 3 of a stored matrix whose
+			// rows are wide apart; the same for B at offset 5.
+			aRows, aW, bRows, bW := m, k, k, n
+			if ta {
+				aRows, aW = k, m
+			}
+			if tb {
+				bRows, bW = n, k
+			}
+			aStore := randn(r, aRows*wide, 1)
+			bStore := randn(r, bRows*wide, 1)
+			aBlock, bBlock := make([]float64, aRows*aW), make([]float64, bRows*bW)
+			for i := 0; i < aRows; i++ {
+				copy(aBlock[i*aW:(i+1)*aW], aStore[i*wide+3:])
+			}
+			for i := 0; i < bRows; i++ {
+				copy(bBlock[i*bW:(i+1)*bW], bStore[i*wide+5:])
+			}
+			want := refMatmul(aBlock, bBlock, nil, m, n, k, ta, tb, 1, 0)
+			for _, tile := range Tiles {
+				cb := outputOf(t, m*n, gpu.F32)
+				if err := MatmulTiled(dev, tile, Mat{Buf: cb}, Mat{Buf: upload(t, aStore, gpu.F32), Off: 3, LD: wide, T: ta},
+					Mat{Buf: upload(t, bStore, gpu.F32), Off: 5, LD: wide, T: tb}, m, n, k, 1, 1, 0); err != nil {
+					t.Fatal(err)
+				}
+				assertClose(t, fmt.Sprintf("C ta=%v tb=%v %v", ta, tb, tile), download(t, cb, m*n, gpu.F32), want, tol{Atol: 2e-6 * k, Rtol: 1e-5})
+			}
+		}
+	}
+	a := upload(t, make([]float64, 40), gpu.F32)
+	if err := Matmul(dev, Mat{Buf: output(t, 4)}, Mat{Buf: a, LD: 3}, Mat{Buf: a}, 2, 2, 4, 1, 1, 0); err == nil {
+		t.Error("A with rows 3 apart for a width of 4 accepted")
+	}
+	if err := Matmul(dev, Mat{Buf: output(t, 4)}, Mat{Buf: a, LD: 38}, Mat{Buf: a}, 2, 2, 4, 1, 1, 0); err == nil {
+		t.Error("A whose second row (at 38) runs past its 40-element buffer accepted")
+	}
+}
