@@ -285,7 +285,7 @@ type Inputs struct {
 	Count  int         // labels that count
 	// Rows are the batch's distinct token ids, ascending (u32, NumRows), and
 	// Slots the index in Rows of each token (u32, B*T): the embedding's
-	// row-sparse gradient (Tape.SparseEmbedding) holds those rows only.
+	// row-sparse gradient (Tape.RowGrads) holds those rows only.
 	Rows, Slots *gpu.Buffer
 	NumRows     int
 	// copies are the same buffers on the model's other devices (Placement).

@@ -193,7 +193,7 @@ func (t *Tape) Embedding(table *Param, ids *gpu.Buffer, n int) (*Tensor, error) 
 }
 
 // embedding is Embedding of a batch's ids, whose distinct rows allow the
-// table a row-sparse gradient (SparseEmbedding).
+// table a row-sparse gradient (RowGrads).
 func (t *Tape) embedding(table *Param, in *Inputs, n int) (*Tensor, error) {
 	return t.embeddingOp(table, in.IDs, n, in)
 }
@@ -212,7 +212,7 @@ func (t *Tape) embeddingOp(table *Param, ids *gpu.Buffer, n int, in *Inputs) (*T
 		t.countParams(table)
 		return out, nil
 	}
-	sparse := t.SparseEmbedding
+	sparse := t.RowGrads
 	t.record(&op{
 		name: "embedding " + table.Name, outputs: []*Tensor{out}, params: []*Param{table},
 		backward: func() error {
@@ -536,6 +536,10 @@ func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions)
 const headChunkBytes = 64 << 20
 
 // headChunkRows is how many rows of v logits HeadLoss takes at a time.
+// headGradBlockBytes bounds a block of the LM head's weight gradient
+// delivered by rows (Tape.RowGrads): 32 MiB, 8 blocks of f16 at LLaMA-7B.
+var headGradBlockBytes = 32 << 20
+
 func headChunkRows(n, v int) int {
 	return max(1, min(n, headChunkBytes/(4*v)))
 }
@@ -559,6 +563,14 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 		return nil, err
 	}
 	chunk := headChunkRows(n, v)
+	if t.RowGrads && weightGrad && !w.Frozen && int64(4*n) <= w.GradDType().Bytes(c) && 4*int64(n)*int64(v) <= 128<<20 {
+		// The logits of all rows take no more memory than W's whole
+		// gradient, which one chunk lets come in blocks of rows
+		// (headRowGrads): one chunk, if it binds on every adapter (128 MiB
+		// is WebGPU's default storage binding limit; a constant, so that
+		// plans do not depend on the adapter).
+		chunk = n
+	}
 	if err := t.headChunks(h, w, labels, loss.Buf, opt, chunk, nil); err != nil {
 		loss.Release()
 		return nil, fmt.Errorf("head %s: %w", w.Name, err)
@@ -576,38 +588,140 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 		return loss, nil
 	}
 	h.Retain()
+	// With RowGrads, W's gradient may come in blocks of vocabulary rows
+	// (headRowGrads); the op then counts W's use itself.
+	byRows := t.RowGrads && weightGrad && !w.Frozen && n <= chunk && (w.GradDType() != gpu.F16 || c%2 == 0)
+	if byRows {
+		if t.countUses {
+			t.uses[w]++
+		}
+		ps = nil
+	}
 	t.record(&op{
 		name: "head+loss " + w.Name, outputs: []*Tensor{loss}, params: ps, release: h.Release,
 		backward: func() error {
-			var dh, dw *gpu.Buffer
-			var accH, accW bool
-			var err error
-			if h.needsGrad {
-				if dh, accH, err = t.gradOf(h); err != nil {
+			if byRows {
+				if t.uses[w] == 1 && w.grad == nil && len(t.deferred[w]) == 0 && t.callback != nil {
+					delete(t.uses, w)
+					return t.headRowGrads(h, w, labels, loss.Buf, opt, chunk)
+				}
+				// W has other uses to come: its gradient is summed whole,
+				// and its callback comes after the last one, as usual.
+				if err := t.headBackward(h, w, labels, loss.Buf, opt, chunk, true); err != nil {
 					return err
 				}
+				return t.used(w, t.callback)
 			}
-			if weightGrad && !w.Frozen {
-				if dw, accW, err = t.gradOf(w.Tensor); err != nil {
-					return err
-				}
-			}
-			return t.headChunks(h, w, labels, loss.Buf, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
-				// dlogits (r,V) · W (V,C) -> dh rows r0.. (r,C)
-				if dh != nil {
-					if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType(), Off: r0 * c}, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, r, c, v, 1, 1, beta(accH)); err != nil {
-						return err
-					}
-				}
-				// dlogitsᵀ (V,r) · h rows r0.. (r,C) -> dW (V,C), summed over chunks
-				if dw != nil {
-					return wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(accW || r0 > 0))
-				}
-				return nil
-			})
+			return t.headBackward(h, w, labels, loss.Buf, opt, chunk, weightGrad)
 		},
 	})
 	return loss, nil
+}
+
+// headRowGrads is HeadLoss's backward with W's gradient in blocks of
+// vocabulary rows (Tape.RowGrads), for rows of h that fit one chunk: the
+// chunk's dlogits (N,V) give dh, then each block's dW rows, which go to the
+// callback (Param.GradRows) and are freed before the next block's. No
+// (V,C) gradient exists. dh is recorded before any block's update, which
+// changes W.
+func (t *Tape) headRowGrads(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int) error {
+	n, c := rows(h), h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	var dh *gpu.Buffer
+	var accH bool
+	var err error
+	if h.needsGrad {
+		if dh, accH, err = t.gradOf(h); err != nil {
+			return err
+		}
+	}
+	block := max(1, min(v, headGradBlockBytes/int(w.GradDType().Bytes(c))))
+	return t.headChunks(h, w, labels, loss, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
+		if r0 != 0 || r != n {
+			return fmt.Errorf("head %s: %d of %d rows in a chunk, want all", w.Name, r, n)
+		}
+		// dlogits (N,V) · W (V,C) -> dh (N,C)
+		if dh != nil {
+			if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType()}, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, c, v, 1, 1, beta(accH)); err != nil {
+				return err
+			}
+		}
+		for v0 := 0; v0 < v; v0 += block {
+			vb := min(block, v-v0)
+			if err := t.headRowBlock(h, w, logits, v0, vb); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// headRowBlock computes dW rows v0..v0+vb-1 = dlogits[:, v0:v0+vb]ᵀ · h and
+// hands them to the callback.
+func (t *Tape) headRowBlock(h *Tensor, w *Param, logits *gpu.Buffer, v0, vb int) error {
+	n, c := rows(h), h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	dw, err := t.D.NewBuffer(gpu.TagGrad, w.GradDType().Bytes(vb*c))
+	if err != nil {
+		return err
+	}
+	defer dw.Release() // recorded dispatches keep it valid
+	ids := make([]int, vb)
+	for i := range ids {
+		ids[i] = v0 + i
+	}
+	rb, err := t.D.NewBuffer(gpu.TagScratch, int64(4*vb))
+	if err != nil {
+		return err
+	}
+	defer rb.Release()
+	if err := t.D.Write(rb, 0, u32Bytes(ids)); err != nil {
+		return err
+	}
+	// dlogits columns v0.. (stored (N,V), read transposed: (vb,N)) · h (N,C) -> dW rows (vb,C)
+	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true, Off: v0, LD: v}, wgsl.Mat{Buf: h.Buf, DType: h.DType}, vb, c, n, 1, 1, 0); err != nil {
+		return err
+	}
+	w.grad, w.gradRows = dw, &GradRows{Rows: rb, N: vb}
+	err = t.callback(w, dw)
+	w.grad, w.gradRows = nil, nil
+	if err != nil {
+		return fmt.Errorf("nn: gradient callback for %s (rows %d..%d): %w", w.Name, v0, v0+vb-1, err)
+	}
+	return nil
+}
+
+// headBackward is HeadLoss's backward with W's gradient summed whole (when
+// weightGrad).
+func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int, weightGrad bool) error {
+	c := h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	var dh, dw *gpu.Buffer
+	var accH, accW bool
+	var err error
+	if h.needsGrad {
+		if dh, accH, err = t.gradOf(h); err != nil {
+			return err
+		}
+	}
+	if weightGrad && !w.Frozen {
+		if dw, accW, err = t.gradOf(w.Tensor); err != nil {
+			return err
+		}
+	}
+	return t.headChunks(h, w, labels, loss, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
+		// dlogits (r,V) · W (V,C) -> dh rows r0.. (r,C)
+		if dh != nil {
+			if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType(), Off: r0 * c}, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, r, c, v, 1, 1, beta(accH)); err != nil {
+				return err
+			}
+		}
+		// dlogitsᵀ (V,r) · h rows r0.. (r,C) -> dW (V,C), summed over chunks
+		if dw != nil {
+			return wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(accW || r0 > 0))
+		}
+		return nil
+	})
 }
 
 // headChunks runs the head and the cross-entropy over the rows of h in

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -92,13 +93,17 @@ func TestMLPBackwardMemory(t *testing.T) {
 	}
 }
 
-// TestSparseEmbeddingGradient: on a tape with SparseEmbedding, an untied
+// TestSparseEmbeddingGradient: on a tape with RowGrads, an untied
 // embedding's gradient comes as the batch's distinct rows (ascending),
 // bit-identical to those rows of the dense gradient, whose other rows are
-// zero; its buffer holds (tokens x C) f32 instead of (vocab x C). A tied
-// embedding (the head adds to its gradient) stays dense. Every other
+// zero; its buffer holds (tokens x C) f32 instead of (vocab x C). An
+// untied head's gradient comes in blocks of vocabulary rows, in order, one
+// block alive at a time, together bit-identical to the dense gradient. A
+// tied embedding (the head adds to its gradient) stays dense. Every other
 // parameter's gradient is the dense tape's, bit for bit.
 func TestSparseEmbeddingGradient(t *testing.T) {
+	defer func(b int) { headGradBlockBytes = b }(headGradBlockBytes)
+	headGradBlockBytes = 3 * 4 * toyConfig(false).HiddenSize // blocks of 3 rows, the last shorter
 	for _, tied := range []bool{false, true} {
 		for _, ckpt := range []bool{false, true} {
 			m := newToy(t, tied)
@@ -109,12 +114,17 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 			var rows *GradRows
 			var gradBytes int64
 			tape := NewTape(dev, true)
-			tape.SparseEmbedding = true
+			tape.RowGrads = true
 			loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
 			if err != nil {
 				t.Fatal(err)
 			}
+			headBlocks := 0
 			err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error {
+				v, err := ReadBufferF32(dev, g, p.GradLen(), p.GradDType())
+				if err != nil {
+					return err
+				}
 				if p == m.Embed {
 					if gr := p.GradRows(); gr != nil {
 						r := *gr
@@ -122,13 +132,37 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 					}
 					gradBytes = g.Size()
 				}
-				v, err := ReadBufferF32(dev, g, p.GradLen(), p.GradDType())
+				if p == m.Head && !tied {
+					// Blocks of vocabulary rows, in order, whole rows each.
+					gr := p.GradRows()
+					if gr == nil {
+						return fmt.Errorf("the untied head's gradient is dense")
+					}
+					raw, err := dev.Read(gr.Rows, 0, int64(4*gr.N))
+					if err != nil {
+						return err
+					}
+					for i := 0; i < gr.N; i++ {
+						if id := int(binary.LittleEndian.Uint32(raw[4*i:])); id != len(got[p.Name])/p.Cols() {
+							return fmt.Errorf("head block row %d is vocabulary row %d, want %d", i, id, len(got[p.Name])/p.Cols())
+						}
+						got[p.Name] = append(got[p.Name], v[i*p.Cols():(i+1)*p.Cols()]...)
+					}
+					headBlocks++
+					if live := dev.Stats().Tag(gpu.TagGrad).Live; live > g.Size() {
+						return fmt.Errorf("%d grad bytes live at a head block of %d", live, g.Size())
+					}
+					return nil
+				}
 				got[p.Name] = v
-				return err
+				return nil
 			})
 			loss.Release()
 			if err != nil {
 				t.Fatal(err)
+			}
+			if want := (m.Cfg.VocabSize + 2) / 3; !tied && headBlocks != want {
+				t.Errorf("the head's gradient came in %d blocks, want %d", headBlocks, want)
 			}
 			name := m.Embed.Name
 			if tied {
@@ -177,7 +211,7 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 				}
 				for i := range v {
 					if math.Float32bits(v[i]) != math.Float32bits(dense.grads[n][i]) {
-						t.Fatalf("%s[%d]: %v with SparseEmbedding, %v without", n, i, v[i], dense.grads[n][i])
+						t.Fatalf("%s[%d]: %v with RowGrads, %v without", n, i, v[i], dense.grads[n][i])
 					}
 				}
 			}

@@ -31,12 +31,15 @@ type Tape struct {
 	countUses bool
 	deferred  map[*Param][]deferredGrad
 	callback  GradFunc // set while Backward runs; checkpointed blocks call it too
-	// SparseEmbedding asks for the gradient of an embedding table looked
-	// up from a batch's Inputs as the batch's rows only (Param.GradRows),
-	// where nothing else adds to it (a tied head does): a (tokens x C)
-	// buffer instead of (vocab x C). For optimizers that leave rows without
-	// a gradient as they are (LOMO without weight decay).
-	SparseEmbedding bool
+	// RowGrads lets tables deliver their gradients by rows
+	// (Param.GradRows), for optimizers that update each element from its
+	// own gradient and leave rows without one as they are (LOMO without
+	// weight decay): an embedding looked up from a batch's Inputs gets the
+	// batch's rows only, a (tokens x C) buffer instead of (vocab x C),
+	// where nothing else adds to its gradient (a tied head does); an
+	// untied LM head whose tokens fit one chunk of HeadLoss gets its
+	// gradient in blocks of vocabulary rows, one callback per block.
+	RowGrads bool
 }
 
 type op struct {
@@ -282,7 +285,7 @@ func (t *Tape) used(p *Param, fn GradFunc) error {
 // layer): then nothing at all is saved.
 func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor) (*Tensor, error)) (*Tensor, error) {
 	// The forward records nothing but counts parameter uses for the parent.
-	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, SparseEmbedding: t.SparseEmbedding}
+	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, RowGrads: t.RowGrads}
 	y, err := block(inner, x)
 	if err != nil {
 		return nil, err
@@ -295,7 +298,7 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 	o.backward = func() error {
 		// Recompute with grad, on a leaf that shares x's buffer, without
 		// counting the parameter uses again (the forward counted them).
-		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, SparseEmbedding: t.SparseEmbedding}
+		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads}
 		var leaf *Tensor
 		if x != nil {
 			leaf = &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad, borrowed: true}

@@ -167,7 +167,7 @@ type Param struct {
 	gradRows  *GradRows // set while the gradient is row-sparse
 }
 
-// GradRows describes a row-sparse gradient (Tape.SparseEmbedding): the
+// GradRows describes a row-sparse gradient (Tape.RowGrads): the
 // gradient buffer a GradFunc receives holds N rows of the table's Cols(),
 // the gradients of table rows Rows[0..N-1] (u32, distinct, ascending); the
 // other rows' gradients are zero.
@@ -178,7 +178,7 @@ type GradRows struct {
 
 // GradRows returns the row-sparse layout of p's gradient during its
 // GradFunc call, nil when the gradient is dense (every parameter but an
-// embedding on a tape with SparseEmbedding).
+// embedding on a tape with RowGrads).
 func (p *Param) GradRows() *GradRows { return p.gradRows }
 
 // GradLen is the number of elements of p's gradient during its GradFunc

@@ -257,7 +257,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	res := Result{Step: o.step, LR: float64(lr), LossScale: scale, ClipCoef: 1}
 	coef := float32(1)
 	if o.cfg.ClipGradNorm > 0 {
-		sumsq, overflow, loss, tokens, err := measure(o.chain(), fwd, float32(scale), invScale, o.limit, o.sparseEmbedding())
+		sumsq, overflow, loss, tokens, err := measure(o.chain(), fwd, float32(scale), invScale, o.limit, o.rowGrads())
 		if err != nil {
 			return res, err
 		}
@@ -284,7 +284,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		return res, err
 	}
 	t := nn.NewTape(o.d, true)
-	t.SparseEmbedding = o.sparseEmbedding()
+	t.RowGrads = o.rowGrads()
 	lossT, tokens, err := fwd(t, float32(scale))
 	if err != nil {
 		t.Release()
@@ -350,11 +350,11 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 	})
 }
 
-// sparseEmbedding reports whether the step's tapes give the embedding a
-// row-sparse gradient (nn.Tape.SparseEmbedding): under LOMO without
+// rowGrads reports whether the step's tapes give the embedding a
+// row-sparse gradient (nn.Tape.RowGrads): under LOMO without
 // weight decay, where rows without a gradient stay as they are, the
 // embedding's gradient is then (tokens x C) instead of (vocab x C).
-func (o *fused) sparseEmbedding() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
+func (o *fused) rowGrads() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
 
 // lomoRowsUpdate is lomoUpdate of the rows a row-sparse gradient holds.
 func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
@@ -495,7 +495,7 @@ func weightsFinite(d *gpu.Device, stats *gpu.Buffer, params []*nn.Param, step in
 // measure runs a forward and a backward that only measure: the sum of
 // squares of the unscaled gradient and whether any scaled gradient
 // overflowed. Each gradient is freed right after its reduction.
-func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, sparseEmbedding bool) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
+func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, rowGrads bool) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
 	d := chain.cur
 	st, err := chain.on(d)
 	if err != nil {
@@ -505,7 +505,7 @@ func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, spa
 		return
 	}
 	t := nn.NewTape(d, true)
-	t.SparseEmbedding = sparseEmbedding
+	t.RowGrads = rowGrads
 	lossT, tokens, err := fwd(t, scale)
 	if err != nil {
 		t.Release()
