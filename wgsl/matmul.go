@@ -10,9 +10,9 @@ import (
 // MatmulParams mirrors Params in matmul.wgsl.
 type MatmulParams struct {
 	M, N, K, LDA, LDB, AOff, BOff, COff uint32
-	ABatch, BBatch, CBatch, _         uint32
-	Alpha, Beta                       float32
-	_, _                              uint32
+	ABatch, BBatch, CBatch, _           uint32
+	Alpha, Beta                         float32
+	_, _                                uint32
 }
 
 // Mat describes how an operand is laid out in its buffer.
