@@ -14,7 +14,10 @@ import (
 // p.Tensor.GradDType(): f32, or f16 for the matrices of f16 models; same
 // element count as the parameter, tag grad). The gradient buffer is released when
 // it returns, so an optimizer must use it within the call (recording
-// dispatches that read it is enough: see gpu.Buffer.Release).
+// dispatches that read it is enough: see gpu.Buffer.Release). On a tape
+// with RowGrads a table's gradient may come by rows instead
+// (Param.GradRows, Param.GradLen): an embedding's once, as the batch's
+// rows; an untied LM head's in blocks of rows, one call per block.
 type GradFunc func(p *Param, grad *gpu.Buffer) error
 
 // Tape records the backward of the ops run on it. A tape without grad runs

@@ -167,22 +167,23 @@ type Param struct {
 	gradRows  *GradRows // set while the gradient is row-sparse
 }
 
-// GradRows describes a row-sparse gradient (Tape.RowGrads): the
+// GradRows describes a gradient delivered by rows (Tape.RowGrads): the
 // gradient buffer a GradFunc receives holds N rows of the table's Cols(),
-// the gradients of table rows Rows[0..N-1] (u32, distinct, ascending); the
-// other rows' gradients are zero.
+// the gradients of table rows Rows[0..N-1] (u32, distinct, ascending). For
+// an embedding the other rows' gradients are zero; an LM head's other rows
+// come in the other calls.
 type GradRows struct {
 	Rows *gpu.Buffer
 	N    int
 }
 
-// GradRows returns the row-sparse layout of p's gradient during its
-// GradFunc call, nil when the gradient is dense (every parameter but an
-// embedding on a tape with RowGrads).
+// GradRows returns the rows p's gradient holds during its GradFunc call,
+// nil when the gradient is whole (every parameter but an embedding or an
+// untied head on a tape with RowGrads).
 func (p *Param) GradRows() *GradRows { return p.gradRows }
 
 // GradLen is the number of elements of p's gradient during its GradFunc
-// call: p.Len(), or the rows a row-sparse gradient holds.
+// call: p.Len(), or those of the rows it holds (GradRows).
 func (p *Param) GradLen() int {
 	if p.gradRows != nil {
 		return p.gradRows.N * p.Cols()
