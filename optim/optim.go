@@ -350,13 +350,15 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 	})
 }
 
-// rowGrads reports whether the step's tapes give the embedding a
-// row-sparse gradient (nn.Tape.RowGrads): under LOMO without
-// weight decay, where rows without a gradient stay as they are, the
-// embedding's gradient is then (tokens x C) instead of (vocab x C).
+// rowGrads reports whether the step's tapes deliver tables' gradients by
+// rows (nn.Tape.RowGrads): under LOMO without weight decay, where rows
+// without a gradient stay as they are, the embedding's gradient is then
+// (tokens x C) instead of (vocab x C), and an untied head's comes in
+// blocks.
 func (o *fused) rowGrads() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
 
-// lomoRowsUpdate is lomoUpdate of the rows a row-sparse gradient holds.
+// lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
+// holds.
 func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
 	if o.cfg.Name != "lomo" {
 		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
