@@ -9,7 +9,8 @@
 # PARTS chooses what runs (default all, about 8 minutes on an H200):
 #   tests  the kernel and model tests on the card
 #   step   the probe, the matmul tilings at 1024³ and 4096³, and the
-#          TinyLlama-1.1B LOMO step, lomo then PyTorch
+#          TinyLlama-1.1B LOMO step (then one more, profiled per kernel),
+#          lomo then PyTorch
 #   7b     the LLaMA-7B-shaped LOMO step (f16, random init, batch 8 x 512,
 #          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
 #          memory is a result)
@@ -52,7 +53,7 @@ fi
 ./.gpu/lomo plan --model "$CONFIG_7B" --batch 8 --seq 512 --checkpointing --json >"$OUT/plan_7b.jsonl" 2>&1
 if has step; then
 	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 \
-		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul "$MATMUL" --matmul-tiles all >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
+		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul "$MATMUL" --matmul-tiles all --profile >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
 	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
 fi
 if has 7b; then
@@ -104,6 +105,11 @@ def steps(name, rep):
         print(f'lomo  {name} {s["optimizer"]} B{s["batch"]} T{s["seq"]}: {s["step_seconds"]:.3f} s/step {s["tokens_per_sec"]:.0f} tok/s '
               f'peak {s["peak_bytes"]/1e9:.2f} GB = {s["peak_bytes"]/2**30:.2f} GiB (plan {s["planned_bytes"]/1e9:.2f} GB, {s["plan_error_pct"]:.2f}% off) '
               f'floor {s["floor_step_seconds"]:.3f} s, {s["dispatches_per_step"]} dispatches')
+        prof = s.get("profile") or []
+        if prof:
+            print(f'  profiled step {s["profile_step_seconds"]:.3f} s (each dispatch alone); slowest kernels:')
+        for k in prof[:8]:
+            print(f'    {k["kernel"]:<48} {k["calls"]:5d} calls {k["seconds"]:8.3f} s {100*k["seconds"]/s["profile_step_seconds"]:5.1f}%')
     if "error" in rep:
         print(f"lomo  {name}:", rep["error"])
 def torch(name, t):
