@@ -9,8 +9,8 @@
 # PARTS chooses what runs (default all, about 8 minutes on an H200):
 #   tests  the kernel and model tests on the card
 #   step   the probe, the matmul tilings at 1024³ and 4096³, and the
-#          TinyLlama-1.1B LOMO step (then one more, profiled per kernel),
-#          lomo then PyTorch
+#          TinyLlama-1.1B LOMO step (then one more, profiled per kernel, and
+#          the same with the attention row kernels), lomo then PyTorch
 #   7b     the LLaMA-7B-shaped LOMO step (f16, random init, batch 8 x 512,
 #          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
 #          memory is a result)
@@ -54,6 +54,9 @@ fi
 if has step; then
 	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 \
 		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul "$MATMUL" --matmul-tiles all --profile >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
+	# The same step with the attention row kernels, profiled: which are faster on this card.
+	timeout 240 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 1 --probe=false --matmul "" \
+		--optimizer lomo --attention-kernels rows --profile >"$OUT/lomo_rows.json" 2>"$OUT/lomo_rows.err"
 	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
 fi
 if has 7b; then
@@ -83,7 +86,7 @@ def plan7b():
         return [{"error": str(e)}]
 r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "commit": open(os.path.join(out, "commit.txt")).read().strip(),
      "tests": tests.strip(), "devices": devices(), "plan_7b": plan7b(),
-     "lomo": load("lomo_bench.json"), "torch": load("torch.json"),
+     "lomo": load("lomo_bench.json"), "lomo_attention_rows": load("lomo_rows.json"), "torch": load("torch.json"),
      "lomo_7b": load("lomo_7b.json"), "torch_7b": load("torch_7b.json"), "torch_7b_adamw": load("torch_7b_adamw.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
 print("card:", r["card"]); print("tests:", r["tests"])
@@ -118,6 +121,10 @@ def torch(name, t):
     else:
         print(f"torch {name}:", t)
 steps("step", r["lomo"]); torch("step", r["torch"])
+def attention(rep):
+    return sum(k["seconds"] for s in rep.get("steps", []) for k in s.get("profile", []) if k["kernel"].startswith("attention/"))
+if r["lomo_attention_rows"].get("steps"):
+    print(f'attention in the profiled step: block kernels {attention(r["lomo"]):.3f} s, row kernels {attention(r["lomo_attention_rows"]):.3f} s')
 steps("7b", r["lomo_7b"]); torch("7b", r["torch_7b"]); torch("7b", r["torch_7b_adamw"])
 for s, t in ((r["lomo"].get("steps") or [{}])[0], r["torch"]), ((r["lomo_7b"].get("steps") or [{}])[0], r["torch_7b"]):
     if "tokens_per_sec" in s and "tokens_per_sec" in t:

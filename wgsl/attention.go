@@ -25,11 +25,20 @@ const attentionMaxD = 256
 // block, and query rows per workgroup of forward_blocked.
 const attentionWG = 64
 
+// AttentionRowKernels makes attention use the row kernels everywhere, as
+// before the block kernels existed (same results, bit for bit): for
+// benchmarks that compare the two on a card (lomo bench
+// --attention-kernels rows). Set it before any work, not concurrently.
+var AttentionRowKernels bool
+
 // blockedForward reports whether forward_blocked runs a head size dh of
 // dtype xt on d: its tile of attentionWG keys must fit the workgroup
 // memory, and its per-thread arrays stay reasonable (dh <= 128). Elsewhere
 // the row kernel runs (same results, bit for bit).
 func blockedForward(d *gpu.Device, xt gpu.DType, dh int) bool {
+	if AttentionRowKernels {
+		return false
+	}
 	limit := d.Limits().MaxComputeWorkgroupStorageSize
 	if limit == 0 {
 		limit = 16384 // WebGPU's default; a dry device reports no limits

@@ -46,6 +46,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	tileList := fs.String("matmul-tiles", "", "time the matmuls with each of these tilings (BMxBNxBK/TMxTN, comma separated, or \"all\"); default: the one lomo chooses")
 	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time (default: the probe's f32 FMA rate)")
 	probe := fs.Bool("probe", true, "measure the adapter's ceilings first (FMA f32/f16, copy bandwidth)")
+	attnKernels := fs.String("attention-kernels", "auto", "attention kernels: auto (query/key blocks where they fit) or rows (one row per workgroup everywhere; same results)")
+	fs.oneOf("attention-kernels", attnKernels, "auto", "rows")
 	profile := fs.Bool("profile", false, "after the timed steps, run one with each dispatch timed alone and report the time per kernel")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.atLeast("batch", batch, 1)
@@ -88,6 +90,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if err := fs.parse(args); err != nil {
 		return err
 	}
+	wgsl.AttentionRowKernels = *attnKernels == "rows"
 	d, err := fs.open(stderr)
 	if err != nil {
 		return err
