@@ -283,7 +283,8 @@ type Inputs struct {
 	Start  *gpu.Buffer // u32 (B): index of the first real token of each sequence
 	Labels *gpu.Buffer // i32 (B*T): next-token targets, -100 ignored; nil without labels
 	Count  int         // labels that count
-	// Rows are the batch's distinct token ids, ascending (u32, NumRows), and
+	// Rows are the batch's distinct token ids, ascending (u32, NumRows; the
+	// buffer holds min(B*T, vocab)), and
 	// Slots the index in Rows of each token (u32, B*T): the embedding's
 	// row-sparse gradient (Tape.RowGrads) holds those rows only.
 	Rows, Slots *gpu.Buffer
@@ -368,7 +369,11 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 					c.Labels, err = up(labels)
 				}
 				if err == nil {
-					if c.Rows, err = up(rowIDs); err == nil {
+					// Rows is sized for the most distinct ids b*t tokens can
+					// have, so that memory (and the plan) does not depend
+					// on the data.
+					padded := append(append([]int(nil), rowIDs...), make([]int, min(len(ids), v)-len(rowIDs))...)
+					if c.Rows, err = up(padded); err == nil {
 						c.Slots, err = up(slots)
 					}
 				}

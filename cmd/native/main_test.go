@@ -363,8 +363,9 @@ func TestBenchJSON(t *testing.T) {
 		t.Fatalf("probe %+v", r.Probe)
 	}
 	t.Logf("probe %+v", *r.Probe)
-	if len(r.Kernels) != 2 {
-		t.Fatalf("%d kernels, want f32 and f16 weights at 64", len(r.Kernels))
+	// x·Wᵀ with f32 weights, then a 16-bit model's x·Wᵀ, dy·W and dyᵀ·x.
+	if len(r.Kernels) != 4 {
+		t.Fatalf("%d kernels, want the four matmul layouts at 64", len(r.Kernels))
 	}
 	for _, k := range r.Kernels {
 		if !(k.OfProbe > 0 && k.OfProbe < 2) {
