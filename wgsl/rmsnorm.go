@@ -103,13 +103,35 @@ func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, xt, wt gpu.DType, 
 	if err := rmsnormDistinct(op, []string{"y", "rstd", "x", "w"}, y, rstd, x, w); err != nil {
 		return err
 	}
-	k, err := rmsnormKernel(d, "forward", xt, wt, []gpu.Access{rw, rw, ro, ro})
+	return rmsnormForward(d, rmsnormByRows(d), y, rstd, x, w, xt, wt, rows, cols, eps)
+}
+
+// rmsnormByRows reports whether the norms run one thread per row: on CPU
+// adapters, where a workgroup's barriers cost more than a row's arithmetic
+// (the results are the same bits either way).
+func rmsnormByRows(d *gpu.Device) bool { return d.Info.Software }
+
+func rmsnormForward(d *gpu.Device, byRows bool, y, rstd, x, w *gpu.Buffer, xt, wt gpu.DType, rows, cols int, eps float32) error {
+	entry, wg := "forward", rmsnormWG // one workgroup per row
+	if byRows {
+		entry, wg = "forward_rows", 1 // one thread per row
+	}
+	k, err := rmsnormKernel(d, entry, xt, wt, []gpu.Access{rw, rw, ro, ro})
 	if err != nil {
 		return err
 	}
 	p := RMSNormParams{Rows: uint32(rows), Cols: uint32(cols), Eps: eps}
-	gx, gy, gz := d.Grid(rows*rmsnormWG, rmsnormWG) // one workgroup per row
+	gx, gy, gz := rmsnormGrid(d, rows, wg)
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{y, rstd, x, w}, gx, gy, gz)
+}
+
+// rmsnormGrid is the grid of a per-row kernel: workgroups of 256 threads
+// per row, or of 64 rows (one thread each) when perRow is 1.
+func rmsnormGrid(d *gpu.Device, rows, perRow int) (uint32, uint32, uint32) {
+	if perRow == 1 {
+		return d.Grid(rows, 64)
+	}
+	return d.Grid(rows*perRow, perRow)
 }
 
 // RMSNormBackward records the gradients of RMSNormForward: dx (rows, cols)
@@ -119,6 +141,10 @@ func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, xt, wt gpu.DType, 
 // row, dw per column block), both deterministic. All buffers must be
 // distinct.
 func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
+	return rmsnormBackward(d, rmsnormByRows(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, accumulate)
+}
+
+func rmsnormBackward(d *gpu.Device, byRows bool, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
 	const op = "rmsnorm backward"
 	if err := rmsnormCheck(op, rows, cols, xt, wt, w, rstd, []string{"dx", "dy", "x"}, dx, dy, x); err != nil {
 		return err
@@ -133,7 +159,11 @@ func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt g
 		return err
 	}
 	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
-	kdx, err := rmsnormKernel(d, "backward_dx", xt, wt, access)
+	entry, wg := "backward_dx", rmsnormWG
+	if byRows {
+		entry, wg = "backward_dx_rows", 1
+	}
+	kdx, err := rmsnormKernel(d, entry, xt, wt, access)
 	if err != nil {
 		return err
 	}
@@ -143,7 +173,7 @@ func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt g
 	}
 	p := gpu.Params(RMSNormParams{Rows: uint32(rows), Cols: uint32(cols), Accumulate: b2u(accumulate)})
 	bufs := []*gpu.Buffer{dx, dw, x, w, dy, rstd}
-	gx, gy, gz := d.Grid(rows*rmsnormWG, rmsnormWG) // one workgroup per row
+	gx, gy, gz := rmsnormGrid(d, rows, wg)
 	if err := d.Dispatch(kdx, p, bufs, gx, gy, gz); err != nil {
 		return err
 	}

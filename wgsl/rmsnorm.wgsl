@@ -17,6 +17,12 @@
 //   backward_dx  0 dx (rw), 1 dw (rw, untouched), 2 x, 3 w, 4 dy, 5 rstd, 6 Params.
 //                dx = rstd * (w*dy - x * rstd² * sum(dy*w*x) / C); one
 //                workgroup of 256 per row as forward. Dispatch as forward.
+//   forward_rows, backward_dx_rows: forward and backward_dx with one
+//                thread per row (workgroup 64 rows), for CPU adapters, where
+//                a workgroup's barriers cost more than its arithmetic. The
+//                thread forms the 256 strided partial sums and adds them in
+//                workgroup_sum's tree order, so the results are the same
+//                bits. Dispatch Grid(R, 64).
 //   backward_dw  same bindings; dw = [dw +] sum over rows of dy*x*rstd.
 //                Workgroup 256 = 32 columns x 8 row lanes; lane l sums rows
 //                l, l+8, ...; then the 8 lanes are added in order. Fixed
@@ -126,5 +132,58 @@ fn backward_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 		for (var l = 0u; l < DW_LANES; l++) { t += red[l * DW_COLS + c]; }
 		if (pb.accumulate != 0u) { t += dw[col]; }
 		dw[col] = t;
+	}
+}
+
+const ROWS_WG: u32 = 64u;
+
+// tree_sum adds the 256 partial sums in workgroup_sum's order.
+fn tree_sum(part: ptr<function, array<f32, 256>>) -> f32 {
+	for (var s = WG / 2u; s > 0u; s >>= 1u) {
+		for (var l = 0u; l < s; l++) { (*part)[l] += (*part)[l + s]; }
+	}
+	return (*part)[0];
+}
+
+@compute @workgroup_size(64)
+fn forward_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let row = gid.x + gid.y * nwg.x * ROWS_WG;
+	if (row >= pf.rows) { return; }
+	let C = pf.cols;
+	let base = row * C;
+	var part: array<f32, 256>;
+	for (var l = 0u; l < WG; l++) {
+		var ss = 0.0;
+		for (var j = l; j < C; j += WG) {
+			let v = x_at(base + j);
+			ss = fma(v, v, ss);
+		}
+		part[l] = ss;
+	}
+	let r = inverseSqrt(tree_sum(&part) / f32(C) + pf.eps);
+	for (var j = 0u; j < C; j++) {
+		y_st(base + j, x_at(base + j) * r * w_at(j));
+	}
+	rstd_out[row] = r;
+}
+
+@compute @workgroup_size(64)
+fn backward_dx_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let row = gid.x + gid.y * nwg.x * ROWS_WG;
+	if (row >= pb.rows) { return; }
+	let C = pb.cols;
+	let base = row * C;
+	var part: array<f32, 256>;
+	for (var l = 0u; l < WG; l++) {
+		var s = 0.0;
+		for (var j = l; j < C; j += WG) {
+			s = fma(dy_at(base + j) * w_at(j), x_at(base + j), s);
+		}
+		part[l] = s;
+	}
+	let r = rstd[row];
+	let k = r * r * tree_sum(&part) / f32(C);
+	for (var j = 0u; j < C; j++) {
+		dx_st(base + j, r * (dy_at(base + j) * w_at(j) - x_at(base + j) * k));
 	}
 }

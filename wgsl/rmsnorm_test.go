@@ -311,3 +311,39 @@ func TestRMSNormRejects(t *testing.T) {
 	}
 	sync(t)
 }
+
+// TestRMSNormRowKernels: the one-thread-per-row forward and backward_dx
+// (CPU adapters) give the workgroup kernels' bits, y, rstd and dx, on every
+// case (columns below, at and past the 256 partial sums, f16 included).
+func TestRMSNormRowKernels(t *testing.T) {
+	for ci, tc := range rmsnormCases {
+		t.Run(fmt.Sprintf("R%d_C%d_%v_x%v", tc.rows, tc.cols, tc.wt, tc.xt), func(t *testing.T) {
+			needF16(t, tc.xt)
+			r := rng(uint64(500 + ci))
+			R, C := tc.rows, tc.cols
+			x := roundTo(randn(r, R*C, tc.xscale), tc.xt)
+			w := roundTo(randn(r, C, 1), tc.wt)
+			dy := roundTo(randn(r, R*C, 1), tc.xt)
+			xb, wb, dyb := upload(t, x, tc.xt), upload(t, w, tc.wt), upload(t, dy, tc.xt)
+			var got [2][3][]float64
+			for i, byRows := range []bool{false, true} {
+				yb, rb := outputOf(t, R*C, tc.xt), output(t, R)
+				if err := rmsnormForward(dev, byRows, yb, rb, xb, wb, tc.xt, tc.wt, R, C, 1e-5); err != nil {
+					t.Fatal(err)
+				}
+				dxb, dwb := outputOf(t, R*C, tc.xt), output(t, C)
+				if err := rmsnormBackward(dev, byRows, dxb, dwb, dyb, xb, wb, rb, tc.xt, tc.wt, R, C, false); err != nil {
+					t.Fatal(err)
+				}
+				got[i] = [3][]float64{download(t, yb, R*C, tc.xt), download(t, rb, R, gpu.F32), download(t, dxb, R*C, tc.xt)}
+			}
+			for k, name := range []string{"y", "rstd", "dx"} {
+				for i := range got[0][k] {
+					if math.Float64bits(got[0][k][i]) != math.Float64bits(got[1][k][i]) {
+						t.Fatalf("%s[%d]: rows %v, workgroups %v", name, i, got[1][k][i], got[0][k][i])
+					}
+				}
+			}
+		})
+	}
+}
