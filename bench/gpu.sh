@@ -95,7 +95,7 @@ for d in r["devices"]:
     print(f'  device limits {d.get("device_limits") or d.get("device_error")}')
 p = r["lomo"].get("probe")
 if p:
-    print(f'probe: fma f32 {p["fma_f32_gflops"]/1e3:.1f} TFLOP/s, fma f16 {p.get("fma_f16_gflops", 0)/1e3:.1f} TFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
+    print(f'probe: fma f32 {p["fma_f32_gflops"]:.1f} GFLOP/s, fma f16 {p.get("fma_f16_gflops", 0):.1f} GFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
 best = {}
 for k in r["lomo"].get("kernels", []):
     key = (k["kernel"], k["shape"])
