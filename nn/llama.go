@@ -284,9 +284,9 @@ type Inputs struct {
 	Labels *gpu.Buffer // i32 (B*T): next-token targets, -100 ignored; nil without labels
 	Count  int         // labels that count
 	// Rows are the batch's distinct token ids, ascending (u32, NumRows; the
-	// buffer holds min(B*T, vocab)), and
-	// Slots the index in Rows of each token (u32, B*T): the embedding's
-	// row-sparse gradient (Tape.RowGrads) holds those rows only.
+	// buffer holds min(B*T, vocab)), and Slots the index in Rows of each
+	// token (u32, B*T): the embedding's row-sparse gradient (Tape.RowGrads)
+	// holds those rows only. On the first device only (the embedding's).
 	Rows, Slots *gpu.Buffer
 	NumRows     int
 	// copies are the same buffers on the model's other devices (Placement).
@@ -349,7 +349,7 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 	for i, d := range m.devs {
 		c := in
 		if i > 0 {
-			c = &Inputs{B: b, T: t, Count: count, NumRows: len(rowIDs)}
+			c = &Inputs{B: b, T: t, Count: count}
 			if in.copies == nil {
 				in.copies = map[*gpu.Device]*Inputs{}
 			}
@@ -368,7 +368,8 @@ func (m *Llama) NewInputs(b, t int, ids, labels []int, start []int) (*Inputs, er
 				if c.Start, err = up(start); err == nil && labels != nil {
 					c.Labels, err = up(labels)
 				}
-				if err == nil {
+				if err == nil && i == 0 {
+					// Only the embedding's device (the first) looks them up.
 					// Rows is sized for the most distinct ids b*t tokens can
 					// have, so that memory (and the plan) does not depend
 					// on the data.

@@ -187,44 +187,51 @@ func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]Ker
 		{"matmul dyᵀ·x " + act.String() + " act, " + act.String() + " dW", true, false, act, act, act},
 	}
 	var out []KernelBench
+	ts := tiles
 	for _, n := range sizes {
+		if len(tiles) == 0 {
+			ts = []wgsl.Tile{wgsl.ChooseTile(d, n, n, n)}
+		}
 		for _, l := range layouts {
-			bufs := make([]*gpu.Buffer, 3)
-			for i, dt := range []gpu.DType{l.c, l.a, l.b} {
-				b, err := d.NewBuffer(gpu.TagScratch, dt.Bytes(n*n))
-				if err != nil {
-					return out, err
-				}
-				defer b.Release()
-				bufs[i] = b
-			}
-			ts := tiles
-			if len(ts) == 0 {
-				ts = []wgsl.Tile{wgsl.ChooseTile(d, n, n, n)}
-			}
-			for _, tile := range ts {
-				run := func() error {
-					return wgsl.MatmulTiled(d, tile, wgsl.Mat{Buf: bufs[0], DType: l.c}, wgsl.Mat{Buf: bufs[1], DType: l.a, T: l.ta},
-						wgsl.Mat{Buf: bufs[2], DType: l.b, T: l.tb}, n, n, n, 1, 1, 0)
-				}
-				if err := run(); err != nil {
-					return out, err
-				}
-				if err := d.Sync(); err != nil {
-					return out, err
-				}
-				t0 := time.Now()
-				for i := 0; i < reps; i++ {
-					if err := run(); err != nil {
-						return out, err
+			// One layout's buffers at a time: three n x n at 4096 are 200 MB.
+			err := func() error {
+				bufs := make([]*gpu.Buffer, 3)
+				for i, dt := range []gpu.DType{l.c, l.a, l.b} {
+					b, err := d.NewBuffer(gpu.TagScratch, dt.Bytes(n*n))
+					if err != nil {
+						return err
 					}
+					defer b.Release()
+					bufs[i] = b
 				}
-				if err := d.Sync(); err != nil {
-					return out, err
+				for _, tile := range ts {
+					run := func() error {
+						return wgsl.MatmulTiled(d, tile, wgsl.Mat{Buf: bufs[0], DType: l.c}, wgsl.Mat{Buf: bufs[1], DType: l.a, T: l.ta},
+							wgsl.Mat{Buf: bufs[2], DType: l.b, T: l.tb}, n, n, n, 1, 1, 0)
+					}
+					if err := run(); err != nil {
+						return err
+					}
+					if err := d.Sync(); err != nil {
+						return err
+					}
+					t0 := time.Now()
+					for i := 0; i < reps; i++ {
+						if err := run(); err != nil {
+							return err
+						}
+					}
+					if err := d.Sync(); err != nil {
+						return err
+					}
+					s := time.Since(t0).Seconds() / float64(reps)
+					out = append(out, KernelBench{Kernel: l.name, Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Tile: tile.String(),
+						Seconds: s, GFLOPs: 2 * float64(n) * float64(n) * float64(n) / s / 1e9})
 				}
-				s := time.Since(t0).Seconds() / float64(reps)
-				out = append(out, KernelBench{Kernel: l.name, Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Tile: tile.String(),
-					Seconds: s, GFLOPs: 2 * float64(n) * float64(n) * float64(n) / s / 1e9})
+				return nil
+			}()
+			if err != nil {
+				return out, err
 			}
 		}
 	}
