@@ -125,12 +125,7 @@ func TestSwiGLUBackward(t *testing.T) {
 				name      string
 				got, want *gpu.Buffer
 			}{{"dg", gb, dgb}, {"du", ub, dub}} {
-				got, want := download(t, c.got, n, dt), download(t, c.want, n, dt)
-				for i := range got {
-					if got[i] != want[i] {
-						t.Fatalf("%s in place (%v)[%d] = %v, not %v as SwiGLUBackward", c.name, dt, i, got[i], want[i])
-					}
-				}
+				assertSameBits(t, fmt.Sprintf("%s in place (%v) against SwiGLUBackward", c.name, dt), download(t, c.got, n, dt), download(t, c.want, n, dt))
 			}
 		}
 	}

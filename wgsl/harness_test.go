@@ -82,6 +82,21 @@ func uploadU32(t testing.TB, v []uint32) *gpu.Buffer {
 	return b
 }
 
+// assertSameBits fails unless got and want hold the same values bit for
+// bit (-0 is not +0): two implementations of one computation that are
+// meant to do the same arithmetic in the same order.
+func assertSameBits(t testing.TB, what string, got, want []float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+			t.Fatalf("%s[%d] = %v, want %v bit for bit", what, i, got[i], want[i])
+		}
+	}
+}
+
 // outputWith makes an f32 buffer holding v (for kernels that accumulate).
 func outputWith(t testing.TB, v []float64) *gpu.Buffer { return upload(t, v, gpu.F32) }
 

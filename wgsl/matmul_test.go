@@ -2,7 +2,6 @@ package wgsl
 
 import (
 	"fmt"
-	"math"
 	"testing"
 	"unsafe"
 
@@ -110,11 +109,7 @@ func TestMatmul(t *testing.T) {
 					got = c
 					continue
 				}
-				for i := range c {
-					if c[i] != got[i] && !(math.IsNaN(c[i]) && math.IsNaN(got[i])) {
-						t.Fatalf("tiling %v: C[%d] = %v, tiling %v gave %v", tile, i, c[i], Tiles[0], got[i])
-					}
-				}
+				assertSameBits(t, fmt.Sprintf("C of tiling %v against %v", tile, Tiles[0]), c, got)
 			}
 			var want []float64
 			for z := 0; z < nb; z++ {

@@ -338,11 +338,7 @@ func TestRMSNormRowKernels(t *testing.T) {
 				got[i] = [3][]float64{download(t, yb, R*C, tc.xt), download(t, rb, R, gpu.F32), download(t, dxb, R*C, tc.xt)}
 			}
 			for k, name := range []string{"y", "rstd", "dx"} {
-				for i := range got[0][k] {
-					if math.Float64bits(got[0][k][i]) != math.Float64bits(got[1][k][i]) {
-						t.Fatalf("%s[%d]: rows %v, workgroups %v", name, i, got[1][k][i], got[0][k][i])
-					}
-				}
+				assertSameBits(t, name+" by rows against by workgroups", got[1][k], got[0][k])
 			}
 		})
 	}
