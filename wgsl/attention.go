@@ -22,7 +22,7 @@ type AttentionParams struct {
 const attentionMaxD = 256
 
 // attentionWG is WG in attention.wgsl: threads per workgroup, keys per
-// block, and query rows per workgroup of forward_blocked.
+// block, and query (or key) rows per workgroup of the block kernels.
 const attentionWG = 64
 
 // AttentionRowKernels makes attention use the row kernels everywhere, as
@@ -31,11 +31,12 @@ const attentionWG = 64
 // --attention-kernels rows). Set it before any work, not concurrently.
 var AttentionRowKernels bool
 
-// blockedForward reports whether forward_blocked runs a head size dh of
-// dtype xt on d: its tile of attentionWG keys must fit the workgroup
-// memory, and its per-thread arrays stay reasonable (dh <= 128). Elsewhere
-// the row kernel runs (same results, bit for bit).
-func blockedForward(d *gpu.Device, xt gpu.DType, dh int) bool {
+// attentionBlocked reports whether the block kernels (entry point
+// "blocked" of the forward and dq sections; of dkdv too up to dh = 64) run
+// a head size dh of dtype xt on d: their tile of attentionWG rows must fit
+// the workgroup memory, and their per-thread arrays stay reasonable
+// (dh <= 128). Elsewhere the row kernels run (same results, bit for bit).
+func attentionBlocked(d *gpu.Device, xt gpu.DType, dh int) bool {
 	if AttentionRowKernels {
 		return false
 	}
@@ -69,16 +70,13 @@ func attentionSource(section string, subst map[string]string) string {
 	panic(fmt.Sprintf("wgsl: attention.wgsl has no section %q", section)) // programmer error
 }
 
-func attentionKernel(d *gpu.Device, section string, xt gpu.DType, bindings []gpu.Access) (*gpu.Kernel, error) {
-	return attentionKernelD(d, section, xt, 0, bindings)
-}
-
-// attentionKernelD builds a section; dh > 0 fixes the head size (DH) of
-// forward_blocked, whose key/value tile is of the activations' dtype.
-func attentionKernelD(d *gpu.Device, section string, xt gpu.DType, dh int, bindings []gpu.Access) (*gpu.Kernel, error) {
-	name := "attention/" + section
+// attentionKernel builds a section's row kernel (dh = 0, entry point
+// main) or its block kernel for head size dh (entry point blocked), whose
+// tile is of the activations' dtype.
+func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh int, bindings []gpu.Access) (*gpu.Kernel, error) {
+	name, entry := "attention/"+section, "main"
 	if dh > 0 {
-		name += fmt.Sprintf("/d%d", dh)
+		name, entry = name+fmt.Sprintf("/blocked/d%d", dh), "blocked"
 	}
 	if xt != gpu.F32 {
 		name += "/" + xt.String()
@@ -96,6 +94,7 @@ func attentionKernelD(d *gpu.Device, section string, xt gpu.DType, dh int, bindi
 	}
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,
+		Entry:      entry,
 		Source:     attentionSource(section, subst),
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(AttentionParams{}),
@@ -161,26 +160,29 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gp
 	if err := f16Writable(d, "attention forward", "out", xt); err != nil {
 		return err
 	}
-	return attentionForward(d, blockedForward(d, xt, dh), out, lse, q, k, v, start, xt, p)
+	return attentionForward(d, attentionBlocked(d, xt, dh), out, lse, q, k, v, start, xt, p)
 }
 
-// attentionForward dispatches the query-block kernel or the row kernel.
+// attentionForward dispatches the block kernel or the row kernel.
 func attentionForward(d *gpu.Device, blocked bool, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, p AttentionParams) error {
-	bufs := []*gpu.Buffer{out, lse, q, k, v, start}
-	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
-	// out (B,T,H,D), lse (B,H,T) <- q (B,T,H,D), k, v (B,T,KV,D)
-	if blocked {
-		kern, err := attentionKernelD(d, "forward_blocked", xt, int(p.D), access)
-		if err != nil {
-			return err
-		}
-		return d.Dispatch(kern, gpu.Params(p), bufs, (p.T+attentionWG-1)/attentionWG, p.H, p.B)
-	}
-	kern, err := attentionKernel(d, "forward", xt, access)
+	kern, gx, err := attentionPick(d, "forward", blocked, xt, int(p.D), int(p.T), []gpu.Access{rw, rw, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
-	return d.Dispatch(kern, gpu.Params(p), bufs, p.T, p.H, p.B)
+	// out (B,T,H,D), lse (B,H,T) <- q (B,T,H,D), k, v (B,T,KV,D)
+	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{out, lse, q, k, v, start}, gx, p.H, p.B)
+}
+
+// attentionPick returns a section's block kernel for head size dh, or its
+// row kernel, and the x of its grid over t rows: blocks of attentionWG
+// rows, or rows.
+func attentionPick(d *gpu.Device, section string, blocked bool, xt gpu.DType, dh, t int, access []gpu.Access) (*gpu.Kernel, uint32, error) {
+	if blocked {
+		k, err := attentionKernel(d, section, xt, dh, access)
+		return k, uint32((t + attentionWG - 1) / attentionWG), err
+	}
+	k, err := attentionKernel(d, section, xt, 0, access)
+	return k, uint32(t), err
 }
 
 // AttentionDecode records the forward for decoding with a KV cache: tq new
@@ -203,7 +205,7 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu
 		return err
 	}
 	p.TK, p.Q0 = uint32(tk), uint32(q0)
-	kern, err := attentionKernel(d, "forward", xt, []gpu.Access{rw, rw, ro, ro, ro, ro})
+	kern, err := attentionKernel(d, "forward", xt, 0, []gpu.Access{rw, rw, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
@@ -219,13 +221,12 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu
 // thread, no atomics). A scratch of B*H*T*2 f32 holds (lse, delta) per row.
 // All but lse (f32) and start are of dtype xt.
 func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
-	return attentionBackward(d, blockedForward(d, xt, dh), dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
+	return attentionBackward(d, attentionBlocked(d, xt, dh), dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
 }
 
-// attentionBackward is AttentionBackward with dq and dk, dv from the
-// query-block kernels (dq_blocked, and dkdv_blocked up to D = 64) or the
-// row kernels (dq, dkdv): the same bits.
-func attentionBackward(d *gpu.Device, dqBlocked bool, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
+// attentionBackward is AttentionBackward with dq and dk, dv from the block
+// kernels (dk, dv up to D = 64) or the row kernels: the same bits.
+func attentionBackward(d *gpu.Device, blocked bool, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
 	nq, nk := b*t*h*dh, b*t*kv*dh
 	p, err := attentionCheck("attention backward", b, t, h, kv, dh, scale, []attentionBuf{
 		{"dq", dq, nq, xt}, {"dk", dk, nk, xt}, {"dv", dv, nk, xt}, {"dout", dout, nq, xt}, {"q", q, nq, xt}, {"k", k, nk, xt},
@@ -240,31 +241,17 @@ func attentionBackward(d *gpu.Device, dqBlocked bool, dq, dk, dv, dout, q, k, v,
 	if dk == dv {
 		return fmt.Errorf("wgsl: attention backward: dk and dv are the same buffer")
 	}
-	kDelta, err := attentionKernel(d, "delta", xt, []gpu.Access{rw, ro, ro, ro})
+	kDelta, err := attentionKernel(d, "delta", xt, 0, []gpu.Access{rw, ro, ro, ro})
 	if err != nil {
 		return err
 	}
-	dqGrid := uint32(t)
-	var kDQ *gpu.Kernel
-	if dqBlocked {
-		kDQ, err = attentionKernelD(d, "dq_blocked", xt, dh, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
-		dqGrid = uint32((t + attentionWG - 1) / attentionWG)
-	} else {
-		kDQ, err = attentionKernel(d, "dq", xt, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
-	}
+	kDQ, dqGrid, err := attentionPick(d, "dq", blocked, xt, dh, t, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
-	// dk, dv: per thread four rows of DH in registers, so the query-block
-	// kernel only up to DH = 64.
-	dkdvGrid := uint32(t)
-	var kDKDV *gpu.Kernel
-	if dqBlocked && dh <= 64 {
-		kDKDV, err = attentionKernelD(d, "dkdv_blocked", xt, dh, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
-		dkdvGrid = uint32((t + attentionWG - 1) / attentionWG)
-	} else {
-		kDKDV, err = attentionKernel(d, "dkdv", xt, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
-	}
+	// dk, dv: per thread four rows of DH in registers, so the block kernel
+	// only up to DH = 64.
+	kDKDV, dkdvGrid, err := attentionPick(d, "dkdv", blocked && dh <= 64, xt, dh, t, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}

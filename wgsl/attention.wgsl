@@ -14,8 +14,10 @@
 // Every kernel uses workgroups of WG = 64 threads. A row of D <= 256 values
 // is spread over the threads, thread i owning d = i + WG*r for r < NR = 4;
 // keys (or queries) are taken WG at a time, one per thread for the dot
-// products. The file has one section per entry point (the launcher compiles
-// the shared part with one section: the sections bind different buffers).
+// products. The file has one section per binding set (the launcher compiles
+// the shared part with one section: the sections bind different buffers);
+// the forward, dq and dkdv sections also hold the block kernels (entry
+// point "blocked"), which take the same buffers and give the same bits.
 //
 // Forward: one workgroup per query row, dispatch (T, H, B); online softmax
 // (flash attention, Dao et al. 2022) over blocks of WG keys, one tree
@@ -140,7 +142,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	if (i == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
 }
 
-// ==== section forward_blocked ====
 // The forward for training and evaluation (Q0 = 0, TK = T), with the row
 // kernel's arithmetic in the same order, so its bits: a workgroup takes
 // WG query rows of one (b, h), one per thread, and walks the keys in the
@@ -149,25 +150,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // block's (max, sum) tree and the fma chains are the row kernel's, done by
 // one thread in registers. DH: the head size, fixed when the kernel is
 // built. Dispatch (ceil(T/WG), H, B).
-// Bindings: 0 out (rw), 1 lse (rw), 2 q, 3 k, 4 v, 5 start, 6 Params.
-
-@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
-@group(0) @binding(1) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
-@group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
-@group(0) @binding(4) var<storage, read> v: array<{{X_T}}>;
-@group(0) @binding(5) var<storage, read> start: array<u32>;
-@group(0) @binding(6) var<uniform> p: Params;
-{{OUT_ST}}
-{{Q_AT}}
-{{K_AT}}
-{{V_AT}}
+// Entry point "blocked", the bindings above.
 
 const DH: u32 = {{DH}}u;
 var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of keys or values: [j][d]
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 	let i = lid.x;
 	let h = wg.y;
 	let b = wg.z;
@@ -186,8 +175,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	var acc: array<f32, DH>;
 	for (var d = 0u; d < DH; d++) { acc[d] = 0.0; }
 	var sc: array<f32, WG>; // the block's scores, then probabilities
-	var rm: array<f32, WG>; // the (max, sum) tree
-	var rl: array<f32, WG>;
+	var tm: array<f32, WG>; // the (max, sum) tree, in registers
+	var tl: array<f32, WG>;
 
 	for (var s0 = st; s0 <= last; s0 += WG) {
 		// Only rows that are not padding and reach s0 use the block.
@@ -206,16 +195,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 					x = p.scale * qk;
 				}
 				sc[j] = x;
-				rm[j] = x;
-				rl[j] = select(0.0, 1.0, s0 + j <= pos);
+				tm[j] = x;
+				tl[j] = select(0.0, 1.0, s0 + j <= pos);
 			}
 			for (var w = WG / 2u; w > 0u; w >>= 1u) {
 				for (var j = 0u; j < w; j++) {
-					let m1 = rm[j];
-					let m2 = rm[j + w];
+					let m1 = tm[j];
+					let m2 = tm[j + w];
 					let mx = max(m1, m2);
-					rl[j] = rl[j] * exp(m1 - mx) + rl[j + w] * exp(m2 - mx);
-					rm[j] = mx;
+					tl[j] = tl[j] * exp(m1 - mx) + tl[j + w] * exp(m2 - mx);
+					tm[j] = mx;
 				}
 			}
 		}
@@ -226,8 +215,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 		}
 		workgroupBarrier();
 		if (act) {
-			let bm = rm[0];
-			let bl = rl[0];
+			let bm = tm[0];
+			let bl = tl[0];
 			let mn = max(m, bm);
 			let nk = min(WG, pos + 1u - s0);
 			for (var j = 0u; j < nk; j++) { sc[j] = exp(sc[j] - mn); }
@@ -382,33 +371,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	}
 }
 
-// ==== section dq_blocked ====
 // dq for WG query rows of one (b, h) per workgroup, one per thread, with the
 // dq kernel's arithmetic in the same order (its bits): the keys are walked
 // in its blocks of WG from start[b], each block's keys, then values, then
 // keys again loaded once into workgroup memory for all WG rows. DH: the
 // head size, fixed when the kernel is built. Dispatch (ceil(T/WG), H, B).
-// Bindings: 0 dq (rw), 1 dout, 2 q, 3 k, 4 v, 5 stats, 6 start, 7 Params.
-
-@group(0) @binding(0) var<storage, read_write> dq: array<{{X_T}}>;
-@group(0) @binding(1) var<storage, read> dout: array<{{X_T}}>;
-@group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
-@group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
-@group(0) @binding(4) var<storage, read> v: array<{{X_T}}>;
-@group(0) @binding(5) var<storage, read> stats: array<f32>;
-@group(0) @binding(6) var<storage, read> start: array<u32>;
-@group(0) @binding(7) var<uniform> p: Params;
-{{DQ_ST}}
-{{DOUT_AT}}
-{{Q_AT}}
-{{K_AT}}
-{{V_AT}}
+// Entry point "blocked", the bindings above.
 
 const DH: u32 = {{DH}}u;
 var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of keys or values: [j][d]
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 	let i = lid.x;
 	let h = wg.y;
 	let b = wg.z;
@@ -590,37 +564,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	}
 }
 
-// ==== section dkdv_blocked ====
 // dk, dv for WG key rows of one (b, kv head) per workgroup, one per thread,
 // with the dkdv kernel's arithmetic in the same order (its bits): for each
 // query head of the group, the queries are walked in tiles of WG rows, each
 // tile's q, then dout, then q again loaded once into workgroup memory for
 // all WG keys. Key s takes queries s..T-1 (a padding key only s). DH: the
 // head size, fixed when the kernel is built. Dispatch (ceil(T/WG), KV, B).
-// Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
-// 8 Params.
-
-@group(0) @binding(0) var<storage, read_write> dk: array<{{X_T}}>;
-@group(0) @binding(1) var<storage, read_write> dv: array<{{X_T}}>;
-@group(0) @binding(2) var<storage, read> dout: array<{{X_T}}>;
-@group(0) @binding(3) var<storage, read> q: array<{{X_T}}>;
-@group(0) @binding(4) var<storage, read> k: array<{{X_T}}>;
-@group(0) @binding(5) var<storage, read> v: array<{{X_T}}>;
-@group(0) @binding(6) var<storage, read> stats: array<f32>;
-@group(0) @binding(7) var<storage, read> start: array<u32>;
-@group(0) @binding(8) var<uniform> p: Params;
-{{DK_ST}}
-{{DV_ST}}
-{{DOUT_AT}}
-{{Q_AT}}
-{{K_AT}}
-{{V_AT}}
+// Entry point "blocked", the bindings above.
 
 const DH: u32 = {{DH}}u;
 var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of q or dout: [j][d]
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 	let i = lid.x;
 	let kh = wg.y;
 	let b = wg.z;

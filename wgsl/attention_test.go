@@ -230,100 +230,56 @@ func TestAttentionForward(t *testing.T) {
 	}
 }
 
-// TestAttentionBlockedForward: the query-block forward (one query row per
-// thread) gives the row kernel's bits, out and lse, on every case it runs
-// (head sizes up to 128, and its tile within the workgroup memory), f32
-// and f16. TestAttentionForward checks the chosen kernel against float64.
-func TestAttentionBlockedForward(t *testing.T) {
+// TestAttentionBlockKernels: the block kernels (the forward and dq with a
+// query row per thread, dk/dv with a key row per thread up to D = 64) give
+// the row kernels' bits, out, lse, dq, dk and dv, on every case they run
+// (head sizes up to 128, the tile within the workgroup memory), f32 and
+// f16. TestAttentionForward and TestAttentionBackward check the chosen
+// kernels against float64.
+func TestAttentionBlockKernels(t *testing.T) {
 	ran := 0
 	for ci, tc := range attentionCases {
 		for _, xt := range []gpu.DType{gpu.F32, gpu.F16} {
 			sh := tc.sh
-			if xt == gpu.F16 && !dev.Caps.F16 || !blockedForward(dev, xt, sh.D) {
+			if xt == gpu.F16 && !dev.Caps.F16 || !attentionBlocked(dev, xt, sh.D) {
 				continue
 			}
 			ran++
 			t.Run(fmt.Sprintf("%v/%v", sh, xt), func(t *testing.T) {
 				r := rng(uint64(300 + ci))
 				scale := float32(1 / math.Sqrt(float64(sh.D)))
-				q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), xt)
-				k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), xt)
-				v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), xt)
-				qb, kb, vb, st := upload(t, q, xt), upload(t, k, xt), upload(t, v, xt), attentionStart(t, sh)
-				nq := sh.B * sh.T * sh.H * sh.D
-				p, err := attentionCheck("test", sh.B, sh.T, sh.H, sh.KV, sh.D, scale, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var outs, lses [2][]float64
-				for i, blocked := range []bool{false, true} {
-					ob, lb := outputOf(t, nq, xt), output(t, sh.B*sh.H*sh.T)
-					if err := attentionForward(dev, blocked, ob, lb, qb, kb, vb, st, xt, p); err != nil {
-						t.Fatal(err)
-					}
-					outs[i], lses[i] = download(t, ob, nq, xt), download(t, lb, sh.B*sh.H*sh.T, gpu.F32)
-				}
-				for _, c := range []struct {
-					name       string
-					rows, blks []float64
-				}{{"out", outs[0], outs[1]}, {"lse", lses[0], lses[1]}} {
-					for i := range c.rows {
-						if math.Float64bits(c.rows[i]) != math.Float64bits(c.blks[i]) {
-							t.Fatalf("%s[%d]: blocked %v, row kernel %v", c.name, i, c.blks[i], c.rows[i])
-						}
-					}
-				}
-			})
-		}
-	}
-	if ran == 0 {
-		t.Fatalf("adapter %q runs the blocked forward on none of the cases", dev.Info.Name)
-	}
-}
-
-// TestAttentionBlockedBackward: the query-block dq kernel and the
-// key-block dk/dv kernel (up to D = 64) give the row kernels' bits.
-func TestAttentionBlockedBackward(t *testing.T) {
-	ran := 0
-	for ci, tc := range attentionCases {
-		for _, xt := range []gpu.DType{gpu.F32, gpu.F16} {
-			sh := tc.sh
-			if xt == gpu.F16 && !dev.Caps.F16 || !blockedForward(dev, xt, sh.D) {
-				continue
-			}
-			ran++
-			t.Run(fmt.Sprintf("%v/%v", sh, xt), func(t *testing.T) {
-				r := rng(uint64(400 + ci))
-				scale := 1 / math.Sqrt(float64(sh.D))
-				nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+				nq, nk, nr := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D, sh.B*sh.H*sh.T
 				q := roundTo(randn(r, nq, tc.qScale), xt)
 				k := roundTo(randn(r, nk, 1), xt)
 				v := roundTo(randn(r, nk, 1), xt)
 				dout := roundTo(randn(r, nq, 1), xt)
-				out, lse := attentionGPUForward(t, sh, q, k, v, scale, xt)
-				bufs := []*gpu.Buffer{upload(t, dout, xt), upload(t, q, xt), upload(t, k, xt), upload(t, v, xt), upload(t, out, xt), upload(t, lse, gpu.F32), attentionStart(t, sh)}
-				var grads [2][3][]float64
+				qb, kb, vb, doutb, st := upload(t, q, xt), upload(t, k, xt), upload(t, v, xt), upload(t, dout, xt), attentionStart(t, sh)
+				p, err := attentionCheck("test", sh.B, sh.T, sh.H, sh.KV, sh.D, scale, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got [2][5][]float64 // by rows, by blocks: out, lse, dq, dk, dv
 				for i, blocked := range []bool{false, true} {
-					dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
-					if err := attentionBackward(dev, blocked, dqb, dkb, dvb, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], bufs[5], bufs[6],
-						xt, sh.B, sh.T, sh.H, sh.KV, sh.D, float32(scale)); err != nil {
+					ob, lb := outputOf(t, nq, xt), output(t, nr)
+					if err := attentionForward(dev, blocked, ob, lb, qb, kb, vb, st, xt, p); err != nil {
 						t.Fatal(err)
 					}
-					grads[i] = [3][]float64{download(t, dqb, nq, xt), download(t, dkb, nk, xt), download(t, dvb, nk, xt)}
-				}
-				for g, name := range []string{"dq", "dk", "dv"} {
-					rows, blks := grads[0][g], grads[1][g]
-					for i := range rows {
-						if math.Float64bits(rows[i]) != math.Float64bits(blks[i]) {
-							t.Fatalf("%s[%d]: blocked %v, row kernel %v", name, i, blks[i], rows[i])
-						}
+					dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
+					if err := attentionBackward(dev, blocked, dqb, dkb, dvb, doutb, qb, kb, vb, ob, lb, st,
+						xt, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
+						t.Fatal(err)
 					}
+					got[i] = [5][]float64{download(t, ob, nq, xt), download(t, lb, nr, gpu.F32),
+						download(t, dqb, nq, xt), download(t, dkb, nk, xt), download(t, dvb, nk, xt)}
+				}
+				for g, name := range []string{"out", "lse", "dq", "dk", "dv"} {
+					assertSameBits(t, name+" by blocks against by rows", got[1][g], got[0][g])
 				}
 			})
 		}
 	}
 	if ran == 0 {
-		t.Fatalf("adapter %q runs the blocked backward on none of the cases", dev.Info.Name)
+		t.Fatalf("adapter %q runs the block kernels on none of the cases", dev.Info.Name)
 	}
 }
 
