@@ -84,7 +84,7 @@ func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, dt gpu.D
 		return err
 	}
 	p := SwiGLUBackwardParams{N: uint32(n), AccG: b2u(accG), AccU: b2u(accU)}
-	k, err := kernel(d, "swiglu", dt.String(), elementSubst(d, nil, dt, "dg", "du", "dh", "g", "u"), []gpu.Access{rw, rw, ro, ro, ro}, p)
+	k, err := kernel(d, "swiglu", dt.String(), swigluSubst(d, dt), []gpu.Access{rw, rw, ro, ro, ro}, p)
 	if err != nil {
 		return err
 	}
@@ -92,9 +92,16 @@ func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, dt gpu.D
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{dg, du, dh, g, u}, x, y, z)
 }
 
+// swigluSubst sets the readers and writers of swiglu.wgsl's bindings (both
+// entry points').
+func swigluSubst(d *gpu.Device, dt gpu.DType) map[string]string {
+	return elementSubst(d, nil, dt, "dg", "du", "dh", "g", "u", "gw", "uw")
+}
+
 // SwiGLUBackwardInPlace is SwiGLUBackward writing dg over g and du over u
-// (swiglu_inplace.wgsl), for a caller that needs g and u for nothing else;
-// the results equal SwiGLUBackward's without accumulation bit for bit.
+// (entry point in_place of swiglu.wgsl), for a caller that needs g and u
+// for nothing else; the results equal SwiGLUBackward's without
+// accumulation bit for bit.
 func SwiGLUBackwardInPlace(d *gpu.Device, g, u, dh *gpu.Buffer, n int, dt gpu.DType) error {
 	if err := checkLen("swiglu backward in place", n, dt, g, u, dh); err != nil {
 		return err
@@ -105,8 +112,8 @@ func SwiGLUBackwardInPlace(d *gpu.Device, g, u, dh *gpu.Buffer, n int, dt gpu.DT
 	if err := f16Writable(d, "swiglu backward in place", "g", dt); err != nil {
 		return err
 	}
-	p := ElementwiseParams{N: uint32(n)}
-	k, err := kernel(d, "swiglu_inplace", dt.String(), elementSubst(d, nil, dt, "g", "u", "dh"), []gpu.Access{rw, rw, ro}, p)
+	p := SwiGLUBackwardParams{N: uint32(n)}
+	k, err := entryKernel(d, "swiglu", "in_place", dt.String(), swigluSubst(d, dt), []gpu.Access{rw, rw, ro}, p)
 	if err != nil {
 		return err
 	}

@@ -2,18 +2,32 @@
 // all f16 ({{X_T}}; arithmetic in f32):
 //   du = dh * silu(g)
 //   dg = dh * u * silu'(g),  silu'(x) = s(x) * (1 + x * (1 - s(x))), s = sigmoid
-// Written with accumulation flags so the gradients can add into existing
-// ones: acc = 1 adds, 0 overwrites.
-// Bindings: 0 dg (rw), 1 du (rw), 2 dh, 3 g, 4 u, 5 Params. Workgroup 256.
+// Two entry points with two binding sets (a binding number is reused only
+// between entry points that never touch each other's variables, which
+// WGSL allows), one formula (grads):
+//   main      0 dg (rw), 1 du (rw), 2 dh, 3 g, 4 u, 5 Params. With
+//             accumulation flags so the gradients can add into existing
+//             ones: acc = 1 adds, 0 overwrites.
+//   in_place  0 g (rw), 1 u (rw), 2 dh, 3 Params: dg written over g and du
+//             over u, for a caller that holds g and u for nothing else (two
+//             N x F buffers fewer at a LLaMA block's MLP); main's bits.
+// Workgroup 256.
 
 struct Params { n: u32, acc_g: u32, acc_u: u32, _p0: u32 }
 
+@group(0) @binding(2) var<storage, read> dh: array<{{X_T}}>;
+
+// main
 @group(0) @binding(0) var<storage, read_write> dg: array<{{X_T}}>;
 @group(0) @binding(1) var<storage, read_write> du: array<{{X_T}}>;
-@group(0) @binding(2) var<storage, read> dh: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> g: array<{{X_T}}>;
 @group(0) @binding(4) var<storage, read> u: array<{{X_T}}>;
 @group(0) @binding(5) var<uniform> p: Params;
+
+// in_place
+@group(0) @binding(0) var<storage, read_write> gw: array<{{X_T}}>;
+@group(0) @binding(1) var<storage, read_write> uw: array<{{X_T}}>;
+@group(0) @binding(3) var<uniform> pi: Params;
 
 {{DG_AT}}
 {{DG_ST}}
@@ -22,18 +36,33 @@ struct Params { n: u32, acc_g: u32, acc_u: u32, _p0: u32 }
 {{DH_AT}}
 {{G_AT}}
 {{U_AT}}
+{{GW_AT}}
+{{GW_ST}}
+{{UW_AT}}
+{{UW_ST}}
+
+// grads returns (dg, du) for one element.
+fn grads(x: f32, uu: f32, d: f32) -> vec2<f32> {
+	let s = 1.0 / (1.0 + exp(-x));
+	return vec2<f32>(d * uu * s * (1.0 + x * (1.0 - s)), d * x * s);
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * 256u;
 	if (i >= p.n) { return; }
-	let x = g_at(i);
-	let s = 1.0 / (1.0 + exp(-x));
-	let d = dh_at(i);
-	var vg = d * u_at(i) * s * (1.0 + x * (1.0 - s));
-	var vu = d * x * s;
-	if (p.acc_g != 0u) { vg += dg_at(i); }
-	if (p.acc_u != 0u) { vu += du_at(i); }
-	dg_st(i, vg);
-	du_st(i, vu);
+	var v = grads(g_at(i), u_at(i), dh_at(i));
+	if (p.acc_g != 0u) { v.x += dg_at(i); }
+	if (p.acc_u != 0u) { v.y += du_at(i); }
+	dg_st(i, v.x);
+	du_st(i, v.y);
+}
+
+@compute @workgroup_size(256)
+fn in_place(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * 256u;
+	if (i >= pi.n) { return; }
+	let v = grads(gw_at(i), uw_at(i), dh_at(i));
+	gw_st(i, v.x);
+	uw_st(i, v.y);
 }

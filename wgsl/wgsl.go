@@ -126,9 +126,17 @@ func dtypeName(parts ...any) string {
 
 // kernel compiles (once) and returns a family's kernel.
 func kernel(d *gpu.Device, family, variant string, subst map[string]string, bindings []gpu.Access, params any) (*gpu.Kernel, error) {
+	return entryKernel(d, family, "", variant, subst, bindings, params)
+}
+
+// entryKernel is kernel for an entry point other than main (named in the
+// kernel's name).
+func entryKernel(d *gpu.Device, family, entry, variant string, subst map[string]string, bindings []gpu.Access, params any) (*gpu.Kernel, error) {
 	name := family
-	if variant != "" {
-		name += "/" + variant
+	for _, part := range []string{entry, variant} {
+		if part != "" {
+			name += "/" + part
+		}
 	}
 	if k, ok := d.CachedKernel(name); ok {
 		return k, nil
@@ -136,6 +144,7 @@ func kernel(d *gpu.Device, family, variant string, subst map[string]string, bind
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,
 		Source:     Source(family, subst),
+		Entry:      entry,
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(params),
 	})
