@@ -603,100 +603,44 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 			if byRows {
 				if t.uses[w] == 1 && w.grad == nil && len(t.deferred[w]) == 0 && t.callback != nil {
 					delete(t.uses, w)
-					return t.headRowGrads(h, w, labels, loss.Buf, opt, chunk)
+					return t.headBackward(h, w, labels, loss.Buf, opt, chunk, headRowBlocks)
 				}
 				// W has other uses to come: its gradient is summed whole,
 				// and its callback comes after the last one, as usual.
-				if err := t.headBackward(h, w, labels, loss.Buf, opt, chunk, true); err != nil {
+				if err := t.headBackward(h, w, labels, loss.Buf, opt, chunk, headWholeGrad); err != nil {
 					return err
 				}
 				return t.used(w, t.callback)
 			}
-			return t.headBackward(h, w, labels, loss.Buf, opt, chunk, weightGrad)
+			wg := headNoWeightGrad
+			if weightGrad {
+				wg = headWholeGrad
+			}
+			return t.headBackward(h, w, labels, loss.Buf, opt, chunk, wg)
 		},
 	})
 	return loss, nil
 }
 
-// headRowGrads is HeadLoss's backward with W's gradient in blocks of
-// vocabulary rows (Tape.RowGrads), for rows of h that fit one chunk: the
-// chunk's dlogits (N,V) give dh, then each block's dW rows, which go to the
-// callback (Param.GradRows) and are freed before the next block's. No
-// (V,C) gradient exists. dh is recorded before any block's update, which
-// changes W.
-func (t *Tape) headRowGrads(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int) error {
+// headGrad says what HeadLoss's backward does with W's gradient.
+type headGrad int
+
+const (
+	headNoWeightGrad headGrad = iota // the caller supplies it (Llama.Loss)
+	headWholeGrad                    // summed whole over the chunks
+	// headRowBlocks: in blocks of vocabulary rows (Tape.RowGrads), for rows
+	// of h that fit one chunk. Each block's dW rows go to the callback
+	// (Param.GradRows) and are freed before the next block's: no (V,C)
+	// gradient exists. dh is recorded before any block's update, which
+	// changes W.
+	headRowBlocks
+)
+
+// headBackward is HeadLoss's backward: dh, and W's gradient as wg says.
+func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int, wg headGrad) error {
 	n, c := rows(h), h.Shape[len(h.Shape)-1]
 	v := w.Shape[0]
-	var dh *gpu.Buffer
-	var accH bool
-	var err error
-	if h.needsGrad {
-		if dh, accH, err = t.gradOf(h); err != nil {
-			return err
-		}
-	}
-	block := max(1, min(v, headGradBlockBytes/int(w.GradDType().Bytes(c))))
-	return t.headChunks(h, w, labels, loss, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
-		if r0 != 0 || r != n {
-			return fmt.Errorf("head %s: %d of %d rows in a chunk, want all", w.Name, r, n)
-		}
-		// dlogits (N,V) · W (V,C) -> dh (N,C)
-		if dh != nil {
-			if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType()}, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, c, v, 1, 1, beta(accH)); err != nil {
-				return err
-			}
-		}
-		for v0 := 0; v0 < v; v0 += block {
-			vb := min(block, v-v0)
-			if err := t.headRowBlock(h, w, logits, v0, vb); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// headRowBlock computes dW rows v0..v0+vb-1 = dlogits[:, v0:v0+vb]ᵀ · h and
-// hands them to the callback.
-func (t *Tape) headRowBlock(h *Tensor, w *Param, logits *gpu.Buffer, v0, vb int) error {
-	n, c := rows(h), h.Shape[len(h.Shape)-1]
-	v := w.Shape[0]
-	dw, err := t.D.NewBuffer(gpu.TagGrad, w.GradDType().Bytes(vb*c))
-	if err != nil {
-		return err
-	}
-	defer dw.Release() // recorded dispatches keep it valid
-	ids := make([]int, vb)
-	for i := range ids {
-		ids[i] = v0 + i
-	}
-	rb, err := t.D.NewBuffer(gpu.TagScratch, int64(4*vb))
-	if err != nil {
-		return err
-	}
-	defer rb.Release()
-	if err := t.D.Write(rb, 0, u32Bytes(ids)); err != nil {
-		return err
-	}
-	// dlogits columns v0.. (stored (N,V), read transposed: (vb,N)) · h (N,C) -> dW rows (vb,C)
-	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true, Off: v0, LD: v}, wgsl.Mat{Buf: h.Buf, DType: h.DType}, vb, c, n, 1, 1, 0); err != nil {
-		return err
-	}
-	w.grad, w.gradRows = dw, &GradRows{Rows: rb, N: vb}
-	err = t.callback(w, dw)
-	w.grad, w.gradRows = nil, nil
-	if err != nil {
-		return fmt.Errorf("nn: gradient callback for %s (rows %d..%d): %w", w.Name, v0, v0+vb-1, err)
-	}
-	return nil
-}
-
-// headBackward is HeadLoss's backward with W's gradient summed whole (when
-// weightGrad).
-func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int, weightGrad bool) error {
-	c := h.Shape[len(h.Shape)-1]
-	v := w.Shape[0]
-	var dh, dw *gpu.Buffer
+	var dh, dw, ids *gpu.Buffer
 	var accH, accW bool
 	var err error
 	if h.needsGrad {
@@ -704,8 +648,22 @@ func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt L
 			return err
 		}
 	}
-	if weightGrad && !w.Frozen {
+	switch {
+	case wg == headWholeGrad && !w.Frozen:
 		if dw, accW, err = t.gradOf(w.Tensor); err != nil {
+			return err
+		}
+	case wg == headRowBlocks:
+		// The rows' ids, 0..V-1, for all blocks (GradRows.Off picks a block's).
+		if ids, err = t.D.NewBuffer(gpu.TagScratch, int64(4*v)); err != nil {
+			return err
+		}
+		defer ids.Release() // recorded dispatches keep it valid
+		iota := make([]int, v)
+		for i := range iota {
+			iota[i] = i
+		}
+		if err := t.D.Write(ids, 0, u32Bytes(iota)); err != nil {
 			return err
 		}
 	}
@@ -720,8 +678,43 @@ func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt L
 		if dw != nil {
 			return wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(accW || r0 > 0))
 		}
+		if ids == nil {
+			return nil
+		}
+		if r0 != 0 || r != n {
+			return fmt.Errorf("head %s: %d of %d rows in a chunk, want all", w.Name, r, n)
+		}
+		block := max(1, min(v, headGradBlockBytes/int(w.GradDType().Bytes(c))))
+		for v0 := 0; v0 < v; v0 += block {
+			if err := t.headRowBlock(h, w, logits, ids, v0, min(block, v-v0)); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
+}
+
+// headRowBlock computes dW rows v0..v0+vb-1 = dlogits[:, v0:v0+vb]ᵀ · h and
+// hands them to the callback; ids holds 0..V-1.
+func (t *Tape) headRowBlock(h *Tensor, w *Param, logits, ids *gpu.Buffer, v0, vb int) error {
+	n, c := rows(h), h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	dw, err := t.D.NewBuffer(gpu.TagGrad, w.GradDType().Bytes(vb*c))
+	if err != nil {
+		return err
+	}
+	defer dw.Release() // recorded dispatches keep it valid
+	// dlogits columns v0.. (stored (N,V), read transposed: (vb,N)) · h (N,C) -> dW rows (vb,C)
+	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true, Off: v0, LD: v}, wgsl.Mat{Buf: h.Buf, DType: h.DType}, vb, c, n, 1, 1, 0); err != nil {
+		return err
+	}
+	w.grad, w.gradRows = dw, &GradRows{Rows: ids, Off: v0, N: vb}
+	err = t.callback(w, dw)
+	w.grad, w.gradRows = nil, nil
+	if err != nil {
+		return fmt.Errorf("nn: gradient callback for %s (rows %d..%d): %w", w.Name, v0, v0+vb-1, err)
+	}
+	return nil
 }
 
 // headChunks runs the head and the cross-entropy over the rows of h in

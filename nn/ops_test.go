@@ -138,7 +138,7 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 					if gr == nil {
 						return fmt.Errorf("the untied head's gradient is dense")
 					}
-					raw, err := dev.Read(gr.Rows, 0, int64(4*gr.N))
+					raw, err := dev.Read(gr.Rows, int64(4*gr.Off), int64(4*gr.N))
 					if err != nil {
 						return err
 					}
@@ -173,7 +173,7 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 				if rows == nil {
 					t.Fatalf("untied, checkpointing=%v: the embedding's gradient is dense", ckpt)
 				}
-				raw, err := dev.Read(rows.Rows, 0, int64(4*rows.N))
+				raw, err := dev.Read(rows.Rows, int64(4*rows.Off), int64(4*rows.N))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -169,12 +169,12 @@ type Param struct {
 
 // GradRows describes a gradient delivered by rows (Tape.RowGrads): the
 // gradient buffer a GradFunc receives holds N rows of the table's Cols(),
-// the gradients of table rows Rows[0..N-1] (u32, distinct, ascending). For
-// an embedding the other rows' gradients are zero; an LM head's other rows
-// come in the other calls.
+// the gradients of table rows Rows[Off..Off+N-1] (u32, distinct,
+// ascending). For an embedding the other rows' gradients are zero; an LM
+// head's other rows come in the other calls.
 type GradRows struct {
-	Rows *gpu.Buffer
-	N    int
+	Rows   *gpu.Buffer
+	Off, N int
 }
 
 // GradRows returns the rows p's gradient holds during its GradFunc call,

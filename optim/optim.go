@@ -364,7 +364,7 @@ func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef fl
 		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
 	}
 	gr := p.GradRows()
-	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
+	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
 	})

@@ -80,7 +80,7 @@ func TestEveryKernelBuilds(t *testing.T) {
 	for _, p := range both {
 		for _, g := range both {
 			run("lomo", LomoUpdate(d, buf(), buf(), p, g, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
-			run("lomo rows", LomoUpdateRows(d, buf(), buf(), buf(), p, g, rows, cols, 1, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
+			run("lomo rows", LomoUpdateRows(d, buf(), buf(), buf(), 0, p, g, rows, cols, 1, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
 			run("adalomo matrix", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, g, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
 			run("adalomo vector", AdaLomoUpdate(d, buf(), buf(), buf(), nil, p, g, 1, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
 			var master *gpu.Buffer

@@ -11,7 +11,7 @@ import (
 type LomoParams struct {
 	N                                              uint32
 	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
-	Cols, _                                        uint32 // Cols: rows sections only
+	Cols, RowsOff                                  uint32 // rows sections only
 }
 
 // LomoStep holds the scalars of one LOMO update (REFERENCE §1.4): the
@@ -64,11 +64,11 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 
 // LomoUpdateRows records the LOMO update of the rows of a (vocab, cols)
 // table param that a row-sparse gradient holds: grad (nRows x cols, f32 or
-// f16 by gt) is the gradient of table rows rows[0..nRows-1] (u32, distinct,
-// each < vocab), which are updated as LomoUpdate updates every element; the
+// f16 by gt) is the gradient of table rows rows[off..off+nRows-1] (u32,
+// distinct, each < vocab), which are updated as LomoUpdate updates every element; the
 // other rows are left as they are, which is what LomoUpdate does with their
 // zero gradient when s.WeightDecay is 0 (it is refused otherwise).
-func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
+func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
 	const op = "lomo update rows"
 	n := nRows * cols
 	if nRows <= 0 || cols <= 0 || nRows > vocab || int64(vocab)*int64(cols) > math.MaxUint32-1 {
@@ -89,13 +89,16 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, pt, gt gpu.DTy
 	if err := reduceNeed(op, "grad", grad, gt.Bytes(n)); err != nil {
 		return err
 	}
-	if err := reduceNeed(op, "rows", rows, 4*int64(nRows)); err != nil {
+	if off < 0 {
+		return fmt.Errorf("wgsl: %s: rows offset %d", op, off)
+	}
+	if err := reduceNeed(op, "rows", rows, 4*int64(off+nRows)); err != nil {
 		return err
 	}
 	if param == grad || param == rows {
 		return fmt.Errorf("wgsl: %s: param must be distinct from grad and rows", op)
 	}
-	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols)}
+	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off)}
 	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt), pairSubst(nil, "G", "grad", gt), []string{"rows_" + pt.String()}, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err

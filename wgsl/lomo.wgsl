@@ -12,14 +12,14 @@
 // with pack2x16float (the padding half of an odd N keeps its bits),
 // dispatch gpu.Grid(ceil(N/2), 256).
 // rows_f32, rows_f16: a row-sparse gradient of a (V, cols) table: grad
-// (N = R*cols) holds the rows listed in rows (R u32, distinct), which are
+// (N = R*cols) holds the rows listed in rows[rows_off..] (R u32, distinct), which are
 // updated as above and no others (a zero gradient would leave them as they
 // are, weight decay aside). Bindings: 0 param (rw), 1 grad, 2 rows, 3
 // Params. rows_f16 needs an even cols (pairs within a row).
 
 struct Params {
 	n: u32, lr: f32, weight_decay: f32, inv_scale: f32,
-	clip_value: f32, clip_coef: f32, cols: u32, _p1: u32,
+	clip_value: f32, clip_coef: f32, cols: u32, rows_off: u32,
 }
 
 const WG: u32 = 256u;
@@ -81,7 +81,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * WG;
 	if (i >= p.n) { return; }
-	let j = rows[i / p.cols] * p.cols + i % p.cols;
+	let j = rows[p.rows_off + i / p.cols] * p.cols + i % p.cols;
 	param[j] = lomo_step(param[j], grad_at(i));
 }
 
@@ -97,7 +97,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = 2u * (gid.x + gid.y * nwg.x * WG);
 	if (i >= p.n) { return; }
-	let w = (rows[i / p.cols] * p.cols + i % p.cols) / 2u;
+	let w = (rows[p.rows_off + i / p.cols] * p.cols + i % p.cols) / 2u;
 	let v = unpack2x16float(param[w]);
 	param[w] = pack2x16float(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))));
 }

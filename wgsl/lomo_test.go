@@ -142,7 +142,8 @@ func TestLomoUpdateRejectsBadSizes(t *testing.T) {
 
 // TestLomoUpdateRows: the row-sparse update equals the dense update of the
 // same gradient scattered into a zero (vocab, cols) gradient, bit for bit,
-// rows without a gradient included; weight decay is refused.
+// rows without a gradient included, with the row ids at an offset of their
+// buffer; weight decay is refused.
 func TestLomoUpdateRows(t *testing.T) {
 	const vocab, cols = 37, 6
 	rows := []uint32{0, 3, 4, 20, 36}
@@ -157,9 +158,10 @@ func TestLomoUpdateRows(t *testing.T) {
 				for i, row := range rows {
 					copy(dense[row*cols:(row+1)*cols], compact[i*cols:(i+1)*cols])
 				}
-				rb := uploadU32(t, rows)
+				// The rows at an offset, after two ids the update must not read.
+				rb := uploadU32(t, append([]uint32{vocab + 5, 1}, rows...))
 				sparse, full := upload(t, param, pt), upload(t, param, pt)
-				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, pt, gt, vocab, cols, len(rows), step); err != nil {
+				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, 2, pt, gt, vocab, cols, len(rows), step); err != nil {
 					t.Fatal(err)
 				}
 				if err := LomoUpdate(dev, full, upload(t, dense, gt), pt, gt, vocab*cols, step); err != nil {
@@ -178,7 +180,7 @@ func TestLomoUpdateRows(t *testing.T) {
 				}
 				wd := step
 				wd.WeightDecay = 0.1
-				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, pt, gt, vocab, cols, len(rows), wd); err == nil {
+				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, 2, pt, gt, vocab, cols, len(rows), wd); err == nil {
 					t.Error("weight decay accepted on a row-sparse update")
 				}
 			})
