@@ -111,26 +111,34 @@ func (a *accountant) resetPeak() {
 func AlignedSize(n int64) int64 { return (n + 3) &^ 3 }
 
 // DType is the storage type of a tensor's elements. Arithmetic is always
-// f32; f16 is stored as pairs packed in u32 and read with unpack2x16float,
-// which works on every adapter (DESIGN.md, contract 5).
+// f32; the 16-bit types (f16, bf16) are stored as pairs packed in u32 and
+// read with unpack2x16float or shifts, which works on every adapter
+// (DESIGN.md, contract 5).
 type DType int
 
 const (
 	F32 DType = iota
 	F16
+	BF16
 )
 
 func (t DType) String() string {
-	if t == F16 {
+	switch t {
+	case F16:
 		return "f16"
+	case BF16:
+		return "bf16"
 	}
 	return "f32"
 }
 
-// Bytes is the buffer size for n elements: f16 pairs share one u32, so an
-// odd count is padded by one element.
+// Half reports a 16-bit type (f16 or bf16).
+func (t DType) Half() bool { return t == F16 || t == BF16 }
+
+// Bytes is the buffer size for n elements: 16-bit pairs share one u32, so
+// an odd count is padded by one element.
 func (t DType) Bytes(n int) int64 {
-	if t == F16 {
+	if t.Half() {
 		return int64((n+1)/2) * 4
 	}
 	return int64(n) * 4

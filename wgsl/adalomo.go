@@ -52,12 +52,6 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	if rows <= 0 || cols <= 0 || int64(rows)*int64(cols) >= math.MaxUint32 {
 		return fmt.Errorf("wgsl: %s: shape (%d,%d)", op, rows, cols)
 	}
-	if pt != gpu.F32 && pt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported param dtype %v", op, pt)
-	}
-	if gt != gpu.F32 && gt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported grad dtype %v", op, gt)
-	}
 	n := rows * cols
 	vector := c == nil
 	stateN := rows
@@ -121,18 +115,19 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	}
 	grid := func(x, y, z uint32) [3]uint32 { return [3]uint32{x, y, z} }
 	updateThreads := n
-	if pt == gpu.F16 {
+	upd := "update_f32"
+	if pt.Half() {
 		updateThreads = (n + 1) / 2
+		upd = "update_pairs"
 	}
 	update := grid(d.Grid(updateThreads, 256))
-	upd := "update_" + pt.String()
 	var stages []stage
 	if vector {
 		// grad, v (N) -> v, part (2*groups) -> stats -> param (N)
 		stages = []stage{
 			{"vec_partial_" + pt.String(), []string{"vec_partial"}, []*gpu.Buffer{part, r, grad, param}, grid(uint32(groups), 1, 1)},
 			{"sq_fold", []string{"sq_fold"}, []*gpu.Buffer{stats, part}, grid(1, 1, 1)},
-			{upd + "_vec", []string{upd, "u_vec"}, []*gpu.Buffer{param, stats, grad, r}, update},
+			{"update_" + pt.String() + "_vec", []string{upd, "u_vec"}, []*gpu.Buffer{param, stats, grad, r}, update},
 		}
 	} else {
 		// grad (R,C) -> r (R); grad -> part (chunks,C) -> c (C); r -> stats[0];
@@ -144,7 +139,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 			{"r_sum", []string{"r_sum"}, []*gpu.Buffer{stats, r}, grid(1, 1, 1)},
 			{"mat_partial_" + pt.String(), []string{"mat_partial"}, []*gpu.Buffer{part, stats, grad, r, c, param}, grid(uint32(groups), 1, 1)},
 			{"sq_fold", []string{"sq_fold"}, []*gpu.Buffer{stats, part}, grid(1, 1, 1)},
-			{upd + "_mat", []string{upd, "u_mat"}, []*gpu.Buffer{param, stats, grad, r, c}, update},
+			{"update_" + pt.String() + "_mat", []string{upd, "u_mat"}, []*gpu.Buffer{param, stats, grad, r, c}, update},
 		}
 	}
 	kernels := make([]*gpu.Kernel, len(stages))

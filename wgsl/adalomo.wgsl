@@ -27,7 +27,7 @@
 //                strided share of the elements; dispatch (groups, 1, 1)
 //   sq_fold      stats[1], stats[2] = totals of those; one workgroup
 //   update_*     + u_mat: the update, one thread per element (f32) or per
-//                u32 pair (f16, written whole with pack2x16float);
+//                u32 pair (f16 or bf16, written whole with {{P_PACK}});
 //                gpu.Grid(N or ceil(N/2), 256)
 // and for a vector: vec_partial (v and the two partial sums in one pass),
 // sq_fold, update_* + u_vec. Partitions depend only on the shape, so every
@@ -260,7 +260,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	param[i] = new_param(param[i], u_at(i), stats[1], stats[2]);
 }
 
-// ==== section update_f16 ====
+// ==== section update_pairs ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
 
@@ -270,11 +270,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let i = 2u * w;
 	if (i >= p.n) { return; }
 	let old = param[w];
-	let q = unpack2x16float(old);
+	let q = {{P_UNPACK}}(old);
 	let lo = new_param(q.x, u_at(i), stats[1], stats[2]);
 	if (i + 1u < p.n) {
-		param[w] = pack2x16float(vec2<f32>(lo, new_param(q.y, u_at(i + 1u), stats[1], stats[2])));
+		param[w] = {{P_PACK}}(vec2<f32>(lo, new_param(q.y, u_at(i + 1u), stats[1], stats[2])));
 	} else {
-		param[w] = (pack2x16float(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
+		param[w] = ({{P_PACK}}(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
 	}
 }

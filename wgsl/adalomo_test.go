@@ -127,6 +127,10 @@ func TestAdaLomoUpdate(t *testing.T) {
 		{"mat_f16_g16", 130, 300, false, gpu.F16, gpu.F16, 1, 1, -1, all},
 		{"mat_f16_odd_g16", 3, 5, false, gpu.F16, gpu.F16, 1, 1, -1, base},
 		{"vec_f16_odd_g16", 1, 1001, true, gpu.F16, gpu.F16, 1, 1, -1, base},
+		// bf16 parameters and gradients, rounded to nearest even exactly.
+		{"mat_bf16", 130, 300, false, gpu.BF16, gpu.BF16, 1, 1, -1, all},
+		{"mat_bf16_odd", 3, 5, false, gpu.BF16, gpu.F32, 1, 1, -1, base},
+		{"vec_bf16_odd", 1, 1001, true, gpu.BF16, gpu.BF16, 1, 1, -1, base},
 	}
 	for ci, tc := range cases {
 		t.Run(fmt.Sprintf("%s_%dx%d_%v", tc.label, tc.rows, tc.cols, tc.pt), func(t *testing.T) {
@@ -134,7 +138,7 @@ func TestAdaLomoUpdate(t *testing.T) {
 			rows, cols, n := tc.rows, tc.cols, tc.rows*tc.cols
 			param := roundTo(randn(r, n, tc.ps), tc.pt)
 			stored := param
-			if tc.pt == gpu.F16 && n%2 == 1 {
+			if tc.pt.Half() && n%2 == 1 {
 				// The padding half of the last pair must keep its bits.
 				stored = append(append([]float64(nil), param...), 7)
 			}
@@ -191,6 +195,12 @@ func TestAdaLomoUpdate(t *testing.T) {
 					// rtol 1e-5 the rest after three steps carried in float64.
 					assertClose(t, what+"param", got, want, tol{Atol: 1e-6 * tc.ps, Rtol: 1e-5})
 					pRef = want
+				} else if tc.pt == gpu.BF16 {
+					// bf16: the f32 result is within ~1e-6 relative of
+					// want, then rounded to the nearest bf16 (ties to
+					// even), which every element away from a tie must be.
+					assertNearestBF16(t, what+"param", got, want)
+					pRef = got
 				} else {
 					// f16: the f32 result is within ~1e-6 relative of want,
 					// then pack2x16float rounds to either neighbour (WGSL

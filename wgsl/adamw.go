@@ -2,6 +2,7 @@ package wgsl
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
@@ -16,24 +17,21 @@ type AdamWParams struct {
 const adamwF32 = `p[i] = step(i, p[i]);
 	if (i + 1u < u.n) { p[i + 1u] = step(i + 1u, p[i + 1u]); }`
 
-const adamwF16 = `let a = step(i, master[i]);
+const adamwHalf = `let a = step(i, master[i]);
 	master[i] = a;
 	var b = 0.0;
 	if (i + 1u < u.n) { b = step(i + 1u, master[i + 1u]); master[i + 1u] = b; }
-	p[j] = pack2x16float(vec2<f32>(a, b));`
+	p[j] = {{P_PACK}}(vec2<f32>(a, b));`
 
 // AdamWStep holds one step's scalars; BC1 = 1-beta1^t, BC2 = 1-beta2^t.
 type AdamWStep struct{ LR, Beta1, Beta2, Eps, WeightDecay, BC1, BC2, GradScale float32 }
 
 // AdamWUpdate records an AdamW step on n parameters from their gradient
-// (f32 or f16 by gt, read in f32). For f16 parameters, master is the f32
-// master copy; for f32 it must be nil (a 4-byte placeholder is bound).
+// (f32, f16 or bf16 by gt, read in f32). For 16-bit parameters, master is
+// the f32 master copy; for f32 it must be nil (a 4-byte placeholder is bound).
 func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt, gt gpu.DType, n int, s AdamWStep) error {
 	if err := checkLen("adamw", n, gpu.F32, m, v); err != nil {
 		return err
-	}
-	if gt != gpu.F32 && gt != gpu.F16 {
-		return fmt.Errorf("wgsl: adamw: unsupported grad dtype %v", gt)
 	}
 	if err := checkLen("adamw", n, gt, grad); err != nil {
 		return err
@@ -42,11 +40,11 @@ func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt, gt gp
 		return fmt.Errorf("wgsl: adamw: param holds %d bytes, needs %d", param.Size(), pt.Bytes(n))
 	}
 	body := adamwF32
-	if pt == gpu.F16 {
+	if pt.Half() {
 		if master == nil || master.Size() < int64(4*n) {
-			return fmt.Errorf("wgsl: adamw: f16 parameters need an f32 master copy of %d elements", n)
+			return fmt.Errorf("wgsl: adamw: %v parameters need an f32 master copy of %d elements", pt, n)
 		}
-		body = adamwF16
+		body = adamwHalf
 	} else {
 		var err error
 		if master, err = d.NewBuffer(gpu.TagScratch, 4); err != nil {
@@ -55,8 +53,9 @@ func AdamWUpdate(d *gpu.Device, param, master, m, v, grad *gpu.Buffer, pt, gt gp
 		defer master.Release()
 	}
 	p := AdamWParams{N: uint32(n), LR: s.LR, B1: s.Beta1, B2: s.Beta2, Eps: s.Eps, WD: s.WeightDecay, BC1: s.BC1, BC2: s.BC2, GradScale: s.GradScale}
-	subst := pairSubst(map[string]string{"BODY": body}, "P", "p", pt)
+	subst := pairSubst(nil, "P", "p", pt)
 	delete(subst, "P_AT")
+	subst["BODY"] = strings.ReplaceAll(body, "{{P_PACK}}", subst["P_PACK"])
 	subst = pairSubst(subst, "G", "grad", gt)
 	k, err := kernel(d, "adamw", pt.String()+gradVariant(gt), subst, []gpu.Access{rw, rw, rw, rw, ro}, p)
 	if err != nil {

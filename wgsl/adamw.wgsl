@@ -3,10 +3,10 @@
 //   g = grad * inv_scale * clip_coef
 //   m = b1*m + (1-b1)*g ; v = b2*v + (1-b2)*g^2
 //   p = p * (1 - lr*wd) - lr * (m/bc1) / (sqrt(v/bc2) + eps)
-// With f16 parameters the update runs on an f32 master copy
-// and the f16 weights are rewritten from it, one thread per pair.
-// Bindings: 0 p (rw, f32 or f16 pairs), 1 master (rw, f32; unused for f32
-// params), 2 m (rw), 3 v (rw), 4 grad (f32 or f16 pairs, read by grad_at),
+// With 16-bit parameters the update runs on an f32 master copy
+// and the f16 or bf16 weights are rewritten from it, one thread per pair.
+// Bindings: 0 p (rw, f32 or 16-bit pairs), 1 master (rw, f32; unused for f32
+// params), 2 m (rw), 3 v (rw), 4 grad (f32 or 16-bit pairs, read by grad_at),
 // 5 Params. Workgroup 256, one thread
 // per element pair; dispatch dev.Grid(ceil(n/2), 256).
 

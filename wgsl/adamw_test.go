@@ -35,12 +35,12 @@ func refAdamW(p, g1, g2 []float64, s AdamWStep) (out, m, v []float64) {
 func TestAdamW(t *testing.T) {
 	// gt: the gradient's dtype; f16 gradients are read exactly, so the
 	// reference takes their f16 values and the tolerances stay.
-	for _, c := range []struct{ pt, gt gpu.DType }{{gpu.F32, gpu.F32}, {gpu.F16, gpu.F32}, {gpu.F32, gpu.F16}, {gpu.F16, gpu.F16}} {
+	for _, c := range []struct{ pt, gt gpu.DType }{{gpu.F32, gpu.F32}, {gpu.F16, gpu.F32}, {gpu.F32, gpu.F16}, {gpu.F16, gpu.F16}, {gpu.BF16, gpu.BF16}, {gpu.BF16, gpu.F32}} {
 		pt, gt := c.pt, c.gt
 		for _, n := range []int{1, 2, 511, 1000} {
 			name := fmt.Sprintf("%v_%d", pt, n)
-			if gt == gpu.F16 {
-				name += "_g16"
+			if gt != gpu.F32 {
+				name += "_g" + gt.String()
 			}
 			t.Run(name, func(t *testing.T) {
 				r := rng(uint64(n) + 77)
@@ -49,7 +49,7 @@ func TestAdamW(t *testing.T) {
 				s := AdamWStep{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.1, GradScale: 0.5}
 				pb := upload(t, p0, pt)
 				var master *gpu.Buffer
-				if pt == gpu.F16 {
+				if pt.Half() {
 					master = upload(t, p0, gpu.F32)
 				}
 				mb, vb := outputWith(t, make([]float64, n)), outputWith(t, make([]float64, n))
@@ -64,10 +64,16 @@ func TestAdamW(t *testing.T) {
 				want, wm, wv := refAdamW(p0, g1, g2, s)
 				// f32: a few roundings of values of order 1 per step. f16: the
 				// weights are the master rounded to f16 (rel 2^-11).
-				if pt == gpu.F16 {
+				switch pt {
+				case gpu.F16:
 					assertClose(t, "master", download(t, master, n, gpu.F32), want, tol{Atol: 1e-6, Rtol: 1e-5})
 					assertClose(t, "p", download(t, pb, n, gpu.F16), roundTo(want, gpu.F16), tol{Atol: 1e-6, Rtol: 1e-3})
-				} else {
+				case gpu.BF16:
+					// The weights are the master rounded to nearest bf16.
+					m := download(t, master, n, gpu.F32)
+					assertClose(t, "master", m, want, tol{Atol: 1e-6, Rtol: 1e-5})
+					assertSameBits(t, "p", download(t, pb, n, gpu.BF16), roundTo(m, gpu.BF16))
+				default:
 					assertClose(t, "p", download(t, pb, n, gpu.F32), want, tol{Atol: 1e-6, Rtol: 1e-5})
 				}
 				assertClose(t, "m", download(t, mb, n, gpu.F32), wm, tol{Atol: 1e-7, Rtol: 1e-5})

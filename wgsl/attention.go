@@ -2,6 +2,7 @@ package wgsl
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
@@ -44,7 +45,7 @@ func attentionBlocked(d *gpu.Device, xt gpu.DType, dh int) bool {
 	if limit == 0 {
 		limit = 16384 // WebGPU's default; a dry device reports no limits
 	}
-	elem := 4
+	elem := 4 // bf16 tiles are f32: bf16 has no WGSL type
 	if xt == gpu.F16 && d.Caps.F16 {
 		elem = 2
 	} else if xt == gpu.F16 {
@@ -85,12 +86,20 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh int, bindin
 		return k, nil
 	}
 	subst := dtypeSubst(d, nil, "X", "x", xt)
+	written := map[string][]string{"forward": {"out"}, "dq": {"dq"}, "dkdv": {"dk", "dv"}}[section]
 	for _, v := range []string{"out", "q", "k", "v", "dout", "dq", "dk", "dv"} {
-		dtypeSubst(d, subst, strings.ToUpper(v), v, xt)
+		if slices.Contains(written, v) {
+			outSubst(d, subst, strings.ToUpper(v), v, xt)
+		} else {
+			dtypeSubst(d, subst, strings.ToUpper(v), v, xt)
+		}
 	}
 	subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = "1", "f32", "1"
 	if dh > 0 {
-		subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = fmt.Sprint(dh), subst["X_T"], fmt.Sprint(attentionWG*dh)
+		subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = fmt.Sprint(dh), "f32", fmt.Sprint(attentionWG*dh)
+		if subst["X_T"] == "f16" {
+			subst["TILE_T"] = "f16"
+		}
 	}
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,

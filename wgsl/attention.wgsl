@@ -53,7 +53,7 @@ fn krow(b: u32, t: u32, kh: u32) -> u32 { return ((b * p.TK + t) * p.KV + kh) * 
 // ==== section forward ====
 // Bindings: 0 out (rw), 1 lse (rw), 2 q, 3 k, 4 v, 5 start, 6 Params.
 
-@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> out: array<{{OUT_T}}>;
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
@@ -296,7 +296,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // ==== section dq ====
 // Bindings: 0 dq (rw), 1 dout, 2 q, 3 k, 4 v, 5 stats, 6 start, 7 Params.
 
-@group(0) @binding(0) var<storage, read_write> dq: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> dq: array<{{DQ_T}}>;
 @group(0) @binding(1) var<storage, read> dout: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> q: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> k: array<{{X_T}}>;
@@ -471,8 +471,8 @@ fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 // Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
 // 8 Params.
 
-@group(0) @binding(0) var<storage, read_write> dk: array<{{X_T}}>;
-@group(0) @binding(1) var<storage, read_write> dv: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> dk: array<{{DK_T}}>;
+@group(0) @binding(1) var<storage, read_write> dv: array<{{DV_T}}>;
 @group(0) @binding(2) var<storage, read> dout: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> q: array<{{X_T}}>;
 @group(0) @binding(4) var<storage, read> k: array<{{X_T}}>;

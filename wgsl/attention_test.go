@@ -239,7 +239,7 @@ func TestAttentionForward(t *testing.T) {
 func TestAttentionBlockKernels(t *testing.T) {
 	ran := 0
 	for ci, tc := range attentionCases {
-		for _, xt := range []gpu.DType{gpu.F32, gpu.F16} {
+		for _, xt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 			sh := tc.sh
 			if xt == gpu.F16 && !dev.Caps.F16 || !attentionBlocked(dev, xt, sh.D) {
 				continue
@@ -310,43 +310,47 @@ func TestAttentionBackward(t *testing.T) {
 	}
 }
 
-// TestAttentionF16 runs forward and backward with 16-bit activations on
-// some of the cases: inputs in f16, arithmetic in f32, each output rounded
-// once to f16 (2^-11 relative). The backward also reads out in f16, which
-// moves delta = rowsum(dout*out) by up to 2^-11 * sum|dout*out|, and that
-// error reaches dq and dk through dS = P*(dout·v - delta).
-func TestAttentionF16(t *testing.T) {
-	needF16(t, gpu.F16)
-	for _, ci := range []int{1, 3, 5, 7} {
-		tc := attentionCases[ci]
-		t.Run(tc.sh.String(), func(t *testing.T) {
-			sh := tc.sh
-			r := rng(uint64(700 + ci))
+// TestAttention16 runs forward and backward with 16-bit activations (f16,
+// bf16) on some of the cases: inputs in 16 bits, arithmetic in f32, each
+// output rounded once (e = 2^-11 relative for f16, 2^-8 for bf16). The
+// backward also reads out in 16 bits, which moves delta = rowsum(dout*out)
+// by up to e * sum|dout*out|, and that error reaches dq and dk through
+// dS = P*(dout·v - delta).
+func TestAttention16(t *testing.T) {
+	for _, dt := range []gpu.DType{gpu.F16, gpu.BF16} {
+		for _, ci := range []int{1, 3, 5, 7} {
+			tc := attentionCases[ci]
+			t.Run(tc.sh.String()+"_"+dt.String(), func(t *testing.T) {
+				needF16(t, dt)
+				sh := tc.sh
+				r := rng(uint64(700 + ci))
+				e := rounding(dt)
 
-			scale := float64(float32(1 / math.Sqrt(float64(sh.D))))
-			q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), gpu.F16)
-			k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F16)
-			v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), gpu.F16)
-			dout := roundTo(randn(r, len(q), 1), gpu.F16)
+				scale := float64(float32(1 / math.Sqrt(float64(sh.D))))
+				q := roundTo(randn(r, sh.B*sh.T*sh.H*sh.D, tc.qScale), dt)
+				k := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), dt)
+				v := roundTo(randn(r, sh.B*sh.T*sh.KV*sh.D, 1), dt)
+				dout := roundTo(randn(r, len(q), 1), dt)
 
-			out, lse := attentionGPUForward(t, sh, q, k, v, scale, gpu.F16)
-			wantOut, wantLse := refAttentionForward(sh, q, k, v, scale)
-			at := 4e-6 * tc.qScale * math.Sqrt(float64(sh.D))
-			assertClose(t, "out", out, wantOut, tol{Atol: at + 0x1p-25, Rtol: 1e-5 + 0x1p-11})
-			assertClose(t, "lse", lse, wantLse, tol{Atol: at, Rtol: 1e-5})
+				out, lse := attentionGPUForward(t, sh, q, k, v, scale, dt)
+				wantOut, wantLse := refAttentionForward(sh, q, k, v, scale)
+				at := 4e-6 * tc.qScale * math.Sqrt(float64(sh.D))
+				assertClose(t, "out", out, wantOut, tol{Atol: at + 0x1p-25, Rtol: 1e-5 + e})
+				assertClose(t, "lse", lse, wantLse, tol{Atol: at, Rtol: 1e-5})
 
-			dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, roundTo(wantOut, gpu.F16), roundTo(wantLse, gpu.F32), dout, scale, gpu.F16)
-			wq, wk, wv := refAttentionBackward(sh, q, k, v, dout, scale)
-			// delta's error: 2^-11 * sum over D of |dout*out| (|out| <= max
-			// |v| ~ 4), carried by scale*|k| (dq) or scale*|q| (dk) over the
-			// attended rows, whose probabilities sum to 1 (dq) or, for dk,
-			// over up to G*T queries.
-			de := 0x1p-11 * 4 * 4 * float64(sh.D) * scale * 4 * tc.qScale
-			at = 4e-6*tc.qScale*math.Sqrt(float64(sh.D*sh.T*sh.H/sh.KV)) + 0x1p-25
-			assertClose(t, "dq", dq, wq, tol{Atol: at + de, Rtol: 1e-4 + 0x1p-11})
-			assertClose(t, "dk", dk, wk, tol{Atol: at + de*float64(sh.T*sh.H/sh.KV), Rtol: 1e-4 + 0x1p-11})
-			assertClose(t, "dv", dv, wv, tol{Atol: at, Rtol: 1e-4 + 0x1p-11})
-		})
+				dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, roundTo(wantOut, dt), roundTo(wantLse, gpu.F32), dout, scale, dt)
+				wq, wk, wv := refAttentionBackward(sh, q, k, v, dout, scale)
+				// delta's error: e * sum over D of |dout*out| (|out| <= max
+				// |v| ~ 4), carried by scale*|k| (dq) or scale*|q| (dk) over
+				// the attended rows, whose probabilities sum to 1 (dq) or,
+				// for dk, over up to G*T queries.
+				de := e * 4 * 4 * float64(sh.D) * scale * 4 * tc.qScale
+				at = 4e-6*tc.qScale*math.Sqrt(float64(sh.D*sh.T*sh.H/sh.KV)) + 0x1p-25
+				assertClose(t, "dq", dq, wq, tol{Atol: at + de, Rtol: 1e-4 + e})
+				assertClose(t, "dk", dk, wk, tol{Atol: at + de*float64(sh.T*sh.H/sh.KV), Rtol: 1e-4 + e})
+				assertClose(t, "dv", dv, wv, tol{Atol: at, Rtol: 1e-4 + e})
+			})
+		}
 	}
 }
 

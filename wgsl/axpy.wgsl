@@ -5,7 +5,7 @@
 
 struct Params { n: u32, alpha: f32, beta: f32, _p0: u32 }
 
-@group(0) @binding(0) var<storage, read_write> y: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> y: array<{{Y_T}}>;
 @group(0) @binding(1) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
 

@@ -23,10 +23,11 @@ func TestEveryKernelBuilds(t *testing.T) {
 		t.Cleanup(b.Release)
 		return b
 	}
-	both := []gpu.DType{gpu.F32, gpu.F16}
+	both := []gpu.DType{gpu.F32, gpu.F16, gpu.BF16}
 	// writable: f16 outputs need shader-f16 (the launchers refuse them
-	// elsewhere, and lomo then keeps activations in f32).
-	writable := func(dt gpu.DType) bool { return dt == gpu.F32 || d.Caps.F16 }
+	// elsewhere, and lomo then keeps activations in f32); bf16 is written
+	// everywhere.
+	writable := func(dt gpu.DType) bool { return dt != gpu.F16 || d.Caps.F16 }
 	run := func(name string, err error) {
 		t.Helper()
 		if err != nil {
@@ -84,12 +85,12 @@ func TestEveryKernelBuilds(t *testing.T) {
 			run("adalomo matrix", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, g, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
 			run("adalomo vector", AdaLomoUpdate(d, buf(), buf(), buf(), nil, p, g, 1, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
 			var master *gpu.Buffer
-			if p == gpu.F16 {
+			if p.Half() {
 				master = buf()
 			}
 			run("adamw", AdamWUpdate(d, buf(), master, buf(), buf(), buf(), p, g, n, AdamWStep{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, BC1: 1, BC2: 1, GradScale: 1}))
 		}
-		if writable(p) {
+		if p != gpu.BF16 && writable(p) {
 			run("probe fma", ProbeFMA(d, buf(), p, 64, 2, 1, 1))
 		}
 	}

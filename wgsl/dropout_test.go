@@ -20,7 +20,7 @@ func TestDropoutParamsLayout(t *testing.T) {
 // keeps about 1-p of them; another seed drops other elements.
 func TestDropout(t *testing.T) {
 	const n = 5000
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		for _, p := range []float64{0, 0.05, 0.5} {
 			t.Run(fmt.Sprintf("%v_p%g", dt, p), func(t *testing.T) {
 				needF16(t, dt)

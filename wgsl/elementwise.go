@@ -37,11 +37,15 @@ func checkLen(op string, n int, dt gpu.DType, bufs ...*gpu.Buffer) error {
 	return nil
 }
 
-// elementSubst sets X_T and each binding's reader and writer for dtype dt;
-// names are the bindings' WGSL names, keys their upper case.
-func elementSubst(d *gpu.Device, m map[string]string, dt gpu.DType, names ...string) map[string]string {
+// elementSubst sets X_T and each binding's reader and writer for dtype dt:
+// written are the read_write bindings' WGSL names, read the others'; keys
+// are their upper case.
+func elementSubst(d *gpu.Device, m map[string]string, dt gpu.DType, written []string, read ...string) map[string]string {
 	m = dtypeSubst(d, m, "X", "x", dt)
-	for _, v := range names {
+	for _, v := range written {
+		outSubst(d, m, strings.ToUpper(v), v, dt)
+	}
+	for _, v := range read {
 		dtypeSubst(d, m, strings.ToUpper(v), v, dt)
 	}
 	return m
@@ -55,7 +59,7 @@ func elementwise(d *gpu.Device, op string, out, a, b *gpu.Buffer, n int, dt gpu.
 		return err
 	}
 	p := ElementwiseParams{N: uint32(n)}
-	subst := elementSubst(d, map[string]string{"OP": elementwiseOps[op]}, dt, "out", "a", "b")
+	subst := elementSubst(d, map[string]string{"OP": elementwiseOps[op]}, dt, []string{"out"}, "a", "b")
 	k, err := kernel(d, "elementwise", op+"/"+dt.String(), subst, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
@@ -95,7 +99,7 @@ func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, dt gpu.D
 // swigluSubst sets the readers and writers of swiglu.wgsl's bindings (both
 // entry points').
 func swigluSubst(d *gpu.Device, dt gpu.DType) map[string]string {
-	return elementSubst(d, nil, dt, "dg", "du", "dh", "g", "u", "gw", "uw")
+	return elementSubst(d, nil, dt, []string{"dg", "du", "gw", "uw"}, "dh", "g", "u")
 }
 
 // SwiGLUBackwardInPlace is SwiGLUBackward writing dg over g and du over u
@@ -131,7 +135,7 @@ func Axpy(d *gpu.Device, y, x *gpu.Buffer, n int, dt gpu.DType, alpha, beta floa
 	}
 	p := AxpyParams{N: uint32(n), Alpha: alpha, Beta: beta}
 	// x's reader is XX_AT: X_T names the element type.
-	subst := elementSubst(d, nil, dt, "y")
+	subst := elementSubst(d, nil, dt, []string{"y"})
 	dtypeSubst(d, subst, "XX", "x", dt)
 	k, err := kernel(d, "axpy", dt.String(), subst, []gpu.Access{rw, ro}, p)
 	if err != nil {

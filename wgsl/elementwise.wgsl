@@ -7,7 +7,7 @@
 
 struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> out: array<{{OUT_T}}>;
 @group(0) @binding(1) var<storage, read> a: array<{{X_T}}>;
 @group(0) @binding(2) var<storage, read> b: array<{{X_T}}>;
 @group(0) @binding(3) var<uniform> p: Params;

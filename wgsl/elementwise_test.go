@@ -23,16 +23,20 @@ func TestElementwiseParamsLayout(t *testing.T) {
 	}
 }
 
-// rounding is the relative error one rounding to dt adds: f32 2^-24, f16 2^-11.
+// rounding is the relative error one rounding to dt adds: f32 2^-24, f16
+// 2^-11, bf16 2^-8.
 func rounding(dt gpu.DType) float64 {
-	if dt == gpu.F16 {
+	switch dt {
+	case gpu.F16:
 		return 0x1p-11
+	case gpu.BF16:
+		return 0x1p-8
 	}
 	return 0x1p-24
 }
 
 func TestElementwise(t *testing.T) {
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		for ci, n := range []int{1, 255, 256, 257, 5000} {
 			t.Run(fmt.Sprintf("%d_%v", n, dt), func(t *testing.T) {
 				needF16(t, dt)
@@ -74,7 +78,7 @@ func TestElementwise(t *testing.T) {
 
 func TestSwiGLUBackward(t *testing.T) {
 	const n = 37
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		if dt == gpu.F16 && !dev.Caps.F16 {
 			t.Logf("adapter %q has no shader-f16: f16 case skipped (activations stay f32 there)", dev.Info.Name)
 			continue

@@ -23,7 +23,7 @@ func embeddingKernel(d *gpu.Device, entry string, tt, xt gpu.DType) (*gpu.Kernel
 	}
 	subst := pairSubst(nil, "T", "table", tt)
 	dtypeSubst(d, subst, "X", "x", xt)
-	dtypeSubst(d, subst, "OUT", "out", xt)
+	outSubst(d, subst, "OUT", "out", xt)
 	dtypeSubst(d, subst, "DOUT", "dout", xt)
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,
@@ -52,9 +52,6 @@ func EmbeddingForward(d *gpu.Device, out, table, ids *gpu.Buffer, tt, xt gpu.DTy
 	const op = "embedding"
 	if err := embeddingCheck(op, n, c, vocab); err != nil {
 		return err
-	}
-	if tt != gpu.F32 && tt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: table dtype %v, want f32 or f16", op, tt)
 	}
 	if need := xt.Bytes(n * c); out.Size() < need {
 		return fmt.Errorf("wgsl: %s: out needs %d bytes for (%d,%d) %v, buffer holds %d", op, need, n, c, xt, out.Size())

@@ -29,7 +29,7 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 
 // forward
-@group(0) @binding(0) var<storage, read_write> out: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> out: array<{{OUT_T}}>;
 @group(0) @binding(1) var<storage, read> table: array<{{T_T}}>;
 
 // zero, backward

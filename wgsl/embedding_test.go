@@ -75,6 +75,9 @@ var embeddingCases = []struct {
 	{130, 65, 9, gpu.F32, false, gpu.F32}, // many repeats, columns past one workgroup
 	{5, 7, 3, gpu.F16, false, gpu.F16},    // 16-bit activations
 	{130, 65, 9, gpu.F16, true, gpu.F16},
+	{5, 7, 3, gpu.BF16, false, gpu.BF16}, // bf16 models: odd c, pairs straddle rows
+	{130, 65, 9, gpu.BF16, true, gpu.BF16},
+	{300, 3, 11, gpu.BF16, true, gpu.F32},
 }
 
 func TestEmbeddingForward(t *testing.T) {

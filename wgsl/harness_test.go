@@ -112,7 +112,7 @@ func needF16(t *testing.T, dts ...gpu.DType) {
 	}
 }
 
-// outputOf is output for dtype dt: f16 NaN is 0x7e00.
+// outputOf is output for dtype dt: f16 NaN is 0x7e00, bf16 NaN 0x7fc0.
 func outputOf(t testing.TB, n int, dt gpu.DType) *gpu.Buffer {
 	t.Helper()
 	nan := make([]float64, n)
@@ -125,9 +125,12 @@ func outputOf(t testing.TB, n int, dt gpu.DType) *gpu.Buffer {
 func encode(v []float64, dt gpu.DType) []byte {
 	b := make([]byte, dt.Bytes(len(v)))
 	for i, x := range v {
-		if dt == gpu.F16 {
+		switch dt {
+		case gpu.F16:
 			binary.LittleEndian.PutUint16(b[2*i:], half.F32ToF16(float32(x)))
-		} else {
+		case gpu.BF16:
+			binary.LittleEndian.PutUint16(b[2*i:], half.F32ToBF16(float32(x)))
+		default:
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(float32(x)))
 		}
 	}
@@ -143,9 +146,12 @@ func download(t testing.TB, b *gpu.Buffer, n int, dt gpu.DType) []float64 {
 	}
 	v := make([]float64, n)
 	for i := range v {
-		if dt == gpu.F16 {
+		switch dt {
+		case gpu.F16:
 			v[i] = float64(half.F16ToF32(binary.LittleEndian.Uint16(raw[2*i:])))
-		} else {
+		case gpu.BF16:
+			v[i] = float64(half.BF16ToF32(binary.LittleEndian.Uint16(raw[2*i:])))
+		default:
 			v[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:])))
 		}
 	}
@@ -157,9 +163,12 @@ func download(t testing.TB, b *gpu.Buffer, n int, dt gpu.DType) []float64 {
 func roundTo(v []float64, dt gpu.DType) []float64 {
 	out := make([]float64, len(v))
 	for i, x := range v {
-		if dt == gpu.F16 {
+		switch dt {
+		case gpu.F16:
 			out[i] = float64(half.F16ToF32(half.F32ToF16(float32(x))))
-		} else {
+		case gpu.BF16:
+			out[i] = float64(half.BF16ToF32(half.F32ToBF16(float32(x))))
+		default:
 			out[i] = float64(float32(x))
 		}
 	}

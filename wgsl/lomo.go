@@ -19,25 +19,19 @@ type LomoParams struct {
 // gradient value clip (0: off) and the norm-clipping coefficient (1: off).
 type LomoStep struct{ LR, WeightDecay, InvScale, ClipValue, ClipCoef float32 }
 
-// LomoUpdate records the LOMO update in place on param (n elements, f32 or
-// f16 by pt) from its gradient grad (n elements, f32 or f16 by gt, read in
-// f32):
+// LomoUpdate records the LOMO update in place on param (n elements, f32,
+// f16 or bf16 by pt) from its gradient grad (n elements, f32, f16 or bf16
+// by gt, read in f32):
 //
 //	g = grad*InvScale; if ClipValue > 0 { g = clamp(g, ±ClipValue) }; g *= ClipCoef
 //	p = float32(param); if WeightDecay > 0 { p *= 1 - LR*WeightDecay }; p -= LR*g
 //
-// and stores p back in pt. f16 parameters are updated one pair per thread
-// and written with pack2x16float.
+// and stores p back in pt, rounding to nearest even. 16-bit parameters
+// are updated one pair per thread and written whole.
 func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int, s LomoStep) error {
 	const op = "lomo update"
 	if n <= 0 || n > math.MaxUint32-1 {
 		return fmt.Errorf("wgsl: %s: %d elements", op, n)
-	}
-	if pt != gpu.F32 && pt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported param dtype %v", op, pt)
-	}
-	if gt != gpu.F32 && gt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported grad dtype %v", op, gt)
 	}
 	if err := reduceNeed(op, "param", param, pt.Bytes(n)); err != nil {
 		return err
@@ -49,12 +43,12 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 		return fmt.Errorf("wgsl: %s: param and grad must be distinct buffers", op)
 	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef}
-	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt), pairSubst(nil, "G", "grad", gt), []string{pt.String()}, []gpu.Access{rw, ro}, p)
+	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt), lomoSubst(pt, gt), []string{lomoSection(pt)}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}
 	threads := n
-	if pt == gpu.F16 {
+	if pt.Half() {
 		threads = (n + 1) / 2
 	}
 	// param (n) -= lr * clipped grad (n), in place.
@@ -77,11 +71,8 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	if s.WeightDecay != 0 {
 		return fmt.Errorf("wgsl: %s: weight decay %v would change the rows without a gradient too", op, s.WeightDecay)
 	}
-	if pt != gpu.F32 && pt != gpu.F16 || gt != gpu.F32 && gt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported dtypes param %v, grad %v", op, pt, gt)
-	}
-	if pt == gpu.F16 && cols%2 != 0 {
-		return fmt.Errorf("wgsl: %s: f16 rows of %d columns split u32 pairs", op, cols)
+	if pt.Half() && cols%2 != 0 {
+		return fmt.Errorf("wgsl: %s: %v rows of %d columns split u32 pairs", op, pt, cols)
 	}
 	if err := reduceNeed(op, "param", param, pt.Bytes(vocab*cols)); err != nil {
 		return err
@@ -99,12 +90,12 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 		return fmt.Errorf("wgsl: %s: param must be distinct from grad and rows", op)
 	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off)}
-	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt), pairSubst(nil, "G", "grad", gt), []string{"rows_" + pt.String()}, []gpu.Access{rw, ro, ro}, p)
+	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt), lomoSubst(pt, gt), []string{"rows_" + lomoSection(pt)}, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
 	}
 	threads := n
-	if pt == gpu.F16 {
+	if pt.Half() {
 		threads = n / 2
 	}
 	// param rows[r] (cols) -= lr * clipped grad row r, in place.
@@ -112,12 +103,28 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad, rows}, x, y, z)
 }
 
+// lomoSection is the section of lomo.wgsl updating parameters of dtype pt.
+func lomoSection(pt gpu.DType) string {
+	if pt.Half() {
+		return "pairs"
+	}
+	return "f32"
+}
+
+// lomoSubst reads the gradient and packs the parameter's pairs.
+func lomoSubst(pt, gt gpu.DType) map[string]string {
+	return pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
+}
+
 // gradVariant is the suffix of an optimizer kernel's variant for its
 // gradient's dtype: none for f32 (the names kernels had before f16
-// gradients), "_g16" for f16.
+// gradients), "_g16" for f16, "_gb16" for bf16.
 func gradVariant(gt gpu.DType) string {
-	if gt == gpu.F16 {
+	switch gt {
+	case gpu.F16:
 		return "_g16"
+	case gpu.BF16:
+		return "_gb16"
 	}
 	return ""
 }

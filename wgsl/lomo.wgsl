@@ -4,18 +4,18 @@
 //   g *= clip_coef;  p = f32(param);  if weight_decay > 0: p *= 1 - lr*wd;
 //   p -= lr * g;  param = p stored in param's dtype (no f32 master copy).
 //
-// Shapes: param (N) f32, or f16 pairs in u32 words; grad (N) f32, or f16
-// pairs in u32 words read with unpack2x16float (grad_at).
+// Shapes: param (N) f32, or f16 or bf16 pairs in u32 words; grad (N) f32,
+// or f16 or bf16 pairs in u32 words (grad_at).
 // Bindings: 0 param (rw), 1 grad, 2 Params. Workgroup 256.
 // Sections (marked "==== section NAME ===="): f32, one thread per element,
-// dispatch gpu.Grid(N, 256); f16, one thread per u32 pair, written whole
-// with pack2x16float (the padding half of an odd N keeps its bits),
-// dispatch gpu.Grid(ceil(N/2), 256).
-// rows_f32, rows_f16: a row-sparse gradient of a (V, cols) table: grad
+// dispatch gpu.Grid(N, 256); pairs (f16 or bf16 by {{P_UNPACK}} and
+// {{P_PACK}}), one thread per u32 pair, written whole (the padding half of
+// an odd N keeps its bits), dispatch gpu.Grid(ceil(N/2), 256).
+// rows_f32, rows_pairs: a row-sparse gradient of a (V, cols) table: grad
 // (N = R*cols) holds the rows listed in rows[rows_off..] (R u32, distinct), which are
 // updated as above and no others (a zero gradient would leave them as they
 // are, weight decay aside). Bindings: 0 param (rw), 1 grad, 2 rows, 3
-// Params. rows_f16 needs an even cols (pairs within a row).
+// Params. rows_pairs needs an even cols (pairs within a row).
 
 struct Params {
 	n: u32, lr: f32, weight_decay: f32, inv_scale: f32,
@@ -47,7 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	param[i] = lomo_step(param[i], grad_at(i));
 }
 
-// ==== section f16 ====
+// ==== section pairs ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<uniform> p: Params;
@@ -60,12 +60,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let i = 2u * w;
 	if (i >= p.n) { return; }
 	let old = param[w];
-	let v = unpack2x16float(old);
+	let v = {{P_UNPACK}}(old);
 	let lo = lomo_step(v.x, grad_at(i));
 	if (i + 1u < p.n) {
-		param[w] = pack2x16float(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))));
+		param[w] = {{P_PACK}}(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))));
 	} else {
-		param[w] = (pack2x16float(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
+		param[w] = ({{P_PACK}}(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
 	}
 }
 
@@ -85,7 +85,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	param[j] = lomo_step(param[j], grad_at(i));
 }
 
-// ==== section rows_f16 ====
+// ==== section rows_pairs ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<storage, read> rows: array<u32>;
@@ -98,6 +98,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let i = 2u * (gid.x + gid.y * nwg.x * WG);
 	if (i >= p.n) { return; }
 	let w = (rows[p.rows_off + i / p.cols] * p.cols + i % p.cols) / 2u;
-	let v = unpack2x16float(param[w]);
-	param[w] = pack2x16float(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))));
+	let v = {{P_UNPACK}}(param[w]);
+	param[w] = {{P_PACK}}(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))));
 }

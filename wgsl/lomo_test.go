@@ -65,15 +65,19 @@ func TestLomoUpdate(t *testing.T) {
 		{gpu.F16, 257, 1024, all, "all"},
 		{gpu.F16, 4096, 1024, all, "all"},
 		{gpu.F16, 1001, 1, LomoStep{LR: 0.02, WeightDecay: 0.5, InvScale: 1, ClipCoef: 0.25}, "wd_coef"},
+		{gpu.BF16, 1, 1, plain, "plain"},
+		{gpu.BF16, 2, 1, plain, "plain"},
+		{gpu.BF16, 257, 1, all, "all"},
+		{gpu.BF16, 4096, 1, LomoStep{LR: 0.02, WeightDecay: 0.5, InvScale: 1, ClipCoef: 0.25}, "wd_coef"},
 	}
 	// Each case with an f32 gradient, then with an f16 one (the gradients
 	// of f16 models' matrices): the reference takes the f16 values, which
 	// the kernel reads exactly, so the tolerances are the same.
-	for _, gt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, gt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		for ci, tc := range cases {
 			name := fmt.Sprintf("%v_n%d_%s", tc.pt, tc.n, tc.label)
-			if gt == gpu.F16 {
-				name += "_g16"
+			if gt != gpu.F32 {
+				name += "_g" + gt.String()
 			}
 			t.Run(name, func(t *testing.T) { testLomoUpdate(t, tc.pt, gt, tc.n, tc.gs, tc.step, uint64(400+ci)) })
 		}
@@ -86,7 +90,7 @@ func testLomoUpdate(t *testing.T, pt, gt gpu.DType, n int, gs float64, step Lomo
 	param := roundTo(randn(r, n, 1), pt)
 	grad := roundTo(randn(r, n, gs), gt)
 	stored := param
-	if pt == gpu.F16 && n%2 == 1 {
+	if pt.Half() && n%2 == 1 {
 		// The padding half of the last pair must keep its bits.
 		stored = append(append([]float64(nil), param...), 7)
 	}
@@ -105,6 +109,10 @@ func testLomoUpdate(t *testing.T, pt, gt gpu.DType, n int, gs float64, step Lomo
 		// 3e-7 relative; atol 1e-8 covers p ≈ lr*g cancelling to ~0
 		// (a few ulp of lr*g ≈ 0.01).
 		assertClose(t, "param", got[:n], want, tol{Atol: 1e-8, Rtol: 1e-6})
+		return
+	}
+	if pt == gpu.BF16 {
+		assertNearestBF16(t, "param", got[:n], want)
 		return
 	}
 	// f16: the f32 result is within ~1e-7 of the float64 one, then
@@ -148,8 +156,8 @@ func TestLomoUpdateRows(t *testing.T) {
 	const vocab, cols = 37, 6
 	rows := []uint32{0, 3, 4, 20, 36}
 	step := LomoStep{LR: 0.03, InvScale: 1.0 / 1024, ClipValue: 1, ClipCoef: 0.7}
-	for _, pt := range []gpu.DType{gpu.F32, gpu.F16} {
-		for _, gt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, pt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		for _, gt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 			t.Run(fmt.Sprintf("%v_g%v", pt, gt), func(t *testing.T) {
 				r := rng(77)
 				param := roundTo(randn(r, vocab*cols, 1), pt)
@@ -185,5 +193,29 @@ func TestLomoUpdateRows(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// assertNearestBF16 checks that got is want rounded to the nearest bf16,
+// ties to even (lomo's packing is exact, unlike pack2x16float): the
+// kernel's f32 result is within a few f32 ulp of the float64 want, so an
+// element whose want lies within 2^-16 of a bf16 ulp of a tie may round
+// either way; every other one must match.
+func assertNearestBF16(t *testing.T, what string, got, want []float64) {
+	t.Helper()
+	checked := 0
+	for i := range got {
+		near := roundTo(want[i:i+1], gpu.BF16)[0]
+		lo, hi := roundTo([]float64{want[i] * (1 - 0x1p-24)}, gpu.BF16)[0], roundTo([]float64{want[i] * (1 + 0x1p-24)}, gpu.BF16)[0]
+		if lo != hi {
+			continue // within f32 noise of a tie or of the rounding boundary
+		}
+		checked++
+		if got[i] != near {
+			t.Fatalf("%s[%d] = %v, want %v (%v rounded to nearest bf16)", what, i, got[i], near, want[i])
+		}
+	}
+	if checked < len(got)*99/100 {
+		t.Fatalf("%s: only %d of %d elements away from a rounding tie", what, checked, len(got))
 	}
 }

@@ -158,7 +158,7 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	guardM, guardN, guardK := m%tile.BM != 0, n%tile.BN != 0, k%tile.BK != 0
 	subst := dtypeSubst(d, nil, "A", "a", a.DType)
 	dtypeSubst(d, subst, "B", "b", b.DType)
-	dtypeSubst(d, subst, "C", "c", c.DType)
+	outSubst(d, subst, "C", "c", c.DType)
 	for key, v := range matmulSource(tile, a.T, b.T, guardM, guardN, guardK) {
 		subst[key] = v
 	}

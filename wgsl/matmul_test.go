@@ -77,6 +77,13 @@ func TestMatmul(t *testing.T) {
 		// Whole tiles in M and N, not in K; and in K only.
 		{128, 128, 13, 1, false, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
 		{100, 60, 32, 1, false, true, gpu.F32, 1, 0, gpu.F32, gpu.F32},
+		// bf16 models: weights, activations and results; odd N puts two
+		// threads' elements in one u32 pair of C.
+		{65, 33, 17, 1, false, true, gpu.BF16, 1, 0, gpu.BF16, gpu.BF16},   // x·Wᵀ
+		{17, 70, 65, 1, true, false, gpu.BF16, 1, 0, gpu.BF16, gpu.BF16},   // dyᵀ·x
+		{31, 9, 40, 1, false, false, gpu.BF16, 0.5, 1, gpu.BF16, gpu.BF16}, // accumulate into bf16
+		{13, 29, 11, 3, false, false, gpu.BF16, 1, 0, gpu.F32, gpu.BF16},   // batched
+		{128, 256, 16, 1, true, false, gpu.BF16, 1, 1, gpu.BF16, gpu.BF16}, // whole tiles, accumulating
 	}
 	for ci, tc := range cases {
 		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v_a%v_c%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta, tc.at, tc.ct)
@@ -117,10 +124,11 @@ func TestMatmul(t *testing.T) {
 			}
 			// f32 accumulation of k products of unit normals: error grows
 			// like sqrt(k) * 2^-24 * |terms|; 1e-5 relative + 1e-5*sqrt(k).
-			// An f16 C adds its one rounding, 2^-11 relative.
+			// A 16-bit C adds its one rounding (f16 2^-11, bf16 2^-8
+			// relative).
 			tl := tol{Atol: 2e-6 * float64(k), Rtol: 1e-5}
-			if tc.ct == gpu.F16 {
-				tl.Rtol += 0x1p-11
+			if tc.ct != gpu.F32 {
+				tl.Rtol += rounding(tc.ct)
 			}
 			assertClose(t, "C", got, want, tl)
 		})

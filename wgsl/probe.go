@@ -27,6 +27,9 @@ func ProbeFMA(d *gpu.Device, out *gpu.Buffer, dt gpu.DType, threads, iters int, 
 	if threads <= 0 || iters <= 0 {
 		return fmt.Errorf("wgsl: probe fma: %d threads of %d iterations", threads, iters)
 	}
+	if dt != gpu.F32 && dt != gpu.F16 {
+		return fmt.Errorf("wgsl: probe fma: %v arithmetic does not exist in WGSL (f32 or f16)", dt)
+	}
 	if out.Size() < 4*int64(threads) {
 		return fmt.Errorf("wgsl: probe fma: out holds %d bytes, needs %d", out.Size(), 4*threads)
 	}

@@ -89,9 +89,6 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 	if n <= 0 || outIndex < 0 || n > math.MaxUint32 {
 		return fmt.Errorf("wgsl: %s: n=%d, outIndex=%d", op, n, outIndex)
 	}
-	if xt != gpu.F32 && xt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported dtype %v", op, xt)
-	}
 	if err := reduceNeed(op, "x", x, xt.Bytes(n)); err != nil {
 		return err
 	}
@@ -102,16 +99,16 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 		return fmt.Errorf("wgsl: %s: out and x must be distinct buffers", op)
 	}
 	words := n
-	if xt == gpu.F16 {
+	if xt.Half() {
 		words = (n + 1) / 2
 	}
 	groups := reduceGroups(words)
 	p := ReduceParams{N: uint32(n), Index: uint32(outIndex), Groups: uint32(groups), Scale: scale}
-	stage1, err := sectionKernel(d, "reduce", "sumsq_"+xt.String(), nil, []string{"sumsq_" + xt.String()}, []gpu.Access{rw, ro}, p)
+	stage1, err := sectionKernel(d, "reduce", "sumsq_"+xt.String(), reduceSubst(xt), []string{"sumsq_" + reduceSection(xt)}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}
-	fold, err := sectionKernel(d, "reduce", "sumsq_fold", nil, []string{"sumsq_fold"}, []gpu.Access{rw, ro}, p)
+	fold, err := sectionKernel(d, "reduce", "sumsq_fold", reduceSubst(gpu.F32), []string{"sumsq_fold"}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}
@@ -128,7 +125,7 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 }
 
 // CheckFinite records flags[flagIndex] = 1 (u32) if any |x[i]*scale| over n
-// elements of x (f32 or f16) is not <= limit: NaN, ±inf, or beyond limit.
+// elements of x (f32, f16 or bf16) is not <= limit: NaN, ±inf, or beyond limit.
 // limit = +inf checks only for non-finite values; 65504 models an fp16
 // overflow. The flag is never cleared here (Fill clears it). The optimizers
 // check gradients with it (overflow) and the weights they have just updated.
@@ -136,9 +133,6 @@ func CheckFinite(d *gpu.Device, flags *gpu.Buffer, flagIndex int, x *gpu.Buffer,
 	const op = "check finite"
 	if n <= 0 || flagIndex < 0 || n > math.MaxUint32-1 {
 		return fmt.Errorf("wgsl: %s: n=%d, flagIndex=%d", op, n, flagIndex)
-	}
-	if xt != gpu.F32 && xt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: unsupported dtype %v", op, xt)
 	}
 	if !(limit >= 0) {
 		return fmt.Errorf("wgsl: %s: limit %v must be >= 0", op, limit)
@@ -153,17 +147,36 @@ func CheckFinite(d *gpu.Device, flags *gpu.Buffer, flagIndex int, x *gpu.Buffer,
 		return fmt.Errorf("wgsl: %s: flags and x must be distinct buffers", op)
 	}
 	p := ReduceParams{N: uint32(n), Index: uint32(flagIndex), Bits: math.Float32bits(limit), Scale: scale}
-	k, err := sectionKernel(d, "reduce", "check_finite_"+xt.String(), nil, []string{"check_finite_" + xt.String()}, []gpu.Access{rw, ro}, p)
+	k, err := sectionKernel(d, "reduce", "check_finite_"+xt.String(), reduceSubst(xt), []string{"check_finite_" + reduceSection(xt)}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
 	}
 	threads := n
-	if xt == gpu.F16 {
+	if xt.Half() {
 		threads = (n + 1) / 2 // one per word of two halves
 	}
 	// x (n) -> flags[flagIndex]
 	gx, gy, gz := d.Grid(threads, reduceWG)
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{flags, x}, gx, gy, gz)
+}
+
+// reduceSection is the section of reduce.wgsl for x of dtype xt.
+func reduceSection(xt gpu.DType) string {
+	if xt.Half() {
+		return "pairs"
+	}
+	return "f32"
+}
+
+// reduceSubst sets X_UNPACK and X_EXP, the pairs' conversion and exponent
+// mask (f16's for f32: unused).
+func reduceSubst(xt gpu.DType) map[string]string {
+	m := pairSubst(nil, "X", "x", xt)
+	m["X_EXP"] = "0x7c00u"
+	if xt == gpu.BF16 {
+		m["X_EXP"] = "0x7f80u"
+	}
+	return m
 }
 
 // Fill records x[off+i] = bits for i < n, over a buffer of 32-bit elements
@@ -178,7 +191,7 @@ func Fill(d *gpu.Device, x *gpu.Buffer, off, n int, bits uint32) error {
 		return err
 	}
 	p := ReduceParams{N: uint32(n), Off: uint32(off), Bits: bits}
-	k, err := sectionKernel(d, "reduce", "fill", nil, []string{"fill"}, []gpu.Access{rw}, p)
+	k, err := sectionKernel(d, "reduce", "fill", reduceSubst(gpu.F32), []string{"fill"}, []gpu.Access{rw}, p)
 	if err != nil {
 		return err
 	}

@@ -4,22 +4,22 @@
 // one section (marked "==== section NAME ===="), since the sections bind different
 // buffers under the same numbers. All share one Params struct.
 //
-// sumsq_f32 / sumsq_f16 (stage 1 of SumSquares): x (N) f32, or f16 pairs in
-//   u32 words. Bindings 0 part (rw, `groups` f32), 1 x, 2 Params. Dispatch
+// sumsq_f32 / sumsq_pairs (stage 1 of SumSquares): x (N) f32, or f16 or
+//   bf16 pairs in u32 words (X_UNPACK). Bindings 0 part (rw, `groups` f32), 1 x, 2 Params. Dispatch
 //   (groups,1,1) workgroups of 256; workgroup w sums (x*scale)^2 over the
 //   words w*256 + t + k*groups*256 into part[w]. The partition depends only
 //   on N, so the result is deterministic.
 // sumsq_fold (stage 2): bindings 0 out (rw, f32), 1 part, 2 Params. One
 //   workgroup of 256: out[index] += sum(part[0..groups)).
-// check_finite_f32 / check_finite_f16: x (N) f32, or f16 pairs in u32
-//   words. Bindings 0 flags (rw, u32), 1 x, 2 Params. flags[index] = 1 if
+// check_finite_f32 / check_finite_pairs: x (N) f32, or f16 or bf16 pairs
+//   in u32 words. Bindings 0 flags (rw, u32), 1 x, 2 Params. flags[index] = 1 if
 //   some |x*scale| is not <= limit (NaN, ±inf, or above limit). The test is
 //   on the bits of |x*scale|, not on float compares: WGSL lets compilers
 //   assume that no NaN or inf occurs, so `x != x` or `abs(x) > limit` may be
-//   folded away. An f16 half is tested on its own bits first (exponent all
-//   ones), since unpacking a non-finite f16 gives an indeterminate value.
-//   Never writes 0. Dispatch gpu.Grid(N, 256) for f32, gpu.Grid((N+1)/2,
-//   256) words for f16.
+//   folded away. A 16-bit half is tested on its own bits first (exponent
+//   all ones, X_EXP), since unpacking a non-finite f16 gives an
+//   indeterminate value. Never writes 0. Dispatch gpu.Grid(N, 256) for
+//   f32, gpu.Grid((N+1)/2, 256) words for pairs.
 // fill: bindings 0 x (rw, u32 words), 1 Params. x[off + i] = bits for
 //   i < N. Dispatch gpu.Grid(N, 256).
 
@@ -67,7 +67,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 	if (t == 0u) { part[wid.x] = total; }
 }
 
-// ==== section sumsq_f16 ====
+// ==== section sumsq_pairs ====
 @group(0) @binding(0) var<storage, read_write> part: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
@@ -77,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 	let words = (p.n + 1u) / 2u;
 	var s = 0.0;
 	for (var w = wid.x * WG + t; w < words; w += p.groups * WG) {
-		var v = unpack2x16float(x[w]) * p.scale;
+		var v = {{X_UNPACK}}(x[w]) * p.scale;
 		if (2u * w + 1u >= p.n) { v.y = 0.0; } // padding half of an odd N
 		s += dot(v, v);
 	}
@@ -115,16 +115,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	}
 }
 
-// ==== section check_finite_f16 ====
+// ==== section check_finite_pairs ====
 @group(0) @binding(0) var<storage, read_write> flags: array<atomic<u32>>;
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-// bad reports whether the f16 half h (its 16 bits), unpacked to v, is NaN or
+// bad reports whether the half h (its 16 bits), unpacked to v, is NaN or
 // ±inf, or has |v*scale| not <= limit.
 fn bad(h: u32, v: f32) -> bool {
 	let a = bitcast<u32>(v * p.scale) & 0x7fffffffu;
-	return (h & 0x7c00u) == 0x7c00u || a >= 0x7f800000u || a > p.bits;
+	return (h & {{X_EXP}}) == {{X_EXP}} || a >= 0x7f800000u || a > p.bits;
 }
 
 @compute @workgroup_size(256)
@@ -132,7 +132,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let w = gid.x + gid.y * nwg.x * WG;
 	if (w >= (p.n + 1u) / 2u) { return; }
 	let bits = x[w];
-	let v = unpack2x16float(bits);
+	let v = {{X_UNPACK}}(bits);
 	var flag = bad(bits & 0xffffu, v.x);
 	if (2u * w + 1u < p.n) { // not the padding half of an odd N
 		flag = flag || bad(bits >> 16u, v.y);

@@ -47,12 +47,12 @@ func TestReduceParamsLayout(t *testing.T) {
 
 func TestSumSquares(t *testing.T) {
 	ns := []int{1, 2, 3, 255, 256, 257, 1000, 4097, 65536, 100003, 300001}
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		for ni, n := range ns {
 			t.Run(fmt.Sprintf("%v_n%d", dt, n), func(t *testing.T) {
 				r := rng(uint64(200 + ni))
 				x := roundTo(randn(r, n, 3), dt)
-				if dt == gpu.F16 && n%2 == 1 {
+				if dt.Half() && n%2 == 1 {
 					// A NaN in the padding half of the last pair must not leak in.
 					x = append(x, math.NaN())
 				}
@@ -136,7 +136,7 @@ func TestCheckFinite(t *testing.T) {
 		{"f32_overflow_by_scale", 100, 7, 3e38, 4, inf, 0},
 		{"never_cleared", 300, -1, 0, 1, inf, 1},
 	}
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		for ci, tc := range cases {
 			t.Run(fmt.Sprintf("%v_%s", dt, tc.name), func(t *testing.T) {
 				x := randn(rng(uint64(300+ci)), tc.n, 100)
@@ -145,7 +145,7 @@ func TestCheckFinite(t *testing.T) {
 				}
 				// In f16, 70000 and 3e38 round to inf.
 				x = roundTo(x, dt)
-				if dt == gpu.F16 && tc.n%2 == 1 {
+				if dt.Half() && tc.n%2 == 1 {
 					// A NaN in the padding half of the last pair must not count.
 					x = append(x, math.NaN())
 				}

@@ -32,8 +32,8 @@ func rmsnormKernel(d *gpu.Device, entry string, xt, wt gpu.DType, bindings []gpu
 	subst := pairSubst(nil, "W", "w", wt)
 	dtypeSubst(d, subst, "X", "x", xt)
 	dtypeSubst(d, subst, "XX", "x", xt)
-	dtypeSubst(d, subst, "Y", "y", xt)
-	dtypeSubst(d, subst, "DX", "dx", xt)
+	outSubst(d, subst, "Y", "y", xt)
+	outSubst(d, subst, "DX", "dx", xt)
 	dtypeSubst(d, subst, "DY", "dy", xt)
 	return d.Kernel(gpu.KernelSpec{
 		Name:       name,
@@ -53,9 +53,6 @@ func rmsnormCheck(op string, rows, cols int, xt, wt gpu.DType, w, rstd *gpu.Buff
 	}
 	if int64(rows)*int64(cols) > math.MaxUint32 {
 		return fmt.Errorf("wgsl: %s: rows*cols = %d exceeds u32 indexing", op, int64(rows)*int64(cols))
-	}
-	if wt != gpu.F32 && wt != gpu.F16 {
-		return fmt.Errorf("wgsl: %s: weight dtype %v, want f32 or f16", op, wt)
 	}
 	for i, b := range rowsByCols {
 		name := names[i]

@@ -34,14 +34,14 @@ struct Params {
 }
 
 // forward
-@group(0) @binding(0) var<storage, read_write> y: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> y: array<{{Y_T}}>;
 @group(0) @binding(1) var<storage, read_write> rstd_out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<{{X_T}}>;
 @group(0) @binding(3) var<storage, read> w: array<{{W_T}}>;
 @group(0) @binding(4) var<uniform> pf: Params;
 
 // backward (x and w as above)
-@group(0) @binding(0) var<storage, read_write> dx: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> dx: array<{{DX_T}}>;
 @group(0) @binding(1) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(4) var<storage, read> dy: array<{{X_T}}>;
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;

@@ -106,6 +106,10 @@ var rmsnormCases = []struct {
 	{3, 100, gpu.F32, 1, gpu.F16},
 	{5, 257, gpu.F16, 1, gpu.F16},
 	{33, 70, gpu.F16, 30, gpu.F16},
+	// bf16 models (odd C: rows share a u32 pair of y and dx)
+	{5, 257, gpu.BF16, 1, gpu.BF16},
+	{33, 70, gpu.BF16, 30, gpu.BF16},
+	{3, 100, gpu.BF16, 1, gpu.F32},
 }
 
 func TestRMSNormForward(t *testing.T) {
@@ -132,11 +136,13 @@ func TestRMSNormForward(t *testing.T) {
 			// two products and the rounding of y. Twice that, for margin.
 			rtol := 2 * (float64(C)/256 + 8 + 8) * rmsnormU
 			assertClose(t, "rstd", download(t, rb, R, gpu.F32), rstd, tol{Atol: 0, Rtol: rtol})
-			// An f16 y adds its rounding (and f16's subnormals an absolute
-			// 2^-25).
+			// A 16-bit y adds its rounding (and f16's subnormals an
+			// absolute 2^-25).
 			ytol := tol{Atol: 0, Rtol: rtol}
 			if tc.xt == gpu.F16 {
 				ytol = tol{Atol: 0x1p-25, Rtol: rtol + 0x1p-11}
+			} else if tc.xt == gpu.BF16 {
+				ytol = tol{Atol: 0, Rtol: rtol + 0x1p-8}
 			}
 			assertClose(t, "y", download(t, yb, R*C, tc.xt), y, ytol)
 		})
@@ -207,9 +213,9 @@ func TestRMSNormBackward(t *testing.T) {
 					}
 					dwBound[j] = 2 * (float64(R)/8 + 8 + 4) * rmsnormU * abs
 				}
-				if tc.xt == gpu.F16 { // dx's own rounding to f16
+				if tc.xt.Half() { // dx's own rounding to 16 bits
 					for i := range dxBound {
-						dxBound[i] += 0x1p-11*math.Abs(dx[i]) + 0x1p-25
+						dxBound[i] += rounding(tc.xt)*math.Abs(dx[i]) + 0x1p-25
 					}
 				}
 				rmsnormWithin(t, "dx", download(t, dxb, R*C, tc.xt), dx, dxBound)
@@ -226,7 +232,7 @@ func TestRMSNormBackwardCentralDiff(t *testing.T) {
 	for ci, tc := range []struct {
 		rows, cols int
 		wt         gpu.DType
-	}{{1, 4, gpu.F32}, {3, 5, gpu.F32}, {2, 7, gpu.F16}} {
+	}{{1, 4, gpu.F32}, {3, 5, gpu.F32}, {2, 7, gpu.F16}, {2, 7, gpu.BF16}} {
 		t.Run(fmt.Sprintf("R%d_C%d_%v", tc.rows, tc.cols, tc.wt), func(t *testing.T) {
 			r := rng(uint64(300 + ci))
 			R, C := tc.rows, tc.cols

@@ -52,7 +52,7 @@ func RoPE(d *gpu.Device, x, pos *gpu.Buffer, xt gpu.DType, rows, heads, headDim 
 		return err
 	}
 	subst := dtypeSubst(d, nil, "X", "x", xt)
-	dtypeSubst(d, subst, "XX", "x", xt)
+	outSubst(d, subst, "XX", "x", xt)
 	variant := ""
 	if xt != gpu.F32 {
 		variant = xt.String()

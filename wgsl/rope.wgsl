@@ -20,7 +20,7 @@ struct Params {
 	log2_freq_step: f32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> x: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> x: array<{{XX_T}}>;
 @group(0) @binding(1) var<storage, read> pos: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
 

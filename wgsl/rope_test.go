@@ -101,6 +101,8 @@ var ropeCases = []struct {
 	{4, 2, 16, 10000, 8, gpu.F32}, // small positions: the bound is near 1e-6
 	{5, 3, 64, 10000, 2048, gpu.F16},
 	{300, 1, 6, 10000, 2048, gpu.F16},
+	{5, 3, 64, 10000, 2048, gpu.BF16},
+	{300, 1, 6, 10000, 2048, gpu.BF16}, // D/2 = 3: a thread's two elements in different pairs
 }
 
 func TestRoPE(t *testing.T) {
@@ -119,9 +121,9 @@ func TestRoPE(t *testing.T) {
 				}
 				want := refRoPE(x, pos, tc.rows, tc.heads, tc.d, tc.theta, inv)
 				bound := ropeBound(x, pos, tc.rows, tc.heads, tc.d)
-				if tc.xt == gpu.F16 { // the output's rounding to f16
+				if tc.xt.Half() { // the output's rounding to 16 bits
 					for i := range bound {
-						bound[i] += 0x1p-11*math.Abs(want[i]) + 0x1p-25
+						bound[i] += rounding(tc.xt)*math.Abs(want[i]) + 0x1p-25
 					}
 				}
 				rmsnormWithin(t, "out", download(t, xb, n, tc.xt), want, bound)

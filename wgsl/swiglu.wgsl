@@ -18,15 +18,15 @@ struct Params { n: u32, acc_g: u32, acc_u: u32, _p0: u32 }
 @group(0) @binding(2) var<storage, read> dh: array<{{X_T}}>;
 
 // main
-@group(0) @binding(0) var<storage, read_write> dg: array<{{X_T}}>;
-@group(0) @binding(1) var<storage, read_write> du: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> dg: array<{{DG_T}}>;
+@group(0) @binding(1) var<storage, read_write> du: array<{{DU_T}}>;
 @group(0) @binding(3) var<storage, read> g: array<{{X_T}}>;
 @group(0) @binding(4) var<storage, read> u: array<{{X_T}}>;
 @group(0) @binding(5) var<uniform> p: Params;
 
 // in_place
-@group(0) @binding(0) var<storage, read_write> gw: array<{{X_T}}>;
-@group(0) @binding(1) var<storage, read_write> uw: array<{{X_T}}>;
+@group(0) @binding(0) var<storage, read_write> gw: array<{{GW_T}}>;
+@group(0) @binding(1) var<storage, read_write> uw: array<{{UW_T}}>;
 @group(0) @binding(3) var<uniform> pi: Params;
 
 {{DG_AT}}

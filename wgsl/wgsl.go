@@ -29,7 +29,8 @@ import (
 var files embed.FS
 
 // Source returns the WGSL of a family with each {{KEY}} replaced, preceded
-// by `enable f16;` when a binding is WGSL f16 (see dtypeSubst).
+// by `enable f16;` when a binding is WGSL f16 and by the bf16 conversions
+// when one is bf16 (see dtypeSubst).
 func Source(family string, subst map[string]string) string {
 	b, err := files.ReadFile(family + ".wgsl")
 	if err != nil {
@@ -42,14 +43,35 @@ func Source(family string, subst map[string]string) string {
 	if i := strings.Index(s, "{{"); i >= 0 {
 		panic(fmt.Sprintf("wgsl: %s.wgsl: unreplaced placeholder near %q", family, s[i:min(len(s), i+30)]))
 	}
+	if subst[useBF16] != "" {
+		s = bf16Lib + s
+	}
 	if subst[enableF16] != "" {
 		s = "enable f16;\n" + s
 	}
 	return s
 }
 
-// enableF16 is the key dtypeSubst sets when a binding is WGSL f16.
-const enableF16 = "\x00enable f16"
+// enableF16 and useBF16 are the keys dtypeSubst sets when a binding is WGSL
+// f16 or bf16.
+const (
+	enableF16 = "\x00enable f16"
+	useBF16   = "\x00bf16"
+)
+
+// bf16Lib converts bfloat16, the upper half of an f32, stored as pairs in
+// u32 (element 2k in the low half): reading shifts exactly; f32_to_bf16
+// rounds to nearest even, keeps a NaN a NaN and, like half.F32ToBF16,
+// rounds finite values past the largest bf16 to ±Inf.
+const bf16Lib = `fn f32_to_bf16(x: f32) -> u32 {
+	let u = bitcast<u32>(x);
+	if ((u & 0x7fffffffu) > 0x7f800000u) { return (u >> 16u) | 0x40u; }
+	return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u;
+}
+fn bf16_half(w: u32, i: u32) -> f32 { return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u)); }
+fn unpack2xbf16(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
+fn pack2xbf16(v: vec2<f32>) -> u32 { return f32_to_bf16(v.x) | (f32_to_bf16(v.y) << 16u); }
+`
 
 // dtypeSubst sets, for the storage binding `v` of dtype t, the placeholders
 // {{KEY_T}} (its WGSL element type), {{KEY_AT}} (a reader fn
@@ -62,6 +84,9 @@ const enableF16 = "\x00enable f16"
 // cannot be written element by element: KEY_ST is then empty, so a kernel
 // that writes it does not compile (launchers refuse it first, f16Writable).
 // Both layouts are the same bytes.
+//
+// BF16 is u32 pairs read with shifts (exact) on every adapter. A read-only
+// binding has no writer; a binding a kernel writes takes outSubst instead.
 func dtypeSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) map[string]string {
 	if m == nil {
 		m = map[string]string{}
@@ -76,6 +101,11 @@ func dtypeSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) 
 		m[key+"_T"] = "u32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return unpack2x16float(%s[i >> 1u])[i & 1u]; }", v, v)
 		m[key+"_ST"] = ""
+	case t == gpu.BF16:
+		m[useBF16] = "1"
+		m[key+"_T"] = "u32"
+		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return bf16_half(%s[i >> 1u], i); }", v, v)
+		m[key+"_ST"] = ""
 	default:
 		m[key+"_T"] = "f32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return %s[i]; }", v, v)
@@ -84,16 +114,46 @@ func dtypeSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) 
 	return m
 }
 
-// pairSubst is dtypeSubst with F16 always as u32 pairs, for kernels that
-// read and write the pairs themselves (the optimizers' thread per pair).
+// outSubst is dtypeSubst for a read_write binding, the only kind a kernel
+// writes element by element. A bf16 one is atomic<u32> pairs: a thread
+// clears its half with atomicAnd and sets it with atomicOr, two atomic
+// operations that leave the other half, which another thread may be
+// writing at the same time, as it is (WGSL has no 16-bit stores). Its
+// reader is an atomicLoad (all accesses to an atomic must be atomic).
+// Other dtypes are as dtypeSubst.
+func outSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) map[string]string {
+	m = dtypeSubst(d, m, key, v, t)
+	if t == gpu.BF16 {
+		m[key+"_T"] = "atomic<u32>"
+		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return bf16_half(atomicLoad(&%s[i >> 1u]), i); }", v, v)
+		m[key+"_ST"] = fmt.Sprintf(`fn %[1]s_st(i: u32, value: f32) {
+	let s = (i & 1u) * 16u;
+	atomicAnd(&%[1]s[i >> 1u], ~(0xffffu << s));
+	atomicOr(&%[1]s[i >> 1u], f32_to_bf16(value) << s);
+}`, v)
+	}
+	return m
+}
+
+// pairSubst is dtypeSubst with the 16-bit types always as u32 pairs, for
+// kernels that read and write the pairs themselves (the optimizers' thread
+// per pair); it also sets {{KEY_UNPACK}} and {{KEY_PACK}}, the functions
+// converting a pair from and to vec2<f32> (for f32, the f16 ones: unused).
 func pairSubst(m map[string]string, key, v string, t gpu.DType) map[string]string {
 	if m == nil {
 		m = map[string]string{}
 	}
-	if t == gpu.F16 {
+	m[key+"_UNPACK"], m[key+"_PACK"] = "unpack2x16float", "pack2x16float"
+	switch t {
+	case gpu.F16:
 		m[key+"_T"] = "u32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return unpack2x16float(%s[i >> 1u])[i & 1u]; }", v, v)
-	} else {
+	case gpu.BF16:
+		m[useBF16] = "1"
+		m[key+"_T"] = "u32"
+		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return bf16_half(%s[i >> 1u], i); }", v, v)
+		m[key+"_UNPACK"], m[key+"_PACK"] = "unpack2xbf16", "pack2xbf16"
+	default:
 		m[key+"_T"] = "f32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return %s[i]; }", v, v)
 	}
@@ -101,7 +161,8 @@ func pairSubst(m map[string]string, key, v string, t gpu.DType) map[string]strin
 }
 
 // f16Writable refuses an F16 output on a device without shader-f16 (see
-// dtypeSubst): lomo then keeps activations in f32.
+// dtypeSubst): lomo then keeps activations in f32. bf16 is writable
+// everywhere (outSubst).
 func f16Writable(d *gpu.Device, op, what string, t gpu.DType) error {
 	if t == gpu.F16 && !d.Caps.F16 && !d.Dry() {
 		return fmt.Errorf("wgsl: %s: %s is f16, which this adapter cannot write element by element (no shader-f16)", op, what)
@@ -110,14 +171,17 @@ func f16Writable(d *gpu.Device, op, what string, t gpu.DType) error {
 }
 
 // dtypeName is a short name of a set of dtypes for kernel variants:
-// "f32", "f16", or e.g. "a16b32c32".
+// "f32", "f16", or e.g. "a16b32c32" ("b16" for bf16: "ab16").
 func dtypeName(parts ...any) string {
 	var b strings.Builder
 	for i := 0; i+1 < len(parts); i += 2 {
 		b.WriteString(parts[i].(string))
-		if parts[i+1].(gpu.DType) == gpu.F16 {
+		switch parts[i+1].(gpu.DType) {
+		case gpu.F16:
 			b.WriteString("16")
-		} else {
+		case gpu.BF16:
+			b.WriteString("b16")
+		default:
 			b.WriteString("32")
 		}
 	}
