@@ -132,6 +132,19 @@ func (t DType) String() string {
 	return "f32"
 }
 
+// DTypeNames are the names ParseDType accepts, in order.
+var DTypeNames = []string{"f32", "f16", "bf16"}
+
+// ParseDType returns the dtype named s (DTypeNames).
+func ParseDType(s string) (DType, error) {
+	for i, n := range DTypeNames {
+		if s == n {
+			return DType(i), nil
+		}
+	}
+	return F32, fmt.Errorf("gpu: dtype %q is not one of f32, f16, bf16", s)
+}
+
 // Half reports a 16-bit type (f16 or bf16).
 func (t DType) Half() bool { return t == F16 || t == BF16 }
 

@@ -218,16 +218,10 @@ func (m *Llama) Save(dir string) error {
 		return err
 	}
 	cfg := *m.Cfg
-	cfg.TorchDType = "float32"
-	if m.DType == gpu.F16 {
-		cfg.TorchDType = "float16"
-	}
+	cfg.TorchDType = map[gpu.DType]string{gpu.F32: "float32", gpu.F16: "float16", gpu.BF16: "bfloat16"}[m.DType]
 	var infos []safetensors.TensorInfo
 	for _, p := range m.params {
-		st := safetensors.F32
-		if p.DType == gpu.F16 {
-			st = safetensors.F16
-		}
+		st := map[gpu.DType]safetensors.DType{gpu.F32: safetensors.F32, gpu.F16: safetensors.F16, gpu.BF16: safetensors.BF16}[p.DType]
 		infos = append(infos, safetensors.TensorInfo{Name: p.Name, DType: st, Shape: p.Shape})
 	}
 	w, err := safetensors.Create(filepath.Join(dir, "model.safetensors"), infos, map[string]string{"format": "pt"})

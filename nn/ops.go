@@ -22,10 +22,14 @@ func (t *Tape) activation(dt gpu.DType, shape ...int) (*Tensor, error) {
 
 // ActivationDType is the dtype of the activations of a model whose
 // embedding table is of dtype table: f16 for an f16 table on adapters that
-// write f16 (shader-f16), f32 otherwise.
+// write f16 (shader-f16), bf16 for a bf16 table (written on every adapter,
+// wgsl.outSubst), f32 otherwise.
 func ActivationDType(d *gpu.Device, table gpu.DType) gpu.DType {
-	if table == gpu.F16 && d.Caps.F16 {
+	switch {
+	case table == gpu.F16 && d.Caps.F16:
 		return gpu.F16
+	case table == gpu.BF16:
+		return gpu.BF16
 	}
 	return gpu.F32
 }
@@ -222,7 +226,7 @@ func (t *Tape) embeddingOp(table *Param, ids *gpu.Buffer, n int, in *Inputs) (*T
 			// Row-sparse: a gradient of the batch's rows, when nothing
 			// else adds to the table's gradient (a tied head does) and f16
 			// rows hold whole u32 pairs.
-			if sparse && in != nil && in.Rows != nil && len(t.deferred[table]) == 0 && (table.DType != gpu.F16 || c%2 == 0) &&
+			if sparse && in != nil && in.Rows != nil && len(t.deferred[table]) == 0 && (!table.DType.Half() || c%2 == 0) &&
 				(table.grad == nil || table.gradRows != nil && table.gradRows.Rows == in.Rows) {
 				acc := table.grad != nil
 				if !acc {
@@ -590,7 +594,7 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 	h.Retain()
 	// With RowGrads, W's gradient may come in blocks of vocabulary rows
 	// (headRowGrads); the op then counts W's use itself.
-	byRows := t.RowGrads && weightGrad && !w.Frozen && n <= chunk && (w.GradDType() != gpu.F16 || c%2 == 0)
+	byRows := t.RowGrads && weightGrad && !w.Frozen && n <= chunk && (!w.GradDType().Half() || c%2 == 0)
 	if byRows {
 		if t.countUses {
 			t.uses[w]++

@@ -97,7 +97,8 @@ func NewTensor(d *gpu.Device, tag gpu.Tag, dt gpu.DType, shape ...int) (*Tensor,
 	return t, nil
 }
 
-// FromF32 uploads v as a tensor of dtype dt (f16 rounds to nearest even).
+// FromF32 uploads v as a tensor of dtype dt (f16 and bf16 round to nearest
+// even).
 func FromF32(d *gpu.Device, tag gpu.Tag, dt gpu.DType, v []float32, shape ...int) (*Tensor, error) {
 	t, err := NewTensor(d, tag, dt, shape...)
 	if err != nil {
@@ -118,9 +119,12 @@ func FromF32(d *gpu.Device, tag gpu.Tag, dt gpu.DType, v []float32, shape ...int
 func EncodeF32(v []float32, dt gpu.DType) []byte {
 	b := make([]byte, dt.Bytes(len(v)))
 	for i, x := range v {
-		if dt == gpu.F16 {
+		switch dt {
+		case gpu.F16:
 			binary.LittleEndian.PutUint16(b[2*i:], half.F32ToF16(x))
-		} else {
+		case gpu.BF16:
+			binary.LittleEndian.PutUint16(b[2*i:], half.F32ToBF16(x))
+		default:
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 		}
 	}
@@ -131,9 +135,12 @@ func EncodeF32(v []float32, dt gpu.DType) []byte {
 func DecodeF32(b []byte, n int, dt gpu.DType) []float32 {
 	v := make([]float32, n)
 	for i := range v {
-		if dt == gpu.F16 {
+		switch dt {
+		case gpu.F16:
 			v[i] = half.F16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
-		} else {
+		case gpu.BF16:
+			v[i] = half.BF16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
+		default:
 			v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 		}
 	}

@@ -163,6 +163,7 @@ func (k *keeping) apply(p *nn.Param, lr, coef, invScale float32) error {
 	if k.cfg.Name == "sgd" {
 		return wgsl.LomoUpdate(k.d, p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 			LR: lr, WeightDecay: float32(k.cfg.WeightDecay), InvScale: invScale, ClipValue: float32(k.cfg.ClipGradValue), ClipCoef: coef,
+			Seed: roundingSeed(k.step, p),
 		})
 	}
 	st, ok := k.adam[p]
@@ -174,8 +175,8 @@ func (k *keeping) apply(p *nn.Param, lr, coef, invScale float32) error {
 		if st[1], err = zeroed(k.d, p.Len()); err != nil {
 			return err
 		}
-		if p.DType == gpu.F16 {
-			// The f32 master copy starts from the f16 weights.
+		if p.DType.Half() {
+			// The f32 master copy starts from the 16-bit weights.
 			if st[2], err = k.d.NewBuffer(gpu.TagOptimizer, 4*int64(p.Len())); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package optim
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 
 	"github.com/lomo-dev/lomo/gpu"
@@ -107,7 +108,9 @@ type Optimizer interface {
 // overflow check for it, so an overflow there would skip every later step
 // at the same scale; here it halves, as LOMO's does). Both then need
 // gradient-norm clipping, as in the reference, because the overflow check
-// is part of the norm pass.
+// is part of the norm pass. bf16 has f32's range and needs no scaler, as
+// in the reference: it trains like f32, with every weight and activation
+// rounded to bf16.
 //
 // Every optimizer checks the weights it has just updated: a step that makes
 // any weight NaN or infinite fails with a *NonFiniteError.
@@ -366,14 +369,14 @@ func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef fl
 	gr := p.GradRows()
 	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
-		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
+		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
 	})
 }
 
 func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
 	return wgsl.LomoUpdate(p.Buf.Device(), p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
-		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef,
+		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
 	})
 }
 
@@ -400,8 +403,17 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
 	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
-		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef,
+		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef, Seed: roundingSeed(o.step, p),
 	})
+}
+
+// roundingSeed seeds the stochastic rounding of bf16 weights
+// (wgsl.LomoUpdate) for parameter p at optimizer step step: from p's name,
+// so that a resumed run rounds as the uninterrupted one would.
+func roundingSeed(step int, p *nn.Param) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(p.Name))
+	return wgsl.RoundingSeed(step, int(h.Sum32()))
 }
 
 // zeroed allocates n f32 of optimizer state set to 0.

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/peft"
 )
 
@@ -197,7 +198,7 @@ func (c Config) Validate() error {
 		}
 	}
 	oneOf("optimizer", c.Optimizer, "lomo", "adalomo", "sgd", "adamw")
-	oneOf("dtype", c.DType, "f32", "f16")
+	oneOf("dtype", c.DType, gpu.DTypeNames...)
 	oneOf("score_by", c.ScoreBy, "sum", "mean")
 	oneOf("lr_scheduler_type", c.LRSchedulerType, "linear", "constant", "cosine")
 	// The reference's "steps" strategies (every save_steps / eval_steps)

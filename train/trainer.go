@@ -147,9 +147,9 @@ func NewSplit(cfg Config, ds []*gpu.Device, opts Options) (*Trainer, error) {
 	if tr.Train, tr.Eval, err = loadTasks(cfg, opts.Log); err != nil {
 		return nil, err
 	}
-	dt := gpu.F32
-	if cfg.DType == "f16" {
-		dt = gpu.F16
+	dt, err := gpu.ParseDType(cfg.DType) // checked by Validate
+	if err != nil {
+		return nil, err
 	}
 	// With LoRA alone the base weights never change: a checkpoint holds
 	// the adapters only, and the base comes from model_name_or_path.

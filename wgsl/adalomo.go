@@ -11,7 +11,7 @@ import (
 // AdaLomoParams mirrors Params in adalomo.wgsl (shared by its kernels).
 type AdaLomoParams struct {
 	Rows, Cols, N, ChunkRows                       uint32
-	Chunks, Groups, _, _                           uint32
+	Chunks, Groups, Seed, _                        uint32
 	LR, Beta, Eps1, Eps2                           float32
 	ClipThreshold, WeightDecay, InvScale, ClipCoef float32
 }
@@ -20,7 +20,10 @@ type AdaLomoParams struct {
 // Beta = 1 - t^-0.8 (0 at t=1; the caller counts t), Eps1 (1e-30), Eps2
 // (1e-3), ClipThreshold (1), decoupled WeightDecay, the inverse loss scale
 // and the norm-clipping coefficient (1: off).
-type AdaLomoStep struct{ LR, Beta, Eps1, Eps2, ClipThreshold, WeightDecay, InvScale, ClipCoef float32 }
+type AdaLomoStep struct {
+	LR, Beta, Eps1, Eps2, ClipThreshold, WeightDecay, InvScale, ClipCoef float32
+	Seed                                                                 uint32 // bf16 stochastic rounding (LomoStep)
+}
 
 // adalomoMaxChunks caps the row chunks of the column sums, so that their
 // scratch is at most adalomoMaxChunks*cols floats; adalomoMinChunkRows keeps
@@ -84,7 +87,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	groups := reduceGroups(n)
 	p := AdaLomoParams{
 		Rows: uint32(rows), Cols: uint32(cols), N: uint32(n), ChunkRows: uint32(chunkRows),
-		Chunks: uint32(chunks), Groups: uint32(groups),
+		Chunks: uint32(chunks), Groups: uint32(groups), Seed: s.Seed,
 		LR: s.LR, Beta: s.Beta, Eps1: s.Eps1, Eps2: s.Eps2,
 		ClipThreshold: s.ClipThreshold, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipCoef: s.ClipCoef,
 	}

@@ -27,7 +27,8 @@
 //                strided share of the elements; dispatch (groups, 1, 1)
 //   sq_fold      stats[1], stats[2] = totals of those; one workgroup
 //   update_*     + u_mat: the update, one thread per element (f32) or per
-//                u32 pair (f16 or bf16, written whole with {{P_PACK}});
+//                u32 pair (f16 or bf16, written whole by store_pair:
+//                bf16 rounds stochastically with seed);
 //                gpu.Grid(N or ceil(N/2), 256)
 // and for a vector: vec_partial (v and the two partial sums in one pass),
 // sq_fold, update_* + u_vec. Partitions depend only on the shape, so every
@@ -35,7 +36,7 @@
 
 struct Params {
 	rows: u32, cols: u32, n: u32, chunk_rows: u32,
-	chunks: u32, groups: u32, _p0: u32, _p1: u32,
+	chunks: u32, groups: u32, seed: u32, _p1: u32,
 	lr: f32, beta: f32, eps1: f32, eps2: f32,
 	clip_threshold: f32, weight_decay: f32, inv_scale: f32, clip_coef: f32,
 }
@@ -264,6 +265,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> stats: array<f32>;
 
+{{P_STORE}}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let w = gid.x + gid.y * nwg.x * WG;
@@ -273,8 +276,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let q = {{P_UNPACK}}(old);
 	let lo = new_param(q.x, u_at(i), stats[1], stats[2]);
 	if (i + 1u < p.n) {
-		param[w] = {{P_PACK}}(vec2<f32>(lo, new_param(q.y, u_at(i + 1u), stats[1], stats[2])));
+		param[w] = store_pair(vec2<f32>(lo, new_param(q.y, u_at(i + 1u), stats[1], stats[2])), i);
 	} else {
-		param[w] = ({{P_PACK}}(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
+		param[w] = (store_pair(vec2<f32>(lo, 0.0), i) & 0xffffu) | (old & 0xffff0000u);
 	}
 }

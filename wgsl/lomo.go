@@ -12,12 +12,18 @@ type LomoParams struct {
 	N                                              uint32
 	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
 	Cols, RowsOff                                  uint32 // rows sections only
+	Seed, _, _, _                                  uint32 // bf16 stochastic rounding
 }
 
 // LomoStep holds the scalars of one LOMO update (REFERENCE §1.4): the
 // learning rate, decoupled weight decay, the inverse of the loss scale, the
-// gradient value clip (0: off) and the norm-clipping coefficient (1: off).
-type LomoStep struct{ LR, WeightDecay, InvScale, ClipValue, ClipCoef float32 }
+// gradient value clip (0: off) and the norm-clipping coefficient (1: off);
+// Seed drives the stochastic rounding of bf16 weights (a new one for every
+// step and parameter: RoundingSeed).
+type LomoStep struct {
+	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
+	Seed                                           uint32
+}
 
 // LomoUpdate records the LOMO update in place on param (n elements, f32,
 // f16 or bf16 by pt) from its gradient grad (n elements, f32, f16 or bf16
@@ -26,8 +32,10 @@ type LomoStep struct{ LR, WeightDecay, InvScale, ClipValue, ClipCoef float32 }
 //	g = grad*InvScale; if ClipValue > 0 { g = clamp(g, ±ClipValue) }; g *= ClipCoef
 //	p = float32(param); if WeightDecay > 0 { p *= 1 - LR*WeightDecay }; p -= LR*g
 //
-// and stores p back in pt, rounding to nearest even. 16-bit parameters
-// are updated one pair per thread and written whole.
+// and stores p back in pt: f16 rounds to nearest, bf16 stochastically
+// (bf16Lib), unbiased, so that updates below half a bf16 ulp still move
+// the weights in expectation. 16-bit parameters are updated one pair per
+// thread and written whole.
 func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int, s LomoStep) error {
 	const op = "lomo update"
 	if n <= 0 || n > math.MaxUint32-1 {
@@ -42,7 +50,7 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 	if param == grad {
 		return fmt.Errorf("wgsl: %s: param and grad must be distinct buffers", op)
 	}
-	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef}
+	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Seed: s.Seed}
 	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt), lomoSubst(pt, gt), []string{lomoSection(pt)}, []gpu.Access{rw, ro}, p)
 	if err != nil {
 		return err
@@ -89,7 +97,7 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	if param == grad || param == rows {
 		return fmt.Errorf("wgsl: %s: param must be distinct from grad and rows", op)
 	}
-	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off)}
+	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off), Seed: s.Seed}
 	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt), lomoSubst(pt, gt), []string{"rows_" + lomoSection(pt)}, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
@@ -114,6 +122,13 @@ func lomoSection(pt gpu.DType) string {
 // lomoSubst reads the gradient and packs the parameter's pairs.
 func lomoSubst(pt, gt gpu.DType) map[string]string {
 	return pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
+}
+
+// RoundingSeed is the seed of the stochastic rounding of parameter
+// `param` (any stable number: its index) at optimizer step `step`:
+// distinct for every step and parameter.
+func RoundingSeed(step, param int) uint32 {
+	return uint32(step)*0x9e3779b9 ^ uint32(param)*0x85ebca6b
 }
 
 // gradVariant is the suffix of an optimizer kernel's variant for its

@@ -8,9 +8,10 @@
 // or f16 or bf16 pairs in u32 words (grad_at).
 // Bindings: 0 param (rw), 1 grad, 2 Params. Workgroup 256.
 // Sections (marked "==== section NAME ===="): f32, one thread per element,
-// dispatch gpu.Grid(N, 256); pairs (f16 or bf16 by {{P_UNPACK}} and
-// {{P_PACK}}), one thread per u32 pair, written whole (the padding half of
-// an odd N keeps its bits), dispatch gpu.Grid(ceil(N/2), 256).
+// dispatch gpu.Grid(N, 256); pairs (f16 or bf16: {{P_UNPACK}} reads a pair,
+// store_pair packs it, rounding bf16 stochastically with seed), one thread
+// per u32 pair, written whole (the padding half of an odd N keeps its
+// bits), dispatch gpu.Grid(ceil(N/2), 256).
 // rows_f32, rows_pairs: a row-sparse gradient of a (V, cols) table: grad
 // (N = R*cols) holds the rows listed in rows[rows_off..] (R u32, distinct), which are
 // updated as above and no others (a zero gradient would leave them as they
@@ -20,6 +21,7 @@
 struct Params {
 	n: u32, lr: f32, weight_decay: f32, inv_scale: f32,
 	clip_value: f32, clip_coef: f32, cols: u32, rows_off: u32,
+	seed: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 const WG: u32 = 256u;
@@ -53,6 +55,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(2) var<uniform> p: Params;
 
 {{G_AT}}
+{{P_STORE}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -63,9 +66,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let v = {{P_UNPACK}}(old);
 	let lo = lomo_step(v.x, grad_at(i));
 	if (i + 1u < p.n) {
-		param[w] = {{P_PACK}}(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))));
+		param[w] = store_pair(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))), i);
 	} else {
-		param[w] = ({{P_PACK}}(vec2<f32>(lo, 0.0)) & 0xffffu) | (old & 0xffff0000u);
+		param[w] = (store_pair(vec2<f32>(lo, 0.0), i) & 0xffffu) | (old & 0xffff0000u);
 	}
 }
 
@@ -92,12 +95,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(3) var<uniform> p: Params;
 
 {{G_AT}}
+{{P_STORE}}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = 2u * (gid.x + gid.y * nwg.x * WG);
 	if (i >= p.n) { return; }
-	let w = (rows[p.rows_off + i / p.cols] * p.cols + i % p.cols) / 2u;
+	let j = rows[p.rows_off + i / p.cols] * p.cols + i % p.cols;
+	let w = j / 2u;
 	let v = {{P_UNPACK}}(param[w]);
-	param[w] = {{P_PACK}}(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))));
+	param[w] = store_pair(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))), j);
 }

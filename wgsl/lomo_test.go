@@ -3,6 +3,7 @@ package wgsl
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"unsafe"
 
@@ -31,9 +32,13 @@ func refLomo(param, grad []float64, s LomoStep) []float64 {
 }
 
 func TestLomoParamsLayout(t *testing.T) {
-	// Params in lomo.wgsl: n, lr, weight_decay, inv_scale, clip_value, clip_coef, _p0, _p1.
-	if got := unsafe.Sizeof(LomoParams{}); got != 32 {
-		t.Errorf("LomoParams is %d bytes, WGSL Params is 32", got)
+	// Params in lomo.wgsl: n, lr, weight_decay, inv_scale, clip_value,
+	// clip_coef, cols, rows_off, seed, 3 pads.
+	if got := unsafe.Sizeof(LomoParams{}); got != 48 {
+		t.Errorf("LomoParams is %d bytes, WGSL Params is 48", got)
+	}
+	if got := unsafe.Offsetof(LomoParams{}.Seed); got != 32 {
+		t.Errorf("Seed at %d, WGSL at 32", got)
 	}
 	if got := unsafe.Offsetof(LomoParams{}.ClipValue); got != 16 {
 		t.Errorf("ClipValue at %d, WGSL at 16", got)
@@ -112,7 +117,8 @@ func testLomoUpdate(t *testing.T, pt, gt gpu.DType, n int, gs float64, step Lomo
 		return
 	}
 	if pt == gpu.BF16 {
-		assertNearestBF16(t, "param", got[:n], want)
+		// A handful of f32 roundings, as for f32 above: 1e-6 relative.
+		assertBF16Neighbour(t, "param", got[:n], want, 1e-6)
 		return
 	}
 	// f16: the f32 result is within ~1e-7 of the float64 one, then
@@ -196,26 +202,85 @@ func TestLomoUpdateRows(t *testing.T) {
 	}
 }
 
-// assertNearestBF16 checks that got is want rounded to the nearest bf16,
-// ties to even (lomo's packing is exact, unlike pack2x16float): the
-// kernel's f32 result is within a few f32 ulp of the float64 want, so an
-// element whose want lies within 2^-16 of a bf16 ulp of a tie may round
-// either way; every other one must match.
-func assertNearestBF16(t *testing.T, what string, got, want []float64) {
+// bf16Neighbours returns the bf16 values just below and just above x
+// (equal when x is one), by truncating and rounding away from zero.
+func bf16Neighbours(x float64) (lo, hi float64) {
+	u := math.Float32bits(float32(x))
+	t := float64(math.Float32frombits(u &^ 0xffff))
+	if u&0xffff == 0 {
+		return t, t
+	}
+	a := float64(math.Float32frombits((u &^ 0xffff) + 0x10000))
+	return min(t, a), max(t, a)
+}
+
+// assertBF16Neighbour checks that got is one of the two bf16 neighbours of
+// want (stochastic rounding picks one): the kernel's f32 result is within
+// rel of the float64 want, so the neighbours of want*(1±rel) are allowed
+// too.
+func assertBF16Neighbour(t *testing.T, what string, got, want []float64, rel float64) {
 	t.Helper()
-	checked := 0
 	for i := range got {
-		near := roundTo(want[i:i+1], gpu.BF16)[0]
-		lo, hi := roundTo([]float64{want[i] * (1 - 0x1p-24)}, gpu.BF16)[0], roundTo([]float64{want[i] * (1 + 0x1p-24)}, gpu.BF16)[0]
-		if lo != hi {
-			continue // within f32 noise of a tie or of the rounding boundary
-		}
-		checked++
-		if got[i] != near {
-			t.Fatalf("%s[%d] = %v, want %v (%v rounded to nearest bf16)", what, i, got[i], near, want[i])
+		lo, _ := bf16Neighbours(min(want[i]*(1-rel), want[i]*(1+rel)))
+		_, hi := bf16Neighbours(max(want[i]*(1-rel), want[i]*(1+rel)))
+		if !(got[i] >= lo && got[i] <= hi) {
+			t.Fatalf("%s[%d] = %v, want a bf16 neighbour of %v (%v..%v)", what, i, got[i], want[i], lo, hi)
 		}
 	}
-	if checked < len(got)*99/100 {
-		t.Fatalf("%s: only %d of %d elements away from a rounding tie", what, checked, len(got))
+}
+
+// TestLomoStochasticRounding: a LOMO update of bf16 weights too small to
+// survive rounding to nearest (0.3 of a bf16 ulp) moves each weight down
+// by one ulp with probability 0.3, so the mean moves by the update: the
+// fraction moved is within 5 standard deviations of 0.3. One seed gives
+// the same weights twice; another seed other weights. The row-sparse
+// update rounds the same way.
+func TestLomoStochasticRounding(t *testing.T) {
+	const n = 1 << 17
+	const ulp = 0x1p-7 // bf16 spacing in [1, 2)
+	param := slices.Repeat([]float64{1.5}, n)
+	grad := slices.Repeat([]float64{1}, n)
+	step := LomoStep{LR: 0.3 * ulp, InvScale: 1, ClipCoef: 1, Seed: RoundingSeed(1, 0)}
+	run := func(s LomoStep, rows bool) []float64 {
+		pb := upload(t, param, gpu.BF16)
+		var err error
+		if rows {
+			// The table as n/64 rows of 64, every row in the gradient, in order.
+			ids := make([]uint32, n/64)
+			for i := range ids {
+				ids[i] = uint32(i)
+			}
+			err = LomoUpdateRows(dev, pb, upload(t, grad, gpu.F32), uploadU32(t, ids), 0, gpu.BF16, gpu.F32, n/64, 64, n/64, s)
+		} else {
+			err = LomoUpdate(dev, pb, upload(t, grad, gpu.F32), gpu.BF16, gpu.F32, n, s)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return download(t, pb, n, gpu.BF16)
+	}
+	for _, rows := range []bool{false, true} {
+		got := run(step, rows)
+		down := 0
+		for i, x := range got {
+			switch x {
+			case 1.5 - ulp:
+				down++
+			case 1.5:
+			default:
+				t.Fatalf("rows %v: param[%d] = %v, want 1.5 or 1.5 - 2^-7", rows, i, x)
+			}
+		}
+		frac, sd := float64(down)/n, math.Sqrt(0.3*0.7/n)
+		t.Logf("rows %v: %d of %d weights moved down (%.4f, expected 0.3 ± %.4f)", rows, down, n, frac, sd)
+		if math.Abs(frac-0.3) > 5*sd {
+			t.Errorf("rows %v: %.4f of the weights moved down, want 0.3 (± %.4f): biased rounding", rows, frac, 5*sd)
+		}
+		assertSameBits(t, "the same seed again", run(step, rows), got)
+		other := step
+		other.Seed = RoundingSeed(2, 0)
+		if slices.Equal(run(other, rows), got) {
+			t.Errorf("rows %v: seeds %d and %d round the same way", rows, step.Seed, other.Seed)
+		}
 	}
 }

@@ -63,6 +63,16 @@ const (
 // u32 (element 2k in the low half): reading shifts exactly; f32_to_bf16
 // rounds to nearest even, keeps a NaN a NaN and, like half.F32ToBF16,
 // rounds finite values past the largest bf16 to ±Inf.
+//
+// pack2xbf16_sr rounds stochastically, for the optimizers' updates of bf16
+// weights (pairSubst's KEY_STORE): up (in magnitude) with probability equal
+// to the distance from the lower neighbour over the gap, from 16 hashed
+// bits of the element index i and a seed the caller changes every step and
+// parameter. The result is unbiased, so an update far below half a bf16
+// ulp (lr·g against a weight: 2^-9 of it) moves the weight in expectation
+// instead of rounding away every step, which is why bf16 weights updated
+// in place with no f32 master copy otherwise stop learning. Deterministic
+// for a seed (resuming reproduces a run).
 const bf16Lib = `fn f32_to_bf16(x: f32) -> u32 {
 	let u = bitcast<u32>(x);
 	if ((u & 0x7fffffffu) > 0x7f800000u) { return (u >> 16u) | 0x40u; }
@@ -71,6 +81,24 @@ const bf16Lib = `fn f32_to_bf16(x: f32) -> u32 {
 fn bf16_half(w: u32, i: u32) -> f32 { return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u)); }
 fn unpack2xbf16(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
 fn pack2xbf16(v: vec2<f32>) -> u32 { return f32_to_bf16(v.x) | (f32_to_bf16(v.y) << 16u); }
+fn bf16_hash(v: u32) -> u32 {
+	var h = v;
+	h ^= h >> 16u;
+	h *= 0x7feb352du;
+	h ^= h >> 15u;
+	h *= 0x846ca68bu;
+	h ^= h >> 16u;
+	return h;
+}
+fn f32_to_bf16_sr(x: f32, r: u32) -> u32 {
+	let u = bitcast<u32>(x);
+	if ((u & 0x7fffffffu) >= 0x7f800000u) { return f32_to_bf16(x); }
+	return (u + (r & 0xffffu)) >> 16u;
+}
+fn pack2xbf16_sr(v: vec2<f32>, seed: u32, i: u32) -> u32 {
+	let s = bf16_hash(seed);
+	return f32_to_bf16_sr(v.x, bf16_hash(i ^ s)) | (f32_to_bf16_sr(v.y, bf16_hash((i + 1u) ^ s)) << 16u);
+}
 `
 
 // dtypeSubst sets, for the storage binding `v` of dtype t, the placeholders
@@ -138,12 +166,16 @@ func outSubst(d *gpu.Device, m map[string]string, key, v string, t gpu.DType) ma
 // pairSubst is dtypeSubst with the 16-bit types always as u32 pairs, for
 // kernels that read and write the pairs themselves (the optimizers' thread
 // per pair); it also sets {{KEY_UNPACK}} and {{KEY_PACK}}, the functions
-// converting a pair from and to vec2<f32> (for f32, the f16 ones: unused).
+// converting a pair from and to vec2<f32> (for f32, the f16 ones: unused),
+// and {{KEY_STORE}}, a fn store_pair(v: vec2<f32>, i: u32) -> u32 that
+// packs elements i, i+1 of an updated weight: pack2x16float for f16,
+// stochastic rounding for bf16 (bf16Lib; it reads the seed from p.seed).
 func pairSubst(m map[string]string, key, v string, t gpu.DType) map[string]string {
 	if m == nil {
 		m = map[string]string{}
 	}
 	m[key+"_UNPACK"], m[key+"_PACK"] = "unpack2x16float", "pack2x16float"
+	m[key+"_STORE"] = "fn store_pair(v: vec2<f32>, i: u32) -> u32 { return pack2x16float(v); }"
 	switch t {
 	case gpu.F16:
 		m[key+"_T"] = "u32"
@@ -153,6 +185,7 @@ func pairSubst(m map[string]string, key, v string, t gpu.DType) map[string]strin
 		m[key+"_T"] = "u32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return bf16_half(%s[i >> 1u], i); }", v, v)
 		m[key+"_UNPACK"], m[key+"_PACK"] = "unpack2xbf16", "pack2xbf16"
+		m[key+"_STORE"] = "fn store_pair(v: vec2<f32>, i: u32) -> u32 { return pack2xbf16_sr(v, p.seed, i); }"
 	default:
 		m[key+"_T"] = "f32"
 		m[key+"_AT"] = fmt.Sprintf("fn %s_at(i: u32) -> f32 { return %s[i]; }", v, v)

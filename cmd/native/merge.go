@@ -24,8 +24,8 @@ func cmdMerge(args []string, stdout, stderr io.Writer) error {
 	fs := newOptions("merge", stderr).withAdapter().withPeft()
 	model := fs.String("model", "", "the base model: folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	out := fs.String("out", "", "folder to write the merged model to (must not exist, or be empty)")
-	dtype := fs.String("dtype", "", "storage of the merged weights: f32 or f16 (default: the base's torch_dtype, f16 for float16 and bfloat16)")
-	fs.oneOf("dtype", dtype, "", "f32", "f16")
+	dtype := fs.String("dtype", "", "storage of the merged weights: f32, f16 or bf16 (default: the base's torch_dtype)")
+	fs.oneOf("dtype", dtype, append([]string{""}, gpu.DTypeNames...)...)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -41,10 +41,9 @@ func cmdMerge(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dt := gpu.F32
-	switch {
-	case *dtype == "f16", *dtype == "" && (cfg.TorchDType == "float16" || cfg.TorchDType == "bfloat16"):
-		dt = gpu.F16
+	dt, _ := gpu.ParseDType(*dtype) // checked by parse
+	if *dtype == "" {
+		dt = map[string]gpu.DType{"float16": gpu.F16, "bfloat16": gpu.BF16}[cfg.TorchDType] // else f32
 	}
 	d, err := fs.open(io.Discard)
 	if err != nil {

@@ -61,19 +61,17 @@ func (o *options) withAdapter() *options {
 	return o
 }
 
-// withDType adds --dtype, the parameters' storage (f32 or f16).
+// withDType adds --dtype, the parameters' storage (f32, f16 or bf16).
 func (o *options) withDType(def string) *options {
-	o.StringVar(&o.dtype, "dtype", def, "parameter storage: f32 or f16")
-	o.oneOf("dtype", &o.dtype, "f32", "f16")
+	o.StringVar(&o.dtype, "dtype", def, "parameter storage: f32, f16 or bf16")
+	o.oneOf("dtype", &o.dtype, gpu.DTypeNames...)
 	return o
 }
 
-// DType is --dtype's value.
+// DType is --dtype's value (checked by parse).
 func (o *options) DType() gpu.DType {
-	if o.dtype == "f16" {
-		return gpu.F16
-	}
-	return gpu.F32
+	dt, _ := gpu.ParseDType(o.dtype)
+	return dt
 }
 
 // check adds a check of the options' values to parse.
