@@ -124,7 +124,7 @@ func TestStoriesGolden(t *testing.T) {
 // TestStoriesSaveLoad: a saved checkpoint loads back bit for bit, and a
 // save into a folder that cannot be written leaves no partial file.
 func TestStoriesSaveLoad(t *testing.T) {
-	for _, dt := range []gpu.DType{gpu.F32, gpu.F16} {
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		m, _, dir := loadStories(t, dt)
 		out := t.TempDir()
 		for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {

@@ -89,8 +89,18 @@ func TestLomoFineTuneStories(t *testing.T) {
 // has its throughput; the resumed run cleans what an interrupted save left
 // and marks in metrics.jsonl where it resumed.
 func TestResume(t *testing.T) {
+	for _, dt := range []string{"f32", "bf16"} {
+		t.Run(dt, func(t *testing.T) { testResume(t, dt) })
+	}
+}
+
+// testResume is TestResume with weights of dtype dt: bf16 also checks that
+// the checkpoint keeps bf16 weights exactly and that the resumed run's
+// stochastic rounding repeats the uninterrupted run's.
+func testResume(t *testing.T, dt string) {
 	cfg := func(out string) Config {
 		c := copaConfig(t, out)
+		c.DType = dt
 		c.Optimizer = "adalomo"
 		c.LearningRate = 0.01
 		c.ClipGradNorm = 0
@@ -165,6 +175,10 @@ func TestResume(t *testing.T) {
 	}
 	if !bytes.Equal(a, b) {
 		t.Error("the resumed run's final weights differ from the uninterrupted run's")
+	}
+	stored := map[string]string{"f32": "float32", "bf16": "bfloat16"}[dt]
+	if c, err := os.ReadFile(filepath.Join(out, "final", "config.json")); err != nil || !strings.Contains(string(c), `"torch_dtype": "`+stored+`"`) {
+		t.Errorf("final config.json (%v) does not say torch_dtype %s:\n%s", err, stored, c)
 	}
 	if m, _ := filepath.Glob(filepath.Join(out, "*.tmp")); len(m) > 0 {
 		t.Errorf("temporary folders left: %v", m)
