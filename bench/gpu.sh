@@ -10,7 +10,8 @@
 #   tests  the kernel and model tests on the card
 #   step   the probe, the matmul tilings at 1024³ and 4096³, and the
 #          TinyLlama-1.1B LOMO step (then one more, profiled per kernel, and
-#          the same with the attention row kernels), lomo then PyTorch
+#          the same with the attention row kernels; and in bf16), lomo then
+#          PyTorch
 #   7b     the LLaMA-7B-shaped LOMO step (f16, random init, batch 8 x 512,
 #          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
 #          memory is a result)
@@ -57,6 +58,10 @@ if has step; then
 	# The same step with the attention row kernels, profiled: which are faster on this card.
 	timeout 240 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 1 --probe=false --matmul "" \
 		--optimizer lomo --attention-kernels rows --profile >"$OUT/lomo_rows.json" 2>"$OUT/lomo_rows.err"
+	# The same step in bf16 (weights, activations and gradients; its 16-bit
+	# stores outside the optimizers are atomic): what they cost on this card.
+	timeout 180 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 1 --probe=false --matmul "" \
+		--optimizer lomo --dtype bf16 >"$OUT/lomo_bf16.json" 2>"$OUT/lomo_bf16.err"
 	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
 fi
 if has 7b; then
@@ -86,7 +91,7 @@ def plan7b():
         return [{"error": str(e)}]
 r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "commit": open(os.path.join(out, "commit.txt")).read().strip(),
      "tests": tests.strip(), "devices": devices(), "plan_7b": plan7b(),
-     "lomo": load("lomo_bench.json"), "lomo_attention_rows": load("lomo_rows.json"), "torch": load("torch.json"),
+     "lomo": load("lomo_bench.json"), "lomo_attention_rows": load("lomo_rows.json"), "lomo_bf16": load("lomo_bf16.json"), "torch": load("torch.json"),
      "lomo_7b": load("lomo_7b.json"), "torch_7b": load("torch_7b.json"), "torch_7b_adamw": load("torch_7b_adamw.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
 print("card:", r["card"]); print("tests:", r["tests"])
@@ -120,7 +125,7 @@ def torch(name, t):
         print(f'torch {name} {t["impl"]} B{t["batch"]} T{t["seq"]}: {t["step_seconds"]:.3f} s/step {t["tokens_per_sec"]:.0f} tok/s peak {t["peak_bytes"]/1e9:.2f} GB = {t["peak_bytes"]/2**30:.2f} GiB')
     else:
         print(f"torch {name}:", t)
-steps("step", r["lomo"]); torch("step", r["torch"])
+steps("step", r["lomo"]); steps("step bf16", r["lomo_bf16"]); torch("step", r["torch"])
 def attention(rep):
     return sum(k["seconds"] for s in rep.get("steps", []) for k in s.get("profile", []) if k["kernel"].startswith("attention/"))
 if r["lomo_attention_rows"].get("steps"):

@@ -172,7 +172,7 @@ type KernelBench struct {
 // dy·W (input gradient) and dyᵀ·x (weight gradient), with a 16-bit model's
 // operands (f16 activations, weights and weight gradients where the adapter
 // writes f16, else f32 activations and f16 weights), plus x·Wᵀ with f32
-// weights. Each with ChooseTile's tiling, or with each of tiles when given.
+// weights and with a bf16 model's operands. Each with ChooseTile's tiling, or with each of tiles when given.
 func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]KernelBench, error) {
 	act := nn.ActivationDType(d, gpu.F16)
 	type layout struct {
@@ -185,6 +185,9 @@ func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]Ker
 		{"matmul x·Wᵀ " + act.String() + " act, f16 W", false, true, act, gpu.F16, act},
 		{"matmul dy·W " + act.String() + " act, f16 W", false, false, act, gpu.F16, act},
 		{"matmul dyᵀ·x " + act.String() + " act, " + act.String() + " dW", true, false, act, act, act},
+		// A bf16 model's forward: bf16 weights read with shifts, the
+		// result stored by atomic read-modify-writes of u32 pairs.
+		{"matmul x·Wᵀ bf16", false, true, gpu.BF16, gpu.BF16, gpu.BF16},
 	}
 	var out []KernelBench
 	ts := tiles
