@@ -523,13 +523,28 @@ func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
 // hidden runs the embedding and all blocks, then the final norm: (N,C),
 // on the head's device (headDevice).
 func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
+	x, err := m.layers(t, in, len(m.Layers))
+	if err != nil {
+		return nil, err
+	}
+	h, err := t.RMSNorm(x, m.Norm, float32(m.Cfg.RMSNormEps))
+	x.Release()
+	if err != nil {
+		return nil, err
+	}
+	return m.toStage(t, h, m.headDevice())
+}
+
+// layers runs the embedding and the first k layers (k >= 1): the residual
+// stream (N,C) on the device of layer k-1.
+func (m *Llama) layers(t *Tape, in *Inputs, k int) (*Tensor, error) {
 	if t.D != m.d {
 		return nil, fmt.Errorf("nn: the tape is on %q, the model starts on %q", t.D.Info.Name, m.d.Info.Name)
 	}
 	n := in.B * in.T
 	var x *Tensor
 	var err error
-	layers := m.Layers
+	layers := m.Layers[:k]
 	if m.Checkpointing && t.Grad() {
 		// The first layer's checkpoint starts from the token ids: the
 		// embedding is looked up again in its recompute instead of saved.
@@ -568,12 +583,7 @@ func (m *Llama) hidden(t *Tape, in *Inputs) (*Tensor, error) {
 		}
 		x = y
 	}
-	h, err := t.RMSNorm(x, m.Norm, float32(m.Cfg.RMSNormEps))
-	x.Release()
-	if err != nil {
-		return nil, err
-	}
-	return m.toStage(t, h, m.headDevice())
+	return x, nil
 }
 
 // Logits runs the model: (N,V) f32 logits.
@@ -601,6 +611,10 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 	if in.Labels == nil {
 		return nil, fmt.Errorf("nn: loss without labels")
 	}
+	last := len(m.Layers) - 1
+	if t.KeepForward && m.Checkpointing && t.Grad() && !m.Cfg.TieWordEmbeddings && last > 0 && m.devs[m.stage[last]] == m.headDevice() {
+		return m.lossTail(t, in, opt)
+	}
 	h, err := m.hidden(t, in)
 	if err != nil {
 		return nil, err
@@ -615,6 +629,40 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 		return loss, err
 	}
 	return t.HeadLoss(h, m.Head, in.at(t.D).Labels, opt, true)
+}
+
+// lossTail is Loss for a tape that runs its backward twice (KeepForward):
+// the final norm and the head run as a checkpoint whose input, the last
+// layer's output, is recomputed from the last layer's input in its
+// backward (Tape.CheckpointTail), so that every op of the tape is a
+// checkpoint (Tape.Rerunnable) and nothing beyond the layers' inputs is
+// kept from one backward to the next.
+func (m *Llama) lossTail(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
+	last := len(m.Layers) - 1
+	l := m.Layers[last]
+	x, err := m.layers(t, in, last)
+	if err != nil {
+		return nil, err
+	}
+	if x, err = m.toStage(t, x, m.devs[m.stage[last]]); err != nil {
+		return nil, err
+	}
+	defer x.Release()
+	in = in.at(t.D)
+	layer := func(t *Tape, x *Tensor) (*Tensor, error) { return m.block(t, l, x, in) }
+	y, err := t.Checkpoint(fmt.Sprintf("layer %d", last), x, layer)
+	if err != nil {
+		return nil, err
+	}
+	defer y.Release()
+	return t.CheckpointTail("norm and loss", x, y, layer, func(t *Tape, y *Tensor) (*Tensor, error) {
+		h, err := t.RMSNorm(y, m.Norm, float32(m.Cfg.RMSNormEps))
+		if err != nil {
+			return nil, err
+		}
+		defer h.Release()
+		return t.HeadLoss(h, m.Head, in.Labels, opt, true)
+	})
 }
 
 // tiedHeadGrad recomputes dlogits from h, a chunk of rows at a time, and

@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/wgsl"
@@ -87,7 +88,7 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tens
 		}
 	}
 	t.record(&op{
-		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX,
+		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX, gradReadOnly: true, inputs: []*Tensor{x},
 		backward: func() error {
 			if y.grad == nil {
 				return nil
@@ -464,6 +465,9 @@ func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
 			if y.grad == nil {
 				return nil
 			}
+			if t.lendAddGrad(y, a, b) {
+				return nil
+			}
 			for _, x := range []*Tensor{a, b} {
 				if !x.needsGrad {
 					continue
@@ -480,6 +484,28 @@ func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
 		},
 	})
 	return y, nil
+}
+
+// lendAddGrad gives y = a + b's gradient to a, and lends it to b, instead
+// of writing two copies, where that is safe: neither has a gradient yet, b
+// comes from the op whose backward runs next, which only reads b's
+// gradient and does not take a (so nothing writes a's gradient before b's
+// is spent), and y's gradient is y's own. A residual block's backward then
+// holds one gradient of the residual stream where it held two (at LLaMA's
+// MLP down projection, the peak of a recomputed layer). Same values: the
+// copies were exact.
+func (t *Tape) lendAddGrad(y, a, b *Tensor) bool {
+	if len(t.ops) == 0 || y.gradLent || a.grad != nil || b.grad != nil || !a.needsGrad || !b.needsGrad ||
+		a.GradDType() != y.GradDType() || b.GradDType() != y.GradDType() || a.param != nil || b.param != nil {
+		return false
+	}
+	next := t.ops[len(t.ops)-1]
+	if !next.gradReadOnly || !slices.Contains(next.outputs, b) || slices.Contains(next.inputs, a) {
+		return false
+	}
+	a.grad, y.grad = y.grad, nil
+	b.grad, b.gradLent = a.grad, true
+	return true
 }
 
 // LossOptions configure CrossEntropy.

@@ -3,6 +3,8 @@ package nn
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -43,6 +45,17 @@ type Tape struct {
 	// untied LM head whose tokens fit one chunk of HeadLoss gets its
 	// gradient in blocks of vocabulary rows, one callback per block.
 	RowGrads bool
+	// KeepForward says that the tape will run BackwardKeep and then
+	// Backward (an optimizer's norm pass and update on one forward): a
+	// checkpointed model then records its last layer's output as
+	// recomputed (CheckpointTail), so that the tape is Rerunnable at the
+	// memory of a single backward.
+	KeepForward bool
+	// keepSaved (this tape) and keepDeferred (this tape and the recompute
+	// tapes of its checkpoints) are set while BackwardKeep runs: what the
+	// ops saved and the deferred gradients' inputs stay for the next
+	// Backward.
+	keepSaved, keepDeferred bool
 }
 
 type op struct {
@@ -51,6 +64,15 @@ type op struct {
 	release  func()
 	outputs  []*Tensor
 	params   []*Param
+	// rerun: backward only reads what the op saved (release frees it), so
+	// it can run again (BackwardKeep). Ops that free or overwrite saved
+	// tensors during backward to save memory are not.
+	rerun bool
+	// gradReadOnly: backward only reads its output's gradient, and writes
+	// the gradients of inputs only (Add may then lend that output the
+	// gradient of another tensor instead of a copy).
+	gradReadOnly bool
+	inputs       []*Tensor
 }
 
 // deferredGrad adds a gradient contribution to p just before p's callback,
@@ -122,10 +144,7 @@ func (t *Tape) Release() {
 			t.ops[i].release()
 		}
 		for _, y := range t.ops[i].outputs {
-			if y.grad != nil {
-				y.grad.Release()
-				y.grad = nil
-			}
+			y.dropGrad()
 		}
 	}
 	t.ops = nil
@@ -187,15 +206,69 @@ func (t *Tape) DeferGrad(p *Param, add func(dst *gpu.Buffer, accumulate bool) er
 // ErrNotLoss: Backward was called on a tensor that is not a loss.
 var ErrNotLoss = errors.New("nn: backward from a tensor that is not a loss (use CrossEntropy)")
 
+// Rerunnable reports whether BackwardKeep can run on the tape: every op
+// recorded on it is a checkpoint, which only reads its saved input (the
+// block's ops are recorded again in each recompute). A checkpointed
+// model's tape is, with KeepForward, an untied head and its last layer on
+// the head's device; a tape holding a layer's own ops is not (they free
+// and overwrite activations during backward: Linear, SwiGLU), nor one
+// whose last layer's output, the head's input, would be kept through the
+// first backward (the peak would grow by it).
+func (t *Tape) Rerunnable() bool {
+	if !t.grad || len(t.ops) == 0 {
+		return false
+	}
+	for _, o := range t.ops {
+		if !o.rerun {
+			return false
+		}
+	}
+	return true
+}
+
+// BackwardKeep is Backward that leaves the tape as the forward left it,
+// saved tensors included, so that Backward can run from the same loss
+// again: the same gradients, without a second forward. LOMO's
+// gradient-norm pass uses it (optim). The tape must be Rerunnable. On an
+// error the tape is released.
+func (t *Tape) BackwardKeep(loss *Tensor, fn GradFunc) error {
+	if !t.Rerunnable() {
+		t.Release()
+		return fmt.Errorf("nn: backward twice on a tape whose ops free what they saved")
+	}
+	ops := slices.Clone(t.ops)
+	uses := maps.Clone(t.uses)
+	deferred := make(map[*Param][]deferredGrad, len(t.deferred))
+	for p, d := range t.deferred {
+		deferred[p] = slices.Clone(d)
+	}
+	t.keepSaved, t.keepDeferred = true, true
+	err := t.backward(loss, fn)
+	t.keepSaved, t.keepDeferred = false, false
+	t.ops, t.uses, t.deferred = ops, uses, deferred
+	if err != nil {
+		t.Release()
+	}
+	return err
+}
+
 // Backward runs the recorded backward from loss, calling fn once per
 // trainable parameter with its complete gradient, in reverse order of use.
 // The tape is empty afterwards.
 func (t *Tape) Backward(loss *Tensor, fn GradFunc) error {
+	err := t.backward(loss, fn)
+	if err != nil {
+		t.Release()
+	}
+	return err
+}
+
+// backward is Backward without the release on an error.
+func (t *Tape) backward(loss *Tensor, fn GradFunc) error {
 	if !t.grad {
 		return fmt.Errorf("nn: backward on a tape without grad")
 	}
 	if len(t.ops) == 0 || !loss.needsGrad || t.ops[len(t.ops)-1].outputs[0] != loss {
-		t.Release()
 		return ErrNotLoss
 	}
 	t.callback = fn
@@ -213,9 +286,6 @@ func (t *Tape) Backward(loss *Tensor, fn GradFunc) error {
 		err = fmt.Errorf("nn: no gradient reached %s", strings.Join(names, ", "))
 		t.uses = map[*Param]int{}
 	}
-	if err != nil {
-		t.Release()
-	}
 	return err
 }
 
@@ -225,16 +295,13 @@ func (t *Tape) run(fn GradFunc) error {
 		o := t.ops[len(t.ops)-1]
 		t.ops = t.ops[:len(t.ops)-1]
 		err := o.backward()
-		if o.release != nil {
+		if o.release != nil && !t.keepSaved {
 			o.release()
 		}
 		// Every consumer of an output ran its backward before this op did,
 		// so the outputs' gradients are spent: free them here.
 		for _, y := range o.outputs {
-			if y.grad != nil {
-				y.grad.Release()
-				y.grad = nil
-			}
+			y.dropGrad()
 		}
 		if err != nil {
 			return fmt.Errorf("nn: backward of %s: %w", o.name, err)
@@ -260,7 +327,9 @@ func (t *Tape) used(p *Param, fn GradFunc) error {
 		if err == nil {
 			err = dg.add(dst, acc)
 		}
-		dg.release()
+		if !t.keepDeferred {
+			dg.release()
+		}
 		if err != nil {
 			return fmt.Errorf("nn: deferred gradient of %s: %w", p.Name, err)
 		}
@@ -297,11 +366,12 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 		return y, nil
 	}
 	x.Retain() // nil-safe
-	o := &op{name: "checkpoint " + name, outputs: []*Tensor{y}, release: x.Release}
+	// Rerunnable: the recompute reads x and records the block's ops afresh.
+	o := &op{name: "checkpoint " + name, outputs: []*Tensor{y}, release: x.Release, rerun: true}
 	o.backward = func() error {
 		// Recompute with grad, on a leaf that shares x's buffer, without
 		// counting the parameter uses again (the forward counted them).
-		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads}
+		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
 		var leaf *Tensor
 		if x != nil {
 			leaf = &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad, borrowed: true}
@@ -351,4 +421,64 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 	t.ops = append(t.ops, o)
 	y.needsGrad = true
 	return y, nil
+}
+
+// CheckpointTail is Checkpoint for the last block of a graph, whose output
+// is the loss (its backward needs no incoming gradient), on an input y
+// that is itself recomputed from x: the op saves x, not y, and its
+// backward recomputes y = input(x), recording nothing, before recomputing
+// the block. y is the output of the checkpoint of input on x, which
+// receives y's gradient. For a tape run twice (BackwardKeep): y need not be
+// kept from one backward to the next, only x, a checkpoint alive at the
+// start of either anyway. The caller may release y once this returns.
+func (t *Tape) CheckpointTail(name string, x, y *Tensor, input func(t *Tape, x *Tensor) (*Tensor, error), block func(t *Tape, y *Tensor) (*Tensor, error)) (*Tensor, error) {
+	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, RowGrads: t.RowGrads}
+	loss, err := block(inner, y)
+	if err != nil {
+		return nil, err
+	}
+	if !t.grad {
+		return loss, nil
+	}
+	x.Retain()
+	o := &op{name: "checkpoint " + name, outputs: []*Tensor{loss}, release: x.Release, rerun: true}
+	o.backward = func() error {
+		// y again, with no ops recorded and no uses counted: input's
+		// parameters are counted by y's own checkpoint.
+		yv, err := input(&Tape{D: t.D, RowGrads: t.RowGrads, uses: map[*Param]int{}, deferred: map[*Param][]deferredGrad{}}, x)
+		if err != nil {
+			return err
+		}
+		defer yv.Release()
+		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
+		leaf := &Tensor{Buf: yv.Buf, Shape: yv.Shape, DType: yv.DType, refs: 1, needsGrad: y.needsGrad, borrowed: true}
+		l2, err := block(sub, leaf)
+		if err != nil {
+			sub.Release()
+			return err
+		}
+		// The block's loss op reads its losses in backward: l2 lives
+		// until the block's backward has run.
+		err = sub.run(sub.callback)
+		l2.Release()
+		if err != nil {
+			sub.Release()
+			return err
+		}
+		if leaf.grad != nil && y.needsGrad {
+			if y.grad == nil {
+				y.grad, leaf.grad = leaf.grad, nil
+			} else if err := wgsl.Axpy(t.D, y.grad, leaf.grad, y.Len(), y.GradDType(), 1, 1); err != nil {
+				return err
+			}
+		}
+		if leaf.grad != nil {
+			leaf.grad.Release()
+			leaf.grad = nil
+		}
+		return nil
+	}
+	t.ops = append(t.ops, o)
+	loss.needsGrad = true
+	return loss, nil
 }

@@ -86,6 +86,9 @@ type Result struct {
 	LossScale float64 `json:"loss_scale"`
 	Skipped   bool    `json:"skipped"`
 	Tokens    int     `json:"tokens"`
+	// KeptForward: the norm pass and the update ran their backwards on
+	// one forward (nn.Tape.BackwardKeep) instead of a forward each.
+	KeptForward bool `json:"-"`
 }
 
 // Optimizer runs training steps.
@@ -248,10 +251,14 @@ func (o *fused) Release() {
 	o.stats = nil
 }
 
-// Step: with clip_grad_norm, a first forward+backward measures the norm of
-// the unscaled gradient (and overflow) and frees each gradient at once; a
-// second forward+backward applies the update with the clip coefficient
-// (REFERENCE §1.3). Without it, one pass updates directly.
+// Step: with clip_grad_norm, a first backward measures the norm of the
+// unscaled gradient (and overflow) and frees each gradient at once; a
+// second backward applies the update with the clip coefficient (REFERENCE
+// §1.3). The reference runs a forward before each; here both backwards run
+// on one forward where the tape allows it (nn.Tape.Rerunnable: a
+// checkpointed model on one device), which keeps only the checkpoints
+// between them, as alive at the start of either backward anyway: the same
+// peak, one forward less. Without clipping, one pass updates directly.
 func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	o.step++
 	lr := float32(o.cfg.Schedule.At(o.step))
@@ -259,13 +266,34 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	invScale := float32(1 / scale)
 	res := Result{Step: o.step, LR: float64(lr), LossScale: scale, ClipCoef: 1}
 	coef := float32(1)
+	// The updating pass's tape, loss and tokens, when the norm pass left
+	// them to it.
+	var t *nn.Tape
+	var lossT *nn.Tensor
+	var tokens int
 	if o.cfg.ClipGradNorm > 0 {
-		sumsq, overflow, loss, tokens, err := measure(o.chain(), fwd, float32(scale), invScale, o.limit, o.rowGrads())
+		mt, mLoss, mTokens, err := o.forward(fwd, float32(scale))
 		if err != nil {
 			return res, err
 		}
-		res.Loss, res.Tokens = loss, tokens
-		if o.scaler.Update(overflow) {
+		keep := keepForward && mt.Rerunnable()
+		sumsq, overflow, loss, err := measure(o.chain(), mt, mLoss, mTokens, invScale, o.limit, keep)
+		if err != nil { // measure released the tape
+			mLoss.Release()
+			return res, err
+		}
+		res.Loss, res.Tokens = loss, mTokens
+		skip := o.scaler.Update(overflow)
+		if keep && !skip {
+			t, lossT, tokens = mt, mLoss, mTokens
+			res.KeptForward = true
+		} else {
+			if keep {
+				mt.Release()
+			}
+			mLoss.Release()
+		}
+		if skip {
 			res.Skipped = true
 			res.GradNorm = math.Inf(1)
 			return res, nil
@@ -280,18 +308,20 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	o.loraT++ // AdamW's bias correction counts applied steps too
 	chain := o.chain()
 	st, err := chain.on(o.d)
+	if err == nil {
+		err = wgsl.Fill(o.d, st, weightFlag, 1, 0)
+	}
 	if err != nil {
+		if t != nil {
+			t.Release()
+			lossT.Release()
+		}
 		return res, err
 	}
-	if err := wgsl.Fill(o.d, st, weightFlag, 1, 0); err != nil {
-		return res, err
-	}
-	t := nn.NewTape(o.d, true)
-	t.RowGrads = o.rowGrads()
-	lossT, tokens, err := fwd(t, float32(scale))
-	if err != nil {
-		t.Release()
-		return res, err
+	if t == nil {
+		if t, lossT, tokens, err = o.forward(fwd, float32(scale)); err != nil {
+			return res, err
+		}
 	}
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
@@ -506,27 +536,27 @@ func weightsFinite(d *gpu.Device, stats *gpu.Buffer, params []*nn.Param, step in
 	return e
 }
 
-// measure runs a forward and a backward that only measure: the sum of
+// measure runs a backward on t from lossT that only measures: the sum of
 // squares of the unscaled gradient and whether any scaled gradient
-// overflowed. Each gradient is freed right after its reduction.
-func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, rowGrads bool) (sumsq float64, overflow bool, loss float64, tokens int, err error) {
+// overflowed. Each gradient is freed right after its reduction. With keep
+// the tape stays as the forward left it (nn.Tape.BackwardKeep), for the
+// updating backward; on an error it is released either way.
+func measure(chain *statsChain, t *nn.Tape, lossT *nn.Tensor, tokens int, invScale, limit float32, keep bool) (sumsq float64, overflow bool, loss float64, err error) {
 	d := chain.cur
 	st, err := chain.on(d)
-	if err != nil {
-		return
-	}
-	if err = wgsl.Fill(d, st, 0, 2, 0); err != nil {
-		return
-	}
-	t := nn.NewTape(d, true)
-	t.RowGrads = rowGrads
-	lossT, tokens, err := fwd(t, scale)
 	if err != nil {
 		t.Release()
 		return
 	}
-	defer lossT.Release()
-	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
+	if err = wgsl.Fill(d, st, 0, 2, 0); err != nil {
+		t.Release()
+		return
+	}
+	backward := t.Backward
+	if keep {
+		backward = t.BackwardKeep
+	}
+	err = backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
 		d := p.Buf.Device()
 		st, err := chain.on(d)
 		if err != nil {
@@ -540,6 +570,11 @@ func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, row
 	if err != nil {
 		return
 	}
+	defer func() {
+		if err != nil && keep {
+			t.Release()
+		}
+	}()
 	raw, err := chain.cur.Read(chain.buf(), 0, 8)
 	if err != nil {
 		return
@@ -548,6 +583,24 @@ func measure(chain *statsChain, fwd Forward, scale, invScale, limit float32, row
 	overflow = binary.LittleEndian.Uint32(raw[4:]) != 0 || math.IsNaN(sumsq) || math.IsInf(sumsq, 0)
 	loss, err = meanLoss(lossT.Buf.Device(), lossT, tokens)
 	return
+}
+
+// keepForward lets the norm pass and the update share a forward where the
+// tape allows it (Step); tests turn it off to compare with the reference's
+// forward per pass.
+var keepForward = true
+
+// forward runs fwd on a new tape that records the backward.
+func (o *fused) forward(fwd Forward, scale float32) (*nn.Tape, *nn.Tensor, int, error) {
+	t := nn.NewTape(o.d, true)
+	t.RowGrads = o.rowGrads()
+	t.KeepForward = keepForward && o.cfg.ClipGradNorm > 0
+	lossT, tokens, err := fwd(t, scale)
+	if err != nil {
+		t.Release()
+		return nil, nil, 0, err
+	}
+	return t, lossT, tokens, nil
 }
 
 // statsChain carries one pass's stats (sum of squares, flags) across the

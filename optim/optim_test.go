@@ -209,6 +209,71 @@ func TestLomoClipCoefficient(t *testing.T) {
 	compare(t, "weights", weights(t, m), want, 1e-5, 1e-7)
 }
 
+// TestKeptForward: with norm clipping, a checkpointed model's step runs
+// the measuring and the updating backward on one forward (Result.
+// KeptForward), and ends with the same weights, bit for bit, as the
+// reference's forward per pass, at no higher peak; LOMO and AdaLomo, f32
+// and bf16 (whose stochastic rounding is seeded the same way). A tied
+// head, or a model without checkpointing, keeps a forward per pass.
+func TestKeptForward(t *testing.T) {
+	defer func() { keepForward = true }()
+	for _, name := range []string{"lomo", "adalomo"} {
+		for _, dt := range []gpu.DType{gpu.F32, gpu.BF16} {
+			for _, tied := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%v/tied=%v", name, dt, tied), func(t *testing.T) {
+					step := func(keep, ckpt bool) (map[string][]float64, Result, int64) {
+						keepForward = keep
+						m, in := toyModel(t, dt, tied)
+						m.Checkpointing = ckpt
+						opt, err := New(dev, Config{Name: name, Schedule: Schedule{Kind: "constant", LR: 0.05}, ClipGradNorm: 0.5}, dt)
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer opt.Release()
+						var res Result
+						dev.ResetPeak()
+						for range 2 {
+							if res, err = opt.Step(m.Params(), forward(m, in)); err != nil {
+								t.Fatal(err)
+							}
+						}
+						return weights(t, m), res, dev.Stats().Total.Peak
+					}
+					kept, res, peakKept := step(true, true)
+					// A tied head's gradient is recomputed at the
+					// embedding (Tape.DeferGrad): not kept there.
+					if res.KeptForward == tied || !(res.ClipCoef < 1) {
+						t.Errorf("checkpointed, tied %v: %+v, want a kept forward (untied only) and a clipped step", tied, res)
+					}
+					again, res, peakAgain := step(false, true)
+					if res.KeptForward {
+						t.Errorf("keepForward off: the forward was kept")
+					}
+					for name, w := range again {
+						assertSame(t, name, kept[name], w)
+					}
+					if peakKept > peakAgain {
+						t.Errorf("peak %d bytes with the forward kept, %d with one per pass", peakKept, peakAgain)
+					}
+					if _, res, _ := step(true, false); res.KeptForward {
+						t.Errorf("without checkpointing the forward was kept (its ops free what they saved)")
+					}
+				})
+			}
+		}
+	}
+}
+
+// assertSame fails unless got and want are the same bits.
+func assertSame(t *testing.T, what string, got, want []float64) {
+	t.Helper()
+	for i := range want {
+		if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+			t.Fatalf("%s[%d] = %v, want %v bit for bit", what, i, got[i], want[i])
+		}
+	}
+}
+
 // TestLossScalerOverflowAndGrowth: under f16 parameters an overflowing
 // scaled gradient skips the step (weights untouched) and halves the scale;
 // after `Window` good steps the scale doubles (REFERENCE §2).

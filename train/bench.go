@@ -95,9 +95,10 @@ func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
 	defer in.Release()
 	d.TrimCache()
 	d.ResetPeak()
+	kept := false
 	step := func() error {
 		res, err := opt.Step(m.Params(), StepForward(m, in, 0))
-		r.FinalLoss = res.Loss
+		r.FinalLoss, kept = res.Loss, res.KeptForward
 		if err == nil {
 			err = d.Sync()
 		}
@@ -119,14 +120,18 @@ func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
 	r.StepSeconds = el / float64(steps)
 	r.TokensPerSec = float64(n) / r.StepSeconds
 	// 2·P·tokens per forward, 4·P·tokens per backward; checkpointing adds a
-	// forward; a LOMO/AdaLomo norm pass doubles it all. Attention's T² term
-	// is left out (small next to P for these sequence lengths).
+	// forward; a LOMO/AdaLomo norm pass doubles it all, but for the forward
+	// when the two backwards share it (Result.KeptForward). Attention's T²
+	// term is left out (small next to P for these sequence lengths).
 	passes := 6.0
 	if req.Checkpointing {
 		passes += 2
 	}
 	if req.ClipGradNorm > 0 && (req.Optimizer == "lomo" || req.Optimizer == "adalomo") {
 		passes *= 2
+		if kept {
+			passes -= 2
+		}
 	}
 	r.FLOPsPerStep = passes * float64(r.Params) * float64(n)
 	r.TFLOPs = r.FLOPsPerStep / r.StepSeconds / 1e12

@@ -126,7 +126,7 @@ func PlanStep(req PlanRequest) (Plan, error) {
 		clip = 1 // required under f16 (optim.New)
 	}
 	if clip > 0 && (req.Optimizer == "lomo" || req.Optimizer == "adalomo") && !req.LoRAOnly {
-		p.NormPass = "recompute: a measuring forward+backward before the updating one"
+		p.NormPass = "recompute: a measuring forward+backward before the updating one" // or kept, as the step says
 	} else if clip > 0 {
 		p.NormPass = "from the kept gradients"
 	}
@@ -158,8 +158,12 @@ func PlanStep(req PlanRequest) (Plan, error) {
 	}
 	before := dispatches()
 	for i := 0; i < 2; i++ {
-		if _, err := opt.Step(m.Trainable(), StepForward(m, in, 0)); err != nil {
+		res, err := opt.Step(m.Trainable(), StepForward(m, in, 0))
+		if err != nil {
 			return p, err
+		}
+		if res.KeptForward {
+			p.NormPass = "kept: a measuring backward, then the updating one, on one forward"
 		}
 	}
 	if req.Devices > 1 {
