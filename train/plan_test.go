@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
@@ -135,6 +136,7 @@ func TestPlanMatchesMeasurement(t *testing.T) {
 	cases := []PlanRequest{
 		{Optimizer: "lomo", DType: gpu.F32, Batch: 2, Seq: 24, Checkpointing: true, ClipGradNorm: 1},
 		{Optimizer: "lomo", DType: gpu.F16, Batch: 3, Seq: 16, Checkpointing: false, ClipGradNorm: 1},
+		{Optimizer: "lomo", DType: gpu.BF16, Batch: 2, Seq: 24, Checkpointing: true, ClipGradNorm: 1},
 		{Optimizer: "adalomo", DType: gpu.F32, Batch: 2, Seq: 16, Checkpointing: true},
 		{Optimizer: "adamw", DType: gpu.F32, Batch: 2, Seq: 16, Checkpointing: true},
 		{Optimizer: "adamw", DType: gpu.F16, Batch: 2, Seq: 16, Checkpointing: false},
@@ -196,5 +198,33 @@ func TestPlanMatchesMeasurement(t *testing.T) {
 				t.Logf("planned  %+v\nmeasured %+v", plan, got)
 			})
 		}
+	}
+}
+
+// TestPlan7B: LLaMA-7B (fp16, batch 8 x 512, checkpointing) plans at most
+// 14.0 GiB under LOMO with norm clipping, below the paper's 14.58, with
+// the norm pass and the update on one forward; bf16 plans the same bytes.
+func TestPlan7B(t *testing.T) {
+	cfg, err := config.Load("../bench/configs/llama-7b.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var totals []int64
+	for _, dt := range []gpu.DType{gpu.F16, gpu.BF16} {
+		p, err := PlanStep(PlanRequest{Config: cfg, Batch: 8, Seq: 512, Optimizer: "lomo", DType: dt, Checkpointing: true, ClipGradNorm: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%v: %d bytes = %.3f GiB, norm pass %q", dt, p.Total, float64(p.Total)/(1<<30), p.NormPass)
+		if p.Total > 14<<30 {
+			t.Errorf("%v: LOMO plans %.3f GiB, above 14.0", dt, float64(p.Total)/(1<<30))
+		}
+		if !strings.HasPrefix(p.NormPass, "kept") {
+			t.Errorf("%v: norm pass %q, want the kept forward", dt, p.NormPass)
+		}
+		totals = append(totals, p.Total)
+	}
+	if totals[0] != totals[1] {
+		t.Errorf("f16 plans %d bytes, bf16 %d", totals[0], totals[1])
 	}
 }
