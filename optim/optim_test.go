@@ -10,6 +10,7 @@ import (
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
+	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
 )
@@ -261,6 +262,44 @@ func TestKeptForward(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestKeptForwardLoRA: LoRA beside LOMO, with adapter dropout (seeded per
+// step, so that every recompute draws the same mask), on one forward
+// gives the base and the adapters the weights of a forward per pass, bit
+// for bit.
+func TestKeptForwardLoRA(t *testing.T) {
+	defer func() { keepForward = true }()
+	step := func(keep bool) (map[string][]float64, Result) {
+		keepForward = keep
+		m, in := toyModel(t, gpu.F32, false)
+		m.Checkpointing = true
+		if err := m.AddLoRA(peft.New(2, 4, 0.25, []string{"q_proj", "down_proj"}, "toy"), 3); err != nil {
+			t.Fatal(err)
+		}
+		opt, err := New(dev, Config{Name: "lomo", Schedule: Schedule{Kind: "constant", LR: 0.05}, ClipGradNorm: 0.5,
+			LoRA: &LoRA{Schedule: Schedule{Kind: "constant", LR: 0.01}}}, gpu.F32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer opt.Release()
+		var res Result
+		for i := range 2 {
+			m.SetDropoutSeed(uint32(100 + i))
+			if res, err = opt.Step(m.Trainable(), forward(m, in)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return values(t, m.Trainable()), res
+	}
+	kept, res := step(true)
+	if !res.KeptForward {
+		t.Errorf("LoRA beside LOMO, checkpointed: the forward was not kept")
+	}
+	again, _ := step(false)
+	for name, w := range again {
+		assertSame(t, name, kept[name], w)
 	}
 }
 
