@@ -112,7 +112,7 @@ def steps(name, rep):
     for s in rep.get("steps", []):
         print(f'lomo  {name} {s["optimizer"]} B{s["batch"]} T{s["seq"]}: {s["step_seconds"]:.3f} s/step {s["tokens_per_sec"]:.0f} tok/s '
               f'peak {s["peak_bytes"]/1e9:.2f} GB = {s["peak_bytes"]/2**30:.2f} GiB (plan {s["planned_bytes"]/1e9:.2f} GB, {s["plan_error_pct"]:.2f}% off) '
-              f'floor {s["floor_step_seconds"]:.3f} s, {s["dispatches_per_step"]} dispatches')
+              f'floor {s["floor_step_seconds"]:.3f} s, {s["dispatches_per_step"]} dispatches; norm pass {s.get("norm_pass", "?")[:8]}')
         prof = s.get("profile") or []
         if prof:
             print(f'  profiled step {s["profile_step_seconds"]:.3f} s (each dispatch alone); slowest kernels:')

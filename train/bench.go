@@ -47,6 +47,7 @@ type BenchResult struct {
 	PlanErrorPct float64          `json:"plan_error_pct"`      // 100·|measured-planned|/planned
 	PeakByTag    map[string]int64 `json:"peak_by_tag"`         // measured
 	FinalLoss    float64          `json:"final_loss"`
+	NormPass     string           `json:"norm_pass"` // as lomo plan says it
 	// Profile: the kernels' times in the profiled step (Request.Profile),
 	// the slowest first, and that step's wall time.
 	Profile        []gpu.KernelTime `json:"profile,omitempty"`
@@ -61,7 +62,7 @@ func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
 	if err != nil {
 		return r, err
 	}
-	r.PlannedBytes = plan.Total
+	r.PlannedBytes, r.NormPass = plan.Total, plan.NormPass
 	m, err := nn.NewLlama(d, req.Config, req.DType)
 	if err != nil {
 		return r, err
