@@ -40,10 +40,14 @@ func (x Mat) ld(name string, w int) (int, error) {
 }
 
 // Tile is a tiling of matmul.wgsl: a workgroup computes a BM x BN tile of
-// C stepping K by BK, each thread a TM x TN block in registers. Every
-// tiling gives the same bits (one fma per k, in order); they differ in
-// speed only.
-type Tile struct{ BM, BN, BK, TM, TN int }
+// C stepping K by BK, each thread a TM x TN block in registers; with
+// Prefetch, each thread loads its share of the next step's tiles into
+// registers during the current step's arithmetic. Every tiling gives the
+// same bits (one fma per k, in order); they differ in speed only.
+type Tile struct {
+	BM, BN, BK, TM, TN int
+	Prefetch           bool
+}
 
 // The tilings lomo chooses from (ChooseTile). Tile64 (4x4 results per
 // thread) suits small matrices; Tile128 gives each thread 8x8 results, twice
@@ -53,17 +57,27 @@ var (
 	Tile128 = Tile{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8}
 	// Tiles lists the tilings benchmarks compare (lomo bench --matmul-tiles
 	// all) and tests check, ChooseTile's first.
-	Tiles = []Tile{Tile64, Tile128, {BM: 128, BN: 128, BK: 8, TM: 8, TN: 8}, {BM: 128, BN: 64, BK: 16, TM: 8, TN: 4}, {BM: 64, BN: 128, BK: 8, TM: 4, TN: 8}}
+	Tiles = []Tile{Tile64, Tile128, {BM: 128, BN: 128, BK: 8, TM: 8, TN: 8}, {BM: 128, BN: 64, BK: 16, TM: 8, TN: 4}, {BM: 64, BN: 128, BK: 8, TM: 4, TN: 8},
+		{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true}, {BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Prefetch: true}}
 )
 
-func (t Tile) String() string { return fmt.Sprintf("%dx%dx%d/%dx%d", t.BM, t.BN, t.BK, t.TM, t.TN) }
+func (t Tile) String() string {
+	s := fmt.Sprintf("%dx%dx%d/%dx%d", t.BM, t.BN, t.BK, t.TM, t.TN)
+	if t.Prefetch {
+		s += "p"
+	}
+	return s
+}
 
 // ParseTile is the inverse of Tile.String.
 func ParseTile(s string) (Tile, error) {
 	var t Tile
-	if _, err := fmt.Sscanf(s, "%dx%dx%d/%dx%d", &t.BM, &t.BN, &t.BK, &t.TM, &t.TN); err != nil {
-		return Tile{}, fmt.Errorf("wgsl: matmul tile %q: want BMxBNxBK/TMxTN, e.g. %v", s, Tile128)
+	spec, prefetch := strings.CutSuffix(s, "p")
+	var rest string
+	if n, _ := fmt.Sscanf(spec+"$", "%dx%dx%d/%dx%d%s", &t.BM, &t.BN, &t.BK, &t.TM, &t.TN, &rest); n != 6 || rest != "$" {
+		return Tile{}, fmt.Errorf("wgsl: matmul tile %q: want BMxBNxBK/TMxTN, p appended for prefetch, e.g. %v", s, Tile128)
 	}
+	t.Prefetch = prefetch
 	return t, t.check(256)
 }
 
@@ -80,6 +94,9 @@ func (t Tile) check(maxThreads int) error {
 	nt := (t.BM / t.TM) * (t.BN / t.TN)
 	if nt > maxThreads {
 		return bad(fmt.Sprintf("%d threads per workgroup, the device allows %d", nt, maxThreads))
+	}
+	if t.Prefetch && (t.BM*t.BK%nt != 0 || t.BN*t.BK%nt != 0) {
+		return bad(fmt.Sprintf("prefetch needs the %d threads to share each tile evenly", nt))
 	}
 	return nil
 }
@@ -256,6 +273,77 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 			fmt.Fprintf(&store, "\tstore4(cbase, m0 + (ty + %du) * 4u + %du, n0 + (tx + %du) * 4u, acc%d_%d);\n", wy*(i/4), i%4, wx*j, i, j)
 		}
 	}
-	s["ACC_DECL"], s["INNER"], s["STORE"] = decl.String(), inner.String(), store.String()
+	s["ACC_DECL"], s["STORE"] = decl.String(), store.String()
+	s["MAIN_LOOP"] = matmulLoop(t, s["LOAD_A"], s["LOAD_B"], inner.String())
 	return s
+}
+
+// matmulLoop is the K loop: each step, the threads load the BM x BK tile
+// of A and the BK x BN tile of B into workgroup memory and multiply them;
+// with prefetch, a step's tiles come from registers that the previous step
+// filled from global memory before its arithmetic.
+func matmulLoop(t Tile, loadA, loadB, inner string) string {
+	if !t.Prefetch {
+		return fmt.Sprintf(`	for (var k0 = 0u; k0 < p.K; k0 += BK) {
+		// NT threads load the BM x BK tile of A and the BK x BN tile of B.
+		for (var e = tid; e < BM * BK; e += NT) {
+%s
+			as_[kk * (BM / 4u) + mm / 4u][mm %% 4u] = load_a(abase, m0 + mm, k0 + kk);
+		}
+		for (var e = tid; e < BN * BK; e += NT) {
+%s
+			bs_[kk * (BN / 4u) + nn / 4u][nn %% 4u] = load_b(bbase, k0 + kk, n0 + nn);
+		}
+		workgroupBarrier();
+		for (var kk = 0u; kk < BK; kk++) {
+%s
+		}
+		workgroupBarrier();
+	}`, loadA, loadB, inner)
+	}
+	nt := (t.BM / t.TM) * (t.BN / t.TN)
+	ra, rb := t.BM*t.BK/nt, t.BN*t.BK/nt
+	return fmt.Sprintf(`	// Thread tid's share of a tile: elements e = tid + r*NT.
+	var ra: array<f32, %[1]d>;
+	var rb: array<f32, %[2]d>;
+	for (var r = 0u; r < %[1]du; r++) {
+		let e = tid + r * NT;
+%[3]s
+		ra[r] = load_a(abase, m0 + mm, kk);
+	}
+	for (var r = 0u; r < %[2]du; r++) {
+		let e = tid + r * NT;
+%[4]s
+		rb[r] = load_b(bbase, kk, n0 + nn);
+	}
+	for (var k0 = 0u; k0 < p.K; k0 += BK) {
+		for (var r = 0u; r < %[1]du; r++) {
+			let e = tid + r * NT;
+%[3]s
+			as_[kk * (BM / 4u) + mm / 4u][mm %% 4u] = ra[r];
+		}
+		for (var r = 0u; r < %[2]du; r++) {
+			let e = tid + r * NT;
+%[4]s
+			bs_[kk * (BN / 4u) + nn / 4u][nn %% 4u] = rb[r];
+		}
+		workgroupBarrier();
+		// The next step's tiles, read while this one is multiplied.
+		if (k0 + BK < p.K) {
+			for (var r = 0u; r < %[1]du; r++) {
+				let e = tid + r * NT;
+%[3]s
+				ra[r] = load_a(abase, m0 + mm, k0 + BK + kk);
+			}
+			for (var r = 0u; r < %[2]du; r++) {
+				let e = tid + r * NT;
+%[4]s
+				rb[r] = load_b(bbase, k0 + BK + kk, n0 + nn);
+			}
+		}
+		for (var kk = 0u; kk < BK; kk++) {
+%[5]s
+		}
+		workgroupBarrier();
+	}`, ra, rb, loadA, loadB, inner)
 }

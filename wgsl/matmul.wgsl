@@ -21,7 +21,11 @@
 //   - the layouts of A and B: LOAD_A / LOAD_B read the tile with
 //     neighbouring threads on neighbouring addresses of each layout;
 //   - bounds: the checks on M, N and K are compiled only where a dimension
-//     is not a multiple of its tile (GUARD).
+//     is not a multiple of its tile (GUARD);
+//   - prefetch (tilings marked "p"): each thread reads its share of the
+//     next K step's tiles into registers while the workgroup multiplies the
+//     current ones, so the global loads' latency overlaps the arithmetic
+//     (the same fmas in the same order: the same bits).
 // Dispatch (ceil(N/BN), ceil(M/BM), batches). Saves nothing for backward
 // (the caller keeps A, B).
 
@@ -75,22 +79,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let abase = p.a_off + z * p.a_batch;
 	let bbase = p.b_off + z * p.b_batch;
 {{ACC_DECL}}
-	for (var k0 = 0u; k0 < p.K; k0 += BK) {
-		// NT threads load the BM x BK tile of A and the BK x BN tile of B.
-		for (var e = tid; e < BM * BK; e += NT) {
-{{LOAD_A}}
-			as_[kk * (BM / 4u) + mm / 4u][mm % 4u] = load_a(abase, m0 + mm, k0 + kk);
-		}
-		for (var e = tid; e < BN * BK; e += NT) {
-{{LOAD_B}}
-			bs_[kk * (BN / 4u) + nn / 4u][nn % 4u] = load_b(bbase, k0 + kk, n0 + nn);
-		}
-		workgroupBarrier();
-		for (var kk = 0u; kk < BK; kk++) {
-{{INNER}}
-		}
-		workgroupBarrier();
-	}
+{{MAIN_LOOP}}
 
 	let cbase = p.c_off + z * p.c_batch;
 {{STORE}}

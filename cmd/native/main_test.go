@@ -363,9 +363,10 @@ func TestBenchJSON(t *testing.T) {
 		t.Fatalf("probe %+v", r.Probe)
 	}
 	t.Logf("probe %+v", *r.Probe)
-	// x·Wᵀ with f32 weights, then a 16-bit model's x·Wᵀ, dy·W and dyᵀ·x.
-	if len(r.Kernels) != 4 {
-		t.Fatalf("%d kernels, want the four matmul layouts at 64", len(r.Kernels))
+	// x·Wᵀ with f32 weights, then a 16-bit model's x·Wᵀ, dy·W and dyᵀ·x,
+	// and a bf16 model's x·Wᵀ.
+	if len(r.Kernels) != 5 {
+		t.Fatalf("%d kernels, want the five matmul layouts at 64", len(r.Kernels))
 	}
 	for _, k := range r.Kernels {
 		if !(k.OfProbe > 0 && k.OfProbe < 2) {
