@@ -219,7 +219,7 @@ func TestLomoClipCoefficient(t *testing.T) {
 func TestKeptForward(t *testing.T) {
 	defer func() { keepForward = true }()
 	for _, name := range []string{"lomo", "adalomo"} {
-		for _, dt := range []gpu.DType{gpu.F32, gpu.BF16} {
+		for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 			for _, tied := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%v/tied=%v", name, dt, tied), func(t *testing.T) {
 					step := func(keep, ckpt bool) (map[string][]float64, Result, int64) {

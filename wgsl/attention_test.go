@@ -198,6 +198,7 @@ var attentionCases = []struct {
 	{attnShape{B: 2, T: 33, H: 4, KV: 2, D: 64, start: []int{0, 5}}, 1},
 	{attnShape{B: 3, T: 20, H: 2, KV: 1, D: 6, start: []int{0, 7, 25}}, 1},
 	{attnShape{B: 2, T: 130, H: 2, KV: 1, D: 8, start: []int{70, 0}}, 4},
+	{attnShape{B: 1, T: 256, H: 2, KV: 1, D: 64}, 1}, // four blocks of 64 rows at TinyLlama's head size
 	{attnShape{B: 1, T: 9, H: 2, KV: 1, D: 130}, 1},
 	{attnShape{B: 1, T: 66, H: 1, KV: 1, D: 256, start: []int{1}}, 1},
 }
@@ -241,7 +242,7 @@ func TestAttentionBlockKernels(t *testing.T) {
 	for ci, tc := range attentionCases {
 		for _, xt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 			sh := tc.sh
-			if xt == gpu.F16 && !dev.Caps.F16 || !attentionBlocked(dev, xt, sh.D) {
+			if xt == gpu.F16 && !dev.Caps.F16 || !attentionBlocked(dev, xt, sh.D, sh.T) {
 				continue
 			}
 			ran++
