@@ -564,7 +564,7 @@ func (m *Llama) layers(t *Tape, in *Inputs, k int) (*Tensor, error) {
 		return nil, err
 	}
 	for i, l := range layers {
-		i += len(m.Layers) - len(layers)
+		i += k - len(layers) // layer 0 may have run above
 		if x, err = m.toStage(t, x, m.devs[m.stage[i]]); err != nil {
 			return nil, err
 		}
@@ -612,7 +612,10 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 		return nil, fmt.Errorf("nn: loss without labels")
 	}
 	last := len(m.Layers) - 1
-	if t.KeepForward && m.Checkpointing && t.Grad() && !m.Cfg.TieWordEmbeddings && last > 0 && m.devs[m.stage[last]] == m.headDevice() {
+	// On one device only: a split model's transfers keep its tape from
+	// running twice (Tape.Rerunnable), so the tail would only cost a
+	// layer's recompute.
+	if t.KeepForward && m.Checkpointing && t.Grad() && !m.Cfg.TieWordEmbeddings && last > 0 && len(m.devs) == 1 {
 		return m.lossTail(t, in, opt)
 	}
 	h, err := m.hidden(t, in)
@@ -642,9 +645,6 @@ func (m *Llama) lossTail(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) 
 	l := m.Layers[last]
 	x, err := m.layers(t, in, last)
 	if err != nil {
-		return nil, err
-	}
-	if x, err = m.toStage(t, x, m.devs[m.stage[last]]); err != nil {
 		return nil, err
 	}
 	defer x.Release()

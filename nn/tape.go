@@ -371,10 +371,10 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 	o.backward = func() error {
 		// Recompute with grad, on a leaf that shares x's buffer, without
 		// counting the parameter uses again (the forward counted them).
-		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
+		sub := t.recomputeTape()
 		var leaf *Tensor
 		if x != nil {
-			leaf = &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: x.needsGrad, borrowed: true}
+			leaf = leafOf(x, x.needsGrad)
 		}
 		y2, err := block(sub, leaf)
 		if err != nil {
@@ -405,22 +405,39 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 		if leaf == nil {
 			return nil
 		}
-		if leaf.grad != nil && x.needsGrad {
-			if x.grad == nil {
-				x.grad, leaf.grad = leaf.grad, nil
-			} else if err := wgsl.Axpy(t.D, x.grad, leaf.grad, x.Len(), x.GradDType(), 1, 1); err != nil {
-				return err
-			}
-		}
-		if leaf.grad != nil {
-			leaf.grad.Release()
-			leaf.grad = nil
-		}
-		return nil
+		return t.passGrad(x, leaf)
 	}
 	t.ops = append(t.ops, o)
 	y.needsGrad = true
 	return y, nil
+}
+
+// recomputeTape is the tape a checkpoint's backward records its block's
+// recompute on: with grad, sharing the parent's use counts, deferred
+// gradients and callback, without counting the uses again (the forward
+// counted them).
+func (t *Tape) recomputeTape() *Tape {
+	return &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
+}
+
+// leafOf is a recompute's input: x's buffer, borrowed.
+func leafOf(x *Tensor, needsGrad bool) *Tensor {
+	return &Tensor{Buf: x.Buf, Shape: x.Shape, DType: x.DType, refs: 1, needsGrad: needsGrad, borrowed: true}
+}
+
+// passGrad gives x the gradient its recompute's leaf received (moved if x
+// has none, else added), and frees what is left of it.
+func (t *Tape) passGrad(x, leaf *Tensor) error {
+	defer leaf.dropGrad()
+	if leaf.grad == nil || !x.needsGrad {
+		return nil
+	}
+	if x.grad == nil {
+		x.grad, x.gradLent = leaf.grad, leaf.gradLent
+		leaf.grad, leaf.gradLent = nil, false
+		return nil
+	}
+	return wgsl.Axpy(t.D, x.grad, leaf.grad, x.Len(), x.GradDType(), 1, 1)
 }
 
 // CheckpointTail is Checkpoint for the last block of a graph, whose output
@@ -445,13 +462,13 @@ func (t *Tape) CheckpointTail(name string, x, y *Tensor, input func(t *Tape, x *
 	o.backward = func() error {
 		// y again, with no ops recorded and no uses counted: input's
 		// parameters are counted by y's own checkpoint.
-		yv, err := input(&Tape{D: t.D, RowGrads: t.RowGrads, uses: map[*Param]int{}, deferred: map[*Param][]deferredGrad{}}, x)
+		yv, err := input(NewTape(t.D, false), x)
 		if err != nil {
 			return err
 		}
 		defer yv.Release()
-		sub := &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
-		leaf := &Tensor{Buf: yv.Buf, Shape: yv.Shape, DType: yv.DType, refs: 1, needsGrad: y.needsGrad, borrowed: true}
+		sub := t.recomputeTape()
+		leaf := leafOf(yv, y.needsGrad)
 		l2, err := block(sub, leaf)
 		if err != nil {
 			sub.Release()
@@ -465,18 +482,7 @@ func (t *Tape) CheckpointTail(name string, x, y *Tensor, input func(t *Tape, x *
 			sub.Release()
 			return err
 		}
-		if leaf.grad != nil && y.needsGrad {
-			if y.grad == nil {
-				y.grad, leaf.grad = leaf.grad, nil
-			} else if err := wgsl.Axpy(t.D, y.grad, leaf.grad, y.Len(), y.GradDType(), 1, 1); err != nil {
-				return err
-			}
-		}
-		if leaf.grad != nil {
-			leaf.grad.Release()
-			leaf.grad = nil
-		}
-		return nil
+		return t.passGrad(y, leaf)
 	}
 	t.ops = append(t.ops, o)
 	loss.needsGrad = true
