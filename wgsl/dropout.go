@@ -55,6 +55,7 @@ func Dropout(d *gpu.Device, y, x *gpu.Buffer, n int, dt gpu.DType, p float64, se
 	pr := DropoutParams{N: uint32(n), Seed: seed, Threshold: DropoutThreshold(p), Scale: scale, Beta: beta}
 	subst := elementSubst(d, nil, dt, []string{"y"})
 	dtypeSubst(d, subst, "XX", "x", dt)
+	subst[useHash] = "1"
 	k, err := kernel(d, "dropout", dt.String(), subst, []gpu.Access{rw, ro}, pr)
 	if err != nil {
 		return err

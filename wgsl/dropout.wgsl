@@ -5,7 +5,7 @@
 // backward (the same kernel on the gradient, beta = 1 to accumulate) drop
 // the same elements without storing a mask, and so does every recompute of
 // a checkpointed block. hash32 is a 32-bit integer finalizer (xor-shift and
-// odd multiplies), DropoutKeep in dropout.go. beta = 0 never reads y.
+// odd multiplies; hashLib in wgsl.go), DropoutKeep in dropout.go. beta = 0 never reads y.
 // Bindings: 0 y (rw), 1 x, 2 Params. Workgroup 256; dispatch dev.Grid(n, 256).
 
 struct Params { n: u32, seed: u32, threshold: u32, scale: f32, beta: f32, _p0: u32, _p1: u32, _p2: u32 }
@@ -17,16 +17,6 @@ struct Params { n: u32, seed: u32, threshold: u32, scale: f32, beta: f32, _p0: u
 {{Y_AT}}
 {{Y_ST}}
 {{XX_AT}}
-
-fn hash32(v: u32) -> u32 {
-	var h = v;
-	h ^= h >> 16u;
-	h *= 0x7feb352du;
-	h ^= h >> 15u;
-	h *= 0x846ca68bu;
-	h ^= h >> 16u;
-	return h;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

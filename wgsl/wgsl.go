@@ -29,8 +29,9 @@ import (
 var files embed.FS
 
 // Source returns the WGSL of a family with each {{KEY}} replaced, preceded
-// by `enable f16;` when a binding is WGSL f16 and by the bf16 conversions
-// when one is bf16 (see dtypeSubst).
+// by `enable f16;` when a binding is WGSL f16, by the bf16 conversions
+// when one is bf16 (see dtypeSubst) and by hash32 when useHash or bf16
+// asks for it.
 func Source(family string, subst map[string]string) string {
 	b, err := files.ReadFile(family + ".wgsl")
 	if err != nil {
@@ -46,6 +47,9 @@ func Source(family string, subst map[string]string) string {
 	if subst[useBF16] != "" {
 		s = bf16Lib + s
 	}
+	if subst[useHash] != "" || subst[useBF16] != "" {
+		s = hashLib + s
+	}
 	if subst[enableF16] != "" {
 		s = "enable f16;\n" + s
 	}
@@ -53,11 +57,25 @@ func Source(family string, subst map[string]string) string {
 }
 
 // enableF16 and useBF16 are the keys dtypeSubst sets when a binding is WGSL
-// f16 or bf16.
+// f16 or bf16; useHash asks for hashLib.
 const (
 	enableF16 = "\x00enable f16"
 	useBF16   = "\x00bf16"
+	useHash   = "\x00hash"
 )
+
+// hashLib is hash32, a 32-bit integer finalizer (xor-shift and odd
+// multiplies): dropout's mask and bf16's stochastic rounding bits.
+const hashLib = `fn hash32(v: u32) -> u32 {
+	var h = v;
+	h ^= h >> 16u;
+	h *= 0x7feb352du;
+	h ^= h >> 15u;
+	h *= 0x846ca68bu;
+	h ^= h >> 16u;
+	return h;
+}
+`
 
 // bf16Lib converts bfloat16, the upper half of an f32, stored as pairs in
 // u32 (element 2k in the low half): reading shifts exactly; f32_to_bf16
@@ -66,9 +84,9 @@ const (
 //
 // pack2xbf16_sr rounds stochastically, for the optimizers' updates of bf16
 // weights (pairSubst's KEY_STORE): up (in magnitude) with probability equal
-// to the distance from the lower neighbour over the gap, from 16 hashed
-// bits of the element index i and a seed the caller changes every step and
-// parameter. The result is unbiased, so an update far below half a bf16
+// to the distance from the lower neighbour over the gap, from 16 bits of
+// hash32 (hashLib) of the element index i and a seed the caller changes
+// every step and parameter. The result is unbiased, so an update far below half a bf16
 // ulp (lr·g against a weight: 2^-9 of it) moves the weight in expectation
 // instead of rounding away every step, which is why bf16 weights updated
 // in place with no f32 master copy otherwise stop learning. Deterministic
@@ -81,23 +99,14 @@ const bf16Lib = `fn f32_to_bf16(x: f32) -> u32 {
 fn bf16_half(w: u32, i: u32) -> f32 { return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u)); }
 fn unpack2xbf16(w: u32) -> vec2<f32> { return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u)); }
 fn pack2xbf16(v: vec2<f32>) -> u32 { return f32_to_bf16(v.x) | (f32_to_bf16(v.y) << 16u); }
-fn bf16_hash(v: u32) -> u32 {
-	var h = v;
-	h ^= h >> 16u;
-	h *= 0x7feb352du;
-	h ^= h >> 15u;
-	h *= 0x846ca68bu;
-	h ^= h >> 16u;
-	return h;
-}
 fn f32_to_bf16_sr(x: f32, r: u32) -> u32 {
 	let u = bitcast<u32>(x);
 	if ((u & 0x7fffffffu) >= 0x7f800000u) { return f32_to_bf16(x); }
 	return (u + (r & 0xffffu)) >> 16u;
 }
 fn pack2xbf16_sr(v: vec2<f32>, seed: u32, i: u32) -> u32 {
-	let s = bf16_hash(seed);
-	return f32_to_bf16_sr(v.x, bf16_hash(i ^ s)) | (f32_to_bf16_sr(v.y, bf16_hash((i + 1u) ^ s)) << 16u);
+	let s = hash32(seed);
+	return f32_to_bf16_sr(v.x, hash32(i ^ s)) | (f32_to_bf16_sr(v.y, hash32((i + 1u) ^ s)) << 16u);
 }
 `
 
