@@ -104,6 +104,9 @@ type Options struct {
 	// LOMO_ADAPTER, and if that is empty too, the first of: discrete GPU,
 	// integrated GPU, other, software (CPU) adapter.
 	Adapter string
+	// Tune says whether kernels time their variants on first use (see
+	// Tuning); empty means LOMO_TUNE, else auto.
+	Tune Tuning
 }
 
 // Device is an open WebGPU device with lomo's accounting and kernel cache.
@@ -121,10 +124,12 @@ type Device struct {
 	plat    *platform // errors and loss as the platform reports them
 	limits  Limits
 
-	mu     sync.Mutex // guards acct, cache
-	acct   accountant
-	cache  map[cacheKey][]*devBuf
-	closed bool
+	mu      sync.Mutex // guards acct, cache, choices
+	acct    accountant
+	cache   map[cacheKey][]*devBuf
+	choices map[string]Choice // tuned kernel variants by call (tuning.go)
+	closed  bool
+	tune    bool // kernels time their variants on first use
 
 	kernels map[string]*Kernel
 	rec     *recorder
@@ -295,6 +300,13 @@ func Open(opt Options) (*Device, error) {
 	if sel == "" {
 		sel = os.Getenv("LOMO_ADAPTER")
 	}
+	tune := opt.Tune
+	if tune == "" {
+		var err error
+		if tune, err = ParseTuning(""); err != nil {
+			return nil, err
+		}
+	}
 	inst := newInstance()
 	if inst == nil {
 		return nil, ErrNoAdapter
@@ -321,6 +333,7 @@ func Open(opt Options) (*Device, error) {
 		adapter: c.adapter,
 		cache:   map[cacheKey][]*devBuf{},
 		kernels: map[string]*Kernel{},
+		tune:    tune.tunes(c.info),
 	}
 	if err := d.openPlatform(c); err != nil {
 		c.adapter.Release()

@@ -4,6 +4,7 @@ package gpu
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"syscall/js"
 	"unsafe"
@@ -64,7 +65,10 @@ func enumerate(inst *wgpu.Instance) []candidate {
 			info.Name = name
 		}
 		info.Driver = ai.Get("description").String()
-		if ai.Get("isFallbackAdapter").Truthy() {
+		// Chromium reports SwiftShader, its CPU implementation, as a
+		// fallback adapter only where no GPU was found; where it was
+		// asked for (--use-webgpu-adapter=swiftshader), by its name.
+		if ai.Get("isFallbackAdapter").Truthy() || strings.Contains(strings.ToLower(info.Name), "swiftshader") {
 			info.Type, info.Software = "cpu", true
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/internal/testgpu"
 	"github.com/lomo-dev/lomo/nn"
+	"github.com/lomo-dev/lomo/wgsl"
 )
 
 var dev *gpu.Device
@@ -506,5 +507,40 @@ func TestScaleWindow(t *testing.T) {
 	}
 	if sc := opt.(*fused).scaler; !res.Skipped || sc.Scale != 5e11 {
 		t.Errorf("adalomo overflow at 1e12: skipped=%v scale=%g, want skipped and 5e11", res.Skipped, sc.Scale)
+	}
+}
+
+// TestTunedStep: with tuning on (every matmul timing every tiling on its
+// first call, wgsl/tune.go), two LOMO steps with clipping, checkpointing
+// and the kept forward give the weights of the untuned steps, bit for bit:
+// tuning never runs an accumulating call twice, and every tiling gives the
+// same bits.
+func TestTunedStep(t *testing.T) {
+	step := func(tune bool) map[string][]float64 {
+		was, minFlops := dev.Tunes(), wgsl.TuneMinFlops
+		defer func() { dev.SetTuning(was); wgsl.TuneMinFlops = minFlops }()
+		dev.SetTuning(tune)
+		wgsl.TuneMinFlops = 0
+		m, in := toyModel(t, gpu.F32, true) // the tied head accumulates into the embedding's gradient
+		m.Checkpointing = true
+		opt, err := New(dev, Config{Name: "lomo", Schedule: Schedule{Kind: "constant", LR: 0.05}, ClipGradNorm: 0.5}, gpu.F32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer opt.Release()
+		for range 2 {
+			if _, err := opt.Step(m.Params(), forward(m, in)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return weights(t, m)
+	}
+	before := len(dev.Choices())
+	tuned := step(true)
+	if len(dev.Choices()) == before {
+		t.Fatal("tuning on made no choice")
+	}
+	for name, w := range step(false) {
+		assertSame(t, name, tuned[name], w)
 	}
 }

@@ -40,13 +40,18 @@ func (x Mat) ld(name string, w int) (int, error) {
 }
 
 // Tile is a tiling of matmul.wgsl: a workgroup computes a BM x BN tile of
-// C stepping K by BK, each thread a TM x TN block in registers; with
+// C stepping K by BK, each thread a TM x TN block in registers. With
 // Prefetch, each thread loads its share of the next step's tiles into
-// registers during the current step's arithmetic. Every tiling gives the
-// same bits (one fma per k, in order); they differ in speed only.
+// registers during the current step's arithmetic. With Wide, each thread
+// loads runs of four neighbouring elements of the stored rows, and operands
+// stored along K (x in x·Wᵀ, and W) are laid out in workgroup memory with
+// their columns of four swizzled by k, so that the threads of a 32-wide
+// warp write to 32 different banks instead of 16 threads to one. Every
+// tiling gives the same bits (one fma per k, in order); they differ in
+// speed only.
 type Tile struct {
 	BM, BN, BK, TM, TN int
-	Prefetch           bool
+	Prefetch, Wide     bool
 }
 
 // The tilings lomo chooses from (ChooseTile). Tile64 (4x4 results per
@@ -55,10 +60,13 @@ type Tile struct {
 var (
 	Tile64  = Tile{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4}
 	Tile128 = Tile{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8}
-	// Tiles lists the tilings benchmarks compare (lomo bench --matmul-tiles
-	// all) and tests check, ChooseTile's first.
-	Tiles = []Tile{Tile64, Tile128, {BM: 128, BN: 128, BK: 8, TM: 8, TN: 8}, {BM: 128, BN: 64, BK: 16, TM: 8, TN: 4}, {BM: 64, BN: 128, BK: 8, TM: 4, TN: 8},
-		{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true}, {BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Prefetch: true}}
+	// Tiles lists the tilings that tuning times (see tune.go; the first
+	// is ChooseTile's), benchmarks compare (lomo bench --matmul-tiles all)
+	// and tests check.
+	Tiles = []Tile{Tile64, Tile128, {BM: 128, BN: 128, BK: 8, TM: 8, TN: 8},
+		{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true}, {BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Prefetch: true},
+		{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Wide: true}, {BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true, Wide: true},
+		{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Wide: true}}
 )
 
 func (t Tile) String() string {
@@ -66,39 +74,59 @@ func (t Tile) String() string {
 	if t.Prefetch {
 		s += "p"
 	}
+	if t.Wide {
+		s += "w"
+	}
 	return s
 }
 
 // ParseTile is the inverse of Tile.String.
 func ParseTile(s string) (Tile, error) {
 	var t Tile
-	spec, prefetch := strings.CutSuffix(s, "p")
+	spec, wide := strings.CutSuffix(s, "w")
+	spec, prefetch := strings.CutSuffix(spec, "p")
 	var rest string
 	if n, _ := fmt.Sscanf(spec+"$", "%dx%dx%d/%dx%d%s", &t.BM, &t.BN, &t.BK, &t.TM, &t.TN, &rest); n != 6 || rest != "$" {
-		return Tile{}, fmt.Errorf("wgsl: matmul tile %q: want BMxBNxBK/TMxTN, p appended for prefetch, e.g. %v", s, Tile128)
+		return Tile{}, fmt.Errorf("wgsl: matmul tile %q: want BMxBNxBK/TMxTN, then p for prefetch and w for wide loads, e.g. %v", s, Tile128)
 	}
-	t.Prefetch = prefetch
-	return t, t.check(256)
+	t.Prefetch, t.Wide = prefetch, wide
+	return t, t.check(256, 16384)
 }
 
 // check reports whether the tiling is valid for a device allowing
-// maxThreads invocations per workgroup.
-func (t Tile) check(maxThreads int) error {
+// maxThreads invocations and wgBytes bytes of workgroup memory per
+// workgroup.
+func (t Tile) check(maxThreads, wgBytes int) error {
 	bad := func(why string) error { return fmt.Errorf("wgsl: matmul tile %v: %s", t, why) }
 	switch {
 	case t.TM <= 0 || t.TN <= 0 || t.BK <= 0 || t.TM%4 != 0 || t.TN%4 != 0:
 		return bad("TM and TN must be positive multiples of 4")
 	case t.BM <= 0 || t.BN <= 0 || t.BM%t.TM != 0 || t.BN%t.TN != 0:
 		return bad("BM and BN must be multiples of TM and TN")
+	case t.Wide && (t.BM%32 != 0 || t.BN%32 != 0 || t.BK%4 != 0 || 32%t.BK != 0):
+		return bad("wide loads need BM and BN multiples of 32 and BK one of 4, 8, 16, 32")
 	}
 	nt := (t.BM / t.TM) * (t.BN / t.TN)
 	if nt > maxThreads {
 		return bad(fmt.Sprintf("%d threads per workgroup, the device allows %d", nt, maxThreads))
 	}
-	if t.Prefetch && (t.BM*t.BK%nt != 0 || t.BN*t.BK%nt != 0) {
+	if b := 4 * t.BK * (t.BM + t.BN); b > wgBytes {
+		return bad(fmt.Sprintf("%d bytes of workgroup memory, the device allows %d", b, wgBytes))
+	}
+	if t.Prefetch && (t.loadShare(t.BM)*nt != t.BM*t.BK || t.loadShare(t.BN)*nt != t.BN*t.BK) {
 		return bad(fmt.Sprintf("prefetch needs the %d threads to share each tile evenly", nt))
 	}
 	return nil
+}
+
+// loadShare is how many loads (of one element, or of four with Wide) each
+// thread makes of a tile with `rows` rows of the output, rounded down.
+func (t Tile) loadShare(rows int) int {
+	nt := (t.BM / t.TM) * (t.BN / t.TN)
+	if t.Wide {
+		return rows * t.BK / 4 / nt * 4
+	}
+	return rows * t.BK / nt
 }
 
 // ChooseTile is the tiling Matmul uses for an (M,K)·(K,N) product on d:
@@ -116,9 +144,40 @@ func ChooseTile(d *gpu.Device, m, n, k int) Tile {
 // Matmul records C = alpha * op(A)·op(B) + beta*C for `batches` batches,
 // with op(A) (M,K), op(B) (K,N) and C (M,N) row-major. Each operand is f32
 // or f16; arithmetic and accumulation are f32, C is rounded once. The
-// tiling is ChooseTile's.
+// tiling is ChooseTile's, or on a device that tunes, the fastest of Tiles
+// for this call's dtypes, layouts and shape (tune.go); all give the same
+// bits.
 func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
-	return MatmulTiled(d, ChooseTile(d, m, n, k), c, a, b, m, n, k, batches, alpha, beta)
+	first := ChooseTile(d, m, n, k)
+	if !d.Tunes() {
+		return MatmulTiled(d, first, c, a, b, m, n, k, batches, alpha, beta)
+	}
+	tiles := []Tile{first}
+	names := []string{first.String()}
+	for _, t := range Tiles {
+		if t != first && t.check(tileLimits(d)) == nil {
+			tiles = append(tiles, t)
+			names = append(names, t.String())
+		}
+	}
+	key := fmt.Sprintf("matmul/%s/%s/%dx%dx%d/%d", dtypeName("a", a.DType, "b", b.DType, "c", c.DType), layouts(a.T, b.T), m, n, k, batches)
+	// With beta = 0, C's old contents do not matter: each timed run
+	// writes the same C.
+	repeat := beta == 0 && c.Buf != a.Buf && c.Buf != b.Buf
+	return tuned(d, key, names, repeat, 2*float64(m)*float64(n)*float64(k)*float64(batches), func(i int) error {
+		return MatmulTiled(d, tiles[i], c, a, b, m, n, k, batches, alpha, beta)
+	})
+}
+
+// layouts names the layouts of A and B: n (as stored) or t (transposed).
+func layouts(ta, tb bool) string {
+	l := func(t bool) string {
+		if t {
+			return "t"
+		}
+		return "n"
+	}
+	return l(ta) + l(tb)
 }
 
 // MatmulTiled is Matmul with a given tiling (benchmarks and tests).
@@ -129,11 +188,7 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	if m <= 0 || n <= 0 || k <= 0 || batches <= 0 {
 		return fmt.Errorf("wgsl: matmul: empty shape M=%d N=%d K=%d batches=%d", m, n, k, batches)
 	}
-	maxThreads := int(d.Limits().MaxComputeInvocations)
-	if maxThreads == 0 {
-		maxThreads = 256 // WebGPU's default; a dry device reports no limits
-	}
-	if err := tile.check(maxThreads); err != nil {
+	if err := tile.check(tileLimits(d)); err != nil {
 		return err
 	}
 	cBatch := c.Batch
@@ -179,12 +234,6 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	for key, v := range matmulSource(tile, a.T, b.T, guardM, guardN, guardK) {
 		subst[key] = v
 	}
-	layout := func(t bool) string {
-		if t {
-			return "t"
-		}
-		return "n"
-	}
 	guards := ""
 	for _, g := range []struct {
 		on bool
@@ -197,12 +246,26 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	if guards == "" {
 		guards = "full"
 	}
-	variant := fmt.Sprintf("%s/%s%s/%s/%s", dtypeName("a", a.DType, "b", b.DType, "c", c.DType), layout(a.T), layout(b.T), guards, tile)
+	variant := fmt.Sprintf("%s/%s/%s/%s", dtypeName("a", a.DType, "b", b.DType, "c", c.DType), layouts(a.T, b.T), guards, tile)
 	kern, err := kernel(d, "matmul", variant, subst, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
 	}
 	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{c.Buf, a.Buf, b.Buf}, uint32((n+tile.BN-1)/tile.BN), uint32((m+tile.BM-1)/tile.BM), uint32(batches))
+}
+
+// tileLimits are the device's limits that a tiling must respect: the
+// invocations and the bytes of workgroup memory per workgroup.
+func tileLimits(d *gpu.Device) (maxThreads, wgBytes int) {
+	l := d.Limits()
+	maxThreads, wgBytes = int(l.MaxComputeInvocations), int(l.MaxComputeWorkgroupStorageSize)
+	if maxThreads == 0 {
+		maxThreads = 256 // WebGPU's default; a dry device reports no limits
+	}
+	if wgBytes == 0 {
+		wgBytes = 16384
+	}
+	return maxThreads, wgBytes
 }
 
 // matmulSource specializes matmul.wgsl for a tiling, the layouts of A and
@@ -232,22 +295,20 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 		gb = append(gb, "k >= p.K")
 	}
 	s["GUARD_A"], s["GUARD_B"] = guard(ga...), guard(gb...)
-	// Neighbouring threads take neighbouring elements of the stored
-	// layout: along K for A (M,K) and B (N,K), along M or N otherwise.
 	if ta {
 		s["A_INDEX"] = "k * p.lda + m"
-		s["LOAD_A"] = "\t\t\tlet kk = e / BM;\n\t\t\tlet mm = e % BM;"
 	} else {
 		s["A_INDEX"] = "m * p.lda + k"
-		s["LOAD_A"] = "\t\t\tlet mm = e / BK;\n\t\t\tlet kk = e % BK;"
 	}
 	if tb {
 		s["B_INDEX"] = "n * p.ldb + k"
-		s["LOAD_B"] = "\t\t\tlet nn = e / BK;\n\t\t\tlet kk = e % BK;"
 	} else {
 		s["B_INDEX"] = "k * p.ldb + n"
-		s["LOAD_B"] = "\t\t\tlet kk = e / BN;\n\t\t\tlet nn = e % BN;"
 	}
+	// A is stored along K unless transposed, B only when transposed.
+	a := tileLoad{x: "a", ws: "as_", rows: "BM", dim: "m", org: "m0", alongK: !ta, t: t}
+	b := tileLoad{x: "b", ws: "bs_", rows: "BN", dim: "n", org: "n0", alongK: tb, t: t}
+	s["SLOTS"] = a.slot() + b.slot()
 	ig, jg := t.TM/4, t.TN/4
 	comp := "xyzw"
 	var decl, inner, store strings.Builder
@@ -257,10 +318,10 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 		}
 	}
 	for i := 0; i < ig; i++ {
-		fmt.Fprintf(&inner, "\t\t\tlet a%d = as_[kk * (BM / 4u) + ty + %du];\n", i, wy*i)
+		fmt.Fprintf(&inner, "\t\t\tlet a%d = as_[a_slot(kk, ty + %du)];\n", i, wy*i)
 	}
 	for j := 0; j < jg; j++ {
-		fmt.Fprintf(&inner, "\t\t\tlet b%d = bs_[kk * (BN / 4u) + tx + %du];\n", j, wx*j)
+		fmt.Fprintf(&inner, "\t\t\tlet b%d = bs_[b_slot(kk, tx + %du)];\n", j, wx*j)
 	}
 	for i := 0; i < t.TM; i++ {
 		for j := 0; j < jg; j++ {
@@ -274,76 +335,149 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 		}
 	}
 	s["ACC_DECL"], s["STORE"] = decl.String(), store.String()
-	s["MAIN_LOOP"] = matmulLoop(t, s["LOAD_A"], s["LOAD_B"], inner.String())
+	s["MAIN_LOOP"] = matmulLoop(t, a, b, inner.String())
 	return s
+}
+
+// tileLoad generates how the threads of a workgroup copy one operand's tile
+// (BK values of k by `rows` values of m or n) from global to workgroup
+// memory, where it is laid out [BK][rows/4] in vec4s, and how the
+// arithmetic finds its columns there (x_slot).
+type tileLoad struct {
+	x, ws    string // a or b; its workgroup array
+	rows     string // BM or BN
+	dim, org string // m or n; the tile's first row of C
+	alongK   bool   // the operand's stored rows run along K
+	t        Tile
+}
+
+// slot is the WGSL function x_slot(kk, c4): the vec4 of workgroup memory
+// holding row kk's column c4 (elements 4*c4..4*c4+3). With Wide, an
+// operand stored along K has c4 XOR-swizzled by kk/4: the four-element runs
+// a warp writes, 32/BK rows by BK/4 runs, then fall on 32 distinct banks.
+func (l tileLoad) slot() string {
+	c4 := "c4"
+	if l.t.Wide && l.alongK {
+		c4 = fmt.Sprintf("(c4 ^ ((kk / 4u) * %du))", 32/l.t.BK)
+	}
+	return fmt.Sprintf("fn %s_slot(kk: u32, c4: u32) -> u32 { return kk * (%s / 4u) + %s; }\n", l.x, l.rows, c4)
+}
+
+// load returns the statements for load number e of the tile (an element,
+// or with Wide four neighbouring ones), k0 being the tile's first k: pos
+// finds its place, read reads it into `v` (f32 or vec4) and write stores v
+// into workgroup memory. Neighbouring e read neighbouring addresses of the
+// stored layout.
+func (l tileLoad) load(e, k0 string) (pos, read, write string) {
+	at := func(row, k string) string {
+		if l.x == "a" {
+			return fmt.Sprintf("load_a(abase, %s, %s)", row, k)
+		}
+		return fmt.Sprintf("load_b(bbase, %s, %s)", k, row)
+	}
+	switch {
+	case !l.t.Wide && l.alongK:
+		return fmt.Sprintf("let r = %s / BK; let kk = %s %% BK;", e, e),
+			fmt.Sprintf("let v = %s;", at(l.org+" + r", k0+" + kk")),
+			fmt.Sprintf("%s[%s_slot(kk, r / 4u)][r %% 4u] = v;", l.ws, l.x)
+	case !l.t.Wide:
+		return fmt.Sprintf("let kk = %s / %s; let r = %s %% %s;", e, l.rows, e, l.rows),
+			fmt.Sprintf("let v = %s;", at(l.org+" + r", k0+" + kk")),
+			fmt.Sprintf("%s[%s_slot(kk, r / 4u)][r %% 4u] = v;", l.ws, l.x)
+	case l.alongK:
+		// four k of one row: one component of four rows of workgroup memory
+		var vs, ws []string
+		for c := 0; c < 4; c++ {
+			vs = append(vs, at(l.org+" + r", fmt.Sprintf("%s + kq + %du", k0, c)))
+			ws = append(ws, fmt.Sprintf("%s[%s_slot(kq + %du, r / 4u)][r %% 4u] = v[%d];", l.ws, l.x, c, c))
+		}
+		return fmt.Sprintf("let r = %s / (BK / 4u); let kq = (%s %% (BK / 4u)) * 4u;", e, e),
+			fmt.Sprintf("let v = vec4<f32>(%s);", strings.Join(vs, ", ")), strings.Join(ws, " ")
+	default:
+		// four rows of one k: one vec4 of workgroup memory
+		var vs []string
+		for c := 0; c < 4; c++ {
+			vs = append(vs, at(fmt.Sprintf("%s + r + %du", l.org, c), k0+" + kk"))
+		}
+		return fmt.Sprintf("let kk = %s / (%s / 4u); let r = (%s %% (%s / 4u)) * 4u;", e, l.rows, e, l.rows),
+			fmt.Sprintf("let v = vec4<f32>(%s);", strings.Join(vs, ", ")),
+			fmt.Sprintf("%s[%s_slot(kk, r / 4u)] = v;", l.ws, l.x)
+	}
+}
+
+// count is the number of loads that fill the tile; vtype is v's type.
+func (l tileLoad) count() (string, string) {
+	if l.t.Wide {
+		return fmt.Sprintf("(%s * BK / 4u)", l.rows), "vec4<f32>"
+	}
+	return fmt.Sprintf("(%s * BK)", l.rows), "f32"
 }
 
 // matmulLoop is the K loop: each step, the threads load the BM x BK tile
 // of A and the BK x BN tile of B into workgroup memory and multiply them;
 // with prefetch, a step's tiles come from registers that the previous step
 // filled from global memory before its arithmetic.
-func matmulLoop(t Tile, loadA, loadB, inner string) string {
+func matmulLoop(t Tile, a, b tileLoad, inner string) string {
 	if !t.Prefetch {
+		ca, _ := a.count()
+		cb, _ := b.count()
+		pa, ra, wa := a.load("e", "k0")
+		pb, rb, wb := b.load("e", "k0")
 		return fmt.Sprintf(`	for (var k0 = 0u; k0 < p.K; k0 += BK) {
 		// NT threads load the BM x BK tile of A and the BK x BN tile of B.
-		for (var e = tid; e < BM * BK; e += NT) {
-%s
-			as_[kk * (BM / 4u) + mm / 4u][mm %% 4u] = load_a(abase, m0 + mm, k0 + kk);
+		for (var e = tid; e < %s; e += NT) {
+			%s %s
+			%s
 		}
-		for (var e = tid; e < BN * BK; e += NT) {
-%s
-			bs_[kk * (BN / 4u) + nn / 4u][nn %% 4u] = load_b(bbase, k0 + kk, n0 + nn);
+		for (var e = tid; e < %s; e += NT) {
+			%s %s
+			%s
 		}
 		workgroupBarrier();
 		for (var kk = 0u; kk < BK; kk++) {
 %s
 		}
 		workgroupBarrier();
-	}`, loadA, loadB, inner)
+	}`, ca, pa, ra, wa, cb, pb, rb, wb, inner)
 	}
-	nt := (t.BM / t.TM) * (t.BN / t.TN)
-	ra, rb := t.BM*t.BK/nt, t.BN*t.BK/nt
-	return fmt.Sprintf(`	// Thread tid's share of a tile: elements e = tid + r*NT.
-	var ra: array<f32, %[1]d>;
-	var rb: array<f32, %[2]d>;
-	for (var r = 0u; r < %[1]du; r++) {
-		let e = tid + r * NT;
-%[3]s
-		ra[r] = load_a(abase, m0 + mm, kk);
+	na, nb := t.loadShare(t.BM), t.loadShare(t.BN)
+	_, vt := a.count()
+	if t.Wide {
+		na, nb = na/4, nb/4
 	}
-	for (var r = 0u; r < %[2]du; r++) {
-		let e = tid + r * NT;
-%[4]s
-		rb[r] = load_b(bbase, kk, n0 + nn);
+	reg := func(l tileLoad, n int, k0 string) string {
+		p, r, _ := l.load("e", k0)
+		return fmt.Sprintf(`for (var i = 0u; i < %du; i++) {
+			let e = tid + i * NT;
+			%s %s
+			r%s[i] = v;
+		}`, n, p, r, l.x)
 	}
+	put := func(l tileLoad, n int) string {
+		p, _, w := l.load("e", "")
+		return fmt.Sprintf(`for (var i = 0u; i < %du; i++) {
+			let e = tid + i * NT;
+			%s let v = r%s[i];
+			%s
+		}`, n, p, l.x, w)
+	}
+	return fmt.Sprintf(`	// Thread tid's share of a tile: loads e = tid + i*NT.
+	var ra: array<%[1]s, %[2]d>;
+	var rb: array<%[1]s, %[3]d>;
+	%[4]s
+	%[5]s
 	for (var k0 = 0u; k0 < p.K; k0 += BK) {
-		for (var r = 0u; r < %[1]du; r++) {
-			let e = tid + r * NT;
-%[3]s
-			as_[kk * (BM / 4u) + mm / 4u][mm %% 4u] = ra[r];
-		}
-		for (var r = 0u; r < %[2]du; r++) {
-			let e = tid + r * NT;
-%[4]s
-			bs_[kk * (BN / 4u) + nn / 4u][nn %% 4u] = rb[r];
-		}
+		%[6]s
+		%[7]s
 		workgroupBarrier();
 		// The next step's tiles, read while this one is multiplied.
 		if (k0 + BK < p.K) {
-			for (var r = 0u; r < %[1]du; r++) {
-				let e = tid + r * NT;
-%[3]s
-				ra[r] = load_a(abase, m0 + mm, k0 + BK + kk);
-			}
-			for (var r = 0u; r < %[2]du; r++) {
-				let e = tid + r * NT;
-%[4]s
-				rb[r] = load_b(bbase, k0 + BK + kk, n0 + nn);
-			}
+			%[8]s
+			%[9]s
 		}
 		for (var kk = 0u; kk < BK; kk++) {
-%[5]s
+%[10]s
 		}
 		workgroupBarrier();
-	}`, ra, rb, loadA, loadB, inner)
+	}`, vt, na, nb, reg(a, na, "0u"), reg(b, nb, "0u"), put(a, na), put(b, nb), reg(a, na, "k0 + BK"), reg(b, nb, "k0 + BK"), inner)
 }

@@ -18,14 +18,18 @@
 //     (ty + WY*ig)*4 + r, columns (tx + WX*jg)*4 + c: neighbouring threads
 //     read neighbouring vec4s of workgroup memory), stepping K by BK
 //     through workgroup memory ([BK][BM] for A, [BK][BN] for B);
-//   - the layouts of A and B: LOAD_A / LOAD_B read the tile with
-//     neighbouring threads on neighbouring addresses of each layout;
+//   - the layouts of A and B: the tile loads (tileLoad in matmul.go) put
+//     neighbouring threads on neighbouring addresses of each layout, and
+//     a_slot / b_slot place a row kk's column of four in workgroup memory
+//     (swizzled by kk for wide tilings of operands stored along K);
 //   - bounds: the checks on M, N and K are compiled only where a dimension
 //     is not a multiple of its tile (GUARD);
 //   - prefetch (tilings marked "p"): each thread reads its share of the
 //     next K step's tiles into registers while the workgroup multiplies the
 //     current ones, so the global loads' latency overlaps the arithmetic
-//     (the same fmas in the same order: the same bits).
+//     (the same fmas in the same order: the same bits);
+//   - wide loads (tilings marked "w"): each thread loads runs of four
+//     neighbouring elements, and workgroup memory is swizzled as above.
 // Dispatch (ceil(N/BN), ceil(M/BM), batches). Saves nothing for backward
 // (the caller keeps A, B).
 
@@ -56,6 +60,7 @@ const NT: u32 = WX * WY;
 var<workgroup> as_: array<vec4<f32>, {{AS_LEN}}>; // [BK][BM/4]
 var<workgroup> bs_: array<vec4<f32>, {{BS_LEN}}>; // [BK][BN/4]
 
+{{SLOTS}}
 // A's element (m, k) of batch base, 0 outside op(A).
 fn load_a(base: u32, m: u32, k: u32) -> f32 {
 	{{GUARD_A}}

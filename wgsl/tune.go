@@ -1,0 +1,72 @@
+package wgsl
+
+import (
+	"math"
+	"time"
+
+	"github.com/lomo-dev/lomo/gpu"
+)
+
+// Tuning. Some kernels have variants that compute the same bits and differ
+// in speed only, by an amount that depends on the adapter: matmul's tilings
+// (Tile), attention's row and block kernels. Where the device tunes
+// (gpu.Device.Tunes: GPUs, unless --tune off), the first call of each key
+// (kernel, dtypes, layouts, shape) runs every variant a few times, each run
+// waited for alone, and keeps the fastest for the later calls; the last
+// timing run leaves the call's result in place. Results do not depend on
+// the choice, so a run is reproducible across adapters and tunings.
+
+// tuneReps is how many timed runs each variant gets after the untimed
+// first one (which compiles its kernel); its time is the fastest.
+const tuneReps = 3
+
+// TuneMinFlops is the least work (floating-point operations) of a call that
+// is tuned; smaller calls take the first variant. Below it, the waits for
+// the queue that timing needs would cost more than a better variant saves.
+var TuneMinFlops = 1e8
+
+// tuned runs one of the variants of a call: the one chosen for key before;
+// else, when d tunes, repeat is true and the call is worth tuning (flops),
+// each variant in turn, timed, recording the fastest; else the first. run(i)
+// records variant i of the call. repeat says that the call may run several
+// times with the same result: its outputs do not depend on what they
+// overwrite and alias none of its inputs.
+func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops float64, run func(i int) error) error {
+	if c, ok := d.Choice(key); ok {
+		for i, v := range variants {
+			if v == c.Chosen {
+				return run(i)
+			}
+		}
+	}
+	if !d.Tunes() || !repeat || len(variants) < 2 || flops < TuneMinFlops {
+		return run(0)
+	}
+	c := gpu.Choice{Key: key}
+	best := math.Inf(1)
+	for i, v := range variants {
+		if err := run(i); err != nil { // compiles the variant's kernel
+			return err
+		}
+		t := math.Inf(1)
+		for r := 0; r < tuneReps; r++ {
+			if err := d.Sync(); err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if err := run(i); err != nil {
+				return err
+			}
+			if err := d.Sync(); err != nil {
+				return err
+			}
+			t = min(t, time.Since(t0).Seconds())
+		}
+		c.Timed = append(c.Timed, gpu.Timing{Variant: v, Seconds: t})
+		if t < best {
+			best, c.Chosen = t, v
+		}
+	}
+	d.Choose(c)
+	return nil
+}
