@@ -179,7 +179,28 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gp
 	if err := f16Writable(d, "attention forward", "out", xt); err != nil {
 		return err
 	}
-	return attentionForward(d, attentionBlocked(d, xt, dh, t), out, lse, q, k, v, start, xt, p)
+	variants := attentionVariants(d, xt, dh, t)
+	key := fmt.Sprintf("attention/forward/%s/B%dT%dH%dKV%dD%d", dtypeName("x", xt), b, t, h, kv, dh)
+	return tuned(d, key, variants, true, attentionFlops(b, t, h, dh), func(i int) error {
+		return attentionForward(d, variants[i] == "blocked", out, lse, q, k, v, start, xt, p)
+	})
+}
+
+// attentionVariants are the kernels that can run attention of head size dh
+// over t rows on d, the one attentionBlocked picks first: the block kernels
+// and the row kernels, or the row kernels only. Tuning times both on first
+// use (tune.go); they give the same bits.
+func attentionVariants(d *gpu.Device, xt gpu.DType, dh, t int) []string {
+	if attentionBlocked(d, xt, dh, t) {
+		return []string{"blocked", "rows"}
+	}
+	return []string{"rows"}
+}
+
+// attentionFlops is the multiply-adds of causal attention's two products,
+// as floating-point operations: about 2 * B*H*T²*D.
+func attentionFlops(b, t, h, dh int) float64 {
+	return 2 * float64(b) * float64(h) * float64(t) * float64(t) * float64(dh)
 }
 
 // attentionForward dispatches the block kernel or the row kernel.
@@ -240,7 +261,13 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu
 // thread, no atomics). A scratch of B*H*T*2 f32 holds (lse, delta) per row.
 // All but lse (f32) and start are of dtype xt.
 func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
-	return attentionBackward(d, attentionBlocked(d, xt, dh, t), dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
+	variants := attentionVariants(d, xt, dh, t)
+	key := fmt.Sprintf("attention/backward/%s/B%dT%dH%dKV%dD%d", dtypeName("x", xt), b, t, h, kv, dh)
+	// dq, dk and dv are overwritten, from inputs they alias none of.
+	repeat := dq != dout && dk != dout && dv != dout
+	return tuned(d, key, variants, repeat, 2.5*attentionFlops(b, t, h, dh), func(i int) error {
+		return attentionBackward(d, variants[i] == "blocked", dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
+	})
 }
 
 // attentionBackward is AttentionBackward with dq and dk, dv from the block

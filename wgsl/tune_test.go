@@ -2,6 +2,7 @@ package wgsl
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
@@ -136,5 +137,42 @@ func TestMatmulTunesOnlyWhere(t *testing.T) {
 				t.Errorf("%d dispatches and %d new choices, want 1 and none", got, len(dev.Choices())-before)
 			}
 		})
+	}
+}
+
+// TestAttentionTuned: the forward and the backward each time the block and
+// the row kernels on their first call, keep the fastest and leave the
+// bits of the untuned kernels.
+func TestAttentionTuned(t *testing.T) {
+	sh := attnShape{B: 2, T: 40, H: 2, KV: 1, D: 8}
+	xt := gpu.F32
+	if !attentionBlocked(dev, xt, sh.D, sh.T) {
+		t.Skipf("adapter %q runs no block kernels at %v: nothing to choose from", dev.Info.Name, sh)
+	}
+	r := rng(9)
+	scale := 1 / math.Sqrt(float64(sh.D))
+	nq, nk := sh.B*sh.T*sh.H*sh.D, sh.B*sh.T*sh.KV*sh.D
+	q, k, v, dout := randn(r, nq, 1), randn(r, nk, 1), randn(r, nk, 1), randn(r, nq, 1)
+	out, lse := attentionGPUForward(t, sh, q, k, v, scale, xt)
+	dq, dk, dv := attentionGPUBackward(t, sh, q, k, v, out, lse, dout, scale, xt)
+
+	tuning(t)
+	d0 := dev.Dispatches()
+	out2, lse2 := attentionGPUForward(t, sh, q, k, v, scale, xt)
+	dq2, dk2, dv2 := attentionGPUBackward(t, sh, q, k, v, out, lse, dout, scale, xt)
+	if got := dev.Dispatches() - d0; got != (1+tuneReps)*2*(1+3) {
+		t.Errorf("%d dispatches, want %d: two variants, each run 1+%d times, of the forward (1 dispatch) and the backward (3)", got, (1+tuneReps)*2*(1+3), tuneReps)
+	}
+	for _, pass := range []string{"forward", "backward"} {
+		key := fmt.Sprintf("attention/%s/x32/B%dT%dH%dKV%dD%d", pass, sh.B, sh.T, sh.H, sh.KV, sh.D)
+		if c, ok := dev.Choice(key); !ok || len(c.Timed) != 2 {
+			t.Errorf("%s: %+v, %v; want a choice between the block and the row kernels", key, c, ok)
+		}
+	}
+	for _, g := range []struct {
+		name      string
+		got, want []float64
+	}{{"out", out2, out}, {"lse", lse2, lse}, {"dq", dq2, dq}, {"dk", dk2, dk}, {"dv", dv2, dv}} {
+		assertSameBits(t, g.name+" tuned", g.got, g.want)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/train"
 )
@@ -31,6 +32,9 @@ type benchReport struct {
 	Probe   *train.Probe        `json:"probe,omitempty"`
 	Kernels []train.KernelBench `json:"kernels"`
 	Steps   []train.BenchResult `json:"steps"`
+	// Tuned: the kernel variants the device chose by timing (--tune), each
+	// with every variant's time.
+	Tuned []gpu.Choice `json:"tuned,omitempty"`
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
@@ -134,6 +138,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			rep.Steps = append(rep.Steps, r)
 		}
 	}
+	rep.Tuned = d.Choices()
 	if *asJSON {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(stdout, string(b))
@@ -165,6 +170,19 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(w, "  %s\t%d calls\t%.3f s\t%.1f%%\t\n", k.Kernel, k.Calls, k.Seconds, 100*k.Seconds/s.ProfileSeconds)
 		}
+	}
+	for _, c := range rep.Tuned {
+		// The chosen variant's time against the untuned one's (the first).
+		var first, chosen float64
+		for i, tm := range c.Timed {
+			if i == 0 {
+				first = tm.Seconds
+			}
+			if tm.Variant == c.Chosen {
+				chosen = tm.Seconds
+			}
+		}
+		fmt.Fprintf(w, "tuned %s\t%s\t%.3f ms\t%.2fx the untuned %s\t\n", c.Key, c.Chosen, 1e3*chosen, first/chosen, c.Timed[0].Variant)
 	}
 	return w.Flush()
 }

@@ -155,7 +155,7 @@ func cmdTrain(args []string, stdout, stderr io.Writer) error {
 		if fs.adapter != "" {
 			return fmt.Errorf("%w: --adapter and devices %q: choose one (devices names every adapter of a split run)", errUsage, cfg.Devices)
 		}
-		if ds, err = openDevices(names, stderr); err != nil {
+		if ds, err = openDevices(names, fs.tuning(), stderr); err != nil {
 			return err
 		}
 	} else {

@@ -22,6 +22,7 @@ import (
 type options struct {
 	*flag.FlagSet
 	adapter string // --adapter, when registered by withAdapter
+	tune    string // --tune, with --adapter
 	dtype   string // --dtype, when registered by withDType
 	peft    string // --peft, when registered by withPeft
 	checks  []func() error
@@ -58,6 +59,13 @@ func newOptions(name string, stderr io.Writer) *options {
 // withAdapter adds --adapter, for the commands that run on a device (open).
 func (o *options) withAdapter() *options {
 	o.StringVar(&o.adapter, "adapter", "", "adapter index or name (default: LOMO_ADAPTER, else the best one)")
+	o.StringVar(&o.tune, "tune", "", "time the kernel variants that give the same results (matmul tilings) on first use and keep the fastest: auto (on GPUs, not on CPU adapters), on or off (default: LOMO_TUNE, else auto)")
+	o.check(func() error {
+		if _, err := gpu.ParseTuning(o.tune); err != nil {
+			return fmt.Errorf("--tune %q: want one of %s (or LOMO_TUNE)", o.tune, strings.Join(gpu.TuningNames, ", "))
+		}
+		return nil
+	})
 	return o
 }
 
@@ -143,22 +151,36 @@ func (o *options) parse(args []string) error {
 // open opens the adapter that --adapter names (or LOMO_ADAPTER) and says
 // which on log.
 func (o *options) open(log io.Writer) (*gpu.Device, error) {
-	d, err := gpu.Open(gpu.Options{Adapter: o.adapter})
+	d, err := gpu.Open(gpu.Options{Adapter: o.adapter, Tune: o.tuning()})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(log, "adapter: %s (%s, %s)\n", d.Info.Name, d.Info.Type, d.Info.Backend)
+	fmt.Fprintf(log, "adapter: %s (%s, %s)%s\n", d.Info.Name, d.Info.Type, d.Info.Backend, tuneNote(d))
 	return d, nil
+}
+
+// tuning is --tune's value (checked by parse).
+func (o *options) tuning() gpu.Tuning {
+	t, _ := gpu.ParseTuning(o.tune)
+	return t
+}
+
+// tuneNote says, after the adapter's name, that the device tunes.
+func tuneNote(d *gpu.Device) string {
+	if d.Tunes() {
+		return ", tuning kernels on first use"
+	}
+	return ""
 }
 
 // openDevices opens the adapters that names lists (the devices key or
 // --devices), one device each (an adapter named twice gives two devices
 // on it), and says which on log. An adapter that is not there is a usage
 // error naming it.
-func openDevices(names []string, log io.Writer) ([]*gpu.Device, error) {
+func openDevices(names []string, tune gpu.Tuning, log io.Writer) ([]*gpu.Device, error) {
 	var ds []*gpu.Device
 	for i, name := range names {
-		d, err := gpu.Open(gpu.Options{Adapter: name})
+		d, err := gpu.Open(gpu.Options{Adapter: name, Tune: tune})
 		if err != nil {
 			for _, d := range ds {
 				d.Close()
@@ -168,7 +190,7 @@ func openDevices(names []string, log io.Writer) ([]*gpu.Device, error) {
 			}
 			return nil, fmt.Errorf("devices: device %d %q: %w", i, name, err)
 		}
-		fmt.Fprintf(log, "device %d: %s (%s, %s)\n", i, d.Info.Name, d.Info.Type, d.Info.Backend)
+		fmt.Fprintf(log, "device %d: %s (%s, %s)%s\n", i, d.Info.Name, d.Info.Type, d.Info.Backend, tuneNote(d))
 		ds = append(ds, d)
 	}
 	return ds, nil
