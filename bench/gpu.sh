@@ -11,7 +11,9 @@
 #   step   the probe, the matmul tilings at 1024³ and 4096³, and the
 #          TinyLlama-1.1B LOMO step (then one more, profiled per kernel, and
 #          the same with the attention row kernels; and in bf16), lomo then
-#          PyTorch
+#          PyTorch. The warm-up step tunes (lomo --tune: every matmul tiling
+#          and both attention kernels timed on each shape); the table lists
+#          what each shape chose.
 #   7b     the LLaMA-7B-shaped LOMO step (f16, random init, batch 8 x 512,
 #          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
 #          memory is a result)
@@ -130,7 +132,16 @@ def attention(rep):
     return sum(k["seconds"] for s in rep.get("steps", []) for k in s.get("profile", []) if k["kernel"].startswith("attention/"))
 if r["lomo_attention_rows"].get("steps"):
     print(f'attention in the profiled step: block kernels {attention(r["lomo"]):.3f} s, row kernels {attention(r["lomo_attention_rows"]):.3f} s')
+def tuned(name, rep):
+    # The kernel variants the step chose by timing (lomo --tune): the chosen
+    # one's time against the untuned first one's.
+    for c in rep.get("tuned", []):
+        t = {x["variant"]: x["seconds"] for x in c["timed"]}
+        first = c["timed"][0]
+        print(f'  tuned {name} {c["key"]:<44} {c["chosen"]:>16} {1e3*t[c["chosen"]]:8.3f} ms, {first["seconds"]/t[c["chosen"]]:5.2f}x {first["variant"]}')
+tuned("step", r["lomo"])
 steps("7b", r["lomo_7b"]); torch("7b", r["torch_7b"]); torch("7b", r["torch_7b_adamw"])
+tuned("7b", r["lomo_7b"])
 for s, t in ((r["lomo"].get("steps") or [{}])[0], r["torch"]), ((r["lomo_7b"].get("steps") or [{}])[0], r["torch_7b"]):
     if "tokens_per_sec" in s and "tokens_per_sec" in t:
         print(f'lomo / pytorch tokens/s: {s["tokens_per_sec"]/t["tokens_per_sec"]:.3f}x; peak {s["peak_bytes"]/t["peak_bytes"]:.3f}x')
