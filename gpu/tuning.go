@@ -57,10 +57,12 @@ type Choice struct {
 	Timed  []Timing `json:"timed"`
 }
 
-// Timing is one variant's best time of a few runs, each waited for alone.
+// Timing is one variant's best time of a few timed runs, each waited for
+// alone (after an untimed one).
 type Timing struct {
 	Variant string  `json:"variant"`
 	Seconds float64 `json:"seconds"`
+	Runs    int     `json:"runs"`
 }
 
 // Tunes reports whether kernels time their variants on this device.

@@ -30,7 +30,7 @@ func TestChoices(t *testing.T) {
 		t.Error("a dry device tunes: it runs no kernels to time")
 	}
 	d.Choose(Choice{Key: "b", Chosen: "x"})
-	d.Choose(Choice{Key: "a", Chosen: "y", Timed: []Timing{{"y", 1e-3}}})
+	d.Choose(Choice{Key: "a", Chosen: "y", Timed: []Timing{{"y", 1e-3, 3}}})
 	d.Choose(Choice{Key: "b", Chosen: "z"})
 	if c, ok := d.Choice("b"); !ok || c.Chosen != "z" {
 		t.Errorf(`Choice("b") = %+v, %v; want the last choice, z`, c, ok)

@@ -17,8 +17,13 @@ import (
 // the choice, so a run is reproducible across adapters and tunings.
 
 // tuneReps is how many timed runs each variant gets after the untimed
-// first one (which compiles its kernel); its time is the fastest.
-const tuneReps = 3
+// first one (which compiles its kernel); its time is the fastest. A variant
+// whose first timed run takes over tuneCut times the best so far gets no
+// more: it would not win.
+const (
+	tuneReps = 3
+	tuneCut  = 1.5
+)
 
 // TuneMinFlops is the least work (floating-point operations) of a call that
 // is tuned; smaller calls take the first variant. Below it, the waits for
@@ -48,8 +53,8 @@ func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops floa
 		if err := run(i); err != nil { // compiles the variant's kernel
 			return err
 		}
-		t := math.Inf(1)
-		for r := 0; r < tuneReps; r++ {
+		t, runs := math.Inf(1), 0
+		for runs < tuneReps {
 			if err := d.Sync(); err != nil {
 				return err
 			}
@@ -61,8 +66,11 @@ func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops floa
 				return err
 			}
 			t = min(t, time.Since(t0).Seconds())
+			if runs++; t > tuneCut*best {
+				break
+			}
 		}
-		c.Timed = append(c.Timed, gpu.Timing{Variant: v, Seconds: t})
+		c.Timed = append(c.Timed, gpu.Timing{Variant: v, Seconds: t, Runs: runs})
 		if t < best {
 			best, c.Chosen = t, v
 		}

@@ -17,6 +17,16 @@ func tuning(t *testing.T) {
 	t.Cleanup(func() { dev.SetTuning(was); TuneMinFlops = minFlops })
 }
 
+// runsOf is how many times tuning ran a call: each variant once untimed,
+// then its timed runs.
+func runsOf(c gpu.Choice) int64 {
+	var n int64
+	for _, tm := range c.Timed {
+		n += 1 + int64(tm.Runs)
+	}
+	return n
+}
+
 // TestMatmulTuned: the first call of a key times every tiling and keeps the
 // fastest, leaving the result of one call; later calls run the choice once;
 // a call that accumulates (beta != 0) is never repeated to time it.
@@ -73,16 +83,16 @@ func TestMatmulTuned(t *testing.T) {
 			if !ok {
 				t.Fatalf("no choice for %s; choices %v", key, dev.Choices())
 			}
-			if len(ch.Timed) < 2 || tuningRuns != int64(len(ch.Timed)*(1+tuneReps)) {
-				t.Errorf("%d tilings timed in %d dispatches, want at least 2 in %d each", len(ch.Timed), tuningRuns, 1+tuneReps)
+			if len(ch.Timed) < 2 || tuningRuns != runsOf(ch) {
+				t.Errorf("%d tilings timed in %d dispatches, want at least 2 in %d (%+v)", len(ch.Timed), tuningRuns, runsOf(ch), ch.Timed)
 			}
 			if ch.Timed[0].Variant != ChooseTile(dev, m, n, k).String() {
 				t.Errorf("first tiling timed %s, want ChooseTile's %v", ch.Timed[0].Variant, ChooseTile(dev, m, n, k))
 			}
 			best := ch.Timed[0]
 			for _, tm := range ch.Timed {
-				if tm.Seconds <= 0 {
-					t.Errorf("tiling %s timed %g s", tm.Variant, tm.Seconds)
+				if tm.Seconds <= 0 || tm.Runs < 1 || tm.Runs > tuneReps {
+					t.Errorf("tiling %s timed %g s in %d runs", tm.Variant, tm.Seconds, tm.Runs)
 				}
 				if tm.Seconds < best.Seconds {
 					best = tm
@@ -160,14 +170,20 @@ func TestAttentionTuned(t *testing.T) {
 	d0 := dev.Dispatches()
 	out2, lse2 := attentionGPUForward(t, sh, q, k, v, scale, xt)
 	dq2, dk2, dv2 := attentionGPUBackward(t, sh, q, k, v, out, lse, dout, scale, xt)
-	if got := dev.Dispatches() - d0; got != (1+tuneReps)*2*(1+3) {
-		t.Errorf("%d dispatches, want %d: two variants, each run 1+%d times, of the forward (1 dispatch) and the backward (3)", got, (1+tuneReps)*2*(1+3), tuneReps)
-	}
-	for _, pass := range []string{"forward", "backward"} {
-		key := fmt.Sprintf("attention/%s/x32/B%dT%dH%dKV%dD%d", pass, sh.B, sh.T, sh.H, sh.KV, sh.D)
-		if c, ok := dev.Choice(key); !ok || len(c.Timed) != 2 {
+	var want int64
+	for _, pass := range []struct {
+		name       string
+		dispatches int64
+	}{{"forward", 1}, {"backward", 3}} {
+		key := fmt.Sprintf("attention/%s/x32/B%dT%dH%dKV%dD%d", pass.name, sh.B, sh.T, sh.H, sh.KV, sh.D)
+		c, ok := dev.Choice(key)
+		if !ok || len(c.Timed) != 2 {
 			t.Errorf("%s: %+v, %v; want a choice between the block and the row kernels", key, c, ok)
 		}
+		want += pass.dispatches * runsOf(c)
+	}
+	if got := dev.Dispatches() - d0; got != want {
+		t.Errorf("%d dispatches, want %d: each variant's runs of the forward (1 dispatch) and the backward (3)", got, want)
 	}
 	for _, g := range []struct {
 		name      string
