@@ -475,12 +475,7 @@ func (m *Llama) attentionHalf(t *Tape, l *Block, x *Tensor, in *Inputs, attentio
 		return nil, err
 	}
 	keep = append(keep, o)
-	a, err := m.linear(t, o, l.O) // (N,C)
-	if err != nil {
-		return nil, err
-	}
-	keep = append(keep, a)
-	return t.Add(x, a) // (N,C)
+	return m.linearAdd(t, x, o, l.O) // (N,C): x + o_proj(o)
 }
 
 // mlpHalf is x + down(silu(gate(norm(x))) * up(norm(x))).
@@ -512,12 +507,7 @@ func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	keep = append(keep, sw)
-	dn, err := m.linear(t, sw, l.Down) // (N,C)
-	if err != nil {
-		return nil, err
-	}
-	keep = append(keep, dn)
-	return t.Add(x, dn)
+	return m.linearAdd(t, x, sw, l.Down) // (N,C): x + down(sw)
 }
 
 // hidden runs the embedding and all blocks, then the final norm: (N,C),

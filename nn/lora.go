@@ -173,7 +173,18 @@ func (m *Llama) releaseLoRA() {
 // linear is the layer w of a block applied to x, with its adapter when it
 // has one.
 func (m *Llama) linear(t *Tape, x *Tensor, w *Param) (*Tensor, error) {
-	y, err := t.Linear(x, w)
+	return m.linearAdd(t, nil, x, w)
+}
+
+// linearAdd is linear plus r, the residual stream, when r is not nil.
+func (m *Llama) linearAdd(t *Tape, r, x *Tensor, w *Param) (*Tensor, error) {
+	var y *Tensor
+	var err error
+	if r != nil {
+		y, err = t.LinearAdd(r, x, w)
+	} else {
+		y, err = t.Linear(x, w)
+	}
 	a := m.loraOf[w]
 	if err != nil || a == nil {
 		return y, err

@@ -39,32 +39,47 @@ func rows(x *Tensor) int { return x.Len() / x.Shape[len(x.Shape)-1] }
 
 // Linear: y (N,O) = x (N,K) · Wᵀ, W (O,K) as stored by Hugging Face; y
 // has x's dtype. Backward: dW += dyᵀ·x, dx += dy·W. Saves x.
-func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) { return t.linear(x, w, true, x.DType) }
+func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) { return t.linear(nil, x, w, true, x.DType) }
+
+// LinearAdd: y (N,O) = r (N,O) + x (N,K) · Wᵀ, the residual added in the
+// matmul's epilogue (one dispatch, and one tensor of N x O, fewer than
+// Linear and Add); y has r's dtype. Backward: Linear's, and r's gradient is
+// y's, handed over where r has none yet (else added). Saves x.
+func (t *Tape) LinearAdd(r, x *Tensor, w *Param) (*Tensor, error) {
+	return t.linear(r, x, w, true, r.DType)
+}
 
 // LinearF32 is Linear with an f32 output whatever x's dtype (the logits).
 func (t *Tape) LinearF32(x *Tensor, w *Param) (*Tensor, error) {
-	return t.linear(x, w, true, gpu.F32)
+	return t.linear(nil, x, w, true, gpu.F32)
 }
 
 // linearNoWeightGrad is LinearF32 whose backward computes dx only; the
 // caller supplies W's gradient another way (Tape.DeferGrad) and W's use is
 // not counted here.
 func (t *Tape) linearNoWeightGrad(x *Tensor, w *Param) (*Tensor, error) {
-	return t.linear(x, w, false, gpu.F32)
+	return t.linear(nil, x, w, false, gpu.F32)
 }
 
-func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tensor, error) {
+// linear is Linear, LinearAdd with r, and LinearF32.
+func (t *Tape) linear(r, x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tensor, error) {
 	n, k := rows(x), x.Shape[len(x.Shape)-1]
 	o := w.Shape[0]
-	if w.Cols() != k {
-		return nil, fmt.Errorf("%w: linear %s: x %v, W %v", ErrShape, w.Name, x.Shape, w.Shape)
+	if w.Cols() != k || r != nil && (rows(r) != n || r.Shape[len(r.Shape)-1] != o) {
+		return nil, fmt.Errorf("%w: linear %s: x %v, W %v, residual %v", ErrShape, w.Name, x.Shape, w.Shape, shapeOf(r))
 	}
 	y, err := t.activation(yt, n, o)
 	if err != nil {
 		return nil, err
 	}
-	// x (N,K) · W (O,K)ᵀ -> y (N,O)
-	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: y.Buf, DType: y.DType}, wgsl.Mat{Buf: x.Buf, DType: x.DType}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}, n, o, k, 1, 1, 0); err != nil {
+	// x (N,K) · W (O,K)ᵀ (+ r) -> y (N,O)
+	ym, xm, wm := wgsl.Mat{Buf: y.Buf, DType: y.DType}, wgsl.Mat{Buf: x.Buf, DType: x.DType}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}
+	if r != nil {
+		err = wgsl.MatmulAdd(t.D, ym, xm, wm, wgsl.Mat{Buf: r.Buf, DType: r.DType}, n, o, k, 1, 1)
+	} else {
+		err = wgsl.Matmul(t.D, ym, xm, wm, n, o, k, 1, 1, 0)
+	}
+	if err != nil {
 		y.Release()
 		return nil, fmt.Errorf("linear %s: %w", w.Name, err)
 	}
@@ -75,7 +90,7 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tens
 	} else {
 		wg = nil
 	}
-	if !t.needs(x, wg) {
+	if !t.needs(x, wg, r) {
 		t.countParams(ps...)
 		return y, nil
 	}
@@ -88,7 +103,9 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tens
 		}
 	}
 	t.record(&op{
-		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX, gradReadOnly: true, inputs: []*Tensor{x},
+		// With a residual, backward hands y's gradient over to r: not
+		// read-only (an Add must not lend y another tensor's gradient).
+		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX, gradReadOnly: r == nil, inputs: []*Tensor{x},
 		backward: func() error {
 			if y.grad == nil {
 				return nil
@@ -114,12 +131,41 @@ func (t *Tape) linear(x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*Tens
 					return err
 				}
 				// dy (N,O) · W (O,K) -> dx (N,K)
-				return wgsl.Matmul(t.D, wgsl.Mat{Buf: dx, DType: x.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType()}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, k, o, 1, 1, beta(acc))
+				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dx, DType: x.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType()}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, n, k, o, 1, 1, beta(acc)); err != nil {
+					return err
+				}
+			}
+			if r != nil && r.needsGrad {
+				return t.passGradTo(r, y)
 			}
 			return nil
 		},
 	})
 	return y, nil
+}
+
+// passGradTo adds y's gradient to r's, y = r + f(...): it hands y's
+// buffer over where r has no gradient yet (the reads of y's gradient
+// recorded before stay valid: later writes to r's gradient are recorded
+// after them), else adds it.
+func (t *Tape) passGradTo(r, y *Tensor) error {
+	if r.grad == nil && !y.gradLent && r.param == nil && r.GradDType() == y.GradDType() {
+		r.grad, y.grad = y.grad, nil
+		return nil
+	}
+	dr, acc, err := t.gradOf(r)
+	if err != nil {
+		return err
+	}
+	return wgsl.Axpy(t.D, dr, y.grad, r.Len(), r.GradDType(), 1, beta(acc))
+}
+
+// shapeOf is x's shape, nil for no tensor.
+func shapeOf(x *Tensor) []int {
+	if x == nil {
+		return nil
+	}
+	return x.Shape
 }
 
 func beta(accumulate bool) float32 {

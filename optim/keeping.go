@@ -118,6 +118,12 @@ func (k *keeping) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		}
 		for _, p := range order {
 			g := k.grads[p]
+			if clip && k.scaler.Dynamic {
+				if err := wgsl.GradStats(k.d, k.stats, g, p.GradDType(), p.Len(), invScale, k.limit); err != nil {
+					return res, err
+				}
+				continue
+			}
 			if clip {
 				if err := wgsl.SumSquares(k.d, k.stats, 0, g, p.GradDType(), p.Len(), invScale); err != nil {
 					return res, err

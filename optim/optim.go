@@ -562,10 +562,7 @@ func measure(chain *statsChain, t *nn.Tape, lossT *nn.Tensor, tokens int, invSca
 		if err != nil {
 			return err
 		}
-		if err := wgsl.SumSquares(d, st, 0, g, p.GradDType(), p.GradLen(), invScale); err != nil {
-			return err
-		}
-		return wgsl.CheckFinite(d, st, 1, g, p.GradDType(), p.GradLen(), 1, limit)
+		return wgsl.GradStats(d, st, g, p.GradDType(), p.GradLen(), invScale, limit)
 	})
 	if err != nil {
 		return

@@ -10,7 +10,7 @@ import (
 // MatmulParams mirrors Params in matmul.wgsl.
 type MatmulParams struct {
 	M, N, K, LDA, LDB, AOff, BOff, COff uint32
-	ABatch, BBatch, CBatch, _           uint32
+	ABatch, BBatch, CBatch, ROff        uint32
 	Alpha, Beta                         float32
 	_, _                                uint32
 }
@@ -148,9 +148,27 @@ func ChooseTile(d *gpu.Device, m, n, k int) Tile {
 // for this call's dtypes, layouts and shape (tune.go); all give the same
 // bits.
 func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
+	return matmulTuned(d, c, a, b, nil, m, n, k, batches, alpha, beta)
+}
+
+// MatmulAdd records C = alpha * op(A)·op(B) + R, R laid out as C (the
+// residual stream added in a linear layer's epilogue: one dispatch and one
+// pass over memory fewer than a matmul and an add), as Matmul otherwise.
+// R and C are distinct buffers.
+func MatmulAdd(d *gpu.Device, c, a, b, r Mat, m, n, k, batches int, alpha float32) error {
+	if r.Buf == c.Buf {
+		return fmt.Errorf("wgsl: matmul: R and C are the same buffer (add in place with beta = 1)")
+	}
+	return matmulTuned(d, c, a, b, &r, m, n, k, batches, alpha, 0)
+}
+
+// matmulTuned runs matmul with ChooseTile's tiling, or on a device that
+// tunes, the fastest of Tiles for this call's dtypes, layouts and shape
+// (tune.go).
+func matmulTuned(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
 	first := ChooseTile(d, m, n, k)
 	if !d.Tunes() {
-		return MatmulTiled(d, first, c, a, b, m, n, k, batches, alpha, beta)
+		return matmul(d, first, c, a, b, r, m, n, k, batches, alpha, beta)
 	}
 	tiles := []Tile{first}
 	names := []string{first.String()}
@@ -160,12 +178,16 @@ func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float3
 			names = append(names, t.String())
 		}
 	}
-	key := fmt.Sprintf("matmul/%s/%s/%dx%dx%d/%d", dtypeName("a", a.DType, "b", b.DType, "c", c.DType), layouts(a.T, b.T), m, n, k, batches)
+	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	if r != nil {
+		dts += dtypeName("r", r.DType)
+	}
+	key := fmt.Sprintf("matmul/%s/%s/%dx%dx%d/%d", dts, layouts(a.T, b.T), m, n, k, batches)
 	// With beta = 0, C's old contents do not matter: each timed run
 	// writes the same C.
 	repeat := beta == 0 && c.Buf != a.Buf && c.Buf != b.Buf
 	return tuned(d, key, names, repeat, 2*float64(m)*float64(n)*float64(k)*float64(batches), func(i int) error {
-		return MatmulTiled(d, tiles[i], c, a, b, m, n, k, batches, alpha, beta)
+		return matmul(d, tiles[i], c, a, b, r, m, n, k, batches, alpha, beta)
 	})
 }
 
@@ -182,6 +204,12 @@ func layouts(ta, tb bool) string {
 
 // MatmulTiled is Matmul with a given tiling (benchmarks and tests).
 func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
+	return matmul(d, tile, c, a, b, nil, m, n, k, batches, alpha, beta)
+}
+
+// matmul records C = alpha * op(A)·op(B) + beta*C, plus R if r is not nil,
+// with the given tiling.
+func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
 	if err := f16Writable(d, "matmul", "C", c.DType); err != nil {
 		return err
 	}
@@ -221,18 +249,39 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	if x := int64(c.Off + (batches-1)*cBatch + m*n); c.DType.Bytes(int(x)) > c.Buf.Size() {
 		return fmt.Errorf("wgsl: matmul: C needs %d %v elements, buffer holds fewer", x, c.DType)
 	}
+	if r != nil {
+		if r.T || r.LD != 0 || r.Batch != 0 && r.Batch != cBatch {
+			return fmt.Errorf("wgsl: matmul: R must be laid out as C")
+		}
+		if x := int64(r.Off + (batches-1)*cBatch + m*n); r.DType.Bytes(int(x)) > r.Buf.Size() {
+			return fmt.Errorf("wgsl: matmul: R needs %d %v elements, buffer holds fewer", x, r.DType)
+		}
+	}
 	p := MatmulParams{
 		M: uint32(m), N: uint32(n), K: uint32(k), LDA: uint32(lda), LDB: uint32(ldb),
 		AOff: uint32(a.Off), BOff: uint32(b.Off), COff: uint32(c.Off),
 		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
 		Alpha: alpha, Beta: beta,
 	}
+	bufs := []*gpu.Buffer{c.Buf, a.Buf, b.Buf}
+	access := []gpu.Access{rw, ro, ro}
 	guardM, guardN, guardK := m%tile.BM != 0, n%tile.BN != 0, k%tile.BK != 0
 	subst := dtypeSubst(d, nil, "A", "a", a.DType)
 	dtypeSubst(d, subst, "B", "b", b.DType)
 	outSubst(d, subst, "C", "c", c.DType)
 	for key, v := range matmulSource(tile, a.T, b.T, guardM, guardN, guardK) {
 		subst[key] = v
+	}
+	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	subst["PARAMS_BINDING"], subst["R_DECL"], subst["R_ADD"] = "3", "", ""
+	if r != nil {
+		p.ROff = uint32(r.Off)
+		bufs, access = append(bufs, r.Buf), append(access, ro)
+		dtypeSubst(d, subst, "R", "r", r.DType)
+		subst["PARAMS_BINDING"] = "4"
+		subst["R_DECL"] = fmt.Sprintf("@group(0) @binding(3) var<storage, read> r: array<%s>;\n%s", subst["R_T"], subst["R_AT"])
+		subst["R_ADD"] = "x += r_at(idx - p.c_off + p.r_off);"
+		dts += dtypeName("r", r.DType)
 	}
 	guards := ""
 	for _, g := range []struct {
@@ -246,12 +295,12 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 	if guards == "" {
 		guards = "full"
 	}
-	variant := fmt.Sprintf("%s/%s/%s/%s", dtypeName("a", a.DType, "b", b.DType, "c", c.DType), layouts(a.T, b.T), guards, tile)
-	kern, err := kernel(d, "matmul", variant, subst, []gpu.Access{rw, ro, ro}, p)
+	variant := fmt.Sprintf("%s/%s/%s/%s", dts, layouts(a.T, b.T), guards, tile)
+	kern, err := kernel(d, "matmul", variant, subst, access, p)
 	if err != nil {
 		return err
 	}
-	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{c.Buf, a.Buf, b.Buf}, uint32((n+tile.BN-1)/tile.BN), uint32((m+tile.BM-1)/tile.BM), uint32(batches))
+	return d.Dispatch(kern, gpu.Params(p), bufs, uint32((n+tile.BN-1)/tile.BN), uint32((m+tile.BM-1)/tile.BM), uint32(batches))
 }
 
 // tileLimits are the device's limits that a tiling must respect: the

@@ -9,7 +9,8 @@
 // A, B and C are each f32 or f16 (a_at/b_at read f32, c_st rounds once);
 // accumulation is f32, one fma per k in increasing k, so every tiling gives
 // the same bits.
-// Bindings: 0 C (rw), 1 A, 2 B, 3 Params.
+// Bindings: 0 C (rw), 1 A, 2 B, 3 Params; or with a residual R (laid out
+// as C, added to each result: MatmulAdd), 3 R, 4 Params.
 //
 // The launcher (matmul.go) specializes this template when it builds the
 // pipeline, so the inner loop has no branches:
@@ -36,14 +37,15 @@
 struct Params {
 	M: u32, N: u32, K: u32, lda: u32,
 	ldb: u32, a_off: u32, b_off: u32, c_off: u32,
-	a_batch: u32, b_batch: u32, c_batch: u32, _pad: u32,
+	a_batch: u32, b_batch: u32, c_batch: u32, r_off: u32,
 	alpha: f32, beta: f32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> c: array<{{C_T}}>;
 @group(0) @binding(1) var<storage, read> a: array<{{A_T}}>;
 @group(0) @binding(2) var<storage, read> b: array<{{B_T}}>;
-@group(0) @binding(3) var<uniform> p: Params;
+{{R_DECL}}
+@group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 {{A_AT}}
 {{B_AT}}
@@ -98,6 +100,7 @@ fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
 			let idx = cbase + m * p.N + n + j;
 			var x = p.alpha * v[j];
 			if (p.beta != 0.0) { x += p.beta * c_at(idx); }
+			{{R_ADD}}
 			c_st(idx, x);
 		}
 	}

@@ -159,6 +159,64 @@ func TestMatmulTiles(t *testing.T) {
 	}
 }
 
+// TestMatmulAdd: C = alpha·op(A)·op(B) + R, the residual added in the
+// epilogue, in the dtypes of a linear layer's forward; every tiling the
+// same bits.
+func TestMatmulAdd(t *testing.T) {
+	for ci, tc := range []struct {
+		m, n, k, batches int
+		dt, rt           gpu.DType // A, B and C; R
+		alpha            float64
+	}{
+		{33, 20, 17, 1, gpu.F32, gpu.F32, 1},
+		{65, 130, 24, 2, gpu.F32, gpu.F32, 0.5},
+		{20, 37, 23, 1, gpu.F16, gpu.F16, 1},
+		{65, 33, 17, 1, gpu.BF16, gpu.BF16, 1},
+		{128, 128, 16, 1, gpu.BF16, gpu.F32, 1},
+	} {
+		t.Run(fmt.Sprintf("M%d_N%d_K%d_b%d_%v_r%v", tc.m, tc.n, tc.k, tc.batches, tc.dt, tc.rt), func(t *testing.T) {
+			needF16(t, tc.dt, tc.rt)
+			r := rng(uint64(500 + ci))
+			m, n, k, nb := tc.m, tc.n, tc.k, tc.batches
+			a := roundTo(randn(r, nb*m*k, 1), tc.dt)
+			b := roundTo(randn(r, nb*n*k, 1), tc.dt)
+			res := roundTo(randn(r, nb*m*n, 1), tc.rt)
+			ab, bb, rb := upload(t, a, tc.dt), upload(t, b, tc.dt), upload(t, res, tc.rt)
+			var got []float64
+			for ti, tile := range []Tile{Tile64, Tile128} {
+				cb := outputOf(t, nb*m*n, tc.dt)
+				err := matmul(dev, tile, Mat{Buf: cb, DType: tc.dt}, Mat{Buf: ab, DType: tc.dt, Batch: m * k}, Mat{Buf: bb, DType: tc.dt, Batch: n * k, T: true},
+					&Mat{Buf: rb, DType: tc.rt}, m, n, k, nb, float32(tc.alpha), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := download(t, cb, nb*m*n, tc.dt)
+				if ti == 0 {
+					got = c
+					continue
+				}
+				assertSameBits(t, fmt.Sprintf("C of tiling %v against %v", tile, Tile64), c, got)
+			}
+			var want []float64
+			for z := 0; z < nb; z++ {
+				want = append(want, refMatmul(a[z*m*k:], b[z*k*n:], res[z*m*n:], m, n, k, false, true, tc.alpha, 1)...)
+			}
+			tl := tol{Atol: 2e-6 * float64(k), Rtol: 1e-5}
+			if tc.dt != gpu.F32 {
+				tl.Rtol += rounding(tc.dt)
+			}
+			assertClose(t, "C", got, want, tl)
+		})
+	}
+	c, a := output(t, 4), upload(t, make([]float64, 4), gpu.F32)
+	if err := MatmulAdd(dev, Mat{Buf: c}, Mat{Buf: a}, Mat{Buf: a}, Mat{Buf: c}, 2, 2, 2, 1, 1); err == nil {
+		t.Error("MatmulAdd with R = C succeeded")
+	}
+	if err := MatmulAdd(dev, Mat{Buf: c}, Mat{Buf: a}, Mat{Buf: a}, Mat{Buf: output(t, 3)}, 2, 2, 2, 1, 1); err == nil {
+		t.Error("MatmulAdd with R shorter than C succeeded")
+	}
+}
+
 func TestMatmulRejectsShortBuffers(t *testing.T) {
 	a := upload(t, make([]float64, 6), gpu.F32)
 	c := output(t, 4)

@@ -85,6 +85,23 @@ func reduceNeed(op, name string, buf *gpu.Buffer, bytes int64) error {
 // into a scratch buffer (gpu.TagScratch, released once recorded), then one
 // workgroup folds them into out. Deterministic: the partition depends on n.
 func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt gpu.DType, n int, scale float32) error {
+	return sumSquares(d, out, outIndex, -1, x, xt, n, scale, 0)
+}
+
+// GradStats is SumSquares into stats[0] and CheckFinite(x, scale 1,
+// limit) into stats[1] in SumSquares' two dispatches: the statistics of a
+// gradient that LOMO's norm pass needs (sum of squares, overflow), with
+// their bits.
+func GradStats(d *gpu.Device, stats *gpu.Buffer, x *gpu.Buffer, xt gpu.DType, n int, scale, limit float32) error {
+	if !(limit >= 0) {
+		return fmt.Errorf("wgsl: grad stats: limit %v must be >= 0", limit)
+	}
+	return sumSquares(d, stats, 0, 1, x, xt, n, scale, limit)
+}
+
+// sumSquares is SumSquares, and with flagIndex >= 0 GradStats' check of
+// x into out[flagIndex] (as u32).
+func sumSquares(d *gpu.Device, out *gpu.Buffer, outIndex, flagIndex int, x *gpu.Buffer, xt gpu.DType, n int, scale, limit float32) error {
 	const op = "sum squares"
 	if n <= 0 || outIndex < 0 || n > math.MaxUint32 {
 		return fmt.Errorf("wgsl: %s: n=%d, outIndex=%d", op, n, outIndex)
@@ -92,7 +109,7 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 	if err := reduceNeed(op, "x", x, xt.Bytes(n)); err != nil {
 		return err
 	}
-	if err := reduceNeed(op, "out", out, int64(4*(outIndex+1))); err != nil {
+	if err := reduceNeed(op, "out", out, int64(4*(max(outIndex, flagIndex)+1))); err != nil {
 		return err
 	}
 	if out == x {
@@ -104,7 +121,12 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 	}
 	groups := reduceGroups(words)
 	p := ReduceParams{N: uint32(n), Index: uint32(outIndex), Groups: uint32(groups), Scale: scale}
-	stage1, err := sectionKernel(d, "reduce", "sumsq_"+xt.String(), reduceSubst(xt), []string{"sumsq_" + reduceSection(xt)}, []gpu.Access{rw, ro}, p)
+	section, access := "sumsq_", []gpu.Access{rw, ro}
+	if flagIndex >= 0 {
+		section, access = "sumsq_check_", []gpu.Access{rw, ro, rw}
+		p.Off, p.Bits = uint32(flagIndex), math.Float32bits(limit)
+	}
+	stage1, err := sectionKernel(d, "reduce", section+xt.String(), reduceSubst(xt), []string{section + reduceSection(xt)}, access, p)
 	if err != nil {
 		return err
 	}
@@ -117,8 +139,12 @@ func SumSquares(d *gpu.Device, out *gpu.Buffer, outIndex int, x *gpu.Buffer, xt 
 		return fmt.Errorf("wgsl: %s: %w", op, err)
 	}
 	defer part.Release() // the recorded dispatches keep their order on the queue
-	// x (n) -> part (groups) -> out[outIndex]
-	if err := d.Dispatch(stage1, gpu.Params(p), []*gpu.Buffer{part, x}, uint32(groups), 1, 1); err != nil {
+	// x (n) -> part (groups) [, out[flagIndex]] -> out[outIndex]
+	bufs := []*gpu.Buffer{part, x}
+	if flagIndex >= 0 {
+		bufs = append(bufs, out)
+	}
+	if err := d.Dispatch(stage1, gpu.Params(p), bufs, uint32(groups), 1, 1); err != nil {
 		return err
 	}
 	return d.Dispatch(fold, gpu.Params(p), []*gpu.Buffer{out, part}, 1, 1, 1)

@@ -9,6 +9,9 @@
 //   (groups,1,1) workgroups of 256; workgroup w sums (x*scale)^2 over the
 //   words w*256 + t + k*groups*256 into part[w]. The partition depends only
 //   on N, so the result is deterministic.
+// sumsq_check_f32 / sumsq_check_pairs: stage 1 of GradStats, sumsq's
+//   with, at binding 2, flags (rw, u32): flags[index] = 1 if some |x| is
+//   not <= limit (check_finite's test, on x unscaled). Params at 3.
 // sumsq_fold (stage 2): bindings 0 out (rw, f32), 1 part, 2 Params. One
 //   workgroup of 256: out[index] += sum(part[0..groups)).
 // check_finite_f32 / check_finite_pairs: x (N) f32, or f16 or bf16 pairs
@@ -81,6 +84,62 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 		if (2u * w + 1u >= p.n) { v.y = 0.0; } // padding half of an odd N
 		s += dot(v, v);
 	}
+	let total = wg_sum(t, s);
+	if (t == 0u) { part[wid.x] = total; }
+}
+
+// ==== section sumsq_check_f32 ====
+@group(0) @binding(0) var<storage, read_write> part: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+	var s = 0.0;
+	var flag = false;
+	for (var i = wid.x * WG + t; i < p.n; i += p.groups * WG) {
+		let v = x[i] * p.scale;
+		s = fma(v, v, s);
+		let a = bitcast<u32>(x[i]) & 0x7fffffffu; // as check_finite_f32
+		flag = flag || a >= 0x7f800000u || a > p.bits;
+	}
+	if (flag) { atomicStore(&flags[p.off], 1u); }
+	let total = wg_sum(t, s);
+	if (t == 0u) { part[wid.x] = total; }
+}
+
+// ==== section sumsq_check_pairs ====
+@group(0) @binding(0) var<storage, read_write> part: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+@group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+// bad is check_finite_pairs' test of the half h (its 16 bits), unpacked to
+// v, on v unscaled.
+fn bad(h: u32, v: f32) -> bool {
+	let a = bitcast<u32>(v) & 0x7fffffffu;
+	return (h & {{X_EXP}}) == {{X_EXP}} || a >= 0x7f800000u || a > p.bits;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+	let words = (p.n + 1u) / 2u;
+	var s = 0.0;
+	var flag = false;
+	for (var w = wid.x * WG + t; w < words; w += p.groups * WG) {
+		let bits = x[w];
+		let u = {{X_UNPACK}}(bits);
+		var v = u * p.scale;
+		flag = flag || bad(bits & 0xffffu, u.x);
+		if (2u * w + 1u >= p.n) {
+			v.y = 0.0; // padding half of an odd N
+		} else {
+			flag = flag || bad(bits >> 16u, u.y);
+		}
+		s += dot(v, v);
+	}
+	if (flag) { atomicStore(&flags[p.off], 1u); }
 	let total = wg_sum(t, s);
 	if (t == 0u) { part[wid.x] = total; }
 }

@@ -169,6 +169,64 @@ func TestCheckFinite(t *testing.T) {
 	}
 }
 
+// TestGradStats: GradStats' sum of squares and flag are SumSquares' and
+// CheckFinite's (scale 1), bit for bit, on clean and on bad gradients.
+func TestGradStats(t *testing.T) {
+	inf := float32(math.Inf(1))
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		for ci, tc := range []struct {
+			name  string
+			n, at int
+			val   float64
+			limit float32
+		}{
+			{"clean", 4097, -1, 0, inf},
+			{"clean_odd_fp16_limit", 257, -1, 0, 65504},
+			{"nan", 70001, 70000, math.NaN(), inf},
+			{"inf", 300001, 5, math.Inf(-1), inf},
+			{"above_fp16", 513, 512, 70000, 65504},
+		} {
+			t.Run(fmt.Sprintf("%v_%s", dt, tc.name), func(t *testing.T) {
+				x := randn(rng(uint64(600+ci)), tc.n, 3)
+				if tc.at >= 0 {
+					x[tc.at] = tc.val
+				}
+				x = roundTo(x, dt)
+				if dt.Half() && tc.n%2 == 1 {
+					x = append(x, math.NaN()) // the padding half must not count
+				}
+				xb := upload(t, x, dt)
+				const scale = 0.37
+				sep := outputWith(t, []float64{1.5, 0})
+				if err := SumSquares(dev, sep, 0, xb, dt, tc.n, scale); err != nil {
+					t.Fatal(err)
+				}
+				if err := CheckFinite(dev, sep, 1, xb, dt, tc.n, 1, tc.limit); err != nil {
+					t.Fatal(err)
+				}
+				got := outputWith(t, []float64{1.5, 0})
+				if err := GradStats(dev, got, xb, dt, tc.n, scale, tc.limit); err != nil {
+					t.Fatal(err)
+				}
+				want, err := dev.Read(sep, 0, 8)
+				if err != nil {
+					t.Fatal(err)
+				}
+				have, err := dev.Read(got, 0, 8)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(have, want) {
+					t.Errorf("GradStats wrote %x, SumSquares and CheckFinite %x", have, want)
+				}
+				if flagged := binary.LittleEndian.Uint32(want[4:]) != 0; flagged != (tc.at >= 0) {
+					t.Errorf("flag %v, want %v", flagged, tc.at >= 0)
+				}
+			})
+		}
+	}
+}
+
 func TestFill(t *testing.T) {
 	for _, tc := range []struct{ off, n int }{{0, 1}, {3, 257}, {1, 1000}} {
 		t.Run(fmt.Sprintf("off%d_n%d", tc.off, tc.n), func(t *testing.T) {
