@@ -39,7 +39,9 @@ func rows(x *Tensor) int { return x.Len() / x.Shape[len(x.Shape)-1] }
 
 // Linear: y (N,O) = x (N,K) · Wᵀ, W (O,K) as stored by Hugging Face; y
 // has x's dtype. Backward: dW += dyᵀ·x, dx += dy·W. Saves x.
-func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) { return t.linear(nil, x, w, true, x.DType) }
+func (t *Tape) Linear(x *Tensor, w *Param) (*Tensor, error) {
+	return t.linear(nil, x, w, true, x.DType)
+}
 
 // LinearAdd: y (N,O) = r (N,O) + x (N,K) · Wᵀ, the residual added in the
 // matmul's epilogue (one dispatch, and one tensor of N x O, fewer than
