@@ -12,7 +12,8 @@ type LomoParams struct {
 	N                                              uint32
 	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
 	Cols, RowsOff                                  uint32 // rows sections only
-	Seed, _, _, _                                  uint32 // bf16 stochastic rounding
+	Seed                                           uint32 // bf16 stochastic rounding
+	Flag, _, _                                     uint32 // the weight check's flag
 }
 
 // LomoStep holds the scalars of one LOMO update (REFERENCE §1.4): the
@@ -23,6 +24,52 @@ type LomoParams struct {
 type LomoStep struct {
 	LR, WeightDecay, InvScale, ClipValue, ClipCoef float32
 	Seed                                           uint32
+	// Check, if not nil, has the update flag weights it made NaN or
+	// infinite, as CheckFinite would on the updated parameter.
+	Check *WeightCheck
+}
+
+// WeightCheck is where an update kernel records that a weight it wrote is
+// NaN or infinite: Flags[Index] = 1 (u32), never cleared.
+type WeightCheck struct {
+	Flags *gpu.Buffer
+	Index int
+}
+
+// lomoCheck sets the weight check's substitutions of lomo.wgsl (binding
+// numbers, the flag functions and their calls) and returns the extra
+// binding, if any.
+func lomoCheck(m map[string]string, c *WeightCheck, pt gpu.DType, p *LomoParams) []*gpu.Buffer {
+	for _, k := range []string{"CHECK_FNS", "CHECK_DECL2", "CHECK_DECL3", "CHECK_F32", "CHECK_PAIR", "CHECK_LOW"} {
+		m[k] = ""
+	}
+	m["PB2"], m["PB3"] = "2", "3"
+	if c == nil {
+		return nil
+	}
+	p.Flag = uint32(c.Index)
+	m["PB2"], m["PB3"] = "3", "4"
+	m["CHECK_DECL2"] = "@group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>>;"
+	m["CHECK_DECL3"] = "@group(0) @binding(3) var<storage, read_write> flags: array<atomic<u32>>;"
+	exp := "0x7c00u" // f16
+	if pt == gpu.BF16 {
+		exp = "0x7f80u"
+	}
+	m["CHECK_FNS"] = fmt.Sprintf(`fn flag_if(bad: bool) { if (bad) { atomicStore(&flags[p.flag], 1u); } }
+fn bad_f32(v: f32) -> bool { return (bitcast<u32>(v) & 0x7fffffffu) >= 0x7f800000u; }
+fn bad_half(h: u32) -> bool { return (h & %[1]s) == %[1]s; }`, exp)
+	m["CHECK_F32"] = "flag_if(bad_f32(v));"
+	m["CHECK_PAIR"] = "flag_if(bad_half(nw & 0xffffu) || bad_half(nw >> 16u));"
+	m["CHECK_LOW"] = "flag_if(bad_half(nw & 0xffffu));"
+	return []*gpu.Buffer{c.Flags}
+}
+
+// checkVariant is the suffix of a LOMO kernel's variant with a check.
+func checkVariant(c *WeightCheck) string {
+	if c != nil {
+		return "_checked"
+	}
+	return ""
 }
 
 // LomoUpdate records the LOMO update in place on param (n elements, f32,
@@ -50,8 +97,14 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 	if param == grad {
 		return fmt.Errorf("wgsl: %s: param and grad must be distinct buffers", op)
 	}
+	if err := checkNeed(op, s.Check, param, grad); err != nil {
+		return err
+	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Seed: s.Seed}
-	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt), lomoSubst(pt, gt), []string{lomoSection(pt)}, []gpu.Access{rw, ro}, p)
+	subst := lomoSubst(pt, gt)
+	bufs := append([]*gpu.Buffer{param, grad}, lomoCheck(subst, s.Check, pt, &p)...)
+	access := []gpu.Access{rw, ro, rw}[:len(bufs)]
+	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt)+checkVariant(s.Check), subst, []string{lomoSection(pt)}, access, p)
 	if err != nil {
 		return err
 	}
@@ -61,7 +114,7 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 	}
 	// param (n) -= lr * clipped grad (n), in place.
 	x, y, z := d.Grid(threads, 256)
-	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad}, x, y, z)
+	return d.Dispatch(k, gpu.Params(p), bufs, x, y, z)
 }
 
 // LomoUpdateRows records the LOMO update of the rows of a (vocab, cols)
@@ -97,8 +150,14 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	if param == grad || param == rows {
 		return fmt.Errorf("wgsl: %s: param must be distinct from grad and rows", op)
 	}
+	if err := checkNeed(op, s.Check, param, grad, rows); err != nil {
+		return err
+	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off), Seed: s.Seed}
-	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt), lomoSubst(pt, gt), []string{"rows_" + lomoSection(pt)}, []gpu.Access{rw, ro, ro}, p)
+	subst := lomoSubst(pt, gt)
+	bufs := append([]*gpu.Buffer{param, grad, rows}, lomoCheck(subst, s.Check, pt, &p)...)
+	access := []gpu.Access{rw, ro, ro, rw}[:len(bufs)]
+	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt)+checkVariant(s.Check), subst, []string{"rows_" + lomoSection(pt)}, access, p)
 	if err != nil {
 		return err
 	}
@@ -108,7 +167,27 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	}
 	// param rows[r] (cols) -= lr * clipped grad row r, in place.
 	x, y, z := d.Grid(threads, 256)
-	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{param, grad, rows}, x, y, z)
+	return d.Dispatch(k, gpu.Params(p), bufs, x, y, z)
+}
+
+// checkNeed checks a weight check's flags buffer: large enough, and none
+// of the update's other buffers.
+func checkNeed(op string, c *WeightCheck, others ...*gpu.Buffer) error {
+	if c == nil {
+		return nil
+	}
+	if c.Index < 0 {
+		return fmt.Errorf("wgsl: %s: weight check flag %d", op, c.Index)
+	}
+	if err := reduceNeed(op, "flags", c.Flags, int64(4*(c.Index+1))); err != nil {
+		return err
+	}
+	for _, b := range others {
+		if b == c.Flags {
+			return fmt.Errorf("wgsl: %s: the weight check's flags must be a buffer of their own", op)
+		}
+	}
+	return nil
 }
 
 // lomoSection is the section of lomo.wgsl updating parameters of dtype pt.

@@ -17,12 +17,18 @@
 // updated as above and no others (a zero gradient would leave them as they
 // are, weight decay aside). Bindings: 0 param (rw), 1 grad, 2 rows, 3
 // Params. rows_pairs needs an even cols (pairs within a row).
+// With a weight check (LomoStep.Check), every section binds flags (rw,
+// u32) before Params and sets flags[p.flag] = 1 where a weight it wrote is
+// NaN or infinite (exponent bits all ones: CheckFinite's test, on the
+// stored bits, without a pass that reads the weights again).
 
 struct Params {
 	n: u32, lr: f32, weight_decay: f32, inv_scale: f32,
 	clip_value: f32, clip_coef: f32, cols: u32, rows_off: u32,
-	seed: u32, _p0: u32, _p1: u32, _p2: u32,
+	seed: u32, flag: u32, _p1: u32, _p2: u32,
 }
+
+{{CHECK_FNS}}
 
 const WG: u32 = 256u;
 
@@ -38,7 +44,8 @@ fn lomo_step(param: f32, grad: f32) -> f32 {
 // ==== section f32 ====
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{CHECK_DECL2}}
+@group(0) @binding({{PB2}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -46,13 +53,16 @@ fn lomo_step(param: f32, grad: f32) -> f32 {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * WG;
 	if (i >= p.n) { return; }
-	param[i] = lomo_step(param[i], grad_at(i));
+	let v = lomo_step(param[i], grad_at(i));
+	param[i] = v;
+	{{CHECK_F32}}
 }
 
 // ==== section pairs ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{CHECK_DECL2}}
+@group(0) @binding({{PB2}}) var<uniform> p: Params;
 
 {{G_AT}}
 {{P_STORE}}
@@ -66,9 +76,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let v = {{P_UNPACK}}(old);
 	let lo = lomo_step(v.x, grad_at(i));
 	if (i + 1u < p.n) {
-		param[w] = store_pair(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))), i);
+		let nw = store_pair(vec2<f32>(lo, lomo_step(v.y, grad_at(i + 1u))), i);
+		param[w] = nw;
+		{{CHECK_PAIR}}
 	} else {
-		param[w] = (store_pair(vec2<f32>(lo, 0.0), i) & 0xffffu) | (old & 0xffff0000u);
+		let nw = (store_pair(vec2<f32>(lo, 0.0), i) & 0xffffu) | (old & 0xffff0000u);
+		param[w] = nw;
+		{{CHECK_LOW}}
 	}
 }
 
@@ -76,7 +90,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<storage, read> rows: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
+{{CHECK_DECL3}}
+@group(0) @binding({{PB3}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -85,14 +100,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let i = gid.x + gid.y * nwg.x * WG;
 	if (i >= p.n) { return; }
 	let j = rows[p.rows_off + i / p.cols] * p.cols + i % p.cols;
-	param[j] = lomo_step(param[j], grad_at(i));
+	let v = lomo_step(param[j], grad_at(i));
+	param[j] = v;
+	{{CHECK_F32}}
 }
 
 // ==== section rows_pairs ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<storage, read> rows: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
+{{CHECK_DECL3}}
+@group(0) @binding({{PB3}}) var<uniform> p: Params;
 
 {{G_AT}}
 {{P_STORE}}
@@ -104,5 +122,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let j = rows[p.rows_off + i / p.cols] * p.cols + i % p.cols;
 	let w = j / 2u;
 	let v = {{P_UNPACK}}(param[w]);
-	param[w] = store_pair(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))), j);
+	let nw = store_pair(vec2<f32>(lomo_step(v.x, grad_at(i)), lomo_step(v.y, grad_at(i + 1u))), j);
+	param[w] = nw;
+	{{CHECK_PAIR}}
 }

@@ -284,3 +284,78 @@ func TestLomoStochasticRounding(t *testing.T) {
 		}
 	}
 }
+
+// TestLomoWeightCheck: with a weight check, LomoUpdate and LomoUpdateRows
+// write the unchecked update's bits and flag what CheckFinite finds in the
+// updated weights: nothing on a clean update, a NaN or an infinity it made
+// (a NaN gradient; in f16 a weight pushed past 65504). The padding half of
+// an odd-length 16-bit parameter (a NaN here) is not checked; the flag is
+// never cleared.
+func TestLomoWeightCheck(t *testing.T) {
+	step := LomoStep{LR: 0.5, InvScale: 1, ClipCoef: 1, Seed: 3}
+	for _, pt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		for _, tc := range []struct {
+			name string
+			n    int
+			bad  float64 // a gradient value at element 4 (0: none)
+			pre  uint32  // the flag before
+		}{{"clean", 257, 0, 0}, {"clean_flag_set", 64, 0, 1}, {"nan_grad", 257, math.NaN(), 0}, {"overflow", 64, -1e5 * 2, 0}} {
+			t.Run(fmt.Sprintf("%v_%s", pt, tc.name), func(t *testing.T) {
+				r := rng(99)
+				param := roundTo(randn(r, tc.n, 1), pt)
+				param[4] = roundTo([]float64{65000}, pt)[0]
+				grad := randn(r, tc.n, 1)
+				if tc.bad != 0 {
+					grad[4] = tc.bad
+				}
+				grad = roundTo(grad, gpu.F32)
+				stored := param
+				if pt.Half() && tc.n%2 == 1 {
+					stored = append(append([]float64(nil), param...), math.NaN())
+				}
+				gb := upload(t, grad, gpu.F32)
+				plain, checked := upload(t, stored, pt), upload(t, stored, pt)
+				if err := LomoUpdate(dev, plain, gb, pt, gpu.F32, tc.n, step); err != nil {
+					t.Fatal(err)
+				}
+				flags := uploadU32(t, []uint32{5, tc.pre, 6})
+				cs := step
+				cs.Check = &WeightCheck{Flags: flags, Index: 1}
+				if err := LomoUpdate(dev, checked, gb, pt, gpu.F32, tc.n, cs); err != nil {
+					t.Fatal(err)
+				}
+				assertSameBits(t, "checked update against unchecked", download(t, checked, tc.n, pt), download(t, plain, tc.n, pt))
+				ref := uploadU32(t, []uint32{5, tc.pre, 6})
+				if err := CheckFinite(dev, ref, 1, plain, pt, tc.n, 1, float32(math.Inf(1))); err != nil {
+					t.Fatal(err)
+				}
+				got, want := reduceReadFlags(t, flags, 3), reduceReadFlags(t, ref, 3)
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("flags %v, CheckFinite on the updated weights %v", got, want)
+				}
+				if wantBad := tc.pre == 1 || tc.name == "nan_grad" || tc.name == "overflow" && pt == gpu.F16; (got[1] == 1) != wantBad {
+					t.Errorf("flag %d, want set: %v", got[1], wantBad)
+				}
+
+				// The rows update of rows 0 and 2 of a (n/cols, cols) table.
+				const cols = 4
+				rows := uploadU32(t, []uint32{0, 2})
+				compact := append(append([]float64(nil), grad[:cols]...), grad[4:4+cols]...)
+				rflags := uploadU32(t, []uint32{5, tc.pre, 6})
+				rs := step
+				rs.Check = &WeightCheck{Flags: rflags, Index: 1}
+				table := upload(t, stored, pt)
+				if err := LomoUpdateRows(dev, table, upload(t, compact, gpu.F32), rows, 0, pt, gpu.F32, tc.n/cols, cols, 2, rs); err != nil {
+					t.Fatal(err)
+				}
+				if got := reduceReadFlags(t, rflags, 3); (got[1] == 1) != (tc.pre == 1 || tc.name == "nan_grad" || tc.name == "overflow" && pt == gpu.F16) {
+					t.Errorf("rows update: flags %v", got)
+				}
+			})
+		}
+	}
+	p, g := upload(t, make([]float64, 4), gpu.F32), upload(t, make([]float64, 4), gpu.F32)
+	if err := LomoUpdate(dev, p, g, gpu.F32, gpu.F32, 4, LomoStep{LR: 1, InvScale: 1, ClipCoef: 1, Check: &WeightCheck{Flags: g, Index: 0}}); err == nil {
+		t.Error("a weight check into the gradient's buffer succeeded")
+	}
+}
