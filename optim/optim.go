@@ -216,7 +216,10 @@ type fused struct {
 	step   int
 	t      int // AdaLomo's step counter (good steps)
 	state  map[*nn.Param][2]*gpu.Buffer
-	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error
+	// update applies p's gradient g; it returns whether it also checked
+	// the weights it wrote into stats[weightFlag] (st: the stats on p's
+	// device), which the caller does otherwise.
+	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (checked bool, err error)
 	// adapters holds the AdamW moments (m, v) of LoRA matrices when
 	// cfg.LoRA is set; loraT counts the steps applied to them.
 	adapters map[*nn.Param][2]*gpu.Buffer
@@ -335,11 +338,12 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 			}
 			update = o.adapterUpdate
 		}
-		if err := update(p, g, lr, invScale, coef); err != nil {
-			return err
-		}
 		st, err := chain.on(p.Buf.Device())
 		if err != nil {
+			return err
+		}
+		checked, err := update(p, g, lr, invScale, coef, st)
+		if err != nil || checked {
 			return err
 		}
 		return checkWeights(p.Buf.Device(), st, p)
@@ -362,7 +366,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 
 // adapterUpdate is AdamW on a LoRA matrix, from the callback, at the
 // adapters' own learning rate.
-func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef float32) error {
+func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef float32, _ *gpu.Buffer) (bool, error) {
 	d := p.Buf.Device()
 	st, ok := o.adapters[p]
 	if !ok {
@@ -371,13 +375,13 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 			st[1], err = zeroed(d, p.Len())
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		o.adapters[p] = st
 	}
 	l := o.cfg.LoRA
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
-	return wgsl.AdamWUpdate(d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
+	return false, wgsl.AdamWUpdate(d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
 		LR: float32(l.Schedule.At(o.step)), Beta1: float32(b1), Beta2: float32(b2), Eps: float32(o.cfg.Eps), WeightDecay: float32(l.WeightDecay),
 		BC1: float32(1 - math.Pow(b1, float64(o.loraT))), BC2: float32(1 - math.Pow(b2, float64(o.loraT))), GradScale: coef * invScale,
 	})
@@ -392,25 +396,29 @@ func (o *fused) rowGrads() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDec
 
 // lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
 // holds.
-func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
+// lomoRowsUpdate and lomoUpdate check the weights they write in the
+// update's kernel.
+func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (bool, error) {
 	if o.cfg.Name != "lomo" {
-		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
+		return false, fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
 	}
 	gr := p.GradRows()
-	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
+	return true, wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
+		Check: &wgsl.WeightCheck{Flags: st, Index: weightFlag},
 	})
 }
 
-func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
-	return wgsl.LomoUpdate(p.Buf.Device(), p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
+func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (bool, error) {
+	return true, wgsl.LomoUpdate(p.Buf.Device(), p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
+		Check: &wgsl.WeightCheck{Flags: st, Index: weightFlag},
 	})
 }
 
-func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32) error {
+func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, _ *gpu.Buffer) (bool, error) {
 	st, ok := o.state[p]
 	rows, cols := p.Rows(), p.Cols()
 	if !ok {
@@ -426,12 +434,12 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 			st[0], err = zeroed(d, cols)
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		o.state[p] = st
 	}
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
-	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
+	return false, wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
 		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef, Seed: roundingSeed(o.step, p),
 	})
