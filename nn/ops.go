@@ -231,9 +231,16 @@ func (t *Tape) RMSNorm(x *Tensor, w *Param, eps float32) (*Tensor, error) {
 				defer tmp.Release()
 				return wgsl.RMSNormBackward(t.D, tmp, dw, y.grad, x.Buf, w.Buf, rstd.Buf, x.DType, w.DType, n, c, acc)
 			}
-			return t.addGrad(x, func(dx *gpu.Buffer) error {
-				return wgsl.RMSNormBackward(t.D, dx, dw, y.grad, x.Buf, w.Buf, rstd.Buf, x.DType, w.DType, n, c, acc)
-			})
+			dx, accX, err := t.gradOf(x)
+			if err != nil {
+				return err
+			}
+			if accX {
+				// The residual stream's gradient, from the layer above:
+				// added in the kernel.
+				return wgsl.RMSNormBackwardAdd(t.D, dx, dw, y.grad, x.Buf, w.Buf, rstd.Buf, x.DType, w.DType, n, c, acc)
+			}
+			return wgsl.RMSNormBackward(t.D, dx, dw, y.grad, x.Buf, w.Buf, rstd.Buf, x.DType, w.DType, n, c, acc)
 		},
 	})
 	return y, nil

@@ -66,7 +66,7 @@ func TestEveryKernelBuilds(t *testing.T) {
 			run("rmsnorm forward", RMSNormForward(d, buf(), buf(), buf(), buf(), x, w, rows, cols, 1e-5))
 			run("rmsnorm backward", RMSNormBackward(d, buf(), buf(), buf(), buf(), buf(), buf(), x, w, rows, cols, true))
 			run("rmsnorm forward, by rows", rmsnormForward(d, true, buf(), buf(), buf(), buf(), x, w, rows, cols, 1e-5))
-			run("rmsnorm backward, by rows", rmsnormBackward(d, true, buf(), buf(), buf(), buf(), buf(), buf(), x, w, rows, cols, true))
+			run("rmsnorm backward, by rows", rmsnormBackward(d, true, buf(), buf(), buf(), buf(), buf(), buf(), x, w, rows, cols, true, true))
 		}
 		for _, table := range both {
 			run("embedding forward", EmbeddingForward(d, buf(), buf(), buf(), table, x, 4, 8, 16))

@@ -11,7 +11,7 @@ import (
 type RMSNormParams struct {
 	Rows, Cols uint32
 	Eps        float32
-	Accumulate uint32 // backward_dw: dw += instead of dw =
+	Accumulate uint32 // bit 0: backward_dw's dw +=, bit 1: backward_dx's dx +=, instead of =
 }
 
 // rmsnormWG is the workgroup size of every rmsnorm entry point; rmsnormDWCols
@@ -138,10 +138,17 @@ func rmsnormGrid(d *gpu.Device, rows, perRow int) (uint32, uint32, uint32) {
 // row, dw per column block), both deterministic. All buffers must be
 // distinct.
 func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
-	return rmsnormBackward(d, rmsnormByRows(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, accumulate)
+	return rmsnormBackward(d, rmsnormByRows(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, false, accumulate)
 }
 
-func rmsnormBackward(d *gpu.Device, byRows bool, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
+// RMSNormBackwardAdd is RMSNormBackward with dL/dx added to dx (the
+// gradient of a residual stream, which has one already) in the same
+// dispatch: no temporary, no separate add.
+func RMSNormBackwardAdd(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
+	return rmsnormBackward(d, rmsnormByRows(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, true, accumulate)
+}
+
+func rmsnormBackward(d *gpu.Device, byRows bool, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accDX, accumulate bool) error {
 	const op = "rmsnorm backward"
 	if err := rmsnormCheck(op, rows, cols, xt, wt, w, rstd, []string{"dx", "dy", "x"}, dx, dy, x); err != nil {
 		return err
@@ -168,7 +175,7 @@ func rmsnormBackward(d *gpu.Device, byRows bool, dx, dw, dy, x, w, rstd *gpu.Buf
 	if err != nil {
 		return err
 	}
-	p := gpu.Params(RMSNormParams{Rows: uint32(rows), Cols: uint32(cols), Accumulate: b2u(accumulate)})
+	p := gpu.Params(RMSNormParams{Rows: uint32(rows), Cols: uint32(cols), Accumulate: b2u(accumulate) | b2u(accDX)<<1})
 	bufs := []*gpu.Buffer{dx, dw, x, w, dy, rstd}
 	gx, gy, gz := rmsnormGrid(d, rows, wg)
 	if err := d.Dispatch(kdx, p, bufs, gx, gy, gz); err != nil {

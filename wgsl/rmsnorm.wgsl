@@ -51,6 +51,16 @@ struct Params {
 {{Y_ST}}
 {{XX_AT}}
 {{DX_ST}}
+{{DX_AT}}
+
+// put_dx stores dx[i] = v, or with accumulate's bit 1 dx[i] += v.
+fn put_dx(i: u32, v: f32) {
+	if ((pb.accumulate & 2u) != 0u) {
+		dx_st(i, dx_at(i) + v);
+	} else {
+		dx_st(i, v);
+	}
+}
 {{DY_AT}}
 
 const WG: u32 = 256u;
@@ -107,7 +117,7 @@ fn backward_dx(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 	// d rstd / d x_j = -rstd³ x_j / C, hence the second term.
 	let k = r * r * workgroup_sum(lid, s) / f32(C);
 	for (var j = lid; j < C; j += WG) {
-		dx_st(base + j, r * (dy_at(base + j) * w_at(j) - x_at(base + j) * k));
+		put_dx(base + j, r * (dy_at(base + j) * w_at(j) - x_at(base + j) * k));
 	}
 }
 
@@ -130,7 +140,7 @@ fn backward_dw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
 	if (lane == 0u && col < pb.cols) {
 		var t = 0.0;
 		for (var l = 0u; l < DW_LANES; l++) { t += red[l * DW_COLS + c]; }
-		if (pb.accumulate != 0u) { t += dw[col]; }
+		if ((pb.accumulate & 1u) != 0u) { t += dw[col]; }
 		dw[col] = t;
 	}
 }
@@ -184,6 +194,6 @@ fn backward_dx_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 	let r = rstd[row];
 	let k = r * r * tree_sum(&part) / f32(C);
 	for (var j = 0u; j < C; j++) {
-		dx_st(base + j, r * (dy_at(base + j) * w_at(j) - x_at(base + j) * k));
+		put_dx(base + j, r * (dy_at(base + j) * w_at(j) - x_at(base + j) * k));
 	}
 }

@@ -166,12 +166,18 @@ func TestRMSNormBackward(t *testing.T) {
 				_, rstd := refRMSNorm(x, w, R, C, eps)
 				rstd = roundTo(rstd, gpu.F32)
 				xb, wb, dyb, rb := upload(t, x, tc.xt), upload(t, w, tc.wt), upload(t, dy, tc.xt), upload(t, rstd, gpu.F32)
+				// acc: dw accumulates, and dx too (RMSNormBackwardAdd,
+				// onto the residual stream's gradient dx0).
+				dx0 := roundTo(randn(r, R*C, 1), tc.xt)
 				dxb := outputOf(t, R*C, tc.xt)
 				dwb := output(t, C)
+				backward := RMSNormBackward
 				if acc {
 					dwb = outputWith(t, dw0)
+					dxb = upload(t, dx0, tc.xt)
+					backward = RMSNormBackwardAdd
 				}
-				if err := RMSNormBackward(dev, dxb, dwb, dyb, xb, wb, rb, tc.xt, tc.wt, R, C, acc); err != nil {
+				if err := backward(dev, dxb, dwb, dyb, xb, wb, rb, tc.xt, tc.wt, R, C, acc); err != nil {
 					t.Fatal(err)
 				}
 				dx, dw := refRMSNormBackward(dy, x, w, R, C, eps)
@@ -212,6 +218,12 @@ func TestRMSNormBackward(t *testing.T) {
 						abs += math.Abs(dy[i] * x[i] * rstd[row])
 					}
 					dwBound[j] = 2 * (float64(R)/8 + 8 + 4) * rmsnormU * abs
+				}
+				if acc { // dx0 + dx, one more rounding
+					for i := range dx {
+						dx[i] += dx0[i]
+						dxBound[i] += rmsnormU * math.Abs(dx[i])
+					}
 				}
 				if tc.xt.Half() { // dx's own rounding to 16 bits
 					for i := range dxBound {
@@ -319,8 +331,10 @@ func TestRMSNormRejects(t *testing.T) {
 }
 
 // TestRMSNormRowKernels: the one-thread-per-row forward and backward_dx
-// (CPU adapters) give the workgroup kernels' bits, y, rstd and dx, on every
-// case (columns below, at and past the 256 partial sums, f16 included).
+// (CPU adapters) give the workgroup kernels' bits, y, rstd and dx, also
+// added to a gradient (RMSNormBackwardAdd), on every case (columns below,
+// at and past the 256 partial sums, f16 included); in f32 the added dx is
+// dx0 + dx.
 func TestRMSNormRowKernels(t *testing.T) {
 	for ci, tc := range rmsnormCases {
 		t.Run(fmt.Sprintf("R%d_C%d_%v_x%v", tc.rows, tc.cols, tc.wt, tc.xt), func(t *testing.T) {
@@ -331,20 +345,32 @@ func TestRMSNormRowKernels(t *testing.T) {
 			w := roundTo(randn(r, C, 1), tc.wt)
 			dy := roundTo(randn(r, R*C, 1), tc.xt)
 			xb, wb, dyb := upload(t, x, tc.xt), upload(t, w, tc.wt), upload(t, dy, tc.xt)
-			var got [2][3][]float64
+			dx0 := roundTo(randn(r, R*C, 1), tc.xt)
+			var got [2][4][]float64
 			for i, byRows := range []bool{false, true} {
 				yb, rb := outputOf(t, R*C, tc.xt), output(t, R)
 				if err := rmsnormForward(dev, byRows, yb, rb, xb, wb, tc.xt, tc.wt, R, C, 1e-5); err != nil {
 					t.Fatal(err)
 				}
 				dxb, dwb := outputOf(t, R*C, tc.xt), output(t, C)
-				if err := rmsnormBackward(dev, byRows, dxb, dwb, dyb, xb, wb, rb, tc.xt, tc.wt, R, C, false); err != nil {
+				if err := rmsnormBackward(dev, byRows, dxb, dwb, dyb, xb, wb, rb, tc.xt, tc.wt, R, C, false, false); err != nil {
 					t.Fatal(err)
 				}
-				got[i] = [3][]float64{download(t, yb, R*C, tc.xt), download(t, rb, R, gpu.F32), download(t, dxb, R*C, tc.xt)}
+				addb := upload(t, dx0, tc.xt)
+				if err := rmsnormBackward(dev, byRows, addb, output(t, C), dyb, xb, wb, rb, tc.xt, tc.wt, R, C, true, false); err != nil {
+					t.Fatal(err)
+				}
+				got[i] = [4][]float64{download(t, yb, R*C, tc.xt), download(t, rb, R, gpu.F32), download(t, dxb, R*C, tc.xt), download(t, addb, R*C, tc.xt)}
 			}
-			for k, name := range []string{"y", "rstd", "dx"} {
+			for k, name := range []string{"y", "rstd", "dx", "dx added"} {
 				assertSameBits(t, name+" by rows against by workgroups", got[1][k], got[0][k])
+			}
+			if tc.xt == gpu.F32 {
+				sum := make([]float64, R*C)
+				for i := range sum {
+					sum[i] = float64(float32(dx0[i]) + float32(got[0][2][i]))
+				}
+				assertSameBits(t, "dx added against dx0 + dx", got[0][3], sum)
 			}
 		})
 	}
