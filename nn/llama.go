@@ -464,10 +464,7 @@ func (m *Llama) attentionHalf(t *Tape, l *Block, x *Tensor, in *Inputs, attentio
 		return nil, err
 	}
 	keep = append(keep, v)
-	if _, err := t.RoPE(q, in.Pos, s.H, s.D, theta); err != nil {
-		return nil, err
-	}
-	if _, err := t.RoPE(k, in.Pos, s.KV, s.D, theta); err != nil {
+	if err := t.RoPE2(q, k, in.Pos, s.H, s.KV, s.D, theta); err != nil {
 		return nil, err
 	}
 	o, err := attention(t, q, k, v) // (N,H*D)

@@ -340,6 +340,43 @@ func (t *Tape) RoPE(x *Tensor, pos *gpu.Buffer, heads, headDim int, theta float3
 	return x, nil
 }
 
+// RoPE2 is RoPE of x (N, heads*headDim) and of y (N, heads2*headDim) in
+// one dispatch (a layer's queries and keys), forward and backward.
+func (t *Tape) RoPE2(x, y *Tensor, pos *gpu.Buffer, heads, heads2, headDim int, theta float32) error {
+	n := rows(x)
+	if x.Shape[len(x.Shape)-1] != heads*headDim || y.Shape[len(y.Shape)-1] != heads2*headDim || rows(y) != n || x.DType != y.DType {
+		return fmt.Errorf("%w: rope: x %v %v, y %v %v for %d and %d heads of %d", ErrShape, x.Shape, x.DType, y.Shape, y.DType, heads, heads2, headDim)
+	}
+	if err := wgsl.RoPE2(t.D, x.Buf, y.Buf, pos, x.DType, n, heads, heads2, headDim, theta, false); err != nil {
+		return fmt.Errorf("rope: %w", err)
+	}
+	if !t.needs(x, y) {
+		return nil
+	}
+	// As RoPE's: the gradients are rotated back in place and stay x's and
+	// y's.
+	t.ops = append(t.ops, &op{
+		name: "rope",
+		backward: func() error {
+			switch {
+			case x.grad != nil && y.grad != nil && x.GradDType() == y.GradDType():
+				return wgsl.RoPE2(t.D, x.grad, y.grad, pos, x.GradDType(), n, heads, heads2, headDim, theta, true)
+			case x.grad != nil && y.grad != nil:
+				if err := wgsl.RoPE(t.D, x.grad, pos, x.GradDType(), n, heads, headDim, theta, true); err != nil {
+					return err
+				}
+				return wgsl.RoPE(t.D, y.grad, pos, y.GradDType(), n, heads2, headDim, theta, true)
+			case x.grad != nil:
+				return wgsl.RoPE(t.D, x.grad, pos, x.GradDType(), n, heads, headDim, theta, true)
+			case y.grad != nil:
+				return wgsl.RoPE(t.D, y.grad, pos, y.GradDType(), n, heads2, headDim, theta, true)
+			}
+			return nil
+		},
+	})
+	return nil
+}
+
 // AttentionShape is the geometry of one attention call.
 type AttentionShape struct{ B, T, H, KV, D int }
 

@@ -3,6 +3,7 @@ package wgsl
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
@@ -11,7 +12,8 @@ import (
 type RoPEParams struct {
 	Rows, Heads, HeadDim, Inverse uint32
 	Log2FreqStep                  float32 // -2*log2(theta)/headDim: freq_i = 2^(i*Log2FreqStep)
-	_, _, _                       uint32
+	Heads2                        uint32  // RoPE2's second tensor
+	_, _                          uint32
 }
 
 // RoPE records the rotary embedding of x (rows, heads*headDim) of dtype xt
@@ -25,6 +27,20 @@ type RoPEParams struct {
 // Angles are computed in f32 in the kernel, as HF does; their rounding
 // grows with pos (rope_test.go states the bound).
 func RoPE(d *gpu.Device, x, pos *gpu.Buffer, xt gpu.DType, rows, heads, headDim int, theta float32, inverse bool) error {
+	return rope(d, x, nil, pos, xt, rows, heads, 0, headDim, theta, inverse)
+}
+
+// RoPE2 is RoPE of x (rows, heads*headDim) and of y (rows,
+// heads2*headDim), both of dtype xt, in one dispatch (a layer's queries and
+// keys), each with RoPE's bits.
+func RoPE2(d *gpu.Device, x, y, pos *gpu.Buffer, xt gpu.DType, rows, heads, heads2, headDim int, theta float32, inverse bool) error {
+	if y == nil || heads2 <= 0 {
+		return fmt.Errorf("wgsl: rope: no second tensor (y %v, %d heads)", y != nil, heads2)
+	}
+	return rope(d, x, y, pos, xt, rows, heads, heads2, headDim, theta, inverse)
+}
+
+func rope(d *gpu.Device, x, y, pos *gpu.Buffer, xt gpu.DType, rows, heads, heads2, headDim int, theta float32, inverse bool) error {
 	const op = "rope"
 	if rows <= 0 || heads <= 0 || headDim <= 0 {
 		return fmt.Errorf("wgsl: %s: empty shape rows=%d heads=%d headDim=%d", op, rows, heads, headDim)
@@ -36,11 +52,17 @@ func RoPE(d *gpu.Device, x, pos *gpu.Buffer, xt gpu.DType, rows, heads, headDim 
 		return fmt.Errorf("wgsl: %s: theta %v, want a finite base > 1", op, theta)
 	}
 	n := int64(rows) * int64(heads) * int64(headDim)
-	if n > math.MaxUint32 {
-		return fmt.Errorf("wgsl: %s: %d elements exceed u32 indexing", op, n)
+	n2 := int64(rows) * int64(heads2) * int64(headDim)
+	if n+n2 > math.MaxUint32 {
+		return fmt.Errorf("wgsl: %s: %d elements exceed u32 indexing", op, n+n2)
 	}
 	if need := xt.Bytes(int(n)); x.Size() < need {
 		return fmt.Errorf("wgsl: %s: x needs %d bytes for (%d, %d*%d) %v, buffer holds %d", op, need, rows, heads, headDim, xt, x.Size())
+	}
+	if y != nil {
+		if need := xt.Bytes(int(n2)); y.Size() < need {
+			return fmt.Errorf("wgsl: %s: y needs %d bytes for (%d, %d*%d) %v, buffer holds %d", op, need, rows, heads2, headDim, xt, y.Size())
+		}
 	}
 	if err := f16Writable(d, op, "x", xt); err != nil {
 		return err
@@ -57,14 +79,42 @@ func RoPE(d *gpu.Device, x, pos *gpu.Buffer, xt gpu.DType, rows, heads, headDim 
 	if xt != gpu.F32 {
 		variant = xt.String()
 	}
-	k, err := kernel(d, "rope", variant, subst, []gpu.Access{rw, ro}, RoPEParams{})
+	bufs, access := []*gpu.Buffer{x, pos}, []gpu.Access{rw, ro}
+	subst["Y_DECL"], subst["Y_FNS"], subst["Y_ROTATE"], subst["POS_B"], subst["P_B"] = "", "", "", "1", "2"
+	if y != nil {
+		if err := rmsnormDistinct(op, []string{"x", "y", "pos"}, x, y, pos); err != nil {
+			return err
+		}
+		ys := outSubst(d, nil, "Y", "y", xt)
+		for k, v := range ys {
+			if k != "Y_T" && k != "Y_AT" && k != "Y_ST" {
+				subst[k] = v // enable f16, the bf16 library
+			}
+		}
+		subst["Y_DECL"] = fmt.Sprintf("@group(0) @binding(1) var<storage, read_write> y: array<%s>;", ys["Y_T"])
+		subst["Y_FNS"] = ys["Y_AT"] + "\n" + ys["Y_ST"]
+		subst["Y_ROTATE"] = `let u = t - nx;
+	if (u >= p.rows * p.heads2 * hd) { return; }
+	let i = u % hd;
+	let rh = u / hd;
+	let cs = cos_sin(rh / p.heads2, i);
+	let j = rh * p.head_dim + i;
+	let y0 = y_at(j);
+	let y1 = y_at(j + hd);
+	y_st(j, y0 * cs.x - y1 * cs.y);
+	y_st(j + hd, y1 * cs.x + y0 * cs.y);`
+		subst["POS_B"], subst["P_B"] = "2", "3"
+		bufs, access = []*gpu.Buffer{x, y, pos}, []gpu.Access{rw, rw, ro}
+		variant = strings.TrimPrefix(variant+"/y", "/")
+	}
+	k, err := kernel(d, "rope", variant, subst, access, RoPEParams{})
 	if err != nil {
 		return err
 	}
 	p := RoPEParams{
 		Rows: uint32(rows), Heads: uint32(heads), HeadDim: uint32(headDim), Inverse: b2u(inverse),
-		Log2FreqStep: float32(-2 * math.Log2(float64(theta)) / float64(headDim)),
+		Log2FreqStep: float32(-2 * math.Log2(float64(theta)) / float64(headDim)), Heads2: uint32(heads2),
 	}
-	gx, gy, gz := d.Grid(int(n/2), 256) // one thread per rotated pair
-	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{x, pos}, gx, gy, gz)
+	gx, gy, gz := d.Grid(int((n+n2)/2), 256) // one thread per rotated pair
+	return d.Dispatch(k, gpu.Params(p), bufs, gx, gy, gz)
 }

@@ -14,36 +14,33 @@
 // Bindings: 0 x (rw), 1 pos, 2 Params. Workgroup 256, one thread per pair
 // (R*H*D/2 threads); dispatch Grid(R*H*D/2, 256). Saves nothing (the
 // backward recomputes the angles from pos).
+// With a second tensor y (R, H2*D) of x's dtype (RoPE2: a layer's queries
+// and keys in one dispatch): bindings 0 x, 1 y (rw), 2 pos, 3 Params, and
+// R*(H+H2)*D/2 threads, y's after x's, each rotated as alone.
 
 struct Params {
 	rows: u32, heads: u32, head_dim: u32, inverse: u32,
-	log2_freq_step: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+	log2_freq_step: f32, heads2: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<{{XX_T}}>;
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{Y_DECL}}
+@group(0) @binding({{POS_B}}) var<storage, read> pos: array<u32>;
+@group(0) @binding({{P_B}}) var<uniform> p: Params;
 
 {{XX_AT}}
 {{XX_ST}}
+{{Y_FNS}}
 
 const WG: u32 = 256u;
 
-// 2*pi split for a Cody-Waite reduction: TWO_PI_HI = 6.28125 has 8
-// significant bits, so k * TWO_PI_HI is exact for |k| < 2^16 and
-// a - k*TWO_PI_HI is exact (Sterbenz); TWO_PI_LO = 2*pi - TWO_PI_HI.
 const TWO_PI_HI: f32 = 6.28125;
 const TWO_PI_LO: f32 = 0.0019353071795864769;
 const INV_TWO_PI: f32 = 0.15915494309189535;
 
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-	let t = gid.x + gid.y * nwg.x * WG;
-	let hd = p.head_dim / 2u;
-	if (t >= p.rows * p.heads * hd) { return; }
-	let i = t % hd;
-	let rh = t / hd; // row * heads + head
-	let row = rh / p.heads;
+// cos_sin returns (cos a, sin a) of pair i at position pos[row], sin
+// negated for the inverse rotation.
+fn cos_sin(row: u32, i: u32) -> vec2<f32> {
 	let a = f32(pos[row]) * exp2(f32(i) * p.log2_freq_step);
 	// Vulkan bounds sin/cos error only on [-pi, pi]: reduce first, so the
 	// error is that of the f32 angle itself (as in the f32 reference code
@@ -53,9 +50,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let c = cos(ar);
 	var s = sin(ar);
 	if (p.inverse != 0u) { s = -s; }
-	let j = rh * p.head_dim + i;
-	let x0 = x_at(j);
-	let x1 = x_at(j + hd);
-	x_st(j, x0 * c - x1 * s);
-	x_st(j + hd, x1 * c + x0 * s);
+	return vec2<f32>(c, s);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let t = gid.x + gid.y * nwg.x * WG;
+	let hd = p.head_dim / 2u;
+	let nx = p.rows * p.heads * hd;
+	if (t < nx) {
+		let i = t % hd;
+		let rh = t / hd; // row * heads + head
+		let cs = cos_sin(rh / p.heads, i);
+		let j = rh * p.head_dim + i;
+		let x0 = x_at(j);
+		let x1 = x_at(j + hd);
+		x_st(j, x0 * cs.x - x1 * cs.y);
+		x_st(j + hd, x1 * cs.x + x0 * cs.y);
+		return;
+	}
+	{{Y_ROTATE}}
 }

@@ -132,6 +132,43 @@ func TestRoPE(t *testing.T) {
 	}
 }
 
+// TestRoPE2: x and y rotated in one dispatch get RoPE's bits for each, the
+// rotation and its inverse.
+func TestRoPE2(t *testing.T) {
+	for _, xt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		for _, inv := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v_inv%v", xt, inv), func(t *testing.T) {
+				needF16(t, xt)
+				const rows, hx, hy, d = 7, 4, 2, 6
+				r := rng(700)
+				x := roundTo(randn(r, rows*hx*d, 1), xt)
+				y := roundTo(randn(r, rows*hy*d, 1), xt)
+				pb := uploadU32(t, ropePositions(7, rows, 300))
+				x1, y1, x2, y2 := upload(t, x, xt), upload(t, y, xt), upload(t, x, xt), upload(t, y, xt)
+				if err := RoPE(dev, x1, pb, xt, rows, hx, d, 10000, inv); err != nil {
+					t.Fatal(err)
+				}
+				if err := RoPE(dev, y1, pb, xt, rows, hy, d, 10000, inv); err != nil {
+					t.Fatal(err)
+				}
+				d0 := dev.Dispatches()
+				if err := RoPE2(dev, x2, y2, pb, xt, rows, hx, hy, d, 10000, inv); err != nil {
+					t.Fatal(err)
+				}
+				if got := dev.Dispatches() - d0; got != 1 {
+					t.Errorf("RoPE2 took %d dispatches", got)
+				}
+				assertSameBits(t, "x", download(t, x2, len(x), xt), download(t, x1, len(x), xt))
+				assertSameBits(t, "y", download(t, y2, len(y), xt), download(t, y1, len(y), xt))
+			})
+		}
+	}
+	xb := upload(t, make([]float64, 16), gpu.F32)
+	if err := RoPE2(dev, xb, xb, uploadU32(t, []uint32{0, 1}), gpu.F32, 2, 2, 2, 4, 10000, false); err == nil {
+		t.Error("RoPE2 with x = y succeeded")
+	}
+}
+
 // TestRoPERoundTrip: the inverse undoes the forward (both in place), so the
 // backward of the backward is the forward.
 func TestRoPERoundTrip(t *testing.T) {
