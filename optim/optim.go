@@ -396,8 +396,8 @@ func (o *fused) rowGrads() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDec
 
 // lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
 // holds.
-// lomoRowsUpdate and lomoUpdate check the weights they write in the
-// update's kernel.
+// lomoRowsUpdate, lomoUpdate and adalomoUpdate check the weights they
+// write in the update's kernel.
 func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (bool, error) {
 	if o.cfg.Name != "lomo" {
 		return false, fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
@@ -418,7 +418,7 @@ func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float3
 	})
 }
 
-func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, _ *gpu.Buffer) (bool, error) {
+func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, stats *gpu.Buffer) (bool, error) {
 	st, ok := o.state[p]
 	rows, cols := p.Rows(), p.Cols()
 	if !ok {
@@ -439,9 +439,10 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 		o.state[p] = st
 	}
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
-	return false, wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
+	return true, wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
 		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef, Seed: roundingSeed(o.step, p),
+		Check: &wgsl.WeightCheck{Flags: stats, Index: weightFlag},
 	})
 }
 

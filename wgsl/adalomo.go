@@ -11,7 +11,7 @@ import (
 // AdaLomoParams mirrors Params in adalomo.wgsl (shared by its kernels).
 type AdaLomoParams struct {
 	Rows, Cols, N, ChunkRows                       uint32
-	Chunks, Groups, Seed, _                        uint32
+	Chunks, Groups, Seed, Flag                     uint32
 	LR, Beta, Eps1, Eps2                           float32
 	ClipThreshold, WeightDecay, InvScale, ClipCoef float32
 }
@@ -23,6 +23,9 @@ type AdaLomoParams struct {
 type AdaLomoStep struct {
 	LR, Beta, Eps1, Eps2, ClipThreshold, WeightDecay, InvScale, ClipCoef float32
 	Seed                                                                 uint32 // bf16 stochastic rounding (LomoStep)
+	// Check, if not nil, has the update flag weights it made NaN or
+	// infinite (LomoStep.Check).
+	Check *WeightCheck
 }
 
 // adalomoMaxChunks caps the row chunks of the column sums, so that their
@@ -80,6 +83,9 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	}
 	if param == grad || param == r || param == c || grad == r || grad == c || r == c {
 		return fmt.Errorf("wgsl: %s: param, grad, r and c must be distinct buffers", op)
+	}
+	if err := checkNeed(op, s.Check, param, grad, r, c); err != nil {
+		return err
 	}
 
 	chunkRows := max(adalomoMinChunkRows, (rows+adalomoMaxChunks-1)/adalomoMaxChunks)
@@ -145,8 +151,19 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 			{"update_" + pt.String() + "_mat", []string{upd, "u_mat"}, []*gpu.Buffer{param, stats, grad, r, c}, update},
 		}
 	}
-	kernels := make([]*gpu.Kernel, len(stages))
 	subst := pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
+	checkSubst(subst, s.Check, pt)
+	subst["FLAGS_MAT"], subst["FLAGS_VEC"], subst["PB_MAT"], subst["PB_VEC"] = "", "", "5", "4"
+	if s.Check != nil {
+		p.Flag = uint32(s.Check.Index)
+		subst["FLAGS_MAT"] = "@group(0) @binding(5) var<storage, read_write> flags: array<atomic<u32>>;"
+		subst["FLAGS_VEC"] = "@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;"
+		subst["PB_MAT"], subst["PB_VEC"] = "6", "5"
+		last := &stages[len(stages)-1]
+		last.variant += checkVariant(s.Check)
+		last.bufs = append(last.bufs, s.Check.Flags)
+	}
+	kernels := make([]*gpu.Kernel, len(stages))
 	for i, st := range stages {
 		variant := st.variant
 		if slices.Contains(st.bufs, grad) {
@@ -159,6 +176,9 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 		access[0] = rw
 		if st.sections[0] == "vec_partial" {
 			access[1] = rw // v
+		}
+		if s.Check != nil && i == len(stages)-1 {
+			access[len(access)-1] = rw // flags
 		}
 		if kernels[i], err = sectionKernel(d, "adalomo", variant, subst, st.sections, access, p); err != nil {
 			return err

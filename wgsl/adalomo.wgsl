@@ -31,12 +31,15 @@
 //                bf16 rounds stochastically with seed);
 //                gpu.Grid(N or ceil(N/2), 256)
 // and for a vector: vec_partial (v and the two partial sums in one pass),
-// sq_fold, update_* + u_vec. Partitions depend only on the shape, so every
+// sq_fold, update_* + u_vec. With a weight check (AdaLomoStep.Check) the
+// update binds flags (rw, u32) after u_mat's or u_vec's buffers and sets
+// flags[p.flag] = 1 where a weight it wrote is NaN or infinite (as
+// lomo.wgsl does). Partitions depend only on the shape, so every
 // reduction is deterministic. Nothing is read back.
 
 struct Params {
 	rows: u32, cols: u32, n: u32, chunk_rows: u32,
-	chunks: u32, groups: u32, seed: u32, _p1: u32,
+	chunks: u32, groups: u32, seed: u32, flag: u32,
 	lr: f32, beta: f32, eps1: f32, eps2: f32,
 	clip_threshold: f32, weight_decay: f32, inv_scale: f32, clip_coef: f32,
 }
@@ -231,9 +234,11 @@ fn main(@builtin(local_invocation_index) t: u32) {
 @group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+{{FLAGS_MAT}}
+@group(0) @binding({{PB_MAT}}) var<uniform> p: Params;
 
 {{G_AT}}
+{{CHECK_FNS}}
 
 fn u_at(i: u32) -> f32 {
 	let row = i / p.cols;
@@ -244,9 +249,11 @@ fn u_at(i: u32) -> f32 {
 // ==== section u_vec ====
 @group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+{{FLAGS_VEC}}
+@group(0) @binding({{PB_VEC}}) var<uniform> p: Params;
 
 {{G_AT}}
+{{CHECK_FNS}}
 
 fn u_at(i: u32) -> f32 { return gval(grad_at(i)) * inverseSqrt(v[i]); }
 
@@ -258,7 +265,9 @@ fn u_at(i: u32) -> f32 { return gval(grad_at(i)) * inverseSqrt(v[i]); }
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * WG;
 	if (i >= p.n) { return; }
-	param[i] = new_param(param[i], u_at(i), stats[1], stats[2]);
+	let v = new_param(param[i], u_at(i), stats[1], stats[2]);
+	param[i] = v;
+	{{CHECK_F32}}
 }
 
 // ==== section update_pairs ====
@@ -276,8 +285,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let q = {{P_UNPACK}}(old);
 	let lo = new_param(q.x, u_at(i), stats[1], stats[2]);
 	if (i + 1u < p.n) {
-		param[w] = store_pair(vec2<f32>(lo, new_param(q.y, u_at(i + 1u), stats[1], stats[2])), i);
+		let nw = store_pair(vec2<f32>(lo, new_param(q.y, u_at(i + 1u), stats[1], stats[2])), i);
+		param[w] = nw;
+		{{CHECK_PAIR}}
 	} else {
-		param[w] = (store_pair(vec2<f32>(lo, 0.0), i) & 0xffffu) | (old & 0xffff0000u);
+		let nw = (store_pair(vec2<f32>(lo, 0.0), i) & 0xffffu) | (old & 0xffff0000u);
+		param[w] = nw;
+		{{CHECK_LOW}}
 	}
 }

@@ -234,3 +234,61 @@ func TestAdaLomoRejectsBadSizes(t *testing.T) {
 		t.Error("param aliasing grad accepted")
 	}
 }
+
+// TestAdaLomoWeightCheck: with a weight check, AdaLomoUpdate writes the
+// unchecked update's bits and flags what CheckFinite finds in the updated
+// weights: nothing on a clean update, every NaN a NaN gradient makes; for
+// matrices and vectors, f32 and 16-bit weights (odd length: the padding
+// half, a NaN here, is not checked).
+func TestAdaLomoWeightCheck(t *testing.T) {
+	s := AdaLomoStep{LR: 0.01, Beta: 0.5, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1, Seed: 5}
+	for _, pt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		for _, shape := range [][2]int{{5, 7}, {1, 9}} {
+			for _, nan := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%v_%dx%d_nan%v", pt, shape[0], shape[1], nan), func(t *testing.T) {
+					needF16(t, pt)
+					rows, cols := shape[0], shape[1]
+					n := rows * cols
+					r := rng(31)
+					param := roundTo(randn(r, n, 1), pt)
+					grad := roundTo(randn(r, n, 1), gpu.F32)
+					if nan {
+						grad[3] = math.NaN()
+					}
+					stored := param
+					if pt.Half() && n%2 == 1 {
+						stored = append(append([]float64(nil), param...), math.NaN())
+					}
+					gb := upload(t, grad, gpu.F32)
+					run := func(check *WeightCheck) *gpu.Buffer {
+						pb := upload(t, stored, pt)
+						var rb, cb *gpu.Buffer
+						if rows > 1 {
+							rb, cb = outputWith(t, make([]float64, rows)), outputWith(t, make([]float64, cols))
+						} else {
+							rb = outputWith(t, make([]float64, n))
+						}
+						st := s
+						st.Check = check
+						if err := AdaLomoUpdate(dev, pb, gb, rb, cb, pt, gpu.F32, rows, cols, st); err != nil {
+							t.Fatal(err)
+						}
+						return pb
+					}
+					plain := run(nil)
+					flags := uploadU32(t, []uint32{5, 0, 6})
+					checked := run(&WeightCheck{Flags: flags, Index: 1})
+					assertSameBits(t, "checked update against unchecked", download(t, checked, n, pt), download(t, plain, n, pt))
+					ref := uploadU32(t, []uint32{5, 0, 6})
+					if err := CheckFinite(dev, ref, 1, plain, pt, n, 1, float32(math.Inf(1))); err != nil {
+						t.Fatal(err)
+					}
+					got, want := reduceReadFlags(t, flags, 3), reduceReadFlags(t, ref, 3)
+					if fmt.Sprint(got) != fmt.Sprint(want) || (got[1] == 1) != nan {
+						t.Errorf("flags %v, CheckFinite on the updated weights %v, want set: %v", got, want, nan)
+					}
+				})
+			}
+		}
+	}
+}

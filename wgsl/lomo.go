@@ -40,17 +40,31 @@ type WeightCheck struct {
 // numbers, the flag functions and their calls) and returns the extra
 // binding, if any.
 func lomoCheck(m map[string]string, c *WeightCheck, pt gpu.DType, p *LomoParams) []*gpu.Buffer {
-	for _, k := range []string{"CHECK_FNS", "CHECK_DECL2", "CHECK_DECL3", "CHECK_F32", "CHECK_PAIR", "CHECK_LOW"} {
-		m[k] = ""
-	}
+	m["CHECK_DECL2"], m["CHECK_DECL3"] = "", ""
 	m["PB2"], m["PB3"] = "2", "3"
 	if c == nil {
+		checkSubst(m, nil, pt)
 		return nil
 	}
 	p.Flag = uint32(c.Index)
 	m["PB2"], m["PB3"] = "3", "4"
 	m["CHECK_DECL2"] = "@group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>>;"
 	m["CHECK_DECL3"] = "@group(0) @binding(3) var<storage, read_write> flags: array<atomic<u32>>;"
+	checkSubst(m, c, pt)
+	return []*gpu.Buffer{c.Flags}
+}
+
+// checkSubst sets the functions and calls of an update kernel's weight
+// check, empty without one: CHECK_FNS (flag_if, bad_f32, bad_half, on
+// `flags` and p.flag), CHECK_F32 (of an f32 weight v), CHECK_PAIR and
+// CHECK_LOW (of a stored pair nw, both halves or the low one).
+func checkSubst(m map[string]string, c *WeightCheck, pt gpu.DType) {
+	for _, k := range []string{"CHECK_FNS", "CHECK_F32", "CHECK_PAIR", "CHECK_LOW"} {
+		m[k] = ""
+	}
+	if c == nil {
+		return
+	}
 	exp := "0x7c00u" // f16
 	if pt == gpu.BF16 {
 		exp = "0x7f80u"
@@ -61,7 +75,6 @@ fn bad_half(h: u32) -> bool { return (h & %[1]s) == %[1]s; }`, exp)
 	m["CHECK_F32"] = "flag_if(bad_f32(v));"
 	m["CHECK_PAIR"] = "flag_if(bad_half(nw & 0xffffu) || bad_half(nw >> 16u));"
 	m["CHECK_LOW"] = "flag_if(bad_half(nw & 0xffffu));"
-	return []*gpu.Buffer{c.Flags}
 }
 
 // checkVariant is the suffix of a LOMO kernel's variant with a check.
