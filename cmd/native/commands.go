@@ -314,7 +314,7 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdGenerate(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("generate", stderr).withAdapter().withPeft()
+	fs := newOptions("generate", stderr).withAdapter().withPeft().withOneShot()
 	model := fs.String("model", "", "model folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
 	def := nn.DefaultSampleOptions()

@@ -39,6 +39,7 @@ func TestUsageErrorsBeforeAnythingStarts(t *testing.T) {
 		{[]string{"bench", "--dtype", "f64"}, `--dtype "f64": must be one of f32, f16, bf16`},
 		{[]string{"bench", "--optimizer", "lomo,adam"}, `"adam" is not one of lomo, adalomo, sgd, adamw`},
 		{[]string{"bench", "--matmul", "64,x"}, `--matmul "64,x"`},
+		{[]string{"bench", "--tune", "fast"}, `--tune "fast": want one of auto, on, off`},
 		{[]string{"plan", "--model", model, "--batch", "0"}, "--batch 0: must be at least 1"},
 		{[]string{"pretrain", "--optimizer", "sgd"}, `--optimizer "sgd": must be one of adalomo, adamw`},
 		{[]string{"demo", "--epochs", "0"}, "--epochs 0: must be at least 1"},

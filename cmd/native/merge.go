@@ -21,7 +21,7 @@ func init() {
 // checked (the adapter against the base's shapes) before --out is
 // created, so bad input writes nothing.
 func cmdMerge(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("merge", stderr).withAdapter().withPeft()
+	fs := newOptions("merge", stderr).withAdapter().withPeft().withOneShot()
 	model := fs.String("model", "", "the base model: folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	out := fs.String("out", "", "folder to write the merged model to (must not exist, or be empty)")
 	dtype := fs.String("dtype", "", "storage of the merged weights: f32, f16 or bf16 (default: the base's torch_dtype)")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"strings"
 
@@ -23,6 +24,7 @@ type options struct {
 	*flag.FlagSet
 	adapter string // --adapter, when registered by withAdapter
 	tune    string // --tune, with --adapter
+	oneShot bool   // the command runs each shape once or twice: no tuning unless asked (withOneShot)
 	dtype   string // --dtype, when registered by withDType
 	peft    string // --peft, when registered by withPeft
 	checks  []func() error
@@ -59,7 +61,7 @@ func newOptions(name string, stderr io.Writer) *options {
 // withAdapter adds --adapter, for the commands that run on a device (open).
 func (o *options) withAdapter() *options {
 	o.StringVar(&o.adapter, "adapter", "", "adapter index or name (default: LOMO_ADAPTER, else the best one)")
-	o.StringVar(&o.tune, "tune", "", "time the kernel variants that give the same results (matmul tilings) on first use and keep the fastest: auto (on GPUs, not on CPU adapters), on or off (default: LOMO_TUNE, else auto)")
+	o.StringVar(&o.tune, "tune", "", "time the kernel variants that give the same results (matmul tilings) on first use and keep the fastest: auto (on GPUs, not on CPU adapters), on or off (default: LOMO_TUNE, else auto; off for generate and merge, which run each shape once)")
 	o.check(func() error {
 		if _, err := gpu.ParseTuning(o.tune); err != nil {
 			return fmt.Errorf("--tune %q: want one of %s (or LOMO_TUNE)", o.tune, strings.Join(gpu.TuningNames, ", "))
@@ -159,8 +161,19 @@ func (o *options) open(log io.Writer) (*gpu.Device, error) {
 	return d, nil
 }
 
+// withOneShot marks a command whose matmuls run each shape once or twice
+// (generate's prompt, merge's products): tuning them would cost more than
+// it saves, so --tune and LOMO_TUNE default to off there.
+func (o *options) withOneShot() *options {
+	o.oneShot = true
+	return o
+}
+
 // tuning is --tune's value (checked by parse).
 func (o *options) tuning() gpu.Tuning {
+	if o.oneShot && o.tune == "" && os.Getenv("LOMO_TUNE") == "" {
+		return gpu.TuneOff
+	}
 	t, _ := gpu.ParseTuning(o.tune)
 	return t
 }
