@@ -3,7 +3,6 @@ package nn
 import (
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/wgsl"
@@ -105,9 +104,7 @@ func (t *Tape) linear(r, x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*T
 		}
 	}
 	t.record(&op{
-		// With a residual, backward hands y's gradient over to r: not
-		// read-only (an Add must not lend y another tensor's gradient).
-		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX, gradReadOnly: r == nil, inputs: []*Tensor{x},
+		name: "linear " + w.Name, outputs: []*Tensor{y}, params: ps, release: releaseX,
 		backward: func() error {
 			if y.grad == nil {
 				return nil
@@ -151,7 +148,7 @@ func (t *Tape) linear(r, x *Tensor, w *Param, weightGrad bool, yt gpu.DType) (*T
 // recorded before stay valid: later writes to r's gradient are recorded
 // after them), else adds it.
 func (t *Tape) passGradTo(r, y *Tensor) error {
-	if r.grad == nil && !y.gradLent && r.param == nil && r.GradDType() == y.GradDType() {
+	if r.grad == nil && r.param == nil && r.GradDType() == y.GradDType() {
 		r.grad, y.grad = y.grad, nil
 		return nil
 	}
@@ -312,36 +309,10 @@ func (t *Tape) embeddingOp(table *Param, ids *gpu.Buffer, n int, in *Inputs) (*T
 	return out, nil
 }
 
-// RoPE rotates x (N, heads*D) in place by each row's position (pos, u32 per
-// row) and returns x. Backward rotates the gradient back, in place. No op
-// recorded before may have saved x: its values change.
-func (t *Tape) RoPE(x *Tensor, pos *gpu.Buffer, heads, headDim int, theta float32) (*Tensor, error) {
-	n := rows(x)
-	if x.Shape[len(x.Shape)-1] != heads*headDim {
-		return nil, fmt.Errorf("%w: rope: x %v for %d heads of %d", ErrShape, x.Shape, heads, headDim)
-	}
-	if err := wgsl.RoPE(t.D, x.Buf, pos, x.DType, n, heads, headDim, theta, false); err != nil {
-		return nil, fmt.Errorf("rope: %w", err)
-	}
-	if !t.needs(x) {
-		return x, nil
-	}
-	// The op's output is x itself: its gradient is rotated back in place and
-	// stays x's gradient for the op that produced x.
-	t.ops = append(t.ops, &op{
-		name: "rope",
-		backward: func() error {
-			if x.grad == nil {
-				return nil
-			}
-			return wgsl.RoPE(t.D, x.grad, pos, x.GradDType(), n, heads, headDim, theta, true)
-		},
-	})
-	return x, nil
-}
-
-// RoPE2 is RoPE of x (N, heads*headDim) and of y (N, heads2*headDim) in
-// one dispatch (a layer's queries and keys), forward and backward.
+// RoPE2 rotates x (N, heads*headDim) and y (N, heads2*headDim) in place by
+// each row's position (pos, u32 per row), in one dispatch (a layer's
+// queries and keys). Backward rotates their gradients back, in place. No
+// op recorded before may have saved x or y: their values change.
 func (t *Tape) RoPE2(x, y *Tensor, pos *gpu.Buffer, heads, heads2, headDim int, theta float32) error {
 	n := rows(x)
 	if x.Shape[len(x.Shape)-1] != heads*headDim || y.Shape[len(y.Shape)-1] != heads2*headDim || rows(y) != n || x.DType != y.DType {
@@ -353,8 +324,8 @@ func (t *Tape) RoPE2(x, y *Tensor, pos *gpu.Buffer, heads, heads2, headDim int, 
 	if !t.needs(x, y) {
 		return nil
 	}
-	// As RoPE's: the gradients are rotated back in place and stay x's and
-	// y's.
+	// The op's outputs are x and y themselves: their gradients are rotated
+	// back in place and stay theirs for the ops that produced them.
 	t.ops = append(t.ops, &op{
 		name: "rope",
 		backward: func() error {
@@ -533,71 +504,6 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 		},
 	})
 	return h, nil
-}
-
-// Add: y = a + b (the residual stream).
-func (t *Tape) Add(a, b *Tensor) (*Tensor, error) {
-	if a.Len() != b.Len() {
-		return nil, fmt.Errorf("%w: add %v + %v", ErrShape, a.Shape, b.Shape)
-	}
-	y, err := t.activation(a.DType, a.Shape...)
-	if err != nil {
-		return nil, err
-	}
-	if err := wgsl.Add(t.D, y.Buf, a.Buf, b.Buf, a.Len(), a.DType); err != nil {
-		y.Release()
-		return nil, err
-	}
-	if !t.needs(a, b) {
-		return y, nil
-	}
-	t.record(&op{
-		name: "add", outputs: []*Tensor{y},
-		backward: func() error {
-			if y.grad == nil {
-				return nil
-			}
-			if t.lendAddGrad(y, a, b) {
-				return nil
-			}
-			for _, x := range []*Tensor{a, b} {
-				if !x.needsGrad {
-					continue
-				}
-				dx, acc, err := t.gradOf(x)
-				if err != nil {
-					return err
-				}
-				if err := wgsl.Axpy(t.D, dx, y.grad, x.Len(), x.GradDType(), 1, beta(acc)); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	})
-	return y, nil
-}
-
-// lendAddGrad gives y = a + b's gradient to a, and lends it to b, instead
-// of writing two copies, where that is safe: neither has a gradient yet, b
-// comes from the op whose backward runs next, which only reads b's
-// gradient and does not take a (so nothing writes a's gradient before b's
-// is spent), and y's gradient is y's own. A residual block's backward then
-// holds one gradient of the residual stream where it held two (at LLaMA's
-// MLP down projection, the peak of a recomputed layer). Same values: the
-// copies were exact.
-func (t *Tape) lendAddGrad(y, a, b *Tensor) bool {
-	if len(t.ops) == 0 || y.gradLent || a.grad != nil || b.grad != nil || !a.needsGrad || !b.needsGrad ||
-		a.GradDType() != y.GradDType() || b.GradDType() != y.GradDType() || a.param != nil || b.param != nil {
-		return false
-	}
-	next := t.ops[len(t.ops)-1]
-	if !next.gradReadOnly || !slices.Contains(next.outputs, b) || slices.Contains(next.inputs, a) {
-		return false
-	}
-	a.grad, y.grad = y.grad, nil
-	b.grad, b.gradLent = a.grad, true
-	return true
 }
 
 // LossOptions configure CrossEntropy.

@@ -68,11 +68,6 @@ type op struct {
 	// it can run again (BackwardKeep). Ops that free or overwrite saved
 	// tensors during backward to save memory are not.
 	rerun bool
-	// gradReadOnly: backward only reads its output's gradient, and writes
-	// the gradients of inputs only (Add may then lend that output the
-	// gradient of another tensor instead of a copy).
-	gradReadOnly bool
-	inputs       []*Tensor
 }
 
 // deferredGrad adds a gradient contribution to p just before p's callback,
@@ -433,8 +428,7 @@ func (t *Tape) passGrad(x, leaf *Tensor) error {
 		return nil
 	}
 	if x.grad == nil {
-		x.grad, x.gradLent = leaf.grad, leaf.gradLent
-		leaf.grad, leaf.gradLent = nil, false
+		x.grad, leaf.grad = leaf.grad, nil
 		return nil
 	}
 	return wgsl.Axpy(t.D, x.grad, leaf.grad, x.Len(), x.GradDType(), 1, 1)

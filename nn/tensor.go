@@ -27,17 +27,14 @@ type Tensor struct {
 	needsGrad bool
 	param     *Param
 	borrowed  bool // Buf belongs to another tensor (a checkpoint's leaf)
-	// gradLent: grad is another tensor's gradient buffer, lent for reading
-	// (Add): dropGrad forgets it without freeing it.
-	gradLent bool
 }
 
-// dropGrad frees the gradient (forgets a lent one).
+// dropGrad frees the gradient.
 func (t *Tensor) dropGrad() {
-	if t.grad != nil && !t.gradLent {
+	if t.grad != nil {
 		t.grad.Release()
 	}
-	t.grad, t.gradLent = nil, false
+	t.grad = nil
 }
 
 // GradDType is the dtype of the tensor's gradient: an activation's is its
