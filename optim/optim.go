@@ -216,10 +216,9 @@ type fused struct {
 	step   int
 	t      int // AdaLomo's step counter (good steps)
 	state  map[*nn.Param][2]*gpu.Buffer
-	// update applies p's gradient g; it returns whether it also checked
-	// the weights it wrote into stats[weightFlag] (st: the stats on p's
-	// device), which the caller does otherwise.
-	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (checked bool, err error)
+	// update applies p's gradient g and records in st[weightFlag] (st:
+	// the stats on p's device) whether it made a weight NaN or infinite.
+	update func(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) error
 	// adapters holds the AdamW moments (m, v) of LoRA matrices when
 	// cfg.LoRA is set; loraT counts the steps applied to them.
 	adapters map[*nn.Param][2]*gpu.Buffer
@@ -342,11 +341,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 		if err != nil {
 			return err
 		}
-		checked, err := update(p, g, lr, invScale, coef, st)
-		if err != nil || checked {
-			return err
-		}
-		return checkWeights(p.Buf.Device(), st, p)
+		return update(p, g, lr, invScale, coef, st)
 	})
 	if err != nil {
 		return res, err
@@ -365,8 +360,9 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 }
 
 // adapterUpdate is AdamW on a LoRA matrix, from the callback, at the
-// adapters' own learning rate.
-func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef float32, _ *gpu.Buffer) (bool, error) {
+// adapters' own learning rate. AdamW's kernel has no weight check: a pass
+// checks the weights after it.
+func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef float32, stats *gpu.Buffer) error {
 	d := p.Buf.Device()
 	st, ok := o.adapters[p]
 	if !ok {
@@ -375,16 +371,19 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 			st[1], err = zeroed(d, p.Len())
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
 		o.adapters[p] = st
 	}
 	l := o.cfg.LoRA
 	b1, b2 := o.cfg.Beta1, o.cfg.Beta2
-	return false, wgsl.AdamWUpdate(d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
+	if err := wgsl.AdamWUpdate(d, p.Buf, nil, st[0], st[1], g, p.DType, p.GradDType(), p.Len(), wgsl.AdamWStep{
 		LR: float32(l.Schedule.At(o.step)), Beta1: float32(b1), Beta2: float32(b2), Eps: float32(o.cfg.Eps), WeightDecay: float32(l.WeightDecay),
 		BC1: float32(1 - math.Pow(b1, float64(o.loraT))), BC2: float32(1 - math.Pow(b2, float64(o.loraT))), GradScale: coef * invScale,
-	})
+	}); err != nil {
+		return err
+	}
+	return checkWeights(d, stats, p)
 }
 
 // rowGrads reports whether the step's tapes deliver tables' gradients by
@@ -395,30 +394,29 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 func (o *fused) rowGrads() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
 
 // lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
-// holds.
-// lomoRowsUpdate, lomoUpdate and adalomoUpdate check the weights they
-// write in the update's kernel.
-func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (bool, error) {
+// holds. It, lomoUpdate and adalomoUpdate check the weights they write in
+// the update's kernel (wgsl.WeightCheck).
+func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) error {
 	if o.cfg.Name != "lomo" {
-		return false, fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
+		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
 	}
 	gr := p.GradRows()
-	return true, wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
+	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
 		Check: &wgsl.WeightCheck{Flags: st, Index: weightFlag},
 	})
 }
 
-func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) (bool, error) {
-	return true, wgsl.LomoUpdate(p.Buf.Device(), p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
+func (o *fused) lomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) error {
+	return wgsl.LomoUpdate(p.Buf.Device(), p.Buf, g, p.DType, p.GradDType(), p.Len(), wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
 		Check: &wgsl.WeightCheck{Flags: st, Index: weightFlag},
 	})
 }
 
-func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, stats *gpu.Buffer) (bool, error) {
+func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, stats *gpu.Buffer) error {
 	st, ok := o.state[p]
 	rows, cols := p.Rows(), p.Cols()
 	if !ok {
@@ -434,12 +432,12 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 			st[0], err = zeroed(d, cols)
 		}
 		if err != nil {
-			return false, err
+			return err
 		}
 		o.state[p] = st
 	}
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
-	return true, wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
+	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
 		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef, Seed: roundingSeed(o.step, p),
 		Check: &wgsl.WeightCheck{Flags: stats, Index: weightFlag},
@@ -469,7 +467,7 @@ func zeroed(d *gpu.Device, n int) (*gpu.Buffer, error) {
 }
 
 // weightFlag is the element of an optimizer's stats buffer that
-// checkWeights raises.
+// checkWeights and the update kernels' weight checks raise.
 const weightFlag = 2
 
 // statsBuffer returns *stats, allocating it (16 bytes of scratch: a sum of
