@@ -80,29 +80,19 @@ func rope(d *gpu.Device, x, y, pos *gpu.Buffer, xt gpu.DType, rows, heads, heads
 		variant = xt.String()
 	}
 	bufs, access := []*gpu.Buffer{x, pos}, []gpu.Access{rw, ro}
-	subst["Y_DECL"], subst["Y_FNS"], subst["Y_ROTATE"], subst["POS_B"], subst["P_B"] = "", "", "", "1", "2"
+	subst["Y_DECL"], subst["Y_ROTATE"], subst["POS_B"], subst["P_B"] = "", "", "1", "2"
 	if y != nil {
 		if err := rmsnormDistinct(op, []string{"x", "y", "pos"}, x, y, pos); err != nil {
 			return err
 		}
-		ys := outSubst(d, nil, "Y", "y", xt)
-		for k, v := range ys {
-			if k != "Y_T" && k != "Y_AT" && k != "Y_ST" {
-				subst[k] = v // enable f16, the bf16 library
-			}
-		}
-		subst["Y_DECL"] = fmt.Sprintf("@group(0) @binding(1) var<storage, read_write> y: array<%s>;", ys["Y_T"])
-		subst["Y_FNS"] = ys["Y_AT"] + "\n" + ys["Y_ST"]
-		subst["Y_ROTATE"] = `let u = t - nx;
-	if (u >= p.rows * p.heads2 * hd) { return; }
-	let i = u % hd;
-	let rh = u / hd;
-	let cs = cos_sin(rh / p.heads2, i);
-	let j = rh * p.head_dim + i;
-	let y0 = y_at(j);
-	let y1 = y_at(j + hd);
-	y_st(j, y0 * cs.x - y1 * cs.y);
-	y_st(j + hd, y1 * cs.x + y0 * cs.y);`
+		// y's pairs come after x's: main's branch for them, which the
+		// kernel without y leaves empty.
+		outSubst(d, subst, "Y", "y", xt)
+		subst["Y_DECL"] = fmt.Sprintf("@group(0) @binding(1) var<storage, read_write> y: array<%s>;\n%s\n%s", subst["Y_T"], subst["Y_AT"], subst["Y_ST"])
+		subst["Y_ROTATE"] = `let q = pair_at(t - nx, p.heads2);
+		let v = rotate(y_at(q.j), y_at(q.j + hd), q.cs);
+		y_st(q.j, v.x);
+		y_st(q.j + hd, v.y);`
 		subst["POS_B"], subst["P_B"] = "2", "3"
 		bufs, access = []*gpu.Buffer{x, y, pos}, []gpu.Access{rw, rw, ro}
 		variant = strings.TrimPrefix(variant+"/y", "/")

@@ -30,7 +30,6 @@ struct Params {
 
 {{XX_AT}}
 {{XX_ST}}
-{{Y_FNS}}
 
 const WG: u32 = 256u;
 
@@ -38,19 +37,29 @@ const TWO_PI_HI: f32 = 6.28125;
 const TWO_PI_LO: f32 = 0.0019353071795864769;
 const INV_TWO_PI: f32 = 0.15915494309189535;
 
-// cos_sin returns (cos a, sin a) of pair i at position pos[row], sin
-// negated for the inverse rotation.
-fn cos_sin(row: u32, i: u32) -> vec2<f32> {
-	let a = f32(pos[row]) * exp2(f32(i) * p.log2_freq_step);
+// Pair is rotated pair t of a tensor of `heads` heads: its first element
+// j (the second is j + D/2) and (cos a, sin a), sin negated for the inverse
+// rotation.
+struct Pair { j: u32, cs: vec2<f32> }
+
+fn pair_at(t: u32, heads: u32) -> Pair {
+	let hd = p.head_dim / 2u;
+	let i = t % hd;
+	let rh = t / hd; // row * heads + head
+	let a = f32(pos[rh / heads]) * exp2(f32(i) * p.log2_freq_step);
 	// Vulkan bounds sin/cos error only on [-pi, pi]: reduce first, so the
 	// error is that of the f32 angle itself (as in the f32 reference code
 	// of HF), not that of the driver's own reduction.
 	let k = round(a * INV_TWO_PI);
 	let ar = (a - k * TWO_PI_HI) - k * TWO_PI_LO;
-	let c = cos(ar);
 	var s = sin(ar);
 	if (p.inverse != 0u) { s = -s; }
-	return vec2<f32>(c, s);
+	return Pair(rh * p.head_dim + i, vec2<f32>(cos(ar), s));
+}
+
+// rotate returns (a, b) rotated by the angle of cs.
+fn rotate(a: f32, b: f32, cs: vec2<f32>) -> vec2<f32> {
+	return vec2<f32>(a * cs.x - b * cs.y, b * cs.x + a * cs.y);
 }
 
 @compute @workgroup_size(256)
@@ -59,15 +68,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	let hd = p.head_dim / 2u;
 	let nx = p.rows * p.heads * hd;
 	if (t < nx) {
-		let i = t % hd;
-		let rh = t / hd; // row * heads + head
-		let cs = cos_sin(rh / p.heads, i);
-		let j = rh * p.head_dim + i;
-		let x0 = x_at(j);
-		let x1 = x_at(j + hd);
-		x_st(j, x0 * cs.x - x1 * cs.y);
-		x_st(j + hd, x1 * cs.x + x0 * cs.y);
-		return;
+		let q = pair_at(t, p.heads);
+		let v = rotate(x_at(q.j), x_at(q.j + hd), q.cs);
+		x_st(q.j, v.x);
+		x_st(q.j + hd, v.y);
+	} else if (t < nx + p.rows * p.heads2 * hd) {
+		{{Y_ROTATE}}
 	}
-	{{Y_ROTATE}}
 }
