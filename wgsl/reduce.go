@@ -121,12 +121,15 @@ func sumSquares(d *gpu.Device, out *gpu.Buffer, outIndex, flagIndex int, x *gpu.
 	}
 	groups := reduceGroups(words)
 	p := ReduceParams{N: uint32(n), Index: uint32(outIndex), Groups: uint32(groups), Scale: scale}
-	section, access := "sumsq_", []gpu.Access{rw, ro}
+	variant, access, subst := "sumsq_", []gpu.Access{rw, ro}, reduceSubst(xt)
 	if flagIndex >= 0 {
-		section, access = "sumsq_check_", []gpu.Access{rw, ro, rw}
+		variant, access = "sumsq_check_", []gpu.Access{rw, ro, rw}
 		p.Off, p.Bits = uint32(flagIndex), math.Float32bits(limit)
+		subst["FLAGS_DECL"] = "@group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>>;"
+		subst["PB"] = "3"
+		subst["FLAG_STORE"] = "if (flag) { atomicStore(&flags[p.off], 1u); }"
 	}
-	stage1, err := sectionKernel(d, "reduce", section+xt.String(), reduceSubst(xt), []string{section + reduceSection(xt)}, access, p)
+	stage1, err := sectionKernel(d, "reduce", variant+xt.String(), subst, []string{"sumsq_" + reduceSection(xt)}, access, p)
 	if err != nil {
 		return err
 	}
@@ -198,6 +201,7 @@ func reduceSection(xt gpu.DType) string {
 // mask (f16's for f32: unused).
 func reduceSubst(xt gpu.DType) map[string]string {
 	m := pairSubst(nil, "X", "x", xt)
+	m["FLAGS_DECL"], m["PB"], m["FLAG_STORE"] = "", "2", "" // SumSquares without GradStats' check
 	m["X_EXP"] = "0x7c00u"
 	if xt == gpu.BF16 {
 		m["X_EXP"] = "0x7f80u"
