@@ -113,20 +113,25 @@ func (t Tile) check(maxThreads, wgBytes int) error {
 	if b := 4 * t.BK * (t.BM + t.BN); b > wgBytes {
 		return bad(fmt.Sprintf("%d bytes of workgroup memory, the device allows %d", b, wgBytes))
 	}
-	if t.Prefetch && (t.loadShare(t.BM)*nt != t.BM*t.BK || t.loadShare(t.BN)*nt != t.BN*t.BK) {
+	if t.Prefetch && (t.loads(t.BM)*nt*t.run() != t.BM*t.BK || t.loads(t.BN)*nt*t.run() != t.BN*t.BK) {
 		return bad(fmt.Sprintf("prefetch needs the %d threads to share each tile evenly", nt))
 	}
 	return nil
 }
 
-// loadShare is how many loads (of one element, or of four with Wide) each
-// thread makes of a tile with `rows` rows of the output, rounded down.
-func (t Tile) loadShare(rows int) int {
-	nt := (t.BM / t.TM) * (t.BN / t.TN)
+// run is the elements of one load: four with Wide, else one.
+func (t Tile) run() int {
 	if t.Wide {
-		return rows * t.BK / 4 / nt * 4
+		return 4
 	}
-	return rows * t.BK / nt
+	return 1
+}
+
+// loads is how many loads each thread makes of a tile with `rows` rows of
+// the output, rounded down.
+func (t Tile) loads(rows int) int {
+	nt := (t.BM / t.TM) * (t.BN / t.TN)
+	return rows * t.BK / t.run() / nt
 }
 
 // ChooseTile is the tiling Matmul uses for an (M,K)·(K,N) product on d:
@@ -355,8 +360,8 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 		s["B_INDEX"] = "k * p.ldb + n"
 	}
 	// A is stored along K unless transposed, B only when transposed.
-	a := tileLoad{x: "a", ws: "as_", rows: "BM", dim: "m", org: "m0", alongK: !ta, t: t}
-	b := tileLoad{x: "b", ws: "bs_", rows: "BN", dim: "n", org: "n0", alongK: tb, t: t}
+	a := tileLoad{x: "a", ws: "as_", rows: "BM", org: "m0", alongK: !ta, t: t}
+	b := tileLoad{x: "b", ws: "bs_", rows: "BN", org: "n0", alongK: tb, t: t}
 	s["SLOTS"] = a.slot() + b.slot()
 	ig, jg := t.TM/4, t.TN/4
 	comp := "xyzw"
@@ -393,11 +398,11 @@ func matmulSource(t Tile, ta, tb, guardM, guardN, guardK bool) map[string]string
 // memory, where it is laid out [BK][rows/4] in vec4s, and how the
 // arithmetic finds its columns there (x_slot).
 type tileLoad struct {
-	x, ws    string // a or b; its workgroup array
-	rows     string // BM or BN
-	dim, org string // m or n; the tile's first row of C
-	alongK   bool   // the operand's stored rows run along K
-	t        Tile
+	x, ws  string // a or b; its workgroup array
+	rows   string // BM or BN
+	org    string // the tile's first row (m0) or column (n0) of C
+	alongK bool   // the operand's stored rows run along K
+	t      Tile
 }
 
 // slot is the WGSL function x_slot(kk, c4): the vec4 of workgroup memory
@@ -489,11 +494,8 @@ func matmulLoop(t Tile, a, b tileLoad, inner string) string {
 		workgroupBarrier();
 	}`, ca, pa, ra, wa, cb, pb, rb, wb, inner)
 	}
-	na, nb := t.loadShare(t.BM), t.loadShare(t.BN)
+	na, nb := t.loads(t.BM), t.loads(t.BN)
 	_, vt := a.count()
-	if t.Wide {
-		na, nb = na/4, nb/4
-	}
 	reg := func(l tileLoad, n int, k0 string) string {
 		p, r, _ := l.load("e", k0)
 		return fmt.Sprintf(`for (var i = 0u; i < %du; i++) {
