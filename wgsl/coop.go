@@ -38,7 +38,8 @@ type CoopTile struct{ FM, FN int }
 // a thread at S = 16 on a 32-wide subgroup), 4x4 twice that.
 var CoopTiles = []CoopTile{{2, 4}, {4, 4}}
 
-func (t CoopTile) name(s int) string { return fmt.Sprintf("coop%dx%d", t.FM*s, t.FN*s) }
+// Name is the tiling's name with fragments of side s: coop<BM>x<BN>.
+func (t CoopTile) Name(s int) string { return fmt.Sprintf("coop%dx%d", t.FM*s, t.FN*s) }
 
 // coopAlign is the element alignment matmul_coop needs of A's and B's
 // offsets and row strides: 8 f16 are 16 bytes, what cooperative loads
@@ -312,6 +313,21 @@ func coopUpload(d *gpu.Device, v []float32) (*gpu.Buffer, error) {
 	return b, nil
 }
 
+// CoopReady returns the device's cooperative-matrix state (gpu.Coop),
+// checking the kernels on the first call where the adapter offers them.
+func CoopReady(d *gpu.Device) gpu.Coop { return coopReady(d) }
+
+// MatmulCoop is Matmul on the cooperative-matrix kernel with a given tiling
+// (benchmarks and tests); it fails where CoopReady is not usable or the call
+// does not fit the tiling.
+func MatmulCoop(d *gpu.Device, t CoopTile, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
+	st := coopReady(d)
+	if !st.Usable {
+		return fmt.Errorf("wgsl: matmul: no cooperative-matrix kernel on this device: %s", st.Reason)
+	}
+	return matmulCoop(d, st, t, c, a, b, nil, m, n, k, batches, alpha, beta)
+}
+
 // matmulCoop records the matmul on matmul_coop.wgsl with configuration st
 // and tiling t; the caller has checked that it fits (coopFits).
 func matmulCoop(d *gpu.Device, st gpu.Coop, t CoopTile, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
@@ -321,7 +337,7 @@ func matmulCoop(d *gpu.Device, st gpu.Coop, t CoopTile, c, a, b Mat, r *Mat, m, 
 	}
 	s := st.Fragment
 	if !coopFits(s, t, a, b, m, n, k, int(p.LDA), int(p.LDB)) {
-		return fmt.Errorf("wgsl: matmul: %dx%dx%d does not fit the cooperative-matrix tiling %s", m, n, k, t.name(s))
+		return fmt.Errorf("wgsl: matmul: %dx%dx%d does not fit the cooperative-matrix tiling %s", m, n, k, t.Name(s))
 	}
 	col := "coopLoad"
 	if st.RowLoad == "coopLoad" {
@@ -367,7 +383,7 @@ func matmulCoop(d *gpu.Device, st gpu.Coop, t CoopTile, c, a, b Mat, r *Mat, m, 
 	subst["ACC_DECL"], subst["STEP"], subst["SPILL"] = decl.String(), step.String(), spill.String()
 	dts := dtypeName("c", c.DType)
 	dts += residualSubst(d, subst, r)
-	variant := fmt.Sprintf("%s/%s/%s/wg%d/%s", dts, layouts(a.T, b.T), t.name(s), st.Subgroup, st.RowLoad)
+	variant := fmt.Sprintf("%s/%s/%s/wg%d/%s", dts, layouts(a.T, b.T), t.Name(s), st.Subgroup, st.RowLoad)
 	kern, err := kernel(d, "matmul_coop", variant, subst, access, p)
 	if err != nil {
 		return err

@@ -83,9 +83,9 @@ func TestMatmulCoop(t *testing.T) {
 		beta             float64
 		residual         bool
 	}{
-		{4 * s, 8 * s, 6 * s, 1, false, true, gpu.F32, 0, 0, false}, // x·Wᵀ
+		{4 * s, 8 * s, 6 * s, 1, false, true, gpu.F32, 0, 0, false},  // x·Wᵀ
 		{4 * s, 8 * s, 6 * s, 1, false, false, gpu.F16, 0, 0, false}, // dy·W
-		{8 * s, 8 * s, 4 * s, 1, true, false, gpu.F32, 0, 1, false}, // dyᵀ·x, accumulating
+		{8 * s, 8 * s, 4 * s, 1, true, false, gpu.F32, 0, 1, false},  // dyᵀ·x, accumulating
 		{4 * s, 4 * s, 2 * s, 2, true, true, gpu.F16, 0, 0, false},
 		{4 * s, 8 * s, 6 * s, 1, false, true, gpu.F16, gpu.F16, 0, true}, // o_proj with the residual
 	} {
@@ -118,7 +118,7 @@ func TestMatmulCoop(t *testing.T) {
 					got = c
 					continue
 				}
-				assertSameBits(t, fmt.Sprintf("C of %s against %s", tile.name(s), CoopTiles[0].name(s)), c, got)
+				assertSameBits(t, fmt.Sprintf("C of %s against %s", tile.Name(s), CoopTiles[0].Name(s)), c, got)
 			}
 			beta := tc.beta
 			if tc.residual {

@@ -178,7 +178,7 @@ func matmulTuned(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha
 	if st, tiles := coopTilesFor(d, c, a, b, m, n, k); len(tiles) > 0 {
 		names := make([]string, len(tiles))
 		for i, t := range tiles {
-			names[i] = t.name(st.Fragment)
+			names[i] = t.Name(st.Fragment)
 		}
 		key := fmt.Sprintf("matmul_coop/%s/%s/%dx%dx%d/%d", dtypeName("c", c.DType)+residualName(r), layouts(a.T, b.T), m, n, k, batches)
 		return tuned(d, key, names, repeat, flops, func(i int) error {
