@@ -124,11 +124,10 @@ type Device struct {
 	plat    *platform // errors and loss as the platform reports them
 	limits  Limits
 
-	mu      sync.Mutex // guards acct, cache, choices, coop
+	mu      sync.Mutex // guards acct, cache, choices
 	acct    accountant
 	cache   map[cacheKey][]*devBuf
 	choices map[string]Choice // tuned kernel variants by call (tuning.go)
-	coop    Coop              // the cooperative-matrix matmul (coop.go)
 	closed  bool
 	tune    bool // kernels time their variants on first use
 
@@ -171,7 +170,6 @@ func OpenDry(name string, limits Limits) *Device {
 		limits:  limits,
 		dry:     true,
 	}
-	d.initCoop()              // a dry device plans the kernels every adapter has
 	d.rec, _ = newRecorder(d) // a dry allocation cannot fail
 	return d
 }
@@ -337,7 +335,6 @@ func Open(opt Options) (*Device, error) {
 		kernels: map[string]*Kernel{},
 		tune:    tune.tunes(c.info),
 	}
-	d.initCoop()
 	if err := d.openPlatform(c); err != nil {
 		c.adapter.Release()
 		inst.Release()

@@ -178,9 +178,7 @@ type KernelBench struct {
 // dy·W (input gradient) and dyᵀ·x (weight gradient), with a 16-bit model's
 // operands (f16 activations, weights and weight gradients where the adapter
 // writes f16, else f32 activations and f16 weights), plus x·Wᵀ with f32
-// weights and with a bf16 model's operands. Each with ChooseTile's tiling,
-// or with each of tiles when given, and with f16 operands on a device with
-// usable cooperative matrices, with each cooperative tiling too.
+// weights and with a bf16 model's operands. Each with ChooseTile's tiling, or with each of tiles when given.
 func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]KernelBench, error) {
 	act := nn.ActivationDType(d, gpu.F16)
 	type layout struct {
@@ -215,7 +213,11 @@ func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]Ker
 					defer b.Release()
 					bufs[i] = b
 				}
-				timeIt := func(tile string, run func() error) error {
+				for _, tile := range ts {
+					run := func() error {
+						return wgsl.MatmulTiled(d, tile, wgsl.Mat{Buf: bufs[0], DType: l.c}, wgsl.Mat{Buf: bufs[1], DType: l.a, T: l.ta},
+							wgsl.Mat{Buf: bufs[2], DType: l.b, T: l.tb}, n, n, n, 1, 1, 0)
+					}
 					if err := run(); err != nil {
 						return err
 					}
@@ -232,27 +234,8 @@ func BenchMatmul(d *gpu.Device, sizes []int, reps int, tiles []wgsl.Tile) ([]Ker
 						return err
 					}
 					s := time.Since(t0).Seconds() / float64(reps)
-					out = append(out, KernelBench{Kernel: l.name, Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Tile: tile,
+					out = append(out, KernelBench{Kernel: l.name, Shape: fmt.Sprintf("%dx%dx%d", n, n, n), Tile: tile.String(),
 						Seconds: s, GFLOPs: 2 * float64(n) * float64(n) * float64(n) / s / 1e9})
-					return nil
-				}
-				c, a, b := wgsl.Mat{Buf: bufs[0], DType: l.c}, wgsl.Mat{Buf: bufs[1], DType: l.a, T: l.ta}, wgsl.Mat{Buf: bufs[2], DType: l.b, T: l.tb}
-				for _, tile := range ts {
-					if err := timeIt(tile.String(), func() error { return wgsl.MatmulTiled(d, tile, c, a, b, n, n, n, 1, 1, 0) }); err != nil {
-						return err
-					}
-				}
-				// f16 operands run on cooperative matrices where the device
-				// has them (Matmul's choice): every cooperative tiling too.
-				if st := wgsl.CoopReady(d); st.Usable && l.a == gpu.F16 && l.b == gpu.F16 {
-					for _, tile := range wgsl.CoopTiles {
-						if n%(tile.FM*st.Fragment) != 0 || n%(tile.FN*st.Fragment) != 0 {
-							continue
-						}
-						if err := timeIt(tile.Name(st.Fragment), func() error { return wgsl.MatmulCoop(d, tile, c, a, b, n, n, n, 1, 1, 0) }); err != nil {
-							return err
-						}
-					}
 				}
 				return nil
 			}()

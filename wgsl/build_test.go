@@ -95,18 +95,6 @@ func TestEveryKernelBuilds(t *testing.T) {
 		}
 	}
 	run("probe copy", ProbeCopy(d, buf(), buf(), n))
-	// Kernels that need a capability: built where the adapter has it.
-	optional := map[string]bool{"subgroup_size": d.Caps.Subgroups, "matmul_coop": false}
-	if d.Caps.Subgroups {
-		_, err := subgroupSize(d)
-		run("subgroup size", err)
-	}
-	if st := coopReady(d); st.Usable {
-		optional["matmul_coop"] = true
-		s := st.Fragment
-		run("matmul coop", matmulCoop(d, st, CoopTiles[0], Mat{Buf: buf(), DType: gpu.F16}, Mat{Buf: buf(), DType: gpu.F16}, Mat{Buf: buf(), DType: gpu.F16, T: true},
-			nil, 2*s, 4*s, s, 1, 1, 0))
-	}
 	if err := d.Sync(); err != nil {
 		t.Fatalf("running the kernels: %v", err)
 	}
@@ -118,9 +106,6 @@ func TestEveryKernelBuilds(t *testing.T) {
 	}
 	for _, f := range families {
 		fam := strings.TrimSuffix(f.Name(), ".wgsl")
-		if has, ok := optional[fam]; ok && !has {
-			continue
-		}
 		built := false
 		for _, n := range names {
 			built = built || n == fam || strings.HasPrefix(n, fam+"/")

@@ -171,20 +171,6 @@ func MatmulAdd(d *gpu.Device, c, a, b, r Mat, m, n, k, batches int, alpha float3
 // tunes, the fastest of Tiles for this call's dtypes, layouts and shape
 // (tune.go).
 func matmulTuned(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
-	// With beta = 0, C's old contents do not matter: each timed run
-	// writes the same C.
-	repeat := beta == 0 && c.Buf != a.Buf && c.Buf != b.Buf
-	flops := 2 * float64(m) * float64(n) * float64(k) * float64(batches)
-	if st, tiles := coopTilesFor(d, c, a, b, m, n, k); len(tiles) > 0 {
-		names := make([]string, len(tiles))
-		for i, t := range tiles {
-			names[i] = t.Name(st.Fragment)
-		}
-		key := fmt.Sprintf("matmul_coop/%s/%s/%dx%dx%d/%d", dtypeName("c", c.DType)+residualName(r), layouts(a.T, b.T), m, n, k, batches)
-		return tuned(d, key, names, repeat, flops, func(i int) error {
-			return matmulCoop(d, st, tiles[i], c, a, b, r, m, n, k, batches, alpha, beta)
-		})
-	}
 	first := ChooseTile(d, m, n, k)
 	if !d.Tunes() {
 		return matmul(d, first, c, a, b, r, m, n, k, batches, alpha, beta)
@@ -197,9 +183,15 @@ func matmulTuned(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha
 			names = append(names, t.String())
 		}
 	}
-	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType) + residualName(r)
+	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	if r != nil {
+		dts += dtypeName("r", r.DType)
+	}
 	key := fmt.Sprintf("matmul/%s/%s/%dx%dx%d/%d", dts, layouts(a.T, b.T), m, n, k, batches)
-	return tuned(d, key, names, repeat, flops, func(i int) error {
+	// With beta = 0, C's old contents do not matter: each timed run
+	// writes the same C.
+	repeat := beta == 0 && c.Buf != a.Buf && c.Buf != b.Buf
+	return tuned(d, key, names, repeat, 2*float64(m)*float64(n)*float64(k)*float64(batches), func(i int) error {
 		return matmul(d, tiles[i], c, a, b, r, m, n, k, batches, alpha, beta)
 	})
 }
@@ -223,13 +215,61 @@ func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, al
 // matmul records C = alpha * op(A)·op(B) + beta*C, plus R if r is not nil,
 // with the given tiling.
 func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
+	if err := f16Writable(d, "matmul", "C", c.DType); err != nil {
+		return err
+	}
+	if m <= 0 || n <= 0 || k <= 0 || batches <= 0 {
+		return fmt.Errorf("wgsl: matmul: empty shape M=%d N=%d K=%d batches=%d", m, n, k, batches)
+	}
 	if err := tile.check(tileLimits(d)); err != nil {
 		return err
 	}
-	p, bufs, access, err := matmulArgs(d, c, a, b, r, m, n, k, batches, alpha, beta)
+	cBatch := c.Batch
+	if cBatch == 0 {
+		cBatch = m * n
+	}
+	// Stored shapes (rows x width): A (M,K) or (K,M), B (K,N) or (N,K).
+	aRows, aW, bRows, bW := m, k, k, n
+	if a.T {
+		aRows, aW = k, m
+	}
+	if b.T {
+		bRows, bW = n, k
+	}
+	lda, err := a.ld("A", aW)
 	if err != nil {
 		return err
 	}
+	ldb, err := b.ld("B", bW)
+	if err != nil {
+		return err
+	}
+	last := func(x Mat, rows, w, ld int) int64 { return int64(x.Off + (batches-1)*x.Batch + (rows-1)*ld + w) }
+	if x := last(a, aRows, aW, lda); a.DType.Bytes(int(x)) > a.Buf.Size() {
+		return fmt.Errorf("wgsl: matmul: A needs %d %v elements, buffer holds fewer", x, a.DType)
+	}
+	if x := last(b, bRows, bW, ldb); b.DType.Bytes(int(x)) > b.Buf.Size() {
+		return fmt.Errorf("wgsl: matmul: B needs %d elements, buffer holds fewer", x)
+	}
+	if x := int64(c.Off + (batches-1)*cBatch + m*n); c.DType.Bytes(int(x)) > c.Buf.Size() {
+		return fmt.Errorf("wgsl: matmul: C needs %d %v elements, buffer holds fewer", x, c.DType)
+	}
+	if r != nil {
+		if r.T || r.LD != 0 || r.Batch != 0 && r.Batch != cBatch {
+			return fmt.Errorf("wgsl: matmul: R must be laid out as C")
+		}
+		if x := int64(r.Off + (batches-1)*cBatch + m*n); r.DType.Bytes(int(x)) > r.Buf.Size() {
+			return fmt.Errorf("wgsl: matmul: R needs %d %v elements, buffer holds fewer", x, r.DType)
+		}
+	}
+	p := MatmulParams{
+		M: uint32(m), N: uint32(n), K: uint32(k), LDA: uint32(lda), LDB: uint32(ldb),
+		AOff: uint32(a.Off), BOff: uint32(b.Off), COff: uint32(c.Off),
+		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
+		Alpha: alpha, Beta: beta,
+	}
+	bufs := []*gpu.Buffer{c.Buf, a.Buf, b.Buf}
+	access := []gpu.Access{rw, ro, ro}
 	guardM, guardN, guardK := m%tile.BM != 0, n%tile.BN != 0, k%tile.BK != 0
 	subst := dtypeSubst(d, nil, "A", "a", a.DType)
 	dtypeSubst(d, subst, "B", "b", b.DType)
@@ -237,7 +277,17 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int,
 	for key, v := range matmulSource(tile, a.T, b.T, guardM, guardN, guardK) {
 		subst[key] = v
 	}
-	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType) + residualSubst(d, subst, r)
+	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	subst["PARAMS_BINDING"], subst["R_DECL"], subst["R_ADD"] = "3", "", ""
+	if r != nil {
+		p.ROff = uint32(r.Off)
+		bufs, access = append(bufs, r.Buf), append(access, ro)
+		dtypeSubst(d, subst, "R", "r", r.DType)
+		subst["PARAMS_BINDING"] = "4"
+		subst["R_DECL"] = fmt.Sprintf("@group(0) @binding(3) var<storage, read> r: array<%s>;\n%s", subst["R_T"], subst["R_AT"])
+		subst["R_ADD"] = "x += r_at(idx - p.c_off + p.r_off);"
+		dts += dtypeName("r", r.DType)
+	}
 	guards := ""
 	for _, g := range []struct {
 		on bool
@@ -256,91 +306,6 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int,
 		return err
 	}
 	return d.Dispatch(kern, gpu.Params(p), bufs, uint32((n+tile.BN-1)/tile.BN), uint32((m+tile.BM-1)/tile.BM), uint32(batches))
-}
-
-// matmulArgs checks a matmul's operands against its shape and returns its
-// Params, buffers and their access (with R's if r is not nil).
-func matmulArgs(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) (p MatmulParams, bufs []*gpu.Buffer, access []gpu.Access, err error) {
-	if err := f16Writable(d, "matmul", "C", c.DType); err != nil {
-		return p, nil, nil, err
-	}
-	if m <= 0 || n <= 0 || k <= 0 || batches <= 0 {
-		return p, nil, nil, fmt.Errorf("wgsl: matmul: empty shape M=%d N=%d K=%d batches=%d", m, n, k, batches)
-	}
-	cBatch := c.Batch
-	if cBatch == 0 {
-		cBatch = m * n
-	}
-	// Stored shapes (rows x width): A (M,K) or (K,M), B (K,N) or (N,K).
-	aRows, aW, bRows, bW := m, k, k, n
-	if a.T {
-		aRows, aW = k, m
-	}
-	if b.T {
-		bRows, bW = n, k
-	}
-	lda, err := a.ld("A", aW)
-	if err != nil {
-		return p, nil, nil, err
-	}
-	ldb, err := b.ld("B", bW)
-	if err != nil {
-		return p, nil, nil, err
-	}
-	last := func(x Mat, rows, w, ld int) int64 { return int64(x.Off + (batches-1)*x.Batch + (rows-1)*ld + w) }
-	if x := last(a, aRows, aW, lda); a.DType.Bytes(int(x)) > a.Buf.Size() {
-		return p, nil, nil, fmt.Errorf("wgsl: matmul: A needs %d %v elements, buffer holds fewer", x, a.DType)
-	}
-	if x := last(b, bRows, bW, ldb); b.DType.Bytes(int(x)) > b.Buf.Size() {
-		return p, nil, nil, fmt.Errorf("wgsl: matmul: B needs %d elements, buffer holds fewer", x)
-	}
-	if x := int64(c.Off + (batches-1)*cBatch + m*n); c.DType.Bytes(int(x)) > c.Buf.Size() {
-		return p, nil, nil, fmt.Errorf("wgsl: matmul: C needs %d %v elements, buffer holds fewer", x, c.DType)
-	}
-	if r != nil {
-		if r.T || r.LD != 0 || r.Batch != 0 && r.Batch != cBatch {
-			return p, nil, nil, fmt.Errorf("wgsl: matmul: R must be laid out as C")
-		}
-		if x := int64(r.Off + (batches-1)*cBatch + m*n); r.DType.Bytes(int(x)) > r.Buf.Size() {
-			return p, nil, nil, fmt.Errorf("wgsl: matmul: R needs %d %v elements, buffer holds fewer", x, r.DType)
-		}
-	}
-	p = MatmulParams{
-		M: uint32(m), N: uint32(n), K: uint32(k), LDA: uint32(lda), LDB: uint32(ldb),
-		AOff: uint32(a.Off), BOff: uint32(b.Off), COff: uint32(c.Off),
-		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
-		Alpha: alpha, Beta: beta,
-	}
-	bufs = []*gpu.Buffer{c.Buf, a.Buf, b.Buf}
-	access = []gpu.Access{rw, ro, ro}
-	if r != nil {
-		p.ROff = uint32(r.Off)
-		bufs, access = append(bufs, r.Buf), append(access, ro)
-	}
-	return p, bufs, access, nil
-}
-
-// residualName is R's part of a variant name: "" without one.
-func residualName(r *Mat) string {
-	if r == nil {
-		return ""
-	}
-	return dtypeName("r", r.DType)
-}
-
-// residualSubst sets matmul.wgsl's and matmul_coop.wgsl's residual keys
-// (R_DECL, R_ADD, PARAMS_BINDING) for r, or for none if r is nil, and
-// returns r's part of the variant name.
-func residualSubst(d *gpu.Device, subst map[string]string, r *Mat) string {
-	subst["PARAMS_BINDING"], subst["R_DECL"], subst["R_ADD"] = "3", "", ""
-	if r == nil {
-		return ""
-	}
-	dtypeSubst(d, subst, "R", "r", r.DType)
-	subst["PARAMS_BINDING"] = "4"
-	subst["R_DECL"] = fmt.Sprintf("@group(0) @binding(3) var<storage, read> r: array<%s>;\n%s", subst["R_T"], subst["R_AT"])
-	subst["R_ADD"] = "x += r_at(idx - p.c_off + p.r_off);"
-	return residualName(r)
 }
 
 // tileLimits are the device's limits that a tiling must respect: the

@@ -35,9 +35,6 @@ type benchReport struct {
 	// Tuned: the kernel variants the device chose by timing (--tune), each
 	// with every variant's time.
 	Tuned []gpu.Choice `json:"tuned,omitempty"`
-	// Coop: whether f16 matmuls ran on cooperative matrices (tensor
-	// cores), with the configuration lomo's check found, or why not.
-	Coop gpu.Coop `json:"cooperative_matrix"`
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
@@ -142,18 +139,12 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep.Tuned = d.Choices()
-	rep.Coop = wgsl.CoopReady(d)
 	if *asJSON {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(stdout, string(b))
 		return nil
 	}
 	fmt.Fprintf(stdout, "adapter %s (%s, %s)\n", rep.Adapter, rep.Type, rep.Backend)
-	if c := rep.Coop; c.Usable {
-		fmt.Fprintf(stdout, "cooperative matrices: f16 matmuls on %dx%d fragments, subgroups of %d, %s row-major\n", c.Fragment, c.Fragment, c.Subgroup, c.RowLoad)
-	} else {
-		fmt.Fprintf(stdout, "cooperative matrices: not used: %s\n", c.Reason)
-	}
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	if p := rep.Probe; p != nil {
 		fmt.Fprintf(w, "probe\tfma f32 %.1f GFLOP/s\tfma f16 %.1f GFLOP/s\tcopy %.1f GB/s\t\n", p.FMAF32GFLOPs, p.FMAF16GFLOPs, p.CopyGBs)
