@@ -54,11 +54,15 @@ func (e *Error) Unwrap() error {
 // Caps are the optional capabilities lomo's kernels can use, as the
 // adapter offers them through the binding (and the device then enables).
 type Caps struct {
-	F16               bool `json:"f16"`                // WGSL `enable f16;` (shader-f16)
-	Subgroups         bool `json:"subgroups"`          // subgroup builtins
-	CooperativeMatrix bool `json:"cooperative_matrix"` // WGSL cooperative matrices (tensor cores / simdgroup matrices)
-	Timestamps        bool `json:"timestamps"`         // GPU timestamp queries
+	F16        bool `json:"f16"`        // WGSL `enable f16;` (shader-f16)
+	Subgroups  bool `json:"subgroups"`  // subgroup builtins
+	Timestamps bool `json:"timestamps"` // GPU timestamp queries
 }
+
+// CooperativeMatrixFeature is the adapter feature of WGSL's cooperative
+// matrices (tensor cores, simdgroup matrices) as AdapterInfo.Features names
+// it. lomo does not enable it (see features in platform_native.go).
+const CooperativeMatrixFeature = "native-feature-cooperative-matrix"
 
 func (c Caps) String() string {
 	yn := func(b bool) string {
@@ -67,8 +71,7 @@ func (c Caps) String() string {
 		}
 		return "no"
 	}
-	return fmt.Sprintf("f16 %s, subgroups %s, cooperative matrix %s, timestamps %s",
-		yn(c.F16), yn(c.Subgroups), yn(c.CooperativeMatrix), yn(c.Timestamps))
+	return fmt.Sprintf("f16 %s, subgroups %s, timestamps %s", yn(c.F16), yn(c.Subgroups), yn(c.Timestamps))
 }
 
 // AdapterInfo describes one adapter, as `lomo devices` prints it.

@@ -69,8 +69,6 @@ func enumerate(inst *wgpu.Instance) []candidate {
 				info.Caps.F16 = true
 			case wgpu.FeatureNameSubgroups, wgpu.NativeFeatureSubgroup:
 				info.Caps.Subgroups = true
-			case wgpu.NativeFeatureCooperativeMatrix:
-				info.Caps.CooperativeMatrix = true
 			case wgpu.FeatureNameTimestampQuery:
 				info.Caps.Timestamps = true
 			}
@@ -103,6 +101,11 @@ func adapterType(t wgpu.AdapterType) string {
 }
 
 // features returns the device features that give the adapter's caps.
+// Cooperative matrices are not among them, where an adapter offers them:
+// they are an experimental feature in wgpu 29, and wgpu-native's C API has
+// no way to enable experimental features, so a device request naming one
+// fails ("experimental features are not enabled") and lomo would open no
+// device at all on such an adapter (NVIDIA's, or Mesa 26's lavapipe).
 func features(c candidate) []wgpu.FeatureName {
 	var fs []wgpu.FeatureName
 	has := map[string]bool{}
@@ -110,7 +113,7 @@ func features(c candidate) []wgpu.FeatureName {
 		has[f] = true
 	}
 	for _, f := range []wgpu.FeatureName{wgpu.FeatureNameShaderF16, wgpu.FeatureNameTimestampQuery,
-		wgpu.FeatureNameSubgroups, wgpu.NativeFeatureSubgroup, wgpu.NativeFeatureCooperativeMatrix} {
+		wgpu.FeatureNameSubgroups, wgpu.NativeFeatureSubgroup} {
 		if has[f.String()] {
 			fs = append(fs, f)
 		}

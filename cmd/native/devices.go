@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -52,6 +53,9 @@ func cmdDevices(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, ", driver %s", a.Driver)
 		}
 		fmt.Fprintf(stdout, "\n    lomo can use: %s\n", a.Caps)
+		if slices.Contains(a.Features, gpu.CooperativeMatrixFeature) {
+			fmt.Fprintln(stdout, "    cooperative matrices: offered, not enabled (experimental in wgpu 29, whose C library cannot enable experimental features); matmuls use f32 FMAs")
+		}
 		if got == nil {
 			fmt.Fprintf(stdout, "    device: %s\n", openErr)
 		} else {
