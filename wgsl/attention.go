@@ -42,13 +42,15 @@ func attentionBlocked(d *gpu.Device, xt gpu.DType, dh, t int) bool {
 	if AttentionRowKernels {
 		return false
 	}
-	if strings.Contains(d.Info.Name, "llvmpipe") && (dh > 8 || t > 4096) {
-		// Mesa's llvmpipe (lavapipe 22.3.6, LLVM 15) computes the block
-		// kernels wrongly beyond small shapes, more the longer their
-		// loops (head size 64 from 255 rows, 16 at 4096; SwiftShader
+	if strings.Contains(d.Info.Name, "llvmpipe") && mesaMajor(d.Info.Driver) < 25 && (dh > 8 || t > 4096) {
+		// Mesa 22's llvmpipe (lavapipe 22.3.6, LLVM 15) computes the
+		// block kernels wrongly beyond small shapes, more the longer
+		// their loops (head size 64 from 255 rows, 16 at 4096; SwiftShader
 		// and the row kernels are exact there: wgsl/TestAttention* with
 		// B1_T256_D64 runs both in e2e/kernels.test.mjs). Head size 8,
-		// the built-in model's, was checked up to 4096 rows.
+		// the built-in model's, was checked up to 4096 rows. Lavapipe
+		// 25.0.7 (LLVM 15) and 26.1.6 (LLVM 19) give the row kernels'
+		// bits; 23 and 24 were not tried.
 		return false
 	}
 	limit := d.Limits().MaxComputeWorkgroupStorageSize
@@ -62,6 +64,23 @@ func attentionBlocked(d *gpu.Device, xt gpu.DType, dh, t int) bool {
 		return false // f16 as u32 pairs cannot fill a tile element by element
 	}
 	return dh <= 128 && attentionWG*dh*elem <= int(limit)
+}
+
+// mesaMajor is the major version in a Mesa driver's description ("Mesa
+// 22.3.6 (LLVM 15.0.6)" gives 22), 0 if it names none.
+func mesaMajor(driver string) int {
+	_, rest, ok := strings.Cut(driver, "Mesa ")
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = 10*n + int(c-'0')
+	}
+	return n
 }
 
 // attentionSource returns the shared part of attention.wgsl followed by one

@@ -168,6 +168,21 @@ func attentionGPUBackward(t testing.TB, sh attnShape, q, k, v, out, lse, dout []
 	return download(t, dqb, nq, xt), download(t, dkb, nk, xt), download(t, dvb, nk, xt)
 }
 
+// TestMesaMajor: the driver descriptions lavapipe gives, and others.
+func TestMesaMajor(t *testing.T) {
+	for in, want := range map[string]int{
+		"Mesa 22.3.6 (LLVM 15.0.6)":           22,
+		"Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)": 25,
+		"Mesa 26.1.6-1~bpo13+1 (LLVM 19.1.7)": 26,
+		"580.159.04":                          0,
+		"":                                    0,
+	} {
+		if got := mesaMajor(in); got != want {
+			t.Errorf("mesaMajor(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestAttentionParamsLayout(t *testing.T) {
 	// Params in attention.wgsl: 12 scalars of 4 bytes, scale the 7th, Q0 the 9th.
 	if got := unsafe.Sizeof(AttentionParams{}); got != 48 {
