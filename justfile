@@ -9,13 +9,15 @@ demo *ARGS: (setup "demo")
     go run ./cmd/native demo {{ARGS}}
 
 # Every check CI runs: format, vet, the browser build, Go tests (under the
-# Vulkan validation layers: any message fails), browser tests.
+# Vulkan validation layers: any message fails), the gpu and wgsl tests again
+# on a newer lavapipe, browser tests.
 test: (setup "test")
     test -z "$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
     go vet ./...
     GOOS=js GOARCH=wasm go build ./...
     GOOS=js GOARCH=wasm go vet ./gpu ./wgsl ./internal/... ./cmd/wasm ./web
     LOMO_VALIDATION=1 go test -count=1 -timeout 40m ./...
+    ./scripts/newer-lavapipe.sh
     cd e2e && node --test
 
 # Build lomo for the browser (cmd/wasm) into web/wasm/ (git-ignored), where

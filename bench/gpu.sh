@@ -39,6 +39,9 @@ else
 	echo "no nvidia-smi: the first adapter lomo finds" >"$OUT/nvidia.txt"
 fi
 ./.gpu/lomo devices --json >"$OUT/devices.json" 2>&1 || { cat "$OUT/devices.json"; exit 1; }
+# The cooperative-matrix (tensor core) configurations the driver lists and
+# wgpu accepts or skips: wgpu says them only in its log.
+LOMO_WGPU_LOG=debug ./.gpu/lomo devices 2>&1 >/dev/null | grep -i 'coop' >"$OUT/coop_log.txt" || true
 cat .gpu/commit.txt >"$OUT/commit.txt" 2>/dev/null || git rev-parse --short HEAD >"$OUT/commit.txt" 2>&1
 
 # Kernel and model tests on the GPU (testdata-based tests skip: no ../shared here).
@@ -93,6 +96,7 @@ def plan7b():
         return [{"error": str(e)}]
 r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "commit": open(os.path.join(out, "commit.txt")).read().strip(),
      "tests": tests.strip(), "devices": devices(), "plan_7b": plan7b(),
+     "coop_log": [l.rstrip() for l in open(os.path.join(out, "coop_log.txt"))] if os.path.exists(os.path.join(out, "coop_log.txt")) else [],
      "lomo": load("lomo_bench.json"), "lomo_attention_rows": load("lomo_rows.json"), "lomo_bf16": load("lomo_bf16.json"), "torch": load("torch.json"),
      "lomo_7b": load("lomo_7b.json"), "torch_7b": load("torch_7b.json"), "torch_7b_adamw": load("torch_7b_adamw.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
@@ -100,6 +104,8 @@ print("card:", r["card"]); print("tests:", r["tests"])
 for d in r["devices"]:
     print(f'adapter [{d.get("index")}] {d.get("name")} ({d.get("type")}, {d.get("backend")}): caps {d.get("caps")}')
     print(f'  device limits {d.get("device_limits") or d.get("device_error")}')
+for l in r["coop_log"][:12]:
+    print("  wgpu:", l[-150:])
 p = r["lomo"].get("probe")
 if p:
     print(f'probe: fma f32 {p["fma_f32_gflops"]:.1f} GFLOP/s, fma f16 {p.get("fma_f16_gflops", 0):.1f} GFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
