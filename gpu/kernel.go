@@ -97,11 +97,7 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	// Every object carries the kernel's name as its label, so that WebGPU's
 	// messages about it (here or when a batch using it is submitted) name it.
 	err := d.guard(fmt.Sprintf("compile kernel %q", spec.Name), func() (err error) {
-		k.module, err = d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{
-			Label:      spec.Name,
-			WGSLSource: &wgpu.ShaderSourceWGSL{Code: spec.Source},
-		})
-		if err != nil {
+		if k.module, err = d.createModule(spec.Name, spec.Source); err != nil {
 			return err
 		}
 		k.layout, err = d.dev.TryCreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: spec.Name, Entries: entries})

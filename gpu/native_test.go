@@ -3,6 +3,9 @@
 package gpu
 
 import (
+	"encoding/binary"
+	"fmt"
+	"math"
 	"testing"
 
 	"github.com/oliverbestmann/webgpu/wgpu"
@@ -31,4 +34,57 @@ func TestUncapturedErrorIsReported(t *testing.T) {
 	err := d.Sync()
 	wantError(t, err, "validation", "wait for the queue", "usage")
 	stillWorks(t, d)
+}
+
+// loopWGSL sums x[0..n) in a loop whose trip count is a parameter, and
+// reads one element past x's end (which bounds checks keep in the array).
+const loopWGSL = `
+struct Params { n: u32, scale: f32, _p0: u32, _p1: u32 }
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+@compute @workgroup_size(1)
+fn main() {
+	var s = 0.0;
+	for (var i = 0u; i < p.n; i++) { s += x[i] * p.scale; }
+	y[0] = s;
+	y[1] = x[p.n + 1000u];
+}`
+
+// TestKernelsWithoutLoopBounding: kernels compile without naga's loop
+// bounding (the default, createShaderModule) and with it
+// (LOMO_SHADER_CHECKS=full) to the same results, and keep their bounds
+// checks: a read past the array's end gives a value of the array or 0,
+// never memory beyond it (on lavapipe the driver's robust buffer access
+// would give that too; drivers without it depend on naga's checks).
+func TestKernelsWithoutLoopBounding(t *testing.T) {
+	d := openTest(t)
+	x, _ := d.NewBuffer(TagScratch, 4*8)
+	y, _ := d.NewBuffer(TagScratch, 4*2)
+	if err := d.Write(x, 0, f32bytes([]float32{1, 2, 3, 4, 5, 6, 7, 8})); err != nil {
+		t.Fatal(err)
+	}
+	was := loopBounding
+	t.Cleanup(func() { loopBounding = was })
+	for _, full := range []bool{false, true} {
+		loopBounding = full
+		k, err := d.Kernel(KernelSpec{Name: fmt.Sprintf("test/loop/%v", full), Source: loopWGSL, Bindings: []Access{ReadOnly, ReadWrite}, ParamsSize: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Dispatch(k, Params(scaleParams{N: 8, Scale: 0.5}), []*Buffer{x, y}, 1, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		out, err := d.Read(y, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, past := math.Float32frombits(binary.LittleEndian.Uint32(out)), math.Float32frombits(binary.LittleEndian.Uint32(out[4:]))
+		if sum != 18 {
+			t.Errorf("loop bounding %v: sum %v, want 18", full, sum)
+		}
+		if past != 0 && (past < 1 || past > 8 || past != float32(int(past))) {
+			t.Errorf("loop bounding %v: a read past the array gave %v, not one of its values or 0", full, past)
+		}
+	}
 }

@@ -241,6 +241,23 @@ func (d *Device) openPlatform(c candidate) error {
 	return nil
 }
 
+// loopBounding says whether kernels keep naga's loop bounding
+// (LOMO_SHADER_CHECKS=full, the binding's default; see createShaderModule).
+var loopBounding = os.Getenv("LOMO_SHADER_CHECKS") == "full"
+
+// createModule compiles a kernel's WGSL, with bounds checks and, unless
+// LOMO_SHADER_CHECKS=full, without loop bounding (createShaderModule).
+func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
+	if loopBounding {
+		return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
+	}
+	m := createShaderModule(d.dev, label, code)
+	if m == nil {
+		return nil, fmt.Errorf("wgpu-native returned no shader module")
+	}
+	return m, nil
+}
+
 // mapRead maps a staging buffer whose copy was submitted and returns its
 // bytes. wgpu-native runs the map callback inside Poll.
 func (d *Device) mapRead(b *wgpu.Buffer, size uint64) ([]byte, error) {

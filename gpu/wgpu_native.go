@@ -13,6 +13,8 @@ package gpu
 //     internal errors (v29 rejects the Internal error filter), ...
 //   - Reading the device's limits: the binding's Device.GetLimits frees a
 //     Go pointer ("free(): invalid pointer").
+//   - Creating a shader module without naga's loop bounding
+//     (wgpuDeviceCreateShaderModuleTrusted), which the binding does not wrap.
 //
 // The declarations below mirror webgpu.h / wgpu.h of wgpu-native v29, the
 // library the binding links; the static asserts hold the sizes and offsets
@@ -80,6 +82,30 @@ _Static_assert(sizeof(lomoRequestDeviceCallbackInfo) == 40, "WGPURequestDeviceCa
 typedef struct { lomoChained* nextInChain; lomoStringView label; uint64_t usage; uint64_t size; uint32_t mappedAtCreation; } lomoBufferDescriptor;
 _Static_assert(sizeof(lomoBufferDescriptor) == 48, "WGPUBufferDescriptor");
 _Static_assert(offsetof(lomoBufferDescriptor, size) == 32, "WGPUBufferDescriptor.size");
+
+typedef struct { lomoChained chain; lomoStringView code; } lomoShaderSourceWGSL;
+typedef struct { lomoChained* nextInChain; lomoStringView label; } lomoShaderModuleDescriptor;
+_Static_assert(sizeof(lomoShaderSourceWGSL) == 32, "WGPUShaderSourceWGSL");
+_Static_assert(sizeof(lomoShaderModuleDescriptor) == 24, "WGPUShaderModuleDescriptor");
+enum { lomoSTypeShaderSourceWGSL = 2 };
+
+void* wgpuDeviceCreateShaderModuleTrusted(lomoDevice, const lomoShaderModuleDescriptor*, uint64_t);
+
+// lomoCreateShaderModule compiles WGSL with the given runtime checks; errors
+// reach the uncaptured-error callback.
+static void* lomoCreateShaderModule(lomoDevice d, const char* label, const char* code, uint64_t checks) {
+	lomoShaderSourceWGSL src;
+	memset(&src, 0, sizeof src);
+	src.chain.sType = lomoSTypeShaderSourceWGSL;
+	src.code.data = code;
+	src.code.length = strlen(code);
+	lomoShaderModuleDescriptor desc;
+	memset(&desc, 0, sizeof desc);
+	desc.nextInChain = &src.chain;
+	desc.label.data = label;
+	desc.label.length = strlen(label);
+	return wgpuDeviceCreateShaderModuleTrusted(d, &desc, checks);
+}
 
 lomoFuture wgpuAdapterRequestDevice(lomoAdapter, const lomoDeviceDescriptor*, lomoRequestDeviceCallbackInfo);
 void* wgpuDeviceCreateBuffer(lomoDevice, const lomoBufferDescriptor*);
@@ -248,6 +274,30 @@ func deviceLimits(d *wgpu.Device) (Limits, error) {
 		MaxWorkgroupsPerDimension:      uint32(cl.maxComputeWorkgroupsPerDimension),
 		MinUniformBufferOffsetAlign:    uint32(cl.minUniformBufferOffsetAlignment),
 	}, nil
+}
+
+// checksBounds is WGPUShaderRuntimeChecks_BoundsChecks (wgpu.h): naga keeps
+// every array access within its array.
+const checksBounds = 1
+
+// createShaderModule compiles WGSL source as a module with naga's bounds
+// checks but without its loop bounding: by default naga gives every loop a
+// counter that breaks it after 2^64 iterations (a guard against shaders
+// that never end), which costs each iteration of lomo's inner loops an
+// increment and a test and hides their trip counts from the driver's
+// compiler. lomo's loops are bounded by their shapes. Compile errors come
+// back as uncaptured errors (the caller's guard reports them).
+func createShaderModule(d *wgpu.Device, label, code string) *wgpu.ShaderModule {
+	cl, cc := C.CString(label), C.CString(code)
+	defer C.free(unsafe.Pointer(cl))
+	defer C.free(unsafe.Pointer(cc))
+	h := C.lomoCreateShaderModule(C.lomoDevice(handleOf(d)), cl, cc, C.uint64_t(checksBounds))
+	if h == nil {
+		return nil
+	}
+	m := new(wgpu.ShaderModule)
+	*(*unsafe.Pointer)(unsafe.Pointer(m)) = h
+	return m
 }
 
 // unscopedError raises a validation error outside any error scope (tests).
