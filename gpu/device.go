@@ -110,6 +110,10 @@ type Options struct {
 	// Tune says whether kernels time their variants on first use (see
 	// Tuning); empty means LOMO_TUNE, else auto.
 	Tune Tuning
+	// TuneCache is the folder that keeps tuning choices between runs (see
+	// TuningCache), or "off"; empty means LOMO_TUNE_CACHE, else lomo/tuning
+	// in the user's cache folder.
+	TuneCache string
 }
 
 // Device is an open WebGPU device with lomo's accounting and kernel cache.
@@ -131,8 +135,14 @@ type Device struct {
 	acct    accountant
 	cache   map[cacheKey][]*devBuf
 	choices map[string]Choice // tuned kernel variants by call (tuning.go)
-	closed  bool
-	tune    bool // kernels time their variants on first use
+	// The tuning cache file (tuning.go): its path, how many choices came
+	// from it, why it was ignored, and whether choices were made since.
+	tuneFile   string
+	tuneLoaded int
+	tuneErr    error
+	tuneNew    bool
+	closed     bool
+	tune       bool // kernels time their variants on first use
 
 	kernels map[string]*Kernel
 	rec     *recorder
@@ -350,6 +360,7 @@ func Open(opt Options) (*Device, error) {
 		d.Close()
 		return nil, err
 	}
+	d.openTuningCache(tuningCacheDir(opt.TuneCache))
 	return d, nil
 }
 
@@ -396,6 +407,10 @@ func (d *Device) Close() {
 		d.cache = map[cacheKey][]*devBuf{}
 		d.closed = true
 		return
+	}
+	if err := d.saveTuningCache(); err != nil {
+		// Only the next run's speed depends on it: say so and go on.
+		fmt.Fprintf(os.Stderr, "lomo: tuning cache %s: %v (the next run tunes again)\n", d.tuneFile, err)
 	}
 	// Teardown order: nothing is destroyed while queued work may still read
 	// it, so submit what is recorded and wait for the queue first.

@@ -4,8 +4,13 @@ package gpu
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/oliverbestmann/webgpu/wgpu"
@@ -86,5 +91,81 @@ func TestKernelsWithoutLoopBounding(t *testing.T) {
 		if past != 0 && (past < 1 || past > 8 || past != float32(int(past))) {
 			t.Errorf("loop bounding %v: a read past the array gave %v, not one of its values or 0", full, past)
 		}
+	}
+}
+
+// TestTuningCache (native: the browser has no files): a tuning device keeps its choices in a file per adapter,
+// driver and kernel sources, loads them on the next open, replaces a file it
+// cannot read (and says so), and keeps none when it does not tune or the
+// cache is off.
+func TestTuningCache(t *testing.T) {
+	dir := t.TempDir()
+	open := func(tune Tuning, cache string) *Device {
+		t.Helper()
+		d, err := Open(Options{Tune: tune, TuneCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	choice := Choice{Key: "matmul/f32/nt/64x64x64/1", Chosen: "b", Timed: []Timing{{"a", 2e-3, 3}, {"b", 1e-3, 3}}}
+
+	d := open(TuneOn, dir)
+	path, loaded, err := d.TuningCache()
+	if filepath.Dir(path) != dir || loaded != 0 || err != nil {
+		t.Fatalf("empty cache: %q, %d loaded, %v", path, loaded, err)
+	}
+	d.Close() // no choices made: nothing written
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a device that chose nothing wrote %s (%v)", path, err)
+	}
+	d = open(TuneOn, dir)
+	d.Choose(choice)
+	d.Close()
+
+	d = open(TuneOn, dir)
+	if _, loaded, err := d.TuningCache(); loaded != 1 || err != nil {
+		t.Errorf("reopened: %d loaded, %v; want 1", loaded, err)
+	}
+	if c, ok := d.Choice(choice.Key); !ok || c.Chosen != "b" || len(c.Timed) != 2 {
+		t.Errorf("reopened: Choice = %+v, %v; want %+v", c, ok, choice)
+	}
+	d.Close()
+
+	// Other kernels: another file.
+	was := KernelSources
+	KernelSources = was + "changed"
+	d = open(TuneOn, dir)
+	if p, loaded, _ := d.TuningCache(); loaded != 0 || p == path {
+		t.Errorf("changed kernels: %s, %d loaded; want another file, empty", p, loaded)
+	}
+	d.Close()
+	KernelSources = was
+
+	// A damaged file: ignored with the reason, replaced by the next choices.
+	if err := os.WriteFile(path, []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d = open(TuneOn, dir)
+	if _, loaded, err := d.TuningCache(); loaded != 0 || err == nil || !strings.Contains(err.Error(), "tuning again") {
+		t.Errorf("damaged cache: %d loaded, %v; want 0 and the reason", loaded, err)
+	}
+	d.Choose(choice)
+	d.Close()
+	d = open(TuneOn, dir)
+	if _, loaded, err := d.TuningCache(); loaded != 1 || err != nil {
+		t.Errorf("after replacing the damaged cache: %d loaded, %v", loaded, err)
+	}
+	d.Close()
+
+	for _, tc := range []struct {
+		tune  Tuning
+		cache string
+	}{{TuneOff, dir}, {TuneOn, "off"}} {
+		d = open(tc.tune, tc.cache)
+		if p, loaded, _ := d.TuningCache(); p != "" || loaded != 0 {
+			t.Errorf("tune %s, cache %q: file %q, %d loaded; want none", tc.tune, tc.cache, p, loaded)
+		}
+		d.Close()
 	}
 }

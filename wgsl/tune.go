@@ -1,11 +1,30 @@
 package wgsl
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
 	"math"
 	"time"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
+
+// The tuning cache (gpu.Device.TuningCache) is kept per version of the
+// kernels' sources: changed kernels are tuned again. (A choice also names
+// its variant: one that no longer exists is timed again too.)
+func init() {
+	h := sha256.New()
+	_ = fs.WalkDir(files, ".", func(path string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			b, _ := files.ReadFile(path)
+			fmt.Fprintf(h, "%s\x00%d\x00", path, len(b))
+			h.Write(b)
+		}
+		return nil
+	})
+	gpu.KernelSources = fmt.Sprintf("%x", h.Sum(nil)[:8])
+}
 
 // Tuning. Some kernels have variants that compute the same bits and differ
 // in speed only, by an amount that depends on the adapter: matmul's tilings

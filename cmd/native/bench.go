@@ -35,6 +35,10 @@ type benchReport struct {
 	// Tuned: the kernel variants the device chose by timing (--tune), each
 	// with every variant's time.
 	Tuned []gpu.Choice `json:"tuned,omitempty"`
+	// TuningCache is the file that kept choices between runs, and how many
+	// of Tuned came from it (timed by an earlier run) rather than this one.
+	TuningCache       string `json:"tuning_cache,omitempty"`
+	TuningCacheLoaded int    `json:"tuning_cache_loaded,omitempty"`
 }
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
@@ -139,6 +143,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	rep.Tuned = d.Choices()
+	rep.TuningCache, rep.TuningCacheLoaded, _ = d.TuningCache()
 	if *asJSON {
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		fmt.Fprintln(stdout, string(b))

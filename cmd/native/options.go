@@ -178,12 +178,20 @@ func (o *options) tuning() gpu.Tuning {
 	return t
 }
 
-// tuneNote says, after the adapter's name, that the device tunes.
+// tuneNote says, after the adapter's name, that the device tunes, with the
+// choices its tuning cache gave, or why it gave none.
 func tuneNote(d *gpu.Device) string {
-	if d.Tunes() {
-		return ", tuning kernels on first use"
+	if !d.Tunes() {
+		return ""
 	}
-	return ""
+	path, loaded, err := d.TuningCache()
+	switch {
+	case err != nil:
+		return fmt.Sprintf(", tuning kernels on first use (%v)", err)
+	case loaded > 0:
+		return fmt.Sprintf(", tuning kernels on first use (%d choices kept from %s)", loaded, path)
+	}
+	return ", tuning kernels on first use"
 }
 
 // openDevices opens the adapters that names lists (the devices key or

@@ -12,17 +12,31 @@ import (
 
 // Main runs m between setup and its teardown, then exits. A setup error
 // (no adapter, say) or a validation message fails the binary.
+//
+// Tuning choices go to a folder of the binary's own (LOMO_TUNE_CACHE),
+// removed at the end: a test never reads what another run tuned, nor
+// writes to the user's cache.
 func Main(m *testing.M, setup func() (teardown func(), err error)) {
+	if os.Getenv("LOMO_TUNE_CACHE") == "" {
+		if dir, err := os.MkdirTemp("", "lomo-tuning-"); err == nil {
+			os.Setenv("LOMO_TUNE_CACHE", dir)
+			defer os.RemoveAll(dir)
+		}
+	}
+	os.Exit(run(m, setup))
+}
+
+func run(m *testing.M, setup func() (teardown func(), err error)) int {
 	finish, err := startValidation()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	teardown := func() {}
 	if setup != nil {
 		if teardown, err = setup(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return 1
 		}
 	}
 	code := m.Run()
@@ -35,5 +49,5 @@ func Main(m *testing.M, setup func() (teardown func(), err error)) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
