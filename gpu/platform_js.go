@@ -249,13 +249,13 @@ func (p *platform) close() {
 	p.funcs[0].Release()
 }
 
-// mapRead blocks on a promise: call it from a goroutine, never from inside a
-// JS callback.
 // createModule compiles a kernel's WGSL (the browser applies its own checks).
 func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
 	return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
 }
 
+// mapRead blocks on a promise: call it from a goroutine, never from inside a
+// JS callback.
 func (d *Device) mapRead(b *wgpu.Buffer, size uint64) ([]byte, error) {
 	status := wgpu.MapAsyncStatus(0)
 	err := d.guard("map the staging buffer", func() error {
