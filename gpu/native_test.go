@@ -158,6 +158,21 @@ func TestTuningCache(t *testing.T) {
 	}
 	d.Close()
 
+	// Two devices on the adapter (a split model) each choose: the file keeps
+	// both.
+	d1, d2 := open(TuneOn, dir), open(TuneOn, dir)
+	d1.Choose(Choice{Key: "one", Chosen: "a"})
+	d2.Choose(Choice{Key: "two", Chosen: "b"})
+	d1.Close()
+	d2.Close()
+	d = open(TuneOn, dir)
+	for _, key := range []string{choice.Key, "one", "two"} {
+		if _, ok := d.Choice(key); !ok {
+			t.Errorf("after two devices closed: no choice for %s", key)
+		}
+	}
+	d.Close()
+
 	for _, tc := range []struct {
 		tune  Tuning
 		cache string

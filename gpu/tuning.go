@@ -180,12 +180,27 @@ func (d *Device) TuningCache() (path string, loaded int, err error) {
 }
 
 // saveTuningCache writes the device's choices to its cache file if it made
-// new ones, through a temporary file renamed over it.
+// new ones, through a temporary file renamed over it. Choices the file got
+// since the device opened it (from another device of a split model, or
+// another run) are kept beside this device's.
 func (d *Device) saveTuningCache() error {
 	if d.tuneFile == "" || !d.tuneNew {
 		return nil
 	}
 	f := tuningFile{Adapter: d.Info.Name, Driver: d.Info.Driver, Backend: d.Info.Backend, Kernels: KernelSources, Choices: d.Choices()}
+	var old tuningFile
+	if b, err := os.ReadFile(d.tuneFile); err == nil && json.Unmarshal(b, &old) == nil {
+		have := map[string]bool{}
+		for _, c := range f.Choices {
+			have[c.Key] = true
+		}
+		for _, c := range old.Choices {
+			if !have[c.Key] {
+				f.Choices = append(f.Choices, c)
+			}
+		}
+		sort.Slice(f.Choices, func(i, j int) bool { return f.Choices[i].Key < f.Choices[j].Key })
+	}
 	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
