@@ -111,7 +111,9 @@ for d in r["devices"]:
     print(f'adapter [{d.get("index")}] {d.get("name")} ({d.get("type")}, {d.get("backend")}): caps {d.get("caps")}')
     print(f'  device limits {d.get("device_limits") or d.get("device_error")}')
 for l in r["coop_log"][:12]:
-    print("  wgpu:", l[-150:])
+    # The binding's log callback prints wgpu's messages as C strings, which
+    # they are not: bytes after a message's end may follow it.
+    print("  wgpu:", l[:130])
 p = r["lomo"].get("probe")
 if p:
     print(f'probe: fma f32 {p["fma_f32_gflops"]:.1f} GFLOP/s, fma f16 {p.get("fma_f16_gflops", 0):.1f} GFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
