@@ -6,23 +6,26 @@
 #   for p in gpu wgsl nn optim; do go test -c -o .gpu/$p.test ./$p; done
 # Writes JSON under $OUT (default bench/out) and prints a short table last.
 #
-# PARTS chooses what runs (default all, about 8 minutes on an H200):
-#   tests  the kernel and model tests on the card
+# PARTS chooses what runs, in this order (default all; not yet timed with
+# tuning on an H200: a session with a card may run "step 7b" and
+# "tests extras" as two calls, each within the 10-minute limit):
 #   step   the probe, the matmul tilings at 1024³ and 4096³, and the
-#          TinyLlama-1.1B LOMO step (then one more, profiled per kernel, and
-#          the same with the attention row kernels; and in bf16), lomo then
-#          PyTorch; and the matmuls again with naga's loop bounding. The
-#          warm-up step tunes (lomo --tune: every matmul tiling and both
-#          attention kernels timed on each shape); the table lists what each
-#          shape chose.
+#          TinyLlama-1.1B LOMO step (then one more, profiled per kernel),
+#          lomo then PyTorch. The warm-up step tunes (lomo --tune: every
+#          matmul tiling and both attention kernels timed on each shape);
+#          the table lists what each shape chose, and later runs on the
+#          machine reuse the choices (~/.cache/lomo/tuning).
 #   7b     the LLaMA-7B-shaped LOMO step (f16, random init, batch 8 x 512,
 #          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
 #          memory is a result)
+#   tests  the kernel and model tests on the card
+#   extras the 1.1B step with the attention row kernels and in bf16, and the
+#          matmuls with naga's loop bounding
 # CONFIG_STEP and CONFIG_7B replace the models and MATMUL the matmul sizes
 # (small ones run the script on any adapter, lavapipe included, to try it).
 set -uo pipefail
 OUT=${OUT:-bench/out}
-PARTS=${PARTS:-"tests step 7b"}
+PARTS=${PARTS:-"step 7b tests extras"}
 CONFIG_STEP=${CONFIG_STEP:-bench/configs/tinyllama-1.1b.json}
 CONFIG_7B=${CONFIG_7B:-bench/configs/llama-7b.json}
 MATMUL=${MATMUL:-1024,4096}
@@ -45,6 +48,22 @@ fi
 LOMO_WGPU_LOG=debug ./.gpu/lomo devices 2>&1 >/dev/null | grep -i 'coop' >"$OUT/coop_log.txt" || true
 cat .gpu/commit.txt >"$OUT/commit.txt" 2>/dev/null || git rev-parse --short HEAD >"$OUT/commit.txt" 2>&1
 
+# What the issue asks first, so that a run cut short still has it: the plan
+# of LLaMA-7B, the 1.1B step and the 7B step, lomo then PyTorch; then the
+# tests on the card; then the comparisons.
+./.gpu/lomo plan --model "$CONFIG_7B" --batch 8 --seq 512 --checkpointing --json >"$OUT/plan_7b.jsonl" 2>&1
+if has step; then
+	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 \
+		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul "$MATMUL" --matmul-tiles all --profile >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
+	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
+fi
+if has 7b; then
+	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_7B" --batch 8 --seq 512 --steps 1 --probe=false --matmul "" \
+		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" >"$OUT/lomo_7b.json" 2>"$OUT/lomo_7b.err"
+	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_7B" --batch 8 --seq 512 --steps 1 >"$OUT/torch_7b.json" 2>"$OUT/torch_7b.err"
+	timeout 240 python3 bench/torch_lomo.py --config "$CONFIG_7B" --batch 8 --seq 512 --steps 1 --optimizer adamw >"$OUT/torch_7b_adamw.json" 2>"$OUT/torch_7b_adamw.err"
+fi
+
 # Kernel and model tests on the GPU (testdata-based tests skip: no ../shared here).
 tests=""
 if has tests; then
@@ -56,12 +75,8 @@ if has tests; then
 	done
 fi
 
-# The plan of LLaMA-7B, then the step benchmarks, lomo then PyTorch.
-./.gpu/lomo plan --model "$CONFIG_7B" --batch 8 --seq 512 --checkpointing --json >"$OUT/plan_7b.jsonl" 2>&1
-if has step; then
-	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 \
-		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" --matmul "$MATMUL" --matmul-tiles all --profile >"$OUT/lomo_bench.json" 2>"$OUT/lomo_bench.err"
-	# The same step with the attention row kernels, profiled: which are faster on this card.
+if has extras; then
+	# The 1.1B step with the attention row kernels, profiled: which are faster on this card.
 	timeout 240 ./.gpu/lomo bench --json --model "$CONFIG_STEP" --batch 4 --seq 512 --steps 1 --probe=false --matmul "" \
 		--optimizer lomo --attention-kernels rows --profile >"$OUT/lomo_rows.json" 2>"$OUT/lomo_rows.err"
 	# The same step in bf16 (weights, activations and gradients; its 16-bit
@@ -72,13 +87,6 @@ if has step; then
 	# (lomo compiles without it): what it costs on this card.
 	LOMO_SHADER_CHECKS=full timeout 120 ./.gpu/lomo bench --json --probe=false --matmul "$MATMUL" \
 		>"$OUT/lomo_checks_full.json" 2>"$OUT/lomo_checks_full.err"
-	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_STEP" --batch 4 --seq 512 --steps 2 >"$OUT/torch.json" 2>"$OUT/torch.err"
-fi
-if has 7b; then
-	timeout 300 ./.gpu/lomo bench --json --model "$CONFIG_7B" --batch 8 --seq 512 --steps 1 --probe=false --matmul "" \
-		--optimizer lomo --peak-tflops "${PEAK_TFLOPS:-67}" >"$OUT/lomo_7b.json" 2>"$OUT/lomo_7b.err"
-	timeout 180 python3 bench/torch_lomo.py --config "$CONFIG_7B" --batch 8 --seq 512 --steps 1 >"$OUT/torch_7b.json" 2>"$OUT/torch_7b.err"
-	timeout 240 python3 bench/torch_lomo.py --config "$CONFIG_7B" --batch 8 --seq 512 --steps 1 --optimizer adamw >"$OUT/torch_7b_adamw.json" 2>"$OUT/torch_7b_adamw.err"
 fi
 
 python3 - "$OUT" "$tests" <<'PY'
