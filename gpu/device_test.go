@@ -77,11 +77,16 @@ func TestStatsExact(t *testing.T) {
 	}
 }
 
-const scaleWGSL = `
+// scaleDecls are the bindings of the test kernels: x in, y out, and
+// scaleParams.
+const scaleDecls = `
 struct Params { n: u32, scale: f32, _p0: u32, _p1: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+`
+
+const scaleWGSL = scaleDecls + `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * 64u;

@@ -43,11 +43,7 @@ func TestUncapturedErrorIsReported(t *testing.T) {
 
 // loopWGSL sums x[0..n) in a loop whose trip count is a parameter, and
 // reads one element past x's end (which bounds checks keep in the array).
-const loopWGSL = `
-struct Params { n: u32, scale: f32, _p0: u32, _p1: u32 }
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+const loopWGSL = scaleDecls + `
 @compute @workgroup_size(1)
 fn main() {
 	var s = 0.0;
@@ -94,10 +90,10 @@ func TestKernelsWithoutLoopBounding(t *testing.T) {
 	}
 }
 
-// TestTuningCache (native: the browser has no files): a tuning device keeps its choices in a file per adapter,
-// driver and kernel sources, loads them on the next open, replaces a file it
-// cannot read (and says so), and keeps none when it does not tune or the
-// cache is off.
+// TestTuningCache (native: the browser has no files): a tuning device keeps
+// its choices in a file per adapter, driver and kernel sources, loads them
+// on the next open, replaces a file it cannot read (and says so), and keeps
+// none when it does not tune or the cache is off.
 func TestTuningCache(t *testing.T) {
 	dir := t.TempDir()
 	open := func(tune Tuning, cache string) *Device {
@@ -134,6 +130,7 @@ func TestTuningCache(t *testing.T) {
 
 	// Other kernels: another file.
 	was := KernelSources
+	t.Cleanup(func() { KernelSources = was })
 	KernelSources = was + "changed"
 	d = open(TuneOn, dir)
 	if p, loaded, _ := d.TuningCache(); loaded != 0 || p == path {
