@@ -66,6 +66,12 @@ func TestInvalidKernelIsNamed(t *testing.T) {
 	d := openTest(t)
 	_, err := d.Kernel(KernelSpec{Name: "test/broken", Source: "fn main( {", ParamsSize: 16})
 	wantError(t, err, "validation", `compile kernel "test/broken"`)
+	// The compiler's own message, which names what is wrong and where.
+	_, err = d.Kernel(KernelSpec{Name: "test/undefined", Source: "@compute @workgroup_size(1) fn main() { let x = nowhere; }", ParamsSize: 16})
+	wantError(t, err, "validation", `compile kernel "test/undefined"`)
+	if err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Errorf("an undefined identifier: got %v, want the compiler's message naming it", err)
+	}
 	// Valid WGSL whose binding 0 is read_write where the layout says
 	// read-only: the pipeline, not the parser, rejects it.
 	_, err = d.Kernel(KernelSpec{Name: "test/mislaid", Source: scaleWGSL, Bindings: []Access{ReadWrite, ReadOnly}, ParamsSize: 16})

@@ -113,6 +113,9 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	})
 	if err != nil {
 		k.release()
+		if why := d.moduleError(spec.Name, spec.Source); why != nil {
+			err = why
+		}
 		return nil, err
 	}
 	d.kernels[spec.Name] = k

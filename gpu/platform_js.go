@@ -254,6 +254,10 @@ func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
 	return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
 }
 
+// moduleError: the browser's createShaderModule reports its own errors
+// (createModule), so there is nothing to recover.
+func (d *Device) moduleError(label, code string) error { return nil }
+
 // mapRead blocks on a promise: call it from a goroutine, never from inside a
 // JS callback.
 func (d *Device) mapRead(b *wgpu.Buffer, size uint64) ([]byte, error) {

@@ -258,6 +258,25 @@ func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
 	return m, nil
 }
 
+// moduleError is the shader compiler's error for code, nil if it compiles.
+// wgpu-native 29's wgpuDeviceCreateShaderModuleTrusted reports no error for
+// WGSL it cannot compile: the module is invalid, and the pipeline made from
+// it fails with "ShaderModule ... is invalid" without saying why. Compiling
+// the code again through the checked entry point, whose front end is the
+// same, recovers the compiler's message (the parse or validation error).
+func (d *Device) moduleError(label, code string) error {
+	if loopBounding {
+		return nil // the module was compiled there: its error was reported
+	}
+	return d.guard(fmt.Sprintf("compile kernel %q", label), func() error {
+		m, err := d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
+		if m != nil {
+			m.Release()
+		}
+		return err
+	})
+}
+
 // mapRead maps a staging buffer whose copy was submitted and returns its
 // bytes. wgpu-native runs the map callback inside Poll.
 func (d *Device) mapRead(b *wgpu.Buffer, size uint64) ([]byte, error) {
