@@ -101,11 +101,16 @@ func attentionSource(section string, subst map[string]string) string {
 }
 
 // attentionKernel builds a section's row kernel (dh = 0, entry point
-// main) or its block kernel for head size dh (entry point blocked), whose
-// tile is of the activations' dtype.
-func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh int, bindings []gpu.Access) (*gpu.Kernel, error) {
+// main), its block kernel for head size dh (entry point blocked, the dq and
+// dkdv sections), whose tile is of the activations' dtype, or the forward's
+// tiled kernel for head size dh with rq query rows per thread (entry point
+// tiled).
+func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh, rq int, bindings []gpu.Access) (*gpu.Kernel, error) {
 	name, entry := "attention/"+section, "main"
-	if dh > 0 {
+	switch {
+	case dh > 0 && rq > 0:
+		name, entry = name+fmt.Sprintf("/tiled/d%d/rq%d", dh, rq), "tiled"
+	case dh > 0:
 		name, entry = name+fmt.Sprintf("/blocked/d%d", dh), "blocked"
 	}
 	if xt != gpu.F32 {
@@ -124,7 +129,15 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh int, bindin
 		}
 	}
 	subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = "1", "f32", "1"
-	if dh > 0 {
+	// The source is substituted whole before its section is cut out: the
+	// tiled kernel's placeholders need values (any valid tiling) for every
+	// kernel.
+	tiling := attentionTiling{dh: 8, rq: 8, ch: 8}
+	if rq > 0 {
+		tiling = attentionTiling{dh: dh, rq: rq, ch: attentionChunk(d, dh)}
+	}
+	tiling.subst(subst)
+	if dh > 0 && rq == 0 {
 		subst["DH"], subst["TILE_T"], subst["TILE_LEN"] = fmt.Sprint(dh), "f32", fmt.Sprint(attentionWG*dh)
 		if subst["X_T"] == "f16" {
 			subst["TILE_T"] = "f16"
@@ -137,6 +150,131 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh int, bindin
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(AttentionParams{}),
 	})
+}
+
+// attentionTiling is the shape of the forward's tiled kernel: head size dh,
+// rq query rows per thread (8*64/rq threads), chunks of ch columns of q and
+// k (or rows of v) in workgroup memory.
+type attentionTiling struct{ dh, rq, ch int }
+
+// dv is the output columns per thread, ceil(dh/8).
+func (t attentionTiling) dv() int { return (t.dh + 7) / 8 }
+
+// threads is the workgroup size.
+func (t attentionTiling) threads() int { return 8 * attentionWG / t.rq }
+
+// sharedBytes is the workgroup memory: q and k chunks (the k chunk's array
+// also holds v's), the block's probabilities and the rows' partial maxima.
+func (t attentionTiling) sharedBytes() int {
+	return 4 * (t.ch*attentionWG + max(t.ch*attentionWG, t.ch*8*t.dv()) + attentionWG*attentionWG + attentionWG*8)
+}
+
+// subst sets the tiled kernel's placeholders, its per-thread arithmetic
+// written out with constant names (attention.wgsl, "tiled").
+func (t attentionTiling) subst(s map[string]string) {
+	s["DH"], s["RQ"], s["NT"], s["DV"], s["CH"] = fmt.Sprint(t.dh), fmt.Sprint(t.rq), fmt.Sprint(t.threads()), fmt.Sprint(t.dv()), fmt.Sprint(t.ch)
+	s["QS_LEN"], s["KVS_LEN"] = fmt.Sprint(t.ch*attentionWG), fmt.Sprint(max(t.ch*attentionWG, t.ch*8*t.dv()))
+	rows, dv := t.rq, t.dv()
+	var decl, zero, score, mask, prob, rescale, pv, sum, end strings.Builder
+	for a := range rows {
+		for c := range 8 {
+			fmt.Fprintf(&decl, "\tvar s%d_%d = 0.0;\n", a, c)
+			fmt.Fprintf(&zero, "\t\ts%d_%d = 0.0;\n", a, c)
+		}
+		for e := range dv {
+			fmt.Fprintf(&decl, "\tvar o%d_%d = 0.0;\n", a, e)
+		}
+		fmt.Fprintf(&decl, "\tvar m%d = NEG;\n\tvar l%d = 0.0;\n\tvar cr%d = 0.0;\n\tvar bl%d = 0.0;\n\tvar act%d = false;\n", a, a, a, a, a)
+	}
+	for a := range rows {
+		fmt.Fprintf(&score, "\t\t\t\tlet q%d = tq_s[qb + %du];\n", a, a)
+	}
+	for c := range 8 {
+		fmt.Fprintf(&score, "\t\t\t\tlet k%d = tkv_s[kb + %du];\n", c, c)
+	}
+	for a := range rows {
+		for c := range 8 {
+			fmt.Fprintf(&score, "\t\t\t\ts%d_%d = fma(q%d, k%d, s%d_%d);\n", a, c, a, c, a, c)
+		}
+	}
+	for a := range rows {
+		fmt.Fprintf(&mask, "\t\t{\n\t\t\tlet t = t0 + r0 + %du;\n\t\t\tact%d = t < p.T && s0 <= t;\n\t\t\tvar mx = NEG;\n", a, a)
+		for c := range 8 {
+			fmt.Fprintf(&mask, "\t\t\ts%d_%d = select(NEG, p.scale * s%d_%d, act%d && s0 + tk * 8u + %du <= t);\n\t\t\tmx = max(mx, s%d_%d);\n", a, c, a, c, a, c, a, c)
+		}
+		fmt.Fprintf(&mask, "\t\t\ttmax_s[(r0 + %du) * 8u + tk] = mx;\n\t\t}\n", a)
+		fmt.Fprintf(&prob, "\t\t{\n\t\t\tlet t = t0 + r0 + %du;\n\t\t\tvar bm = NEG;\n", a)
+		fmt.Fprintf(&prob, "\t\t\tfor (var u = 0u; u < 8u; u++) { bm = max(bm, tmax_s[(r0 + %du) * 8u + u]); }\n", a)
+		fmt.Fprintf(&prob, "\t\t\tlet mn = max(m%d, bm);\n\t\t\tcr%d = exp(m%d - mn);\n\t\t\tif (act%d) { m%d = mn; }\n", a, a, a, a, a)
+		for c := range 8 {
+			fmt.Fprintf(&prob, "\t\t\ttp_s[(r0 + %du) * WG + tk * 8u + %du] = select(0.0, exp(s%d_%d - mn), act%d && s0 + tk * 8u + %du <= t);\n", a, c, a, c, a, c)
+		}
+		fmt.Fprintf(&prob, "\t\t}\n")
+		fmt.Fprintf(&rescale, "\t\tbl%d = 0.0;\n\t\tif (act%d) {\n", a, a)
+		for e := range dv {
+			fmt.Fprintf(&rescale, "\t\t\to%d_%d = o%d_%d * cr%d;\n", a, e, a, e, a)
+		}
+		fmt.Fprintf(&rescale, "\t\t}\n")
+		fmt.Fprintf(&sum, "\t\tif (act%d) { l%d = fma(l%d, cr%d, bl%d); }\n", a, a, a, a, a)
+		var os []string
+		for e := range dv {
+			os = append(os, fmt.Sprintf("o%d_%d", a, e))
+		}
+		fmt.Fprintf(&end, "\ttiled_end(b, h, t0 + r0 + %du, tk, st, m%d, l%d, array<f32, DV>(%s));\n", a, a, a, strings.Join(os, ", "))
+	}
+	for e := range dv {
+		fmt.Fprintf(&pv, "\t\t\t\tlet v%d = tkv_s[vb + %du];\n", e, e)
+	}
+	for a := range rows {
+		fmt.Fprintf(&pv, "\t\t\t\tif (act%d) {\n\t\t\t\t\tlet pr = tp_s[pb + %du];\n\t\t\t\t\tbl%d = bl%d + pr;\n", a, a*attentionWG, a, a)
+		for e := range dv {
+			fmt.Fprintf(&pv, "\t\t\t\t\to%d_%d = fma(pr, v%d, o%d_%d);\n", a, e, e, a, e)
+		}
+		fmt.Fprintf(&pv, "\t\t\t\t}\n")
+	}
+	s["T_DECL"], s["T_ZERO"], s["T_SCORE"], s["T_MASK"], s["T_PROB"] = decl.String(), zero.String(), score.String(), mask.String(), prob.String()
+	s["T_RESCALE"], s["T_PV"], s["T_SUM"], s["T_END"] = rescale.String(), pv.String(), sum.String(), end.String()
+}
+
+// attentionChunk is the chunk of the tiled forward for head size dh on d:
+// 16 where the workgroup memory holds it, else 8.
+func attentionChunk(d *gpu.Device, dh int) int {
+	if (attentionTiling{dh: dh, rq: 8, ch: 16}).sharedBytes() <= workgroupStorage(d) {
+		return 16
+	}
+	return 8
+}
+
+// workgroupStorage is d's workgroup memory per workgroup, in bytes.
+func workgroupStorage(d *gpu.Device) int {
+	limit := int(d.Limits().MaxComputeWorkgroupStorageSize)
+	if limit == 0 {
+		limit = 16384 // WebGPU's default; a dry device reports no limits
+	}
+	return limit
+}
+
+// attentionTiled lists the rows per thread of the forward's tiled kernels
+// that run head size dh on d, the first one first (none: the row kernel
+// runs). Up to head size 128, with the tile's arrays in the workgroup
+// memory; 8 rows per thread (64 threads) up to head size 64, where the
+// outputs of 8 rows stay 64 registers, and 4 (128 threads).
+func attentionTiled(d *gpu.Device, dh int) []int {
+	if AttentionRowKernels || dh > 128 {
+		return nil
+	}
+	var rqs []int
+	for _, rq := range []int{8, 4} {
+		t := attentionTiling{dh: dh, rq: rq, ch: attentionChunk(d, dh)}
+		if rq == 8 && dh > 64 || t.sharedBytes() > workgroupStorage(d) {
+			continue
+		}
+		if lim := d.Limits().MaxComputeInvocations; lim != 0 && t.threads() > int(lim) {
+			continue
+		}
+		rqs = append(rqs, rq)
+	}
+	return rqs
 }
 
 // attentionCheck validates the shape and the buffer sizes (elements of
@@ -198,10 +336,16 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gp
 	if err := f16Writable(d, "attention forward", "out", xt); err != nil {
 		return err
 	}
-	variants := attentionVariants(d, xt, dh, t)
+	var variants []string
+	for _, rq := range attentionTiled(d, dh) {
+		variants = append(variants, fmt.Sprintf("tiled/rq%d", rq))
+	}
+	variants = append(variants, "rows")
 	key := fmt.Sprintf("attention/forward/%s/B%dT%dH%dKV%dD%d", dtypeName("x", xt), b, t, h, kv, dh)
 	return tuned(d, key, variants, true, attentionFlops(b, t, h, dh), func(i int) error {
-		return attentionForward(d, variants[i] == "blocked", out, lse, q, k, v, start, xt, p)
+		rq := 0
+		fmt.Sscanf(variants[i], "tiled/rq%d", &rq)
+		return attentionForward(d, rq, out, lse, q, k, v, start, xt, p)
 	})
 }
 
@@ -222,9 +366,19 @@ func attentionFlops(b, t, h, dh int) float64 {
 	return 2 * float64(b) * float64(h) * float64(t) * float64(t) * float64(dh)
 }
 
-// attentionForward dispatches the block kernel or the row kernel.
-func attentionForward(d *gpu.Device, blocked bool, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, p AttentionParams) error {
-	kern, gx, err := attentionPick(d, "forward", blocked, xt, int(p.D), int(p.T), []gpu.Access{rw, rw, ro, ro, ro, ro})
+// attentionForward dispatches the tiled kernel with rq rows per thread, or
+// the row kernel (rq = 0).
+func attentionForward(d *gpu.Device, rq int, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, p AttentionParams) error {
+	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
+	var kern *gpu.Kernel
+	var err error
+	gx := p.T
+	if rq > 0 {
+		kern, err = attentionKernel(d, "forward", xt, int(p.D), rq, access)
+		gx = (p.T + attentionWG - 1) / attentionWG
+	} else {
+		kern, err = attentionKernel(d, "forward", xt, 0, 0, access)
+	}
 	if err != nil {
 		return err
 	}
@@ -237,10 +391,10 @@ func attentionForward(d *gpu.Device, blocked bool, out, lse, q, k, v, start *gpu
 // rows, or rows.
 func attentionPick(d *gpu.Device, section string, blocked bool, xt gpu.DType, dh, t int, access []gpu.Access) (*gpu.Kernel, uint32, error) {
 	if blocked {
-		k, err := attentionKernel(d, section, xt, dh, access)
+		k, err := attentionKernel(d, section, xt, dh, 0, access)
 		return k, uint32((t + attentionWG - 1) / attentionWG), err
 	}
-	k, err := attentionKernel(d, section, xt, 0, access)
+	k, err := attentionKernel(d, section, xt, 0, 0, access)
 	return k, uint32(t), err
 }
 
@@ -264,7 +418,7 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu
 		return err
 	}
 	p.TK, p.Q0 = uint32(tk), uint32(q0)
-	kern, err := attentionKernel(d, "forward", xt, 0, []gpu.Access{rw, rw, ro, ro, ro, ro})
+	kern, err := attentionKernel(d, "forward", xt, 0, 0, []gpu.Access{rw, rw, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
@@ -306,7 +460,7 @@ func attentionBackward(d *gpu.Device, blocked bool, dq, dk, dv, dout, q, k, v, o
 	if dk == dv {
 		return fmt.Errorf("wgsl: attention backward: dk and dv are the same buffer")
 	}
-	kDelta, err := attentionKernel(d, "delta", xt, 0, []gpu.Access{rw, ro, ro, ro})
+	kDelta, err := attentionKernel(d, "delta", xt, 0, 0, []gpu.Access{rw, ro, ro, ro})
 	if err != nil {
 		return err
 	}

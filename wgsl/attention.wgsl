@@ -67,9 +67,18 @@ fn krow(b: u32, t: u32, kh: u32) -> u32 { return ((b * p.TK + t) * p.KV + kh) * 
 
 var<workgroup> qs: array<f32, MAXD>; // the query row
 var<workgroup> ps: array<f32, WG>;   // probabilities of the key block
-var<workgroup> rm: array<f32, WG>;   // reduction: max
-var<workgroup> rl: array<f32, WG>;   // reduction: sum relative to rm
+var<workgroup> rm: array<f32, WG>;   // reduction: the block's max score
 
+// Per block of WG keys (from start[b], WG at a time), with the scores x
+// (NEG where masked) and the running (m, l, acc) of the row:
+//   bm = max_j x_j; mn = max(m, bm); p_j = exp(x_j - mn) (0 where masked);
+//   corr = exp(m - mn); bl = sum_j p_j in increasing j;
+//   l = fma(l, corr, bl); acc = acc*corr, then acc = fma(p_j, v_j, acc) in
+//   increasing j over the block's first nj keys.
+// nj covers the keys up to lim: the last row of the query's tile of WG rows
+// in training (the tiled kernel's block of keys, whose p_j past the row are
+// 0), the query itself when decoding or for a padding row. The tiled kernel
+// below does the same operations in the same order: the same bits.
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 	let t = wg.x;      // query row
@@ -81,7 +90,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	let pos = p.Q0 + t; // its position: keys s <= pos
 	for (var d = i; d < p.D; d += WG) { qs[d] = q_at(qo + d); }
 	var lo = start[b];
-	if (pos < lo) { lo = pos; }
+	var lim = pos;
+	if (pos < lo) {
+		lo = pos;
+	} else if (p.Q0 == 0u) {
+		lim = min(t | (WG - 1u), p.T - 1u);
+	}
 
 	var m = NEG;   // running max of the scores
 	var l = 0.0;   // running sum of exp(score - m)
@@ -98,40 +112,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 			for (var d = 0u; d < p.D; d++) { qk = fma(qs[d], k_at(ko + d), qk); }
 			sc = p.scale * qk;
 		}
-		// Tree reduction of (max, sum of exp(x - max)) pairs.
 		rm[i] = sc;
-		rl[i] = select(0.0, 1.0, s <= pos);
 		workgroupBarrier();
 		for (var w = WG / 2u; w > 0u; w >>= 1u) {
-			if (i < w) {
-				let m1 = rm[i];
-				let m2 = rm[i + w];
-				let mx = max(m1, m2);
-				rl[i] = rl[i] * exp(m1 - mx) + rl[i + w] * exp(m2 - mx);
-				rm[i] = mx;
-			}
+			if (i < w) { rm[i] = max(rm[i], rm[i + w]); }
 			workgroupBarrier();
 		}
-		let bm = rm[0];
-		let bl = rl[0];
-		let mn = max(m, bm);
+		let mn = max(m, rm[0]);
 		ps[i] = select(0.0, exp(sc - mn), s <= pos);
 		let corr = exp(m - mn);
-		l = l * corr + bl * exp(bm - mn);
 		m = mn;
 		workgroupBarrier();
-		let nk = min(WG, pos + 1u - s0);
+		let nj = min(WG, lim + 1u - s0);
+		var bl = 0.0;
+		for (var j = 0u; j < nj; j++) { bl = bl + ps[j]; }
+		l = fma(l, corr, bl);
 		for (var r = 0u; r < NR; r++) {
 			let d = i + r * WG;
 			if (d < p.D) {
 				var a = acc[r] * corr;
-				for (var j = 0u; j < nk; j++) {
+				for (var j = 0u; j < nj; j++) {
 					a = fma(ps[j], v_at(krow(b, s0 + j, kh) + d), a);
 				}
 				acc[r] = a;
 			}
 		}
-		workgroupBarrier(); // ps, rm, rl are rewritten by the next block
+		workgroupBarrier(); // ps and rm are rewritten by the next block
 	}
 
 	let inv = 1.0 / l;
@@ -142,119 +148,136 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	if (i == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
 }
 
-// The forward for training and evaluation (Q0 = 0, TK = T), with the row
-// kernel's arithmetic in the same order, so its bits: a workgroup takes
-// WG query rows of one (b, h), one per thread, and walks the keys in the
-// row kernel's blocks of WG (from start[b]), each block's keys and then its
-// values loaded once into workgroup memory for all WG rows. Per row, the
-// block's (max, sum) tree and the fma chains are the row kernel's, done by
-// one thread in registers. DH: the head size, fixed when the kernel is
-// built. Dispatch (ceil(T/WG), H, B).
-// Entry point "blocked", the bindings above.
+// The forward for training and evaluation (Q0 = 0, TK = T), tiled: a
+// workgroup takes WG query rows of one (b, h) and walks the keys in the row
+// kernel's blocks of WG, with the row kernel's operations in its order (the
+// same bits). Its NT = 8*WG/RQ threads form a grid of WG/RQ by 8: thread
+// (tq, tk) computes the scores of rows tq*RQ.. tq*RQ+RQ-1 against keys
+// tk*8.. tk*8+7 (RQ x 8 fma chains over d, from chunks of CH columns of q
+// and k in workgroup memory), and the same rows' outputs at columns
+// tk*DV.. tk*DV+DV-1 (DV = ceil(DH/8)) from the block's probabilities and CH
+// rows of v at a time. The launcher (attention.go) writes the per-thread
+// arithmetic out, row by row and column by column, so that it stays in
+// registers: s{a}_{c} the scores (then NEG where masked) of row a and key
+// c, o{a}_{e} the outputs, m{a}, l{a}, cr{a} (corr), bl{a}, act{a} (the row
+// takes part in the block). DH: the head size; RQ, DV, CH: fixed when the
+// kernel is built. Dispatch (ceil(T/WG), H, B).
+// Entry point "tiled", the bindings above.
 
 const DH: u32 = {{DH}}u;
-var<workgroup> tile: array<{{TILE_T}}, {{TILE_LEN}}>; // WG rows of keys or values: [j][d]
+const RQ: u32 = {{RQ}}u;  // query rows per thread
+const DV: u32 = {{DV}}u;  // output columns per thread
+const NT: u32 = {{NT}}u;  // threads: 8 * WG / RQ
+const DP: u32 = 8u * DV;  // a row of the value chunk, padded
+const CH: u32 = {{CH}}u;  // columns of q and k, or rows of v, per chunk
+var<workgroup> tq_s: array<f32, {{QS_LEN}}>;  // [CH][WG]: q's columns d0.. of the tile's rows
+var<workgroup> tkv_s: array<f32, {{KVS_LEN}}>; // [CH][WG]: k's columns d0.. of the block's keys; or [CH][DP]: v's rows
+var<workgroup> tp_s: array<f32, 4096>;         // [WG][WG]: the block's probabilities
+var<workgroup> tmax_s: array<f32, 512>;        // [WG][8]: partial maxima of the rows' scores
 
-@compute @workgroup_size(64)
-fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+@compute @workgroup_size({{NT}})
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
 	let i = lid.x;
+	let tk = i % 8u;
+	let tq = i / 8u;
 	let h = wg.y;
 	let b = wg.z;
 	let kh = h / p.G;
-	let t = wg.x * WG + i;          // this thread's query row
-	let live = t < p.T;
-	let pos = min(t, p.T - 1u);     // its position (clamped: loads stay in range)
-	let last = min(wg.x * WG + WG - 1u, p.T - 1u); // the block's last key
+	let t0 = wg.x * WG;
+	let r0 = tq * RQ;                 // this thread's first row in the tile
+	let last = min(t0 + WG - 1u, p.T - 1u); // the tile's last row
 	let st = start[b];
-	let qo = qrow(b, pos, h);
-	var qv: array<f32, DH>;
-	for (var d = 0u; d < DH; d++) { qv[d] = q_at(qo + d); }
-
-	var m = NEG;
-	var l = 0.0;
-	var acc: array<f32, DH>;
-	for (var d = 0u; d < DH; d++) { acc[d] = 0.0; }
-	var sc: array<f32, WG>; // the block's scores, then probabilities
-	var tm: array<f32, WG>; // the (max, sum) tree, in registers
-	var tl: array<f32, WG>;
-
+{{T_DECL}}
 	for (var s0 = st; s0 <= last; s0 += WG) {
-		// Only rows that are not padding and reach s0 use the block.
-		let act = live && st <= pos && s0 <= pos;
-		if (s0 + i <= last) {
-			let ko = krow(b, s0 + i, kh);
-			for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(k_at(ko + d)); }
+		// Scores: RQ x 8 fma chains over d in increasing d.
+{{T_ZERO}}
+		for (var d0 = 0u; d0 < DH; d0 += CH) {
+			for (var n = i; n < CH * WG; n += NT) {
+				let r = n / CH;
+				let d = d0 + n % CH;
+				var qv = 0.0;
+				var kv = 0.0;
+				if (d < DH) {
+					qv = q_at(qrow(b, min(t0 + r, p.T - 1u), h) + d);
+					if (s0 + r < p.T) { kv = k_at(krow(b, s0 + r, kh) + d); }
+				}
+				tq_s[(n % CH) * WG + r] = qv;
+				tkv_s[(n % CH) * WG + r] = kv;
+			}
+			workgroupBarrier();
+			let nd = min(CH, DH - d0);
+			for (var dd = 0u; dd < nd; dd++) {
+				let qb = dd * WG + r0;
+				let kb = dd * WG + tk * 8u;
+{{T_SCORE}}
+			}
+			workgroupBarrier();
 		}
+		// Masks (rows before s0, padding or past, skip the block), scaled
+		// scores and the rows' maxima over the thread's 8 keys.
+{{T_MASK}}
 		workgroupBarrier();
-		if (act) {
-			for (var j = 0u; j < WG; j++) {
-				var x = NEG;
-				if (s0 + j <= pos) {
-					var qk = 0.0;
-					for (var d = 0u; d < DH; d++) { qk = fma(qv[d], f32(tile[j * DH + d]), qk); }
-					x = p.scale * qk;
-				}
-				sc[j] = x;
-				tm[j] = x;
-				tl[j] = select(0.0, 1.0, s0 + j <= pos);
+		// The rows' maxima over the block; probabilities.
+{{T_PROB}}
+		// Outputs: acc*corr, then fma(p_j, v_j, acc) over the block's keys
+		// up to the tile's last row, in increasing j; bl sums the p_j.
+		let nj = min(WG, last + 1u - s0);
+{{T_RESCALE}}
+		for (var j0 = 0u; j0 < nj; j0 += CH) {
+			workgroupBarrier(); // tp_s is complete; tkv_s is read
+			for (var n = i; n < CH * DP; n += NT) {
+				let jj = n / DP;
+				let d = n % DP;
+				var vv = 0.0;
+				if (d < DH && j0 + jj < nj) { vv = v_at(krow(b, s0 + j0 + jj, kh) + d); }
+				tkv_s[n] = vv;
 			}
-			for (var w = WG / 2u; w > 0u; w >>= 1u) {
-				for (var j = 0u; j < w; j++) {
-					let m1 = tm[j];
-					let m2 = tm[j + w];
-					let mx = max(m1, m2);
-					tl[j] = tl[j] * exp(m1 - mx) + tl[j + w] * exp(m2 - mx);
-					tm[j] = mx;
-				}
-			}
-		}
-		workgroupBarrier(); // the keys are read: the values take the tile
-		if (s0 + i <= last) {
-			let vo = krow(b, s0 + i, kh);
-			for (var d = 0u; d < DH; d++) { tile[i * DH + d] = {{TILE_T}}(v_at(vo + d)); }
-		}
-		workgroupBarrier();
-		if (act) {
-			let bm = tm[0];
-			let bl = tl[0];
-			let mn = max(m, bm);
-			let nk = min(WG, pos + 1u - s0);
-			for (var j = 0u; j < nk; j++) { sc[j] = exp(sc[j] - mn); }
-			let corr = exp(m - mn);
-			l = l * corr + bl * exp(bm - mn);
-			m = mn;
-			for (var d = 0u; d < DH; d++) {
-				var a = acc[d] * corr;
-				for (var j = 0u; j < nk; j++) {
-					a = fma(sc[j], f32(tile[j * DH + d]), a);
-				}
-				acc[d] = a;
+			workgroupBarrier();
+			let nc = min(CH, nj - j0);
+			for (var jj = 0u; jj < nc; jj++) {
+				let vb = jj * DP + tk * DV;
+				let pb = r0 * WG + j0 + jj;
+{{T_PV}}
 			}
 		}
-		workgroupBarrier(); // the tile is rewritten by the next block
+{{T_SUM}}
+		workgroupBarrier(); // tq_s, tkv_s, tmax_s and tp_s are rewritten by the next block
 	}
+{{T_END}}
+}
 
-	if (!live) { return; }
-	if (pos < st) {
-		// A padding row attends only itself: the row kernel's one-key block
-		// (its tree gives max = the score, sum = 1), with the same runtime
-		// operations, so that nothing is folded into other bits (-0).
-		let ko = krow(b, pos, kh);
+// tiled_end writes row a of the thread's rows, t = t0 + r0 + a, with its
+// running m, l and outputs o. A padding row (t < start[b]) attends only
+// itself: the row kernel's one-key block (nj = 1), with the same operations.
+fn tiled_end(b: u32, h: u32, t: u32, tk: u32, st: u32, m0: f32, l0: f32, o0: array<f32, DV>) {
+	if (t >= p.T) { return; }
+	var m = m0;
+	var l = l0;
+	var o = o0;
+	let qo = qrow(b, t, h);
+	if (t < st) {
+		let ko = krow(b, t, h / p.G);
 		var qk = 0.0;
-		for (var d = 0u; d < DH; d++) { qk = fma(qv[d], k_at(ko + d), qk); }
+		for (var d = 0u; d < DH; d++) { qk = fma(q_at(qo + d), k_at(ko + d), qk); }
 		let x = p.scale * qk;
 		let mn = max(m, x);
-		let corr = exp(m - mn);
 		let pr = exp(x - mn);
-		l = l * corr + 1.0 * pr;
-		let inv1 = 1.0 / l;
-		for (var d = 0u; d < DH; d++) { out_st(qo + d, fma(pr, v_at(ko + d), acc[d] * corr) * inv1); }
-		lse[(b * p.H + h) * p.T + t] = mn + log(l);
-		return;
+		let cr = exp(m - mn);
+		m = mn;
+		var b1 = 0.0;
+		b1 = b1 + pr;
+		l = fma(l, cr, b1);
+		for (var e = 0u; e < DV; e++) {
+			let d = tk * DV + e;
+			if (d < DH) { o[e] = fma(pr, v_at(ko + d), o[e] * cr); }
+		}
 	}
 	let inv = 1.0 / l;
-	for (var d = 0u; d < DH; d++) { out_st(qo + d, acc[d] * inv); }
-	lse[(b * p.H + h) * p.T + t] = m + log(l);
+	for (var e = 0u; e < DV; e++) {
+		let d = tk * DV + e;
+		if (d < DH) { out_st(qo + d, o[e] * inv); }
+	}
+	if (tk == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
 }
 
 // ==== section delta ====

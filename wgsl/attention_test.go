@@ -246,18 +246,34 @@ func TestAttentionForward(t *testing.T) {
 	}
 }
 
-// TestAttentionBlockKernels: the block kernels (the forward and dq with a
-// query row per thread, dk/dv with a key row per thread up to D = 64) give
-// the row kernels' bits, out, lse, dq, dk and dv, on every case they run
-// (head sizes up to 128, the tile within the workgroup memory), f32 and
-// f16. TestAttentionForward and TestAttentionBackward check the chosen
-// kernels against float64.
+// TestAttentionBlockKernels: the forward's tiled kernels (each number of
+// rows per thread) and the backward's block kernels (dq with a query row
+// per thread, dk/dv with a key row per thread up to D = 64) give the row
+// kernels' bits, out, lse, dq, dk and dv, on every case they run (head
+// sizes up to 128, the tiles within the workgroup memory), f32 and f16.
+// TestAttentionForward and TestAttentionBackward check the chosen kernels
+// against float64.
 func TestAttentionBlockKernels(t *testing.T) {
+	type kernels struct {
+		rq      int  // the forward's tiled kernel with rq rows per thread; 0: rows
+		blocked bool // the backward's block kernels
+	}
 	ran := 0
 	for ci, tc := range attentionCases {
 		for _, xt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 			sh := tc.sh
-			if xt == gpu.F16 && !dev.Caps.F16 || !attentionBlocked(dev, xt, sh.D, sh.T) {
+			if xt == gpu.F16 && !dev.Caps.F16 {
+				continue
+			}
+			runs := []kernels{{}}
+			blocked := attentionBlocked(dev, xt, sh.D, sh.T)
+			for _, rq := range attentionTiled(dev, sh.D) {
+				runs = append(runs, kernels{rq, blocked})
+			}
+			if len(runs) == 1 && blocked {
+				runs = append(runs, kernels{0, true})
+			}
+			if len(runs) == 1 {
 				continue
 			}
 			ran++
@@ -274,28 +290,30 @@ func TestAttentionBlockKernels(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var got [2][5][]float64 // by rows, by blocks: out, lse, dq, dk, dv
-				for i, blocked := range []bool{false, true} {
+				got := make([][5][]float64, len(runs)) // out, lse, dq, dk, dv
+				for i, run := range runs {
 					ob, lb := outputOf(t, nq, xt), output(t, nr)
-					if err := attentionForward(dev, blocked, ob, lb, qb, kb, vb, st, xt, p); err != nil {
+					if err := attentionForward(dev, run.rq, ob, lb, qb, kb, vb, st, xt, p); err != nil {
 						t.Fatal(err)
 					}
 					dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
-					if err := attentionBackward(dev, blocked, dqb, dkb, dvb, doutb, qb, kb, vb, ob, lb, st,
+					if err := attentionBackward(dev, run.blocked, dqb, dkb, dvb, doutb, qb, kb, vb, ob, lb, st,
 						xt, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
 						t.Fatal(err)
 					}
 					got[i] = [5][]float64{download(t, ob, nq, xt), download(t, lb, nr, gpu.F32),
 						download(t, dqb, nq, xt), download(t, dkb, nk, xt), download(t, dvb, nk, xt)}
 				}
-				for g, name := range []string{"out", "lse", "dq", "dk", "dv"} {
-					assertSameBits(t, name+" by blocks against by rows", got[1][g], got[0][g])
+				for i, run := range runs[1:] {
+					for g, name := range []string{"out", "lse", "dq", "dk", "dv"} {
+						assertSameBits(t, fmt.Sprintf("%s by %+v against by rows", name, run), got[i+1][g], got[0][g])
+					}
 				}
 			})
 		}
 	}
 	if ran == 0 {
-		t.Fatalf("adapter %q runs the block kernels on none of the cases", dev.Info.Name)
+		t.Fatalf("adapter %q runs no tiled or block kernels on any of the cases", dev.Info.Name)
 	}
 }
 
