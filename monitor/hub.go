@@ -110,6 +110,7 @@ type Hub struct {
 	done    chan struct{} // closed by Close: stops the hub's goroutines
 	total   atomic.Int64  // encoded bytes held by all runs
 	arrival atomic.Uint64 // numbers every stored event in the order it came
+	joining atomic.Int64  // viewers whose websocket is open and not yet subscribed (Drain waits for them)
 	trimMu  sync.Mutex    // one global trim at a time
 	janitor sync.Once     // starts the expiry goroutine with the first run
 
@@ -880,8 +881,10 @@ func (r *runState) summary() RunSummary {
 }
 
 // Drain waits until every viewer has been sent every event published so
-// far, or until ctx ends. A trainer calls it before shutting its hub down,
-// so that open dashboards see the run's last steps and its end.
+// far, or until ctx ends, counting a viewer whose websocket has just
+// opened and whose subscription is under way. A trainer calls it before
+// shutting its hub down, so that open dashboards see the run's last steps
+// and its end.
 func (h *Hub) Drain(ctx context.Context) error {
 	for !h.drained() {
 		select {
@@ -894,6 +897,9 @@ func (h *Hub) Drain(ctx context.Context) error {
 }
 
 func (h *Hub) drained() bool {
+	if h.joining.Load() > 0 {
+		return false // a viewer's dial has returned, and its subscription is on its way
+	}
 	h.mu.RLock()
 	rs := make([]*runState, 0, len(h.runs))
 	for _, r := range h.runs {

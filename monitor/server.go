@@ -345,6 +345,18 @@ func writeFrame(ctx context.Context, c *websocket.Conn, b []byte) error {
 }
 
 func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
+	// Counted as joining from before the upgrade (when the viewer's dial
+	// returns) to its first subscription attempt, so that Drain does not
+	// miss a viewer that connected just before it.
+	s.hub.joining.Add(1)
+	joining := true
+	joined := func() {
+		if joining {
+			joining = false
+			s.hub.joining.Add(-1)
+		}
+	}
+	defer joined()
 	c, run, ok := s.accept(w, r)
 	if !ok {
 		return
@@ -382,6 +394,7 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 	for told := false; ; {
 		var created <-chan struct{}
 		rep, sub, created, err = s.hub.subscribe(run)
+		joined()
 		if !errors.Is(err, errNoRun) {
 			break
 		}
