@@ -32,19 +32,20 @@ const attentionWG = 64
 // --attention-kernels rows). Set it before any work, not concurrently.
 var AttentionRowKernels bool
 
-// attentionBlocked reports whether the block kernels (entry point
-// "blocked" of the forward and dq sections; of dkdv too up to dh = 64) run
-// a head size dh of dtype xt over t rows on d: their tile of attentionWG
-// rows must fit the workgroup memory, and their per-thread arrays stay
-// reasonable (dh <= 128). Elsewhere the row kernels run (same results, bit
-// for bit).
+// attentionBlocked reports whether the backward's block kernels (entry
+// point "blocked" of the dq section; of dkdv too up to dh = 64) run a head
+// size dh of dtype xt over t rows on d: their tile of attentionWG rows must
+// fit the workgroup memory, and their per-thread arrays stay reasonable
+// (dh <= 128). Elsewhere the row kernels run (same results, bit for bit).
+// The forward's tiled kernels have their own test (attentionTiled).
 func attentionBlocked(d *gpu.Device, xt gpu.DType, dh, t int) bool {
 	if AttentionRowKernels {
 		return false
 	}
 	if strings.Contains(d.Info.Name, "llvmpipe") && mesaMajor(d.Info.Driver) < 25 && (dh > 8 || t > 4096) {
 		// Mesa 22's llvmpipe (lavapipe 22.3.6, LLVM 15) computes the
-		// block kernels wrongly beyond small shapes, more the longer
+		// block kernels (one row per thread, arrays of DH and WG floats
+		// per thread) wrongly beyond small shapes, more the longer
 		// their loops (head size 64 from 255 rows, 16 at 4096; SwiftShader
 		// and the row kernels are exact there: wgsl/TestAttention* with
 		// B1_T256_D64 runs both in e2e/kernels.test.mjs). Head size 8,

@@ -150,9 +150,10 @@ func TestMatmulTunesOnlyWhere(t *testing.T) {
 	}
 }
 
-// TestAttentionTuned: the forward and the backward each time the block and
-// the row kernels on their first call, keep the fastest and leave the
-// bits of the untuned kernels.
+// TestAttentionTuned: the forward (its tiled kernels and the row kernel)
+// and the backward (its block and row kernels) each time their kernels on
+// their first call, keep the fastest and leave the bits of the untuned
+// kernels.
 func TestAttentionTuned(t *testing.T) {
 	sh := attnShape{B: 2, T: 40, H: 2, KV: 1, D: 8}
 	xt := gpu.F32
@@ -174,11 +175,12 @@ func TestAttentionTuned(t *testing.T) {
 	for _, pass := range []struct {
 		name       string
 		dispatches int64
-	}{{"forward", 1}, {"backward", 3}} {
+		variants   int
+	}{{"forward", 1, len(attentionTiled(dev, sh.D)) + 1}, {"backward", 3, 2}} {
 		key := fmt.Sprintf("attention/%s/x32/B%dT%dH%dKV%dD%d", pass.name, sh.B, sh.T, sh.H, sh.KV, sh.D)
 		c, ok := dev.Choice(key)
-		if !ok || len(c.Timed) != 2 {
-			t.Errorf("%s: %+v, %v; want a choice between the block and the row kernels", key, c, ok)
+		if !ok || len(c.Timed) != pass.variants {
+			t.Errorf("%s: %+v, %v; want a choice among %d kernels", key, c, ok, pass.variants)
 		}
 		want += pass.dispatches * runsOf(c)
 	}
