@@ -153,131 +153,6 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh, rq int, bi
 	})
 }
 
-// attentionTiling is the shape of the forward's tiled kernel: head size dh,
-// rq query rows per thread (8*64/rq threads), chunks of ch columns of q and
-// k (or rows of v) in workgroup memory.
-type attentionTiling struct{ dh, rq, ch int }
-
-// dv is the output columns per thread, ceil(dh/8).
-func (t attentionTiling) dv() int { return (t.dh + 7) / 8 }
-
-// threads is the workgroup size.
-func (t attentionTiling) threads() int { return 8 * attentionWG / t.rq }
-
-// sharedBytes is the workgroup memory: q and k chunks (the k chunk's array
-// also holds v's), the block's probabilities and the rows' partial maxima.
-func (t attentionTiling) sharedBytes() int {
-	return 4 * (t.ch*attentionWG + max(t.ch*attentionWG, t.ch*8*t.dv()) + attentionWG*attentionWG + attentionWG*8)
-}
-
-// subst sets the tiled kernel's placeholders, its per-thread arithmetic
-// written out with constant names (attention.wgsl, "tiled").
-func (t attentionTiling) subst(s map[string]string) {
-	s["DH"], s["RQ"], s["NT"], s["DV"], s["CH"] = fmt.Sprint(t.dh), fmt.Sprint(t.rq), fmt.Sprint(t.threads()), fmt.Sprint(t.dv()), fmt.Sprint(t.ch)
-	s["QS_LEN"], s["KVS_LEN"] = fmt.Sprint(t.ch*attentionWG), fmt.Sprint(max(t.ch*attentionWG, t.ch*8*t.dv()))
-	rows, dv := t.rq, t.dv()
-	var decl, zero, score, mask, prob, rescale, pv, sum, end strings.Builder
-	for a := range rows {
-		for c := range 8 {
-			fmt.Fprintf(&decl, "\tvar s%d_%d = 0.0;\n", a, c)
-			fmt.Fprintf(&zero, "\t\ts%d_%d = 0.0;\n", a, c)
-		}
-		for e := range dv {
-			fmt.Fprintf(&decl, "\tvar o%d_%d = 0.0;\n", a, e)
-		}
-		fmt.Fprintf(&decl, "\tvar m%d = NEG;\n\tvar l%d = 0.0;\n\tvar cr%d = 0.0;\n\tvar bl%d = 0.0;\n\tvar act%d = false;\n", a, a, a, a, a)
-	}
-	for a := range rows {
-		fmt.Fprintf(&score, "\t\t\t\tlet q%d = tq_s[qb + %du];\n", a, a)
-	}
-	for c := range 8 {
-		fmt.Fprintf(&score, "\t\t\t\tlet k%d = tkv_s[kb + %du];\n", c, c)
-	}
-	for a := range rows {
-		for c := range 8 {
-			fmt.Fprintf(&score, "\t\t\t\ts%d_%d = fma(q%d, k%d, s%d_%d);\n", a, c, a, c, a, c)
-		}
-	}
-	for a := range rows {
-		fmt.Fprintf(&mask, "\t\t{\n\t\t\tlet t = t0 + r0 + %du;\n\t\t\tact%d = t < p.T && s0 <= t;\n\t\t\tvar mx = NEG;\n", a, a)
-		for c := range 8 {
-			fmt.Fprintf(&mask, "\t\t\ts%d_%d = select(NEG, p.scale * s%d_%d, act%d && s0 + tk * 8u + %du <= t);\n\t\t\tmx = max(mx, s%d_%d);\n", a, c, a, c, a, c, a, c)
-		}
-		fmt.Fprintf(&mask, "\t\t\ttmax_s[(r0 + %du) * 8u + tk] = mx;\n\t\t}\n", a)
-		fmt.Fprintf(&prob, "\t\t{\n\t\t\tlet t = t0 + r0 + %du;\n\t\t\tvar bm = NEG;\n", a)
-		fmt.Fprintf(&prob, "\t\t\tfor (var u = 0u; u < 8u; u++) { bm = max(bm, tmax_s[(r0 + %du) * 8u + u]); }\n", a)
-		fmt.Fprintf(&prob, "\t\t\tlet mn = max(m%d, bm);\n\t\t\tcr%d = exp(m%d - mn);\n\t\t\tif (act%d) { m%d = mn; }\n", a, a, a, a, a)
-		for c := range 8 {
-			fmt.Fprintf(&prob, "\t\t\ttp_s[(r0 + %du) * WG + tk * 8u + %du] = select(0.0, exp(s%d_%d - mn), act%d && s0 + tk * 8u + %du <= t);\n", a, c, a, c, a, c)
-		}
-		fmt.Fprintf(&prob, "\t\t}\n")
-		fmt.Fprintf(&rescale, "\t\tbl%d = 0.0;\n\t\tif (act%d) {\n", a, a)
-		for e := range dv {
-			fmt.Fprintf(&rescale, "\t\t\to%d_%d = o%d_%d * cr%d;\n", a, e, a, e, a)
-		}
-		fmt.Fprintf(&rescale, "\t\t}\n")
-		fmt.Fprintf(&sum, "\t\tif (act%d) { l%d = fma(l%d, cr%d, bl%d); }\n", a, a, a, a, a)
-		var os []string
-		for e := range dv {
-			os = append(os, fmt.Sprintf("o%d_%d", a, e))
-		}
-		fmt.Fprintf(&end, "\ttiled_end(b, h, t0 + r0 + %du, tk, st, m%d, l%d, array<f32, DV>(%s));\n", a, a, a, strings.Join(os, ", "))
-	}
-	for e := range dv {
-		fmt.Fprintf(&pv, "\t\t\t\tlet v%d = tkv_s[vb + %du];\n", e, e)
-	}
-	for a := range rows {
-		fmt.Fprintf(&pv, "\t\t\t\tif (act%d) {\n\t\t\t\t\tlet pr = tp_s[pb + %du];\n\t\t\t\t\tbl%d = bl%d + pr;\n", a, a*attentionWG, a, a)
-		for e := range dv {
-			fmt.Fprintf(&pv, "\t\t\t\t\to%d_%d = fma(pr, v%d, o%d_%d);\n", a, e, e, a, e)
-		}
-		fmt.Fprintf(&pv, "\t\t\t\t}\n")
-	}
-	s["T_DECL"], s["T_ZERO"], s["T_SCORE"], s["T_MASK"], s["T_PROB"] = decl.String(), zero.String(), score.String(), mask.String(), prob.String()
-	s["T_RESCALE"], s["T_PV"], s["T_SUM"], s["T_END"] = rescale.String(), pv.String(), sum.String(), end.String()
-}
-
-// attentionChunk is the chunk of the tiled forward for head size dh on d:
-// 16 where the workgroup memory holds it, else 8.
-func attentionChunk(d *gpu.Device, dh int) int {
-	if (attentionTiling{dh: dh, rq: 8, ch: 16}).sharedBytes() <= workgroupStorage(d) {
-		return 16
-	}
-	return 8
-}
-
-// workgroupStorage is d's workgroup memory per workgroup, in bytes.
-func workgroupStorage(d *gpu.Device) int {
-	limit := int(d.Limits().MaxComputeWorkgroupStorageSize)
-	if limit == 0 {
-		limit = 16384 // WebGPU's default; a dry device reports no limits
-	}
-	return limit
-}
-
-// attentionTiled lists the rows per thread of the forward's tiled kernels
-// that run head size dh on d, the first one first (none: the row kernel
-// runs). Up to head size 128, with the tile's arrays in the workgroup
-// memory; 8 rows per thread (64 threads) up to head size 64, where the
-// outputs of 8 rows stay 64 registers, and 4 (128 threads).
-func attentionTiled(d *gpu.Device, dh int) []int {
-	if AttentionRowKernels || dh > 128 {
-		return nil
-	}
-	var rqs []int
-	for _, rq := range []int{8, 4} {
-		t := attentionTiling{dh: dh, rq: rq, ch: attentionChunk(d, dh)}
-		if rq == 8 && dh > 64 || t.sharedBytes() > workgroupStorage(d) {
-			continue
-		}
-		if lim := d.Limits().MaxComputeInvocations; lim != 0 && t.threads() > int(lim) {
-			continue
-		}
-		rqs = append(rqs, rq)
-	}
-	return rqs
-}
-
 // attentionCheck validates the shape and the buffer sizes (elements of
 // their dtypes: activations xt, lse f32, start u32) and returns the Params.
 func attentionCheck(op string, b, t, h, kv, dh int, scale float32, bufs []attentionBuf) (AttentionParams, error) {
@@ -350,17 +225,6 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gp
 	})
 }
 
-// attentionVariants are the kernels that can run attention of head size dh
-// over t rows on d, the one attentionBlocked picks first: the block kernels
-// and the row kernels, or the row kernels only. Tuning times both on first
-// use (tune.go); they give the same bits.
-func attentionVariants(d *gpu.Device, xt gpu.DType, dh, t int) []string {
-	if attentionBlocked(d, xt, dh, t) {
-		return []string{"blocked", "rows"}
-	}
-	return []string{"rows"}
-}
-
 // attentionFlops is the multiply-adds of causal attention's two products,
 // as floating-point operations: about 2 * B*H*T²*D.
 func attentionFlops(b, t, h, dh int) float64 {
@@ -370,16 +234,7 @@ func attentionFlops(b, t, h, dh int) float64 {
 // attentionForward dispatches the tiled kernel with rq rows per thread, or
 // the row kernel (rq = 0).
 func attentionForward(d *gpu.Device, rq int, out, lse, q, k, v, start *gpu.Buffer, xt gpu.DType, p AttentionParams) error {
-	access := []gpu.Access{rw, rw, ro, ro, ro, ro}
-	var kern *gpu.Kernel
-	var err error
-	gx := p.T
-	if rq > 0 {
-		kern, err = attentionKernel(d, "forward", xt, int(p.D), rq, access)
-		gx = (p.T + attentionWG - 1) / attentionWG
-	} else {
-		kern, err = attentionKernel(d, "forward", xt, 0, 0, access)
-	}
+	kern, gx, err := attentionPick(d, "forward", false, rq, xt, int(p.D), int(p.T), []gpu.Access{rw, rw, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
@@ -387,12 +242,12 @@ func attentionForward(d *gpu.Device, rq int, out, lse, q, k, v, start *gpu.Buffe
 	return d.Dispatch(kern, gpu.Params(p), []*gpu.Buffer{out, lse, q, k, v, start}, gx, p.H, p.B)
 }
 
-// attentionPick returns a section's block kernel for head size dh, or its
-// row kernel, and the x of its grid over t rows: blocks of attentionWG
-// rows, or rows.
-func attentionPick(d *gpu.Device, section string, blocked bool, xt gpu.DType, dh, t int, access []gpu.Access) (*gpu.Kernel, uint32, error) {
-	if blocked {
-		k, err := attentionKernel(d, section, xt, dh, 0, access)
+// attentionPick returns a section's tiled kernel with rq rows per thread
+// (rq > 0), its block kernel for head size dh, or its row kernel, and the x
+// of its grid over t rows: blocks of attentionWG rows, or rows.
+func attentionPick(d *gpu.Device, section string, blocked bool, rq int, xt gpu.DType, dh, t int, access []gpu.Access) (*gpu.Kernel, uint32, error) {
+	if rq > 0 || blocked {
+		k, err := attentionKernel(d, section, xt, dh, rq, access)
 		return k, uint32((t + attentionWG - 1) / attentionWG), err
 	}
 	k, err := attentionKernel(d, section, xt, 0, 0, access)
@@ -435,18 +290,35 @@ func AttentionDecode(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gpu
 // thread, no atomics). A scratch of B*H*T*2 f32 holds (lse, delta) per row.
 // All but lse (f32) and start are of dtype xt.
 func AttentionBackward(d *gpu.Device, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
-	variants := attentionVariants(d, xt, dh, t)
+	variants := attentionBackwardVariants(d, xt, dh, t)
 	key := fmt.Sprintf("attention/backward/%s/B%dT%dH%dKV%dD%d", dtypeName("x", xt), b, t, h, kv, dh)
 	// dq, dk and dv are overwritten, from inputs they alias none of.
 	repeat := dq != dout && dk != dout && dv != dout
 	return tuned(d, key, variants, repeat, 2.5*attentionFlops(b, t, h, dh), func(i int) error {
-		return attentionBackward(d, variants[i] == "blocked", dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
+		return attentionBackward(d, variants[i], dq, dk, dv, dout, q, k, v, out, lse, start, xt, b, t, h, kv, dh, scale)
 	})
 }
 
-// attentionBackward is AttentionBackward with dq and dk, dv from the block
-// kernels (dk, dv up to D = 64) or the row kernels: the same bits.
-func attentionBackward(d *gpu.Device, blocked bool, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
+// attentionBackwardVariants are the kernels of the backward that run head
+// size dh of dtype xt over t rows on d, the first one first: the tiled
+// kernels ("tiled/rq8", "tiled/rq4"), the block kernels ("blocked"), the
+// row kernels ("rows"). Tuning times them on first use; they give the same
+// bits.
+func attentionBackwardVariants(d *gpu.Device, xt gpu.DType, dh, t int) []string {
+	var vs []string
+	for _, rq := range attentionTiled(d, dh) {
+		vs = append(vs, fmt.Sprintf("tiled/rq%d", rq))
+	}
+	if attentionBlocked(d, xt, dh, t) {
+		vs = append(vs, "blocked")
+	}
+	return append(vs, "rows")
+}
+
+// attentionBackward is AttentionBackward with dq and dk, dv from the
+// kernels of variant (attentionBackwardVariants; the block kernels for dk,
+// dv only up to D = 64): the same bits.
+func attentionBackward(d *gpu.Device, variant string, dq, dk, dv, dout, q, k, v, out, lse, start *gpu.Buffer, xt gpu.DType, b, t, h, kv, dh int, scale float32) error {
 	nq, nk := b*t*h*dh, b*t*kv*dh
 	p, err := attentionCheck("attention backward", b, t, h, kv, dh, scale, []attentionBuf{
 		{"dq", dq, nq, xt}, {"dk", dk, nk, xt}, {"dv", dv, nk, xt}, {"dout", dout, nq, xt}, {"q", q, nq, xt}, {"k", k, nk, xt},
@@ -465,13 +337,16 @@ func attentionBackward(d *gpu.Device, blocked bool, dq, dk, dv, dout, q, k, v, o
 	if err != nil {
 		return err
 	}
-	kDQ, dqGrid, err := attentionPick(d, "dq", blocked, xt, dh, t, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
+	rq := 0
+	fmt.Sscanf(variant, "tiled/rq%d", &rq)
+	blocked := variant == "blocked"
+	kDQ, dqGrid, err := attentionPick(d, "dq", blocked, rq, xt, dh, t, []gpu.Access{rw, ro, ro, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}
 	// dk, dv: per thread four rows of DH in registers, so the block kernel
 	// only up to DH = 64.
-	kDKDV, dkdvGrid, err := attentionPick(d, "dkdv", blocked && dh <= 64, xt, dh, t, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
+	kDKDV, dkdvGrid, err := attentionPick(d, "dkdv", blocked && dh <= 64, rq, xt, dh, t, []gpu.Access{rw, rw, ro, ro, ro, ro, ro, ro})
 	if err != nil {
 		return err
 	}

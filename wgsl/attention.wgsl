@@ -170,8 +170,8 @@ const DV: u32 = {{DV}}u;  // output columns per thread
 const NT: u32 = {{NT}}u;  // threads: 8 * WG / RQ
 const DP: u32 = 8u * DV;  // a row of the value chunk, padded
 const CH: u32 = {{CH}}u;  // columns of q and k, or rows of v, per chunk
-var<workgroup> tq_s: array<f32, {{QS_LEN}}>;  // [CH][WG]: q's columns d0.. of the tile's rows
-var<workgroup> tkv_s: array<f32, {{KVS_LEN}}>; // [CH][WG]: k's columns d0.. of the block's keys; or [CH][DP]: v's rows
+var<workgroup> tq_s: array<f32, {{CW}}>;  // [CH][WG]: q's columns d0.. of the tile's rows
+var<workgroup> tkv_s: array<f32, {{CDW}}>; // [CH][WG]: k's columns d0.. of the block's keys; or [CH][DP]: v's rows
 var<workgroup> tp_s: array<f32, 4096>;         // [WG][WG]: the block's probabilities
 var<workgroup> tmax_s: array<f32, 512>;        // [WG][8]: partial maxima of the rows' scores
 
@@ -490,6 +490,110 @@ fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 	for (var d = 0u; d < DH; d++) { dq_st(qo + d, p.scale * acc[d]); }
 }
 
+// dq, tiled as the forward: a workgroup takes WG query rows of one (b, h);
+// thread (tq, tk) computes the scores and the products dout·v of rows
+// tq*RQ.. against keys tk*8.. (fma chains over d from chunks of q, dout, k,
+// v in workgroup memory), their dS into workgroup memory, and the rows'
+// gradients at columns tk*DV.. as fma chains over the keys in increasing
+// order from CH rows of k at a time: the dq kernel's chain for each element
+// (the terms of keys a row does not attend are 0 and leave it as it is, as
+// does 0 added to a sum that started at +0). Keys from min(start[b], the
+// tile's first row), so that a padding row meets its own key. The launcher
+// writes the per-thread arithmetic out (attention_tiled.go). Dispatch
+// (ceil(T/WG), H, B). Entry point "tiled", the bindings above.
+
+const RQ: u32 = {{RQ}}u;  // query rows per thread
+const NT: u32 = {{NT}}u;  // threads: 8 * WG / RQ
+const DV: u32 = {{DV}}u;  // output columns per thread
+const DP: u32 = 8u * DV;  // a row of the k chunk, padded
+const CH: u32 = {{CH}}u;  // columns (or rows of k) per chunk
+var<workgroup> tq_s: array<f32, {{CW}}>;  // [CH][WG]: q's columns of the tile's rows
+var<workgroup> tg_s: array<f32, {{CW}}>;  // [CH][WG]: dout's columns
+var<workgroup> tv_s: array<f32, {{CW}}>;  // [CH][WG]: v's columns of the block's keys
+var<workgroup> tk_s: array<f32, {{CDW}}>; // [CH][WG]: k's columns; or [CH][DP]: k's rows
+var<workgroup> tds_s: array<f32, 4096>;   // [WG][WG]: dS of the block
+
+@compute @workgroup_size({{NT}})
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let i = lid.x;
+	let tk = i % 8u;
+	let tq = i / 8u;
+	let h = wg.y;
+	let b = wg.z;
+	let kh = h / p.G;
+	let t0 = wg.x * WG;
+	let r0 = tq * RQ;
+	let last = min(t0 + WG - 1u, p.T - 1u);
+	let st = start[b];
+{{D_DECL}}
+	for (var s0 = min(st, t0); s0 <= last; s0 += WG) {
+{{D_ZERO}}
+		for (var d0 = 0u; d0 < DH; d0 += CH) {
+			for (var n = i; n < CH * WG; n += NT) {
+				let r = n / CH;
+				let d = d0 + n % CH;
+				var qv = 0.0;
+				var gv = 0.0;
+				var kv = 0.0;
+				var vv = 0.0;
+				if (d < DH) {
+					let qo = qrow(b, min(t0 + r, p.T - 1u), h) + d;
+					qv = q_at(qo);
+					gv = dout_at(qo);
+					if (s0 + r < p.T) {
+						let ko = krow(b, s0 + r, kh) + d;
+						kv = k_at(ko);
+						vv = v_at(ko);
+					}
+				}
+				let x = (n % CH) * WG + r;
+				tq_s[x] = qv;
+				tg_s[x] = gv;
+				tk_s[x] = kv;
+				tv_s[x] = vv;
+			}
+			workgroupBarrier();
+			let nd = min(CH, DH - d0);
+			for (var dd = 0u; dd < nd; dd++) {
+				let qb = dd * WG + r0;
+				let kb = dd * WG + tk * 8u;
+{{D_SCORE}}
+			}
+			workgroupBarrier();
+		}
+{{D_DS}}
+		let nj = min(WG, last + 1u - s0);
+		for (var j0 = 0u; j0 < nj; j0 += CH) {
+			for (var n = i; n < CH * DP; n += NT) {
+				let jj = n / DP;
+				let d = n % DP;
+				var kv = 0.0;
+				if (d < DH && j0 + jj < nj) { kv = k_at(krow(b, s0 + j0 + jj, kh) + d); }
+				tk_s[n] = kv;
+			}
+			workgroupBarrier(); // also: tds_s is complete
+			let nc = min(CH, nj - j0);
+			for (var jj = 0u; jj < nc; jj++) {
+				let kb = jj * DP + tk * DV;
+				let db = r0 * WG + j0 + jj;
+{{D_ACC}}
+			}
+			workgroupBarrier(); // tk_s and tds_s are rewritten next
+		}
+	}
+{{D_END}}
+}
+
+// tiled_end writes the gradient of query row t at the thread's columns.
+fn tiled_end(b: u32, h: u32, t: u32, tk: u32, acc: array<f32, DV>) {
+	if (t >= p.T) { return; }
+	let qo = qrow(b, t, h);
+	for (var e = 0u; e < DV; e++) {
+		let d = tk * DV + e;
+		if (d < DH) { dq_st(qo + d, p.scale * acc[e]); }
+	}
+}
+
 // ==== section dkdv ====
 // Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
 // 8 Params.
@@ -674,5 +778,129 @@ fn blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 	for (var d = 0u; d < DH; d++) {
 		dk_st(ko + d, p.scale * ak[d]);
 		dv_st(ko + d, av[d]);
+	}
+}
+
+// dk, dv, tiled as the forward with keys for rows: a workgroup takes WG
+// keys of one (b, kv head); for each query head of the group and each
+// block of WG queries from the tile's first key, thread (tq, tk) computes
+// the scores and dout·v of keys tq*RQ.. against queries tk*8.., their P and
+// dS, which go to workgroup memory half a block (WG/2 queries) at a time,
+// and the keys' gradients at columns tk*DV.. as fma chains over the queries
+// in increasing order from CH rows of q and dout at a time: the dkdv
+// kernel's chain for each element (the terms of queries that do not attend
+// a key are 0 and leave it as it is). The launcher writes the per-thread
+// arithmetic out (attention_tiled.go). Dispatch (ceil(T/WG), KV, B). Entry
+// point "tiled", the bindings above.
+
+const RQ: u32 = {{RQ}}u;  // key rows per thread
+const NT: u32 = {{NT}}u;  // threads: 8 * WG / RQ
+const DV: u32 = {{DV}}u;  // output columns per thread
+const DP: u32 = 8u * DV;  // a row of the q and dout chunks, padded
+const CH: u32 = {{CH}}u;  // columns (or rows of q and dout) per chunk
+const HW: u32 = 32u;      // WG / 2: queries of a half block
+var<workgroup> tq_s: array<f32, {{CDW}}>; // [CH][WG]: q's columns of the query block; or [CH][DP]: q's rows
+var<workgroup> tg_s: array<f32, {{CDW}}>; // [CH][WG]: dout's columns; or [CH][DP]: dout's rows
+var<workgroup> tk_s: array<f32, {{CW}}>;  // [CH][WG]: k's columns of the tile's keys
+var<workgroup> tv_s: array<f32, {{CW}}>;  // [CH][WG]: v's columns
+var<workgroup> tp_s: array<f32, 2048>;    // [WG][HW]: P of half the query block
+var<workgroup> tds_s: array<f32, 2048>;   // [WG][HW]: dS
+
+@compute @workgroup_size({{NT}})
+fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+	let i = lid.x;
+	let tk = i % 8u;
+	let tq = i / 8u;
+	let kh = wg.y;
+	let b = wg.z;
+	let s_0 = wg.x * WG;
+	let r0 = tq * RQ;
+	let st = start[b];
+{{E_DECL}}
+	for (var hh = 0u; hh < p.G; hh++) {
+		let h = kh * p.G + hh;
+		for (var t0 = s_0; t0 < p.T; t0 += WG) {
+{{E_ZERO}}
+			for (var d0 = 0u; d0 < DH; d0 += CH) {
+				for (var n = i; n < CH * WG; n += NT) {
+					let r = n / CH;
+					let d = d0 + n % CH;
+					var qv = 0.0;
+					var gv = 0.0;
+					var kv = 0.0;
+					var vv = 0.0;
+					if (d < DH) {
+						if (t0 + r < p.T) {
+							let qo = qrow(b, t0 + r, h) + d;
+							qv = q_at(qo);
+							gv = dout_at(qo);
+						}
+						let ko = krow(b, min(s_0 + r, p.T - 1u), kh) + d;
+						kv = k_at(ko);
+						vv = v_at(ko);
+					}
+					let x = (n % CH) * WG + r;
+					tq_s[x] = qv;
+					tg_s[x] = gv;
+					tk_s[x] = kv;
+					tv_s[x] = vv;
+				}
+				workgroupBarrier();
+				let nd = min(CH, DH - d0);
+				for (var dd = 0u; dd < nd; dd++) {
+					let kb = dd * WG + r0;
+					let qb = dd * WG + tk * 8u;
+{{E_SCORE}}
+				}
+				workgroupBarrier();
+			}
+{{E_P}}
+			let nq = min(WG, p.T - t0);
+			for (var half = 0u; half < 2u; half++) {
+				let j1 = half * HW;
+				if (tk / 4u == half) {
+{{E_WRITE}}
+				}
+				let jend = min(j1 + HW, nq);
+				for (var j0 = j1; j0 < jend; j0 += CH) {
+					workgroupBarrier(); // tp_s and tds_s are written; tq_s and tg_s are read
+					for (var n = i; n < CH * DP; n += NT) {
+						let jj = n / DP;
+						let d = n % DP;
+						var qv = 0.0;
+						var gv = 0.0;
+						if (d < DH && j0 + jj < jend) {
+							let qo = qrow(b, t0 + j0 + jj, h) + d;
+							qv = q_at(qo);
+							gv = dout_at(qo);
+						}
+						tq_s[n] = qv;
+						tg_s[n] = gv;
+					}
+					workgroupBarrier();
+					let nc = min(CH, jend - j0);
+					for (var jj = 0u; jj < nc; jj++) {
+						let qb = jj * DP + tk * DV;
+						let pb = r0 * HW + j0 - j1 + jj;
+{{E_ACC}}
+					}
+				}
+				workgroupBarrier(); // tp_s, tds_s, tq_s and tg_s are rewritten next
+			}
+		}
+	}
+{{E_END}}
+}
+
+// tiled_end writes the gradients of key row s at the thread's columns.
+fn tiled_end(b: u32, kh: u32, s: u32, tk: u32, ak: array<f32, DV>, av: array<f32, DV>) {
+	if (s >= p.T) { return; }
+	let ko = krow(b, s, kh);
+	for (var e = 0u; e < DV; e++) {
+		let d = tk * DV + e;
+		if (d < DH) {
+			dk_st(ko + d, p.scale * ak[e]);
+			dv_st(ko + d, av[e]);
+		}
 	}
 }

@@ -246,17 +246,17 @@ func TestAttentionForward(t *testing.T) {
 	}
 }
 
-// TestAttentionBlockKernels: the forward's tiled kernels (each number of
-// rows per thread) and the backward's block kernels (dq with a query row
-// per thread, dk/dv with a key row per thread up to D = 64) give the row
-// kernels' bits, out, lse, dq, dk and dv, on every case they run (head
+// TestAttentionBlockKernels: the tiled kernels (forward, dq, dk/dv, each
+// number of rows per thread) and the backward's block kernels (dq with a
+// query row per thread, dk/dv with a key row per thread up to D = 64) give
+// the row kernels' bits, out, lse, dq, dk and dv, on every case they run (head
 // sizes up to 128, the tiles within the workgroup memory), f32 and f16.
 // TestAttentionForward and TestAttentionBackward check the chosen kernels
 // against float64.
 func TestAttentionBlockKernels(t *testing.T) {
 	type kernels struct {
-		rq      int  // the forward's tiled kernel with rq rows per thread; 0: rows
-		blocked bool // the backward's block kernels
+		rq       int    // the forward's tiled kernel with rq rows per thread; 0: rows
+		backward string // the backward's kernels (attentionBackwardVariants)
 	}
 	ran := 0
 	for ci, tc := range attentionCases {
@@ -265,13 +265,12 @@ func TestAttentionBlockKernels(t *testing.T) {
 			if xt == gpu.F16 && !dev.Caps.F16 {
 				continue
 			}
-			runs := []kernels{{}}
-			blocked := attentionBlocked(dev, xt, sh.D, sh.T)
+			runs := []kernels{{0, "rows"}}
 			for _, rq := range attentionTiled(dev, sh.D) {
-				runs = append(runs, kernels{rq, blocked})
+				runs = append(runs, kernels{rq, fmt.Sprintf("tiled/rq%d", rq)})
 			}
-			if len(runs) == 1 && blocked {
-				runs = append(runs, kernels{0, true})
+			if attentionBlocked(dev, xt, sh.D, sh.T) {
+				runs = append(runs, kernels{0, "blocked"})
 			}
 			if len(runs) == 1 {
 				continue
@@ -297,7 +296,7 @@ func TestAttentionBlockKernels(t *testing.T) {
 						t.Fatal(err)
 					}
 					dqb, dkb, dvb := outputOf(t, nq, xt), outputOf(t, nk, xt), outputOf(t, nk, xt)
-					if err := attentionBackward(dev, run.blocked, dqb, dkb, dvb, doutb, qb, kb, vb, ob, lb, st,
+					if err := attentionBackward(dev, run.backward, dqb, dkb, dvb, doutb, qb, kb, vb, ob, lb, st,
 						xt, sh.B, sh.T, sh.H, sh.KV, sh.D, scale); err != nil {
 						t.Fatal(err)
 					}

@@ -53,7 +53,14 @@ func TestEveryKernelBuilds(t *testing.T) {
 		run("attention forward", AttentionForward(d, buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
 		run("attention decode", AttentionDecode(d, buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 1, 4, 3, 2, 1, 8, 0.35))
 		run("attention backward", AttentionBackward(d, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
-		run("attention backward, row dq", attentionBackward(d, false, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
+		for _, v := range attentionBackwardVariants(d, x, 8, 4) {
+			run("attention backward "+v, attentionBackward(d, v, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
+		}
+		if rqs := attentionTiled(d, 8); len(rqs) > 1 {
+			p, _ := attentionCheck("test", 1, 4, 2, 1, 8, 0.35, nil)
+			run("attention forward tiled/rq4", attentionForward(d, rqs[1], buf(), buf(), buf(), buf(), buf(), buf(), x, p))
+		}
+		run("attention backward, row dq", attentionBackward(d, "rows", buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
 		run("add", Add(d, buf(), buf(), buf(), n, x))
 		run("swiglu", SwiGLU(d, buf(), buf(), buf(), n, x))
 		run("swiglu backward", SwiGLUBackward(d, buf(), buf(), buf(), buf(), buf(), n, x, true, false))
