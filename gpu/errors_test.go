@@ -72,6 +72,19 @@ func TestInvalidKernelIsNamed(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nowhere") {
 		t.Errorf("an undefined identifier: got %v, want the compiler's message naming it", err)
 	}
+	// CheckSource compiles without a pipeline: the same message; nil for
+	// valid WGSL; nothing cached.
+	err = d.CheckSource("test/undefined", "@compute @workgroup_size(1) fn main() { let x = nowhere; }")
+	wantError(t, err, "validation", `compile kernel "test/undefined"`)
+	if err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Errorf("CheckSource of an undefined identifier: got %v, want the compiler's message naming it", err)
+	}
+	if err := d.CheckSource("test/scale", scaleWGSL); err != nil {
+		t.Errorf("CheckSource of a valid kernel: %v", err)
+	}
+	if _, ok := d.CachedKernel("test/scale"); ok {
+		t.Error("CheckSource cached a kernel")
+	}
 	// Valid WGSL whose binding 0 is read_write where the layout says
 	// read-only: the pipeline, not the parser, rejects it.
 	_, err = d.Kernel(KernelSpec{Name: "test/mislaid", Source: scaleWGSL, Bindings: []Access{ReadWrite, ReadOnly}, ParamsSize: 16})

@@ -122,6 +122,17 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 	return k, nil
 }
 
+// CheckSource compiles a kernel's WGSL without building its pipeline and
+// returns the compiler's error, if any: for a kernel this adapter does not
+// run, whose source must still be valid WGSL for the adapters that do (the
+// browser's compiler is stricter than wgpu's).
+func (d *Device) CheckSource(name, source string) error {
+	if err := d.usable(); err != nil {
+		return err
+	}
+	return d.checkModule(name, source)
+}
+
 func (k *Kernel) release() {
 	if k.pipeline != nil {
 		k.pipeline.Release()

@@ -120,6 +120,12 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh, rq int, bi
 	if k, ok := d.CachedKernel(name); ok {
 		return k, nil
 	}
+	return d.Kernel(attentionSpec(d, name, entry, section, xt, dh, rq, bindings))
+}
+
+// attentionSpec is the kernel attentionKernel builds, named name with entry
+// point entry.
+func attentionSpec(d *gpu.Device, name, entry, section string, xt gpu.DType, dh, rq int, bindings []gpu.Access) gpu.KernelSpec {
 	subst := dtypeSubst(d, nil, "X", "x", xt)
 	written := map[string][]string{"forward": {"out"}, "dq": {"dq"}, "dkdv": {"dk", "dv"}}[section]
 	for _, v := range []string{"out", "q", "k", "v", "dout", "dq", "dk", "dv"} {
@@ -144,13 +150,13 @@ func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh, rq int, bi
 			subst["TILE_T"] = "f16"
 		}
 	}
-	return d.Kernel(gpu.KernelSpec{
+	return gpu.KernelSpec{
 		Name:       name,
 		Entry:      entry,
 		Source:     attentionSource(section, subst),
 		Bindings:   bindings,
 		ParamsSize: gpu.ParamsSize(AttentionParams{}),
-	})
+	}
 }
 
 // attentionCheck validates the shape and the buffer sizes (elements of

@@ -1,6 +1,7 @@
 package wgsl
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -59,6 +60,16 @@ func TestEveryKernelBuilds(t *testing.T) {
 		if rqs := attentionTiled(d, 8); len(rqs) > 1 {
 			p, _ := attentionCheck("test", 1, 4, 2, 1, 8, 0.35, nil)
 			run("attention forward tiled/rq4", attentionForward(d, rqs[1], buf(), buf(), buf(), buf(), buf(), buf(), x, p))
+		}
+		if len(attentionTiled(d, 8)) == 0 {
+			// The adapter runs no tiled kernels (SwiftShader): their
+			// sources must still compile for the adapters that do.
+			for _, sec := range []string{"forward", "dq", "dkdv"} {
+				for _, rq := range []int{8, 4} {
+					spec := attentionSpec(d, fmt.Sprintf("attention/%s/tiled/d8/rq%d/%v", sec, rq, x), "tiled", sec, x, 8, rq, nil)
+					run(spec.Name+" (compiled only)", d.CheckSource(spec.Name, spec.Source))
+				}
+			}
 		}
 		run("attention backward, row dq", attentionBackward(d, "rows", buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
 		run("add", Add(d, buf(), buf(), buf(), n, x))
