@@ -155,7 +155,7 @@ for k in r["lomo_loop_bounding"].get("kernels", []):
 def attention(rep):
     return sum(k["seconds"] for s in rep.get("steps", []) for k in s.get("profile", []) if k["kernel"].startswith("attention/"))
 if r["lomo_attention_rows"].get("steps"):
-    print(f'attention in the profiled step: block kernels {attention(r["lomo"]):.3f} s, row kernels {attention(r["lomo_attention_rows"]):.3f} s')
+    print(f'attention in the profiled step: tuned kernels {attention(r["lomo"]):.3f} s, row kernels {attention(r["lomo_attention_rows"]):.3f} s')
 def tuned(name, rep):
     # The kernel variants the step chose by timing (lomo --tune): the chosen
     # one's time against the untuned first one's.

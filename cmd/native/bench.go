@@ -54,7 +54,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	tileList := fs.String("matmul-tiles", "", "time the matmuls with each of these tilings (BMxBNxBK/TMxTN, comma separated, or \"all\"); default: the one lomo chooses")
 	peak := fs.Float64("peak-tflops", 0, "the adapter's peak TFLOP/s, for the floor next to each step time (default: the probe's f32 FMA rate)")
 	probe := fs.Bool("probe", true, "measure the adapter's ceilings first (FMA f32/f16, copy bandwidth)")
-	attnKernels := fs.String("attention-kernels", "auto", "attention kernels: auto (query/key blocks where they fit) or rows (one row per workgroup everywhere; same results)")
+	attnKernels := fs.String("attention-kernels", "auto", "attention kernels: auto (tiled or block kernels where they fit, tuned on a GPU) or rows (one row per workgroup everywhere; same results)")
 	fs.oneOf("attention-kernels", attnKernels, "auto", "rows")
 	profile := fs.Bool("profile", false, "after the timed steps, run one with each dispatch timed alone and report the time per kernel")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
