@@ -156,12 +156,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // tk*8.. tk*8+7 (RQ x 8 fma chains over d, from chunks of CH columns of q
 // and k in workgroup memory), and the same rows' outputs at columns
 // tk*DV.. tk*DV+DV-1 (DV = ceil(DH/8)) from the block's probabilities and CH
-// rows of v at a time. The launcher (attention.go) writes the per-thread
-// arithmetic out, row by row and column by column, so that it stays in
-// registers: s{a}_{c} the scores (then NEG where masked) of row a and key
-// c, o{a}_{e} the outputs, m{a}, l{a}, cr{a} (corr), bl{a}, act{a} (the row
-// takes part in the block). DH: the head size; RQ, DV, CH: fixed when the
-// kernel is built. Dispatch (ceil(T/WG), H, B).
+// rows of v at a time. The launcher (attention_tiled.go) writes the
+// per-thread arithmetic out, row by row and column by column, so that it
+// stays in registers: s{a}_{c} the scores (then NEG where masked) of row a
+// and key c, o{a}_{e} the outputs, m{a}, l{a}, cr{a} (corr), bl{a}, act{a}
+// (the row takes part in the block); at the end each row's outputs, and a
+// padding row's (t < start[b]: it attends only itself, the row kernel's
+// one-key block with the same operations). DH: the head size; RQ, DV, CH:
+// fixed when the kernel is built. Dispatch (ceil(T/WG), H, B).
 // Entry point "tiled", the bindings above.
 
 const DH: u32 = {{DH}}u;
@@ -246,38 +248,12 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
 {{T_END}}
 }
 
-// tiled_end writes row a of the thread's rows, t = t0 + r0 + a, with its
-// running m, l and outputs o. A padding row (t < start[b]) attends only
-// itself: the row kernel's one-key block (nj = 1), with the same operations.
-fn tiled_end(b: u32, h: u32, t: u32, tk: u32, st: u32, m0: f32, l0: f32, o0: array<f32, DV>) {
-	if (t >= p.T) { return; }
-	var m = m0;
-	var l = l0;
-	var o = o0;
-	let qo = qrow(b, t, h);
-	if (t < st) {
-		let ko = krow(b, t, h / p.G);
-		var qk = 0.0;
-		for (var d = 0u; d < DH; d++) { qk = fma(q_at(qo + d), k_at(ko + d), qk); }
-		let x = p.scale * qk;
-		let mn = max(m, x);
-		let pr = exp(x - mn);
-		let cr = exp(m - mn);
-		m = mn;
-		var b1 = 0.0;
-		b1 = b1 + pr;
-		l = fma(l, cr, b1);
-		for (var e = 0u; e < DV; e++) {
-			let d = tk * DV + e;
-			if (d < DH) { o[e] = fma(pr, v_at(ko + d), o[e] * cr); }
-		}
-	}
-	let inv = 1.0 / l;
-	for (var e = 0u; e < DV; e++) {
-		let d = tk * DV + e;
-		if (d < DH) { out_st(qo + d, o[e] * inv); }
-	}
-	if (tk == 0u) { lse[(b * p.H + h) * p.T + t] = m + log(l); }
+// dot_qk is the fma chain q·k over d in increasing d of the rows at qo
+// and ko (a padding row's score against its own key).
+fn dot_qk(qo: u32, ko: u32) -> f32 {
+	var qk = 0.0;
+	for (var d = 0u; d < DH; d++) { qk = fma(q_at(qo + d), k_at(ko + d), qk); }
+	return qk;
 }
 
 // ==== section delta ====
@@ -584,16 +560,6 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
 {{D_END}}
 }
 
-// tiled_end writes the gradient of query row t at the thread's columns.
-fn tiled_end(b: u32, h: u32, t: u32, tk: u32, acc: array<f32, DV>) {
-	if (t >= p.T) { return; }
-	let qo = qrow(b, t, h);
-	for (var e = 0u; e < DV; e++) {
-		let d = tk * DV + e;
-		if (d < DH) { dq_st(qo + d, p.scale * acc[e]); }
-	}
-}
-
 // ==== section dkdv ====
 // Bindings: 0 dk (rw), 1 dv (rw), 2 dout, 3 q, 4 k, 5 v, 6 stats, 7 start,
 // 8 Params.
@@ -890,17 +856,4 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
 		}
 	}
 {{E_END}}
-}
-
-// tiled_end writes the gradients of key row s at the thread's columns.
-fn tiled_end(b: u32, kh: u32, s: u32, tk: u32, ak: array<f32, DV>, av: array<f32, DV>) {
-	if (s >= p.T) { return; }
-	let ko = krow(b, s, kh);
-	for (var e = 0u; e < DV; e++) {
-		let d = tk * DV + e;
-		if (d < DH) {
-			dk_st(ko + d, p.scale * ak[e]);
-			dv_st(ko + d, av[e]);
-		}
-	}
 }

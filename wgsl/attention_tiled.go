@@ -169,7 +169,34 @@ func (t attentionTiling) forward(s map[string]string) {
 		}
 		rescale.line(2, "}")
 		sum.line(2, "if (act%d) { l%d = fma(l%d, cr%d, bl%d); }", a, a, a, a, a)
-		end.line(1, "tiled_end(b, h, t0 + r0 + %du, tk, st, m%d, l%d, array<f32, DV>(%s));", a, a, a, names("o%d_%d", a, dv))
+		// Row a's outputs; a padding row (t < start[b]) attends only
+		// itself: the row kernel's one-key block (nj = 1), with the same
+		// operations.
+		end.line(1, "{")
+		end.line(2, "let t = t0 + r0 + %du;", a)
+		end.line(2, "if (t < p.T) {")
+		end.line(3, "let qo = qrow(b, t, h);")
+		end.line(3, "if (t < st) {")
+		end.line(4, "let ko = krow(b, t, kh);")
+		end.line(4, "let x = p.scale * dot_qk(qo, ko);")
+		end.line(4, "let mn = max(m%d, x);", a)
+		end.line(4, "let pr = exp(x - mn);")
+		end.line(4, "let cr = exp(m%d - mn);", a)
+		end.line(4, "m%d = mn;", a)
+		end.line(4, "var b1 = 0.0;")
+		end.line(4, "b1 = b1 + pr;")
+		end.line(4, "l%d = fma(l%d, cr, b1);", a, a)
+		for e := range dv {
+			end.line(4, "if (tk * DV + %du < DH) { o%d_%d = fma(pr, v_at(ko + tk * DV + %du), o%d_%d * cr); }", e, a, e, e, a, e)
+		}
+		end.line(3, "}")
+		end.line(3, "let inv = 1.0 / l%d;", a)
+		for e := range dv {
+			end.line(3, "if (tk * DV + %du < DH) { out_st(qo + tk * DV + %du, o%d_%d * inv); }", e, e, a, e)
+		}
+		end.line(3, "if (tk == 0u) { lse[(b * p.H + h) * p.T + t] = m%d + log(l%d); }", a, a)
+		end.line(2, "}")
+		end.line(1, "}")
 	}
 	for e := range dv {
 		pv.line(4, "let v%d = tkv_s[vb + %du];", e, e)
@@ -233,7 +260,12 @@ func (t attentionTiling) dq(s map[string]string) {
 			ds.line(3, "}")
 		}
 		ds.line(2, "}")
-		end.line(1, "tiled_end(b, h, t0 + r0 + %du, tk, array<f32, DV>(%s));", a, names("acc%d_%d", a, dv))
+		end.line(1, "if (t0 + r0 + %du < p.T) {", a)
+		end.line(2, "let qo = qrow(b, t0 + r0 + %du, h);", a)
+		for e := range dv {
+			end.line(2, "if (tk * DV + %du < DH) { dq_st(qo + tk * DV + %du, p.scale * acc%d_%d); }", e, e, a, e)
+		}
+		end.line(1, "}")
 	}
 	for e := range dv {
 		acc.line(4, "let k%d = tk_s[kb + %du];", e, e)
@@ -304,7 +336,15 @@ func (t attentionTiling) dkdv(s map[string]string) {
 			write.line(5, "tp_s[(r0 + %du) * HW + (tk %% 4u) * 8u + %du] = s%d_%d;", a, c, a, c)
 			write.line(5, "tds_s[(r0 + %du) * HW + (tk %% 4u) * 8u + %du] = g%d_%d;", a, c, a, c)
 		}
-		end.line(1, "tiled_end(b, kh, ks%d, tk, array<f32, DV>(%s), array<f32, DV>(%s));", a, names("ak%d_%d", a, dv), names("av%d_%d", a, dv))
+		end.line(1, "if (ks%d < p.T) {", a)
+		end.line(2, "let ko = krow(b, ks%d, kh);", a)
+		for e := range dv {
+			end.line(2, "if (tk * DV + %du < DH) {", e)
+			end.line(3, "dk_st(ko + tk * DV + %du, p.scale * ak%d_%d);", e, a, e)
+			end.line(3, "dv_st(ko + tk * DV + %du, av%d_%d);", e, a, e)
+			end.line(2, "}")
+		}
+		end.line(1, "}")
 	}
 	for e := range dv {
 		acc.line(6, "let q%d = tq_s[qb + %du];", e, e)
@@ -321,13 +361,4 @@ func (t attentionTiling) dkdv(s map[string]string) {
 		acc.line(6, "}")
 	}
 	s["E_DECL"], s["E_ZERO"], s["E_SCORE"], s["E_P"], s["E_WRITE"], s["E_ACC"], s["E_END"] = decl.String(), zero.String(), score.String(), ps.String(), write.String(), acc.String(), end.String()
-}
-
-// names lists format(a, e) for e < n, comma-separated.
-func names(format string, a, n int) string {
-	var ns []string
-	for e := range n {
-		ns = append(ns, fmt.Sprintf(format, a, e))
-	}
-	return strings.Join(ns, ", ")
 }
