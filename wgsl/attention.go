@@ -37,7 +37,7 @@ var AttentionRowKernels bool
 // size dh of dtype xt over t rows on d: their tile of attentionWG rows must
 // fit the workgroup memory, and their per-thread arrays stay reasonable
 // (dh <= 128). Elsewhere the row kernels run (same results, bit for bit).
-// The forward's tiled kernels have their own test (attentionTiled).
+// The tiled kernels (forward, dq, dkdv) have their own (attentionTiled).
 func attentionBlocked(d *gpu.Device, xt gpu.DType, dh, t int) bool {
 	if AttentionRowKernels {
 		return false
@@ -103,9 +103,9 @@ func attentionSource(section string, subst map[string]string) string {
 
 // attentionKernel builds a section's row kernel (dh = 0, entry point
 // main), its block kernel for head size dh (entry point blocked, the dq and
-// dkdv sections), whose tile is of the activations' dtype, or the forward's
-// tiled kernel for head size dh with rq query rows per thread (entry point
-// tiled).
+// dkdv sections), whose tile is of the activations' dtype, or its tiled
+// kernel for head size dh with rq rows per thread (entry point tiled, the
+// forward, dq and dkdv sections).
 func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh, rq int, bindings []gpu.Access) (*gpu.Kernel, error) {
 	name, entry := "attention/"+section, "main"
 	switch {

@@ -11,17 +11,20 @@
 // start[b] <= s <= t; a padding query (t < start[b]) attends only s = t, so
 // its output is finite (the loss ignores it).
 //
-// Every kernel uses workgroups of WG = 64 threads. A row of D <= 256 values
-// is spread over the threads, thread i owning d = i + WG*r for r < NR = 4;
-// keys (or queries) are taken WG at a time, one per thread for the dot
-// products. The file has one section per binding set (the launcher compiles
-// the shared part with one section: the sections bind different buffers);
-// the forward, dq and dkdv sections also hold the block kernels (entry
-// point "blocked"), which take the same buffers and give the same bits.
+// The row kernels (entry point "main") use workgroups of WG = 64 threads. A
+// row of D <= 256 values is spread over the threads, thread i owning d = i +
+// WG*r for r < NR = 4; keys (or queries) are taken WG at a time, one per
+// thread for the dot products. The file has one section per binding set
+// (the launcher compiles the shared part with one section: the sections
+// bind different buffers); the forward, dq and dkdv sections also hold the
+// tiled kernels (entry point "tiled", up to D = 128, WG rows per workgroup
+// with the arithmetic in registers), and dq and dkdv the older block
+// kernels (entry point "blocked", a row per thread), which take the same
+// buffers and give the same bits.
 //
 // Forward: one workgroup per query row, dispatch (T, H, B); online softmax
-// (flash attention, Dao et al. 2022) over blocks of WG keys, one tree
-// reduction of (max, sum) pairs per block.
+// (flash attention, Dao et al. 2022) over blocks of WG keys: per block the
+// maximum (a tree), one exp per score and their sum in increasing order.
 // Backward, three passes, no atomics (deterministic):
 //   delta: one workgroup per query row, dispatch (T, H, B): stats.
 //   dq:    one workgroup per query row (T, H, B):
