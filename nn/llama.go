@@ -602,7 +602,7 @@ func (m *Llama) Loss(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) {
 	// On one device only: a split model's transfers keep its tape from
 	// running twice (Tape.Rerunnable), so the tail would only cost a
 	// layer's recompute.
-	if t.KeepForward && m.Checkpointing && t.Grad() && last > 0 && len(m.devs) == 1 {
+	if t.KeepForward && m.Checkpointing && t.Grad() && !m.Cfg.TieWordEmbeddings && last > 0 && len(m.devs) == 1 {
 		return m.lossTail(t, in, opt)
 	}
 	h, err := m.hidden(t, in)
@@ -648,19 +648,7 @@ func (m *Llama) lossTail(t *Tape, in *Inputs, opt LossOptions) (*Tensor, error) 
 			return nil, err
 		}
 		defer h.Release()
-		if !m.Cfg.TieWordEmbeddings || m.Embed.Frozen {
-			return t.HeadLoss(h, m.Head, in.Labels, opt, true)
-		}
-		// A tied head's gradient is recomputed at the embedding from this
-		// h, as in Loss: the head records no use of its own, and each
-		// backward's recompute registers the recomputation for that
-		// backward (Tape.DeferGrad).
-		loss, err := t.HeadLoss(h, m.Head, in.Labels, opt, false)
-		if err == nil && t.Grad() {
-			h.Retain()
-			t.DeferGrad(m.Embed, func(dst *gpu.Buffer, acc bool) error { return m.tiedHeadGrad(t, h, in, opt, dst, acc) }, h.Release)
-		}
-		return loss, err
+		return t.HeadLoss(h, m.Head, in.Labels, opt, true)
 	})
 }
 

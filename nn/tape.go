@@ -56,9 +56,6 @@ type Tape struct {
 	// ops saved and the deferred gradients' inputs stay for the next
 	// Backward.
 	keepSaved, keepDeferred bool
-	// recompute: a checkpoint's recompute tape, which records during a
-	// backward (recomputeTape).
-	recompute bool
 }
 
 type op struct {
@@ -78,10 +75,6 @@ type op struct {
 type deferredGrad struct {
 	add     func(dst *gpu.Buffer, accumulate bool) error
 	release func()
-	// once: registered during a backward (by a checkpoint's recompute),
-	// used and released by that backward even while BackwardKeep keeps
-	// the forward's.
-	once bool
 }
 
 // NewTape returns a tape; with grad false it records nothing.
@@ -200,10 +193,9 @@ func (t *Tape) addGrad(x *Tensor, write func(dst *gpu.Buffer) error) error {
 
 // DeferGrad registers a contribution to p's gradient that is computed when
 // p's last recorded use has run its backward, just before p's callback. p
-// must have at least one recorded use. Registered by a checkpoint's
-// recompute (during a backward), it is that backward's only.
+// must have at least one recorded use.
 func (t *Tape) DeferGrad(p *Param, add func(dst *gpu.Buffer, accumulate bool) error, release func()) {
-	t.deferred[p] = append(t.deferred[p], deferredGrad{add, release, t.recompute})
+	t.deferred[p] = append(t.deferred[p], deferredGrad{add, release})
 }
 
 // ErrNotLoss: Backward was called on a tensor that is not a loss.
@@ -212,8 +204,8 @@ var ErrNotLoss = errors.New("nn: backward from a tensor that is not a loss (use 
 // Rerunnable reports whether BackwardKeep can run on the tape: every op
 // recorded on it is a checkpoint, which only reads its saved input (the
 // block's ops are recorded again in each recompute). A checkpointed
-// model's tape is, with KeepForward, on the head's device (its last layer
-// there); a tape holding a layer's own ops is not (they free
+// model's tape is, with KeepForward, an untied head and its last layer on
+// the head's device; a tape holding a layer's own ops is not (they free
 // and overwrite activations during backward: Linear, SwiGLU), nor one
 // whose last layer's output, the head's input, would be kept through the
 // first backward (the peak would grow by it).
@@ -330,7 +322,7 @@ func (t *Tape) used(p *Param, fn GradFunc) error {
 		if err == nil {
 			err = dg.add(dst, acc)
 		}
-		if !t.keepDeferred || dg.once {
+		if !t.keepDeferred {
 			dg.release()
 		}
 		if err != nil {
@@ -420,7 +412,7 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 // gradients and callback, without counting the uses again (the forward
 // counted them).
 func (t *Tape) recomputeTape() *Tape {
-	return &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred, recompute: true}
+	return &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
 }
 
 // leafOf is a recompute's input: x's buffer, borrowed.
