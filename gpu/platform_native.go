@@ -26,6 +26,7 @@ func init() {
 		level = wgpu.LogLevelDebug
 	}
 	wgpu.SetLogLevel(level)
+	setLogCallback() // after the binding's init, whose callback misreads v29's messages
 	// Mesa's EGL, probed while adapters are enumerated, complains on stderr
 	// when XDG_RUNTIME_DIR is unset (headless servers, CI).
 	if os.Getenv("XDG_RUNTIME_DIR") == "" {

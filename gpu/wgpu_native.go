@@ -15,6 +15,11 @@ package gpu
 //     Go pointer ("free(): invalid pointer").
 //   - Creating a shader module without naga's loop bounding
 //     (wgpuDeviceCreateShaderModuleTrusted), which the binding does not wrap.
+//   - Printing wgpu-native's log (LOMO_WGPU_LOG): the binding installs a
+//     log callback of wgpu-native 0.19's type, which takes a C string; v29
+//     passes a string view (pointer and length, not terminated), so that
+//     callback printed each message on into whatever followed it in memory.
+//     lomo installs its own over it (setLogCallback).
 //
 // The declarations below mirror webgpu.h / wgpu.h of wgpu-native v29, the
 // library the binding links; the static asserts hold the sizes and offsets
@@ -27,6 +32,7 @@ package gpu
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
 typedef struct WGPUAdapterImpl* lomoAdapter;
 typedef struct WGPUDeviceImpl* lomoDevice;
@@ -121,6 +127,19 @@ static size_t lomoLen(lomoStringView m) {
 	if (m.data == NULL) return 0;
 	return m.length == SIZE_MAX ? strlen(m.data) : m.length;
 }
+
+// lomoOnLog prints one of wgpu-native's log messages to stderr, as the
+// binding's callback meant to. It stays in C: the binding marks its calls
+// into wgpu-native "#cgo nocallback", and wgpu-native logs from inside them.
+typedef void (*lomoLogFn)(uint32_t level, lomoStringView message, void* userdata);
+void wgpuSetLogCallback(lomoLogFn callback, void* userdata);
+static void lomoOnLog(uint32_t level, lomoStringView m, void* u) {
+	static const char* const names[] = {"Error", "Warn", "Info", "Debug", "Trace"};
+	const char* name = level >= 1 && level <= 5 ? names[level - 1] : "Unknown Level";
+	size_t n = lomoLen(m);
+	fprintf(stderr, "[wgpu] [%s] %.*s\n", name, (int)n, n ? m.data : "");
+}
+static void lomoSetLogCallback(void) { wgpuSetLogCallback(lomoOnLog, NULL); }
 static void lomoOnLost(lomoDevice const* d, uint32_t reason, lomoStringView m, void* u1, void* u2) {
 	lomoGoDeviceLost((uintptr_t)u1, reason, (char*)m.data, lomoLen(m));
 }
@@ -182,6 +201,9 @@ import (
 
 	"github.com/oliverbestmann/webgpu/wgpu"
 )
+
+// setLogCallback installs lomo's log callback (see the top of this file).
+func setLogCallback() { C.lomoSetLogCallback() }
 
 // handleOf returns the C handle a binding object wraps (its first field).
 func handleOf[T any](obj *T) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(obj)) }
