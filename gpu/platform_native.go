@@ -12,20 +12,23 @@ import (
 	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
+// logLevel is wgpu-native's log level (LOMO_WGPU_LOG, errors only by
+// default).
+var logLevel = wgpu.LogLevelError
+
 func init() {
 	// wgpu-native logs warnings (missing windowing, surfaceless) to stderr
 	// on every start; lomo reports errors itself. LOMO_WGPU_LOG=warn|info|debug
 	// brings them back.
-	level := wgpu.LogLevelError
 	switch os.Getenv("LOMO_WGPU_LOG") {
 	case "warn":
-		level = wgpu.LogLevelWarn
+		logLevel = wgpu.LogLevelWarn
 	case "info":
-		level = wgpu.LogLevelInfo
+		logLevel = wgpu.LogLevelInfo
 	case "debug":
-		level = wgpu.LogLevelDebug
+		logLevel = wgpu.LogLevelDebug
 	}
-	wgpu.SetLogLevel(level)
+	wgpu.SetLogLevel(logLevel)
 	setLogCallback() // after the binding's init, whose callback misreads v29's messages
 	// Mesa's EGL, probed while adapters are enumerated, complains on stderr
 	// when XDG_RUNTIME_DIR is unset (headless servers, CI).
