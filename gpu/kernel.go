@@ -126,11 +126,16 @@ func (d *Device) Kernel(spec KernelSpec) (*Kernel, error) {
 // returns the compiler's error, if any: for a kernel this adapter does not
 // run, whose source must still be valid WGSL for the adapters that do (the
 // browser's compiler is stricter than wgpu's).
+// It compiles through the binding's checked entry point, which reports the
+// compiler's errors, natively and in the browser.
 func (d *Device) CheckSource(name, source string) error {
-	if err := d.usable(); err != nil {
+	return d.guard(fmt.Sprintf("compile kernel %q", name), func() error {
+		m, err := d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: name, WGSLSource: &wgpu.ShaderSourceWGSL{Code: source}})
+		if m != nil {
+			m.Release()
+		}
 		return err
-	}
-	return d.checkModule(name, source)
+	})
 }
 
 func (k *Kernel) release() {

@@ -258,18 +258,6 @@ func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
 // (createModule), so there is nothing to recover.
 func (d *Device) moduleError(label, code string) error { return nil }
 
-// checkModule compiles code (the browser's createShaderModule: its parser
-// and validator) and drops the module.
-func (d *Device) checkModule(label, code string) error {
-	return d.guard(fmt.Sprintf("compile kernel %q", label), func() error {
-		m, err := d.createModule(label, code)
-		if m != nil {
-			m.Release()
-		}
-		return err
-	})
-}
-
 // mapRead blocks on a promise: call it from a goroutine, never from inside a
 // JS callback.
 func (d *Device) mapRead(b *wgpu.Buffer, size uint64) ([]byte, error) {

@@ -272,19 +272,7 @@ func (d *Device) moduleError(label, code string) error {
 	if loopBounding {
 		return nil // the module was compiled there: its error was reported
 	}
-	return d.checkModule(label, code)
-}
-
-// checkModule compiles code through the checked entry point, which reports
-// the compiler's errors, and drops the module.
-func (d *Device) checkModule(label, code string) error {
-	return d.guard(fmt.Sprintf("compile kernel %q", label), func() error {
-		m, err := d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
-		if m != nil {
-			m.Release()
-		}
-		return err
-	})
+	return d.CheckSource(label, code)
 }
 
 // mapRead maps a staging buffer whose copy was submitted and returns its

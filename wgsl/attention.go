@@ -218,16 +218,16 @@ func AttentionForward(d *gpu.Device, out, lse, q, k, v, start *gpu.Buffer, xt gp
 	if err := f16Writable(d, "attention forward", "out", xt); err != nil {
 		return err
 	}
-	var variants []string
-	for _, rq := range attentionTiled(d, dh) {
-		variants = append(variants, fmt.Sprintf("tiled/rq%d", rq))
+	// The tiled kernels, then the row kernel (rq = 0).
+	rqs := append(attentionTiled(d, dh), 0)
+	variants := make([]string, len(rqs))
+	for i, rq := range rqs {
+		variants[i] = fmt.Sprintf("tiled/rq%d", rq)
 	}
-	variants = append(variants, "rows")
+	variants[len(rqs)-1] = "rows"
 	key := fmt.Sprintf("attention/forward/%s/B%dT%dH%dKV%dD%d", dtypeName("x", xt), b, t, h, kv, dh)
 	return tuned(d, key, variants, true, attentionFlops(b, t, h, dh), func(i int) error {
-		rq := 0
-		fmt.Sscanf(variants[i], "tiled/rq%d", &rq)
-		return attentionForward(d, rq, out, lse, q, k, v, start, xt, p)
+		return attentionForward(d, rqs[i], out, lse, q, k, v, start, xt, p)
 	})
 }
 
