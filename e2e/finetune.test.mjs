@@ -145,6 +145,62 @@ test('lomo.load of the stories260K folder, then lomo.generate, equals lomo gener
   await page.close();
 });
 
+// bf16Copy writes the model folder src with its f32 weights rounded to
+// bfloat16 (to nearest, ties to even) and torch_dtype "bfloat16" in its
+// config: a checkpoint as most LLaMA models are published.
+function bf16Copy(src) {
+  const dst = mkdtempSync(join(tmpdir(), 'lomo-bf16-'));
+  const st = readFileSync(join(src, 'model.safetensors'));
+  const n = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + n).toString('utf8'));
+  const body = st.subarray(8 + n);
+  const out = {};
+  const parts = [];
+  let off = 0;
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') { out[name] = info; continue; }
+    assert.equal(info.dtype, 'F32', `${name} is f32`);
+    const [b, e] = info.data_offsets;
+    const f = new DataView(body.buffer, body.byteOffset + b, e - b);
+    const h = Buffer.alloc((e - b) / 2);
+    for (let i = 0; i < h.length / 2; i++) {
+      const u = f.getUint32(4 * i, true);
+      h.writeUInt16LE(((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff, 2 * i);
+    }
+    out[name] = { dtype: 'BF16', shape: info.shape, data_offsets: [off, off + h.length] };
+    parts.push(h);
+    off += h.length;
+  }
+  let hj = Buffer.from(JSON.stringify(out));
+  hj = Buffer.concat([hj, Buffer.alloc((8 - (hj.length % 8)) % 8, 0x20)]);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(hj.length));
+  writeFileSync(join(dst, 'model.safetensors'), Buffer.concat([len, hj, ...parts]));
+  const cfg = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
+  cfg.torch_dtype = 'bfloat16';
+  writeFileSync(join(dst, 'config.json'), JSON.stringify(cfg, null, 2));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) writeFileSync(join(dst, f), readFileSync(join(src, f)));
+  return dst;
+}
+
+test('lomo.load of a bfloat16 folder keeps it in bf16 (dtype auto), as lomo generate does', { timeout: 300_000 }, async (t) => {
+  const td = testdata();
+  if (!td) { t.skip('../shared/testdata not found (set LOMO_TESTDATA)'); return; }
+  const dir = bf16Copy(join(td, 'models', 'stories260K'));
+  const { page, log } = await openPage();
+  await page.setInputFiles('#model-pick', ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((n) => join(dir, n)));
+  await page.waitForFunction(() => window.lomoPage.model || window.lomoPage.errors.length, null, { timeout: 120_000 });
+  const model = await page.evaluate(() => window.lomoPage.model);
+  assert.ok(model, `model loaded; errors: ${JSON.stringify(await page.evaluate(() => window.lomoPage.errors))}\n${log()}`);
+  assert.equal(model.dtype, 'bf16', 'stored as the file is');
+  assert.equal(model.file_dtype, 'bfloat16');
+  const got = await page.evaluate(() => lomo.generate('Once upon a time', { maxNewTokens: 32, temperature: 0 }));
+  const want = runLomo(['generate', '--model', dir, '--prompt', 'Once upon a time', '--max-new-tokens', '32', '--temperature', '0']).replace(/\n$/, '');
+  assert.equal(got, want, 'the browser generates what lomo generate prints from the same bf16 weights');
+  assert.ok(got.length > 20, `a real continuation: ${JSON.stringify(got)}`);
+  await page.close();
+});
+
 test('Stop ends the run after the current step; the run is published to the hub of lomo web; lomo.evaluate scores the model', { timeout: 300_000 }, async () => {
   const { page, log } = await openPage();
   await page.fill('#config', 'per_device_train_batch_size: 4\nmax_steps: 40\ngradient_checkpointing: false\nevaluation_strategy: "no"');

@@ -210,6 +210,35 @@ func LoadLlamaSplit(pl Placement, dir string, dt gpu.DType) (*Llama, error) {
 	return m, nil
 }
 
+// torchDTypes are the torch_dtype names of the storage dtypes.
+var torchDTypes = map[gpu.DType]string{gpu.F32: "float32", gpu.F16: "float16", gpu.BF16: "bfloat16"}
+
+// FileDType is the storage dtype of a model's weights file as its config
+// says (torch_dtype): f16 for float16, bf16 for bfloat16, else f32 (a
+// config without torch_dtype describes f32 weights). It is what dtype
+// "auto" loads a model in: the file's precision and size, no conversion.
+func FileDType(c *config.Llama) gpu.DType {
+	for dt, n := range torchDTypes {
+		if n == c.TorchDType {
+			return dt
+		}
+	}
+	return gpu.F32
+}
+
+// DTypeNames are the storage dtypes a user may name: gpu.DTypeNames and
+// "auto" (FileDType).
+var DTypeNames = append([]string{"auto"}, gpu.DTypeNames...)
+
+// ResolveDType returns the storage dtype named name (DTypeNames) for the
+// model of config c: FileDType for "auto".
+func ResolveDType(name string, c *config.Llama) (gpu.DType, error) {
+	if name == "auto" {
+		return FileDType(c), nil
+	}
+	return gpu.ParseDType(name)
+}
+
 // Save writes config.json and model.safetensors (in the parameters' storage
 // dtype) to dir, each through a temporary file renamed into place, so a
 // failure leaves any earlier checkpoint intact.
@@ -218,7 +247,7 @@ func (m *Llama) Save(dir string) error {
 		return err
 	}
 	cfg := *m.Cfg
-	cfg.TorchDType = map[gpu.DType]string{gpu.F32: "float32", gpu.F16: "float16", gpu.BF16: "bfloat16"}[m.DType]
+	cfg.TorchDType = torchDTypes[m.DType]
 	var infos []safetensors.TensorInfo
 	for _, p := range m.params {
 		st := map[gpu.DType]safetensors.DType{gpu.F32: safetensors.F32, gpu.F16: safetensors.F16, gpu.BF16: safetensors.BF16}[p.DType]

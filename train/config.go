@@ -14,8 +14,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/peft"
+	"github.com/lomo-dev/lomo/nn"
 )
 
 // Config is a training run. Keys follow the LOMO reference's args_lomo.yaml
@@ -41,7 +41,7 @@ type Config struct {
 	GradCheckpoint  bool    `yaml:"gradient_checkpointing"`
 	Seed            uint64  `yaml:"seed"`
 	Optimizer       string  `yaml:"optimizer"` // lomo: lomo, adalomo, sgd, adamw
-	DType           string  `yaml:"dtype"`     // lomo: f32 or f16 parameter storage
+	DType           string  `yaml:"dtype"`     // lomo: parameter storage, auto (the weights file's torch_dtype), f32, f16 or bf16
 	OutputDir       string  `yaml:"output_dir"`
 	TrainOnInputs   bool    `yaml:"train_on_inputs"`
 	ScoreBy         string  `yaml:"score_by"`            // lomo: multiple choice by "sum" (reference) or "mean" NLL
@@ -85,12 +85,21 @@ type Config struct {
 // LoRA reports whether the run trains LoRA adapters.
 func (c Config) LoRA() bool { return c.PeftType == "lora" }
 
+// checkDType says why storage dtype dt cannot train with the rest of c ("" if
+// it can).
+func (c Config) checkDType(dt string) string {
+	if dt == "f16" && (c.Optimizer == "lomo" || c.Optimizer == "adalomo") && c.ClipGradNorm <= 0 && !(c.LoRA() && c.LoraOnly) {
+		return fmt.Sprintf("dtype f16 with optimizer %s needs clip_grad_norm > 0 (the overflow check of loss scaling runs in its norm pass)", c.Optimizer)
+	}
+	return ""
+}
+
 // DefaultConfig has the reference's defaults (REFERENCE §5).
 func DefaultConfig() Config {
 	return Config{
 		DatasetName: "boolq", DataMaxLength: 1024, TrainBatchSize: 16, EvalBatchSize: 16,
 		LearningRate: 0.03, NumTrainEpochs: 10, LRSchedulerType: "linear", Warmup: 0.1,
-		ClipGradNorm: 1.0, GradCheckpoint: true, Seed: 42, Optimizer: "lomo", DType: "f32",
+		ClipGradNorm: 1.0, GradCheckpoint: true, Seed: 42, Optimizer: "lomo", DType: "auto",
 		OutputDir: "out", ScoreBy: "sum", EvalStrategy: "epoch", SaveStrategy: "end",
 		MaxNewTokens: 32, ZeroShotEval: true, TrainSize: 1000,
 		// 16 halvings take the default 2^16 scale down to 1: a run whose
@@ -198,7 +207,7 @@ func (c Config) Validate() error {
 		}
 	}
 	oneOf("optimizer", c.Optimizer, "lomo", "adalomo", "sgd", "adamw")
-	oneOf("dtype", c.DType, gpu.DTypeNames...)
+	oneOf("dtype", c.DType, nn.DTypeNames...)
 	oneOf("score_by", c.ScoreBy, "sum", "mean")
 	oneOf("lr_scheduler_type", c.LRSchedulerType, "linear", "constant", "cosine")
 	// The reference's "steps" strategies (every save_steps / eval_steps)
@@ -220,9 +229,10 @@ func (c Config) Validate() error {
 	if c.ScaleWindow < 0 || c.MaxConsecutiveSkippedSteps < 0 || c.MaxSteps < 0 || c.TrainSize < 0 {
 		errs = append(errs, "scale_window, max_consecutive_skipped_steps, max_steps and train_size must not be negative")
 	}
-	// Combinations optim.New would refuse only after the model is loaded.
-	if c.DType == "f16" && (c.Optimizer == "lomo" || c.Optimizer == "adalomo") && c.ClipGradNorm <= 0 && !(c.LoRA() && c.LoraOnly) {
-		errs = append(errs, fmt.Sprintf("dtype f16 with optimizer %s needs clip_grad_norm > 0 (the overflow check of loss scaling runs in its norm pass)", c.Optimizer))
+	// Combinations optim.New would refuse only after the model is loaded
+	// (with dtype auto, NewSplit checks once the file's dtype is known).
+	if err := c.checkDType(c.DType); err != "" {
+		errs = append(errs, err)
 	}
 	if c.ClipGradValue > 0 && (c.Optimizer == "adalomo" || c.Optimizer == "adamw") {
 		errs = append(errs, fmt.Sprintf("clip_grad_value is not supported with optimizer %s", c.Optimizer))

@@ -17,6 +17,7 @@ import (
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/hf/cache"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/hf/safetensors"
 	"github.com/lomo-dev/lomo/hf/tokenizer"
@@ -93,6 +94,30 @@ type TrainerState struct {
 	Optim     optim.State `json:"optimizer_state"` // its tensors are in optimizer.safetensors
 }
 
+// storageDType resolves the run's dtype for the weights in dir: dtype
+// auto becomes the file's (nn.FileDType), said in the log, and tr.Cfg
+// records the dtype the run stores its parameters in.
+func (tr *Trainer) storageDType(dir string) (gpu.DType, error) {
+	if tr.Cfg.DType != "auto" {
+		return gpu.ParseDType(tr.Cfg.DType) // checked by Validate
+	}
+	c, err := config.Load(dir)
+	if err != nil {
+		return gpu.F32, fmt.Errorf("train: model of %s: %w", dir, err)
+	}
+	dt := nn.FileDType(c)
+	if why := tr.Cfg.checkDType(dt.String()); why != "" {
+		return dt, fmt.Errorf("train: dtype auto is f16 for %s (torch_dtype %s): %s; or set dtype f32 or bf16", dir, c.TorchDType, why)
+	}
+	tr.Cfg.DType = dt.String()
+	td := c.TorchDType
+	if td == "" {
+		td = "unset"
+	}
+	fmt.Fprintf(tr.opts.Log, "dtype auto: %s, the weights' torch_dtype (%s)\n", dt, td)
+	return dt, nil
+}
+
 // New loads the model, tokenizer and task of cfg onto d.
 func New(cfg Config, d *gpu.Device, opts Options) (*Trainer, error) {
 	return NewSplit(cfg, []*gpu.Device{d}, opts)
@@ -147,15 +172,15 @@ func NewSplit(cfg Config, ds []*gpu.Device, opts Options) (*Trainer, error) {
 	if tr.Train, tr.Eval, err = loadTasks(cfg, opts.Log); err != nil {
 		return nil, err
 	}
-	dt, err := gpu.ParseDType(cfg.DType) // checked by Validate
-	if err != nil {
-		return nil, err
-	}
 	// With LoRA alone the base weights never change: a checkpoint holds
 	// the adapters only, and the base comes from model_name_or_path.
 	weightsDir := modelDir
 	if cfg.LoRA() && cfg.LoraOnly {
 		weightsDir = baseDir
+	}
+	dt, err := tr.storageDType(weightsDir)
+	if err != nil {
+		return nil, err
 	}
 	pl, err := tr.placement(weightsDir, dt)
 	if err != nil {

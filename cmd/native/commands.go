@@ -255,7 +255,7 @@ func runName(outDir string) string {
 }
 
 func cmdEval(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("eval", stderr).withAdapter().withDType("f32").withPeft()
+	fs := newOptions("eval", stderr).withAdapter().withModelDType().withPeft()
 	model := fs.String("model", "", "model folder (HF layout: config.json, model.safetensors, tokenizer.json) or Hub id org/name[@revision] in the local HF cache")
 	task := fs.String("task", "", "task name: "+strings.Join(data.TaskNames(), ", "))
 	file := fs.String("data", "", "task file (jsonl)")
@@ -283,12 +283,16 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dt, err := fs.ModelDType(*model)
+	if err != nil {
+		return err
+	}
 	d, err := fs.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	m, err := nn.LoadLlama(d, *model, fs.DType())
+	m, err := nn.LoadLlama(d, *model, dt)
 	if err != nil {
 		return err
 	}
@@ -300,7 +304,7 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"task": r.Task, "metric": r.Metric, r.Metric: r.Value, "n": r.N, "chance": t.Chance()}
+	out := map[string]any{"task": r.Task, "metric": r.Metric, r.Metric: r.Value, "n": r.N, "chance": t.Chance(), "dtype": m.DType.String()}
 	if r.Metric == "em" {
 		out["f1"] = r.F1
 	}
@@ -314,7 +318,7 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdGenerate(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("generate", stderr).withAdapter().withPeft().withOneShot()
+	fs := newOptions("generate", stderr).withAdapter().withModelDType().withPeft().withOneShot()
 	model := fs.String("model", "", "model folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	prompt := fs.String("prompt", "", "text to continue (empty: from BOS)")
 	def := nn.DefaultSampleOptions()
@@ -346,12 +350,16 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dt, err := fs.ModelDType(*model)
+	if err != nil {
+		return err
+	}
 	d, err := fs.open(io.Discard)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	m, err := nn.LoadLlama(d, *model, gpu.F32)
+	m, err := nn.LoadLlama(d, *model, dt)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func TestUsageErrorsBeforeAnythingStarts(t *testing.T) {
 		{[]string{"generate", "--model", model, "--max-new-tokens", "-5"}, "--max-new-tokens -5: must be at least 1"},
 		{[]string{"generate", "--model", model, "--temperature", "-1"}, "--temperature -1: must be a finite number >= 0"},
 		{[]string{"generate", "--model", model, "--top-p", "0"}, "--top-p 0: must be a number above 0 and at most 1"},
-		{[]string{"eval", "--model", model, "--task", "copa", "--data", "d", "--dtype", "f8"}, `--dtype "f8": must be one of f32, f16, bf16`},
+		{[]string{"eval", "--model", model, "--task", "copa", "--data", "d", "--dtype", "f8"}, `--dtype "f8": must be one of auto, f32, f16, bf16`},
 		{[]string{"bench", "--dtype", "f64"}, `--dtype "f64": must be one of f32, f16, bf16`},
 		{[]string{"bench", "--optimizer", "lomo,adam"}, `"adam" is not one of lomo, adalomo, sgd, adamw`},
 		{[]string{"bench", "--matmul", "64,x"}, `--matmul "64,x"`},

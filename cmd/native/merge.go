@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/lomo-dev/lomo/gpu"
-	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/train"
 )
@@ -21,11 +19,9 @@ func init() {
 // checked (the adapter against the base's shapes) before --out is
 // created, so bad input writes nothing.
 func cmdMerge(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("merge", stderr).withAdapter().withPeft().withOneShot()
+	fs := newOptions("merge", stderr).withAdapter().withModelDType().withPeft().withOneShot()
 	model := fs.String("model", "", "the base model: folder (HF layout) or Hub id org/name[@revision] in the local HF cache")
 	out := fs.String("out", "", "folder to write the merged model to (must not exist, or be empty)")
-	dtype := fs.String("dtype", "", "storage of the merged weights: f32, f16 or bf16 (default: the base's torch_dtype)")
-	fs.oneOf("dtype", dtype, append([]string{""}, gpu.DTypeNames...)...)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -37,13 +33,9 @@ func cmdMerge(args []string, stdout, stderr io.Writer) error {
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	cfg, err := config.Load(*model)
+	dt, err := fs.ModelDType(*model) // the merged weights' storage
 	if err != nil {
 		return err
-	}
-	dt, _ := gpu.ParseDType(*dtype) // checked by parse
-	if *dtype == "" {
-		dt = map[string]gpu.DType{"float16": gpu.F16, "bfloat16": gpu.BF16}[cfg.TorchDType] // else f32
 	}
 	d, err := fs.open(io.Discard)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/hf/peft"
 	"github.com/lomo-dev/lomo/nn"
 )
@@ -82,6 +83,24 @@ func (o *options) withDType(def string) *options {
 func (o *options) DType() gpu.DType {
 	dt, _ := gpu.ParseDType(o.dtype)
 	return dt
+}
+
+// withModelDType adds --dtype for the commands that load a model's weights:
+// their storage, auto (the default: the weights file's torch_dtype, so a
+// 16-bit checkpoint loads in its own size), f32, f16 or bf16.
+func (o *options) withModelDType() *options {
+	o.StringVar(&o.dtype, "dtype", "auto", "parameter storage: auto (the weights file's torch_dtype), f32, f16 or bf16")
+	o.oneOf("dtype", &o.dtype, nn.DTypeNames...)
+	return o
+}
+
+// ModelDType is --dtype's storage for the model folder dir (withModelDType).
+func (o *options) ModelDType(dir string) (gpu.DType, error) {
+	c, err := config.Load(dir)
+	if err != nil {
+		return gpu.F32, err
+	}
+	return nn.ResolveDType(o.dtype, c)
 }
 
 // check adds a check of the options' values to parse.

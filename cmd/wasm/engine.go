@@ -17,6 +17,7 @@ import (
 
 	"github.com/lomo-dev/lomo/data"
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/hf/tokenizer"
 	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
@@ -341,7 +342,7 @@ func (e *engine) loadLocked(files js.Value) error {
 	if err != nil {
 		return err
 	}
-	m, err := nn.LoadLlama(d, dir, gpu.F32)
+	m, err := loadModel(d, dir)
 	if err != nil {
 		return err
 	}
@@ -352,6 +353,17 @@ func (e *engine) loadLocked(files js.Value) error {
 	e.dropModel()
 	e.dir, e.name, e.model, e.tok = dir, name, m, tok
 	return nil
+}
+
+// loadModel loads the model of dir in its file's dtype (nn.FileDType), as
+// a run with dtype auto does: a 16-bit checkpoint takes its own size of
+// the tab's memory, not twice it as f32.
+func loadModel(d *gpu.Device, dir string) (*nn.Llama, error) {
+	c, err := config.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	return nn.LoadLlama(d, dir, nn.FileDType(c))
 }
 
 // dropModel releases the current model and run.
@@ -563,7 +575,7 @@ func opt(opts js.Value, key string) js.Value {
 
 // reload loads the model of e.dir again (after a run that could not start).
 func (e *engine) reload() error {
-	m, err := nn.LoadLlama(e.d, e.dir, gpu.F32)
+	m, err := loadModel(e.d, e.dir)
 	if err != nil {
 		return err
 	}
