@@ -11,7 +11,8 @@ import (
 )
 
 // TestEvalDTypeAuto: `lomo eval` loads a model in its file's dtype unless
-// --dtype names another, and says which in its JSON.
+// --dtype names another, and says which in its JSON; `lomo plan` plans
+// that dtype too.
 func TestEvalDTypeAuto(t *testing.T) {
 	d, err := gpu.Open(gpu.Options{})
 	if err != nil {
@@ -50,6 +51,12 @@ func TestEvalDTypeAuto(t *testing.T) {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(out), &ev); err != nil || ev["dtype"] != c.want {
 			t.Errorf("%v: %q (%v), want dtype %s", args[1:], out, err, c.want)
+		}
+		args = append([]string{"plan", "--model", c.model, "--batch", "1", "--seq", "8", "--optimizer", "lomo", "--json"}, c.flags...)
+		code, out, errs = lomo(t, args...)
+		var p map[string]any
+		if err := json.Unmarshal([]byte(out), &p); code != 0 || err != nil || p["dtype"] != c.want {
+			t.Errorf("%v: exit %d, %q (%v %s), want dtype %s", args, code, out, err, errs, c.want)
 		}
 	}
 }

@@ -26,7 +26,7 @@ var cards = []struct {
 }{{"24GB", 24e9}, {"48GB", 48e9}, {"80GB", 80e9}}
 
 func cmdPlan(args []string, stdout, stderr io.Writer) error {
-	fs := newOptions("plan", stderr).withDType("f16")
+	fs := newOptions("plan", stderr).withModelDType()
 	model := fs.String("model", "", "model folder, config.json or Hub id org/name[@revision] in the local HF cache (only the config is read)")
 	batch := fs.Int("batch", 8, "sequences per step")
 	seq := fs.Int("seq", 512, "tokens per sequence")
@@ -86,6 +86,10 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dt, err := nn.ResolveDType(fs.dtype, cfg) // auto: what lomo train stores the model in by default
+	if err != nil {
+		return err
+	}
 	opts := []string{"lomo", "adalomo", "sgd", "adamw"}
 	if nDev > 1 {
 		opts = opts[:2] // sgd and adamw run on one device
@@ -106,7 +110,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	var plans []train.Plan
 	plan := func(req train.PlanRequest) error {
-		req.Config, req.Batch, req.Seq, req.DType, req.Checkpointing, req.ClipGradNorm = cfg, *batch, *seq, fs.DType(), *ckpt, *clip
+		req.Config, req.Batch, req.Seq, req.DType, req.Checkpointing, req.ClipGradNorm = cfg, *batch, *seq, dt, *ckpt, *clip
 		req.Devices, req.Split = nDev, sp
 		p, err := train.PlanStep(req)
 		if err != nil {
@@ -139,7 +143,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if nDev > 1 {
-		return printSplitPlans(stdout, *model, cfg, plans, *batch, *seq, fs.DType().String(), *ckpt, adapters, memBytes, *asJSON)
+		return printSplitPlans(stdout, *model, cfg, plans, *batch, *seq, dt.String(), *ckpt, adapters, memBytes, *asJSON)
 	}
 	if *asJSON {
 		for _, p := range plans {
@@ -158,7 +162,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	fmt.Fprintf(stdout, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v (1 GB = 1e9 bytes)\n",
-		*model, count(cfg.NumParams()), *batch, *seq, fs.DType(), *ckpt)
+		*model, count(cfg.NumParams()), *batch, *seq, dt, *ckpt)
 	if lora != nil {
 		fmt.Fprintf(stdout, "LoRA r=%d on %s: %s adapter parameters (f32, in params)\n", *loraR, strings.Join(lora.TargetModules, ", "), count(plans[len(plans)-1].LoRAParams))
 	}
