@@ -60,13 +60,18 @@ type Tile struct {
 var (
 	Tile64  = Tile{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4}
 	Tile128 = Tile{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8}
+	// Tile64x8 is Tile64 with 8x8 results per thread, 64 threads: what
+	// CPU adapters get for small products (ChooseTile).
+	Tile64x8 = Tile{BM: 64, BN: 64, BK: 16, TM: 8, TN: 8}
+	// ChosenTiles are the tilings ChooseTile returns on some adapter.
+	ChosenTiles = []Tile{Tile64, Tile128, Tile64x8}
 	// Tiles lists the tilings that tuning times (see tune.go; the first
 	// is ChooseTile's), benchmarks compare (lomo bench --matmul-tiles all)
 	// and tests check.
 	Tiles = []Tile{Tile64, Tile128, {BM: 128, BN: 128, BK: 8, TM: 8, TN: 8},
 		{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true}, {BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Prefetch: true},
 		{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Wide: true}, {BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true, Wide: true},
-		{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Wide: true}}
+		{BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, Wide: true}, Tile64x8}
 )
 
 func (t Tile) String() string {
@@ -138,10 +143,18 @@ func (t Tile) loads(rows int) int {
 // Tile128 where both output dimensions fill its tiles, Tile64 for smaller
 // products (a LoRA rank, a decoding step), where most of a 128 x 128 tile
 // would compute nothing. On lavapipe Tile128 runs at 3.7-4.6x the first
-// kernel's speed at 512³ (bench/results/README.md).
+// kernel's speed at 512³ (bench/results/README.md). A CPU adapter gets
+// Tile64x8 for the smaller products: it runs a workgroup's threads one
+// SIMD group after another on one core, where 64 threads of 8x8 results
+// each read half the workgroup memory per fma of 256 threads of 4x4, and
+// are a quarter of the threads to step through (1.3-1.9x Tile64's speed on
+// lavapipe at the built-in model's shapes, 544 x 64 to 640).
 func ChooseTile(d *gpu.Device, m, n, k int) Tile {
-	if m >= 128 && n >= 128 {
+	switch {
+	case m >= 128 && n >= 128:
 		return Tile128
+	case d.Info.Type == "cpu":
+		return Tile64x8
 	}
 	return Tile64
 }
