@@ -143,18 +143,23 @@ func (t Tile) loads(rows int) int {
 // Tile128 where both output dimensions fill its tiles, Tile64 for smaller
 // products (a LoRA rank, a decoding step), where most of a 128 x 128 tile
 // would compute nothing. On lavapipe Tile128 runs at 3.7-4.6x the first
-// kernel's speed at 512³ (bench/results/README.md). A CPU adapter gets
-// Tile64x8 for the smaller products: it runs a workgroup's threads one
-// SIMD group after another on one core, where 64 threads of 8x8 results
-// each read half the workgroup memory per fma of 256 threads of 4x4, and
-// are a quarter of the threads to step through (1.3-1.9x Tile64's speed on
-// lavapipe at the built-in model's shapes, 544 x 64 to 640).
+// kernel's speed at 512³ (bench/results/README.md).
+//
+// A CPU adapter runs a workgroup's threads one SIMD group after another on
+// one core: there 64 threads of 8x8 results (Tile64x8), which read half
+// the workgroup memory per fma of 256 threads of 4x4 and are a quarter of
+// the threads to step through, beat Tile64 everywhere (at the built-in
+// model's shapes, 544 rows by 64 to 640 columns: 1.3-1.9x on lavapipe,
+// 2-2.7x on Chromium's SwiftShader) and Tile128 up to 2^19 results (544 x
+// 640: as fast on lavapipe, 1.5x on SwiftShader; 2048 x 256: lavapipe runs
+// Tile128 1.2x faster).
 func ChooseTile(d *gpu.Device, m, n, k int) Tile {
+	big := m >= 128 && n >= 128
 	switch {
-	case m >= 128 && n >= 128:
-		return Tile128
-	case d.Info.Type == "cpu":
+	case d.Info.Type == "cpu" && !(big && m*n >= 1<<19):
 		return Tile64x8
+	case big:
+		return Tile128
 	}
 	return Tile64
 }
