@@ -213,17 +213,46 @@ func LoadLlamaSplit(pl Placement, dir string, dt gpu.DType) (*Llama, error) {
 // torchDTypes are the torch_dtype names of the storage dtypes.
 var torchDTypes = map[gpu.DType]string{gpu.F32: "float32", gpu.F16: "float16", gpu.BF16: "bfloat16"}
 
-// FileDType is the storage dtype of a model's weights file as its config
-// says (torch_dtype): f16 for float16, bf16 for bfloat16, else f32 (a
-// config without torch_dtype describes f32 weights). It is what dtype
-// "auto" loads a model in: the file's precision and size, no conversion.
-func FileDType(c *config.Llama) gpu.DType {
+// FileDType is the dtype a model's weights are stored in, as Hugging Face
+// reads torch_dtype "auto": its config's torch_dtype (f16 for float16,
+// bf16 for bfloat16, f32 for float32); where the config has none, the
+// dtype most of the weights of the safetensors in path have (path: the
+// model folder, or its config.json beside them); f32 where neither says.
+// It is what dtype "auto" loads a model in: the file's precision and
+// size, with no conversion.
+func FileDType(path string, c *config.Llama) gpu.DType {
 	for dt, n := range torchDTypes {
 		if n == c.TorchDType {
 			return dt
 		}
 	}
-	return gpu.F32
+	dir := path
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	st, err := safetensors.Open(dir)
+	if err != nil {
+		return gpu.F32 // a config alone (lomo plan): f32, as Hugging Face
+	}
+	defer st.Close()
+	elems := map[safetensors.DType]int64{}
+	for _, t := range st.Tensors() {
+		n := int64(1)
+		for _, d := range t.Shape {
+			n *= int64(d)
+		}
+		elems[t.DType] += n
+	}
+	best, most := gpu.F32, elems[safetensors.F32]
+	for _, x := range []struct {
+		dt gpu.DType
+		sd safetensors.DType
+	}{{gpu.F16, safetensors.F16}, {gpu.BF16, safetensors.BF16}} {
+		if elems[x.sd] > most {
+			best, most = x.dt, elems[x.sd]
+		}
+	}
+	return best
 }
 
 // DTypeNames are the storage dtypes a user may name: gpu.DTypeNames and
@@ -231,10 +260,10 @@ func FileDType(c *config.Llama) gpu.DType {
 var DTypeNames = append([]string{"auto"}, gpu.DTypeNames...)
 
 // ResolveDType returns the storage dtype named name (DTypeNames) for the
-// model of config c: FileDType for "auto".
-func ResolveDType(name string, c *config.Llama) (gpu.DType, error) {
+// model of config c at path (FileDType for "auto").
+func ResolveDType(name, path string, c *config.Llama) (gpu.DType, error) {
 	if name == "auto" {
-		return FileDType(c), nil
+		return FileDType(path, c), nil
 	}
 	return gpu.ParseDType(name)
 }

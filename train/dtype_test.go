@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/hf/config"
 	"github.com/lomo-dev/lomo/internal/shared"
 	"github.com/lomo-dev/lomo/monitor"
 	"github.com/lomo-dev/lomo/nn"
@@ -52,19 +53,34 @@ func TestDTypeAuto(t *testing.T) {
 	if DefaultConfig().DType != "auto" {
 		t.Fatalf("default dtype %q, want auto", DefaultConfig().DType)
 	}
-	files := map[gpu.DType]string{gpu.F32: shared.Path(t, "models/stories260K"), gpu.BF16: storedAs(t, gpu.BF16), gpu.F16: storedAs(t, gpu.F16)}
+	files := map[string]string{"f32": shared.Path(t, "models/stories260K"), "bf16": storedAs(t, gpu.BF16), "f16": storedAs(t, gpu.F16)}
+	// bf16 weights under a config without torch_dtype: auto goes by the
+	// weights, as Hugging Face does.
+	files["bf16-unset"] = storedAs(t, gpu.BF16)
+	c, err := config.Load(files["bf16-unset"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.TorchDType = ""
+	b, err := c.Marshal()
+	if err == nil {
+		err = os.WriteFile(filepath.Join(files["bf16-unset"], "config.json"), b, 0o644)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
-		file       gpu.DType
-		dtype      string
-		want       gpu.DType
-		torchDType string
+		file, dtype string
+		want        gpu.DType
+		why         string // the reason the log gives
 	}{
-		{gpu.F32, "auto", gpu.F32, "float32"},
-		{gpu.BF16, "auto", gpu.BF16, "bfloat16"},
-		{gpu.F16, "auto", gpu.F16, "float16"},
-		{gpu.BF16, "f32", gpu.F32, "float32"},
+		{"f32", "auto", gpu.F32, "torch_dtype float32 in config.json"},
+		{"bf16", "auto", gpu.BF16, "torch_dtype bfloat16 in config.json"},
+		{"f16", "auto", gpu.F16, "torch_dtype float16 in config.json"},
+		{"bf16-unset", "auto", gpu.BF16, "the dtype of most weights; config.json has no torch_dtype"},
+		{"bf16", "f32", gpu.F32, ""},
 	} {
-		t.Run(c.file.String()+"/"+c.dtype, func(t *testing.T) {
+		t.Run(c.file+"/"+c.dtype, func(t *testing.T) {
 			out := t.TempDir()
 			cfg := copaConfig(t, out)
 			cfg.ModelNameOrPath = files[c.file]
@@ -80,7 +96,7 @@ func TestDTypeAuto(t *testing.T) {
 			if tr.Model.DType != c.want || tr.Cfg.DType != c.want.String() {
 				t.Errorf("model stored in %s (config says %s), want %s", tr.Model.DType, tr.Cfg.DType, c.want)
 			}
-			said := strings.Contains(log.String(), "dtype auto: "+c.want.String()+", the weights' torch_dtype ("+c.torchDType+")")
+			said := strings.Contains(log.String(), "dtype auto: "+c.want.String()+" ("+c.why+")")
 			if said != (c.dtype == "auto") {
 				t.Errorf("log (dtype %s) says the resolved dtype: %v, want %v:\n%s", c.dtype, said, c.dtype == "auto", log.String())
 			}
@@ -91,14 +107,15 @@ func TestDTypeAuto(t *testing.T) {
 				t.Errorf("the run's monitor events say dtype %q, want %q", runs.dtypes, want)
 			}
 			b, err := os.ReadFile(filepath.Join(out, "final", "config.json"))
-			if err != nil || !strings.Contains(string(b), `"torch_dtype": "`+c.torchDType+`"`) {
-				t.Errorf("final config.json (%v) does not say torch_dtype %s:\n%s", err, c.torchDType, b)
+			stored := map[gpu.DType]string{gpu.F32: "float32", gpu.F16: "float16", gpu.BF16: "bfloat16"}[c.want]
+			if err != nil || !strings.Contains(string(b), `"torch_dtype": "`+stored+`"`) {
+				t.Errorf("final config.json (%v) does not say torch_dtype %s:\n%s", err, stored, b)
 			}
 		})
 	}
 	cfg := copaConfig(t, t.TempDir())
-	cfg.ModelNameOrPath, cfg.ClipGradNorm = files[gpu.F16], 0
-	_, err := New(cfg, dev, Options{})
+	cfg.ModelNameOrPath, cfg.ClipGradNorm = files["f16"], 0
+	_, err = New(cfg, dev, Options{})
 	if err == nil || !strings.Contains(err.Error(), "dtype auto is f16") || !strings.Contains(err.Error(), "clip_grad_norm > 0") || !strings.Contains(err.Error(), "set dtype f32 or bf16") {
 		t.Errorf("f16 file, LOMO without clip_grad_norm: %v; want the refusal naming dtype auto's f16, clip_grad_norm and the other dtypes", err)
 	}

@@ -105,16 +105,16 @@ func (tr *Trainer) storageDType(dir string) (gpu.DType, error) {
 	if err != nil {
 		return gpu.F32, fmt.Errorf("train: model of %s: %w", dir, err)
 	}
-	dt := nn.FileDType(c)
+	dt := nn.FileDType(dir, c)
 	if why := tr.Cfg.checkDType(dt.String()); why != "" {
-		return dt, fmt.Errorf("train: dtype auto is f16 for %s (torch_dtype %s): %s; or set dtype f32 or bf16", dir, c.TorchDType, why)
+		return dt, fmt.Errorf("train: dtype auto is f16 for the weights of %s: %s; or set dtype f32 or bf16", dir, why)
 	}
 	tr.Cfg.DType = dt.String()
-	td := c.TorchDType
-	if td == "" {
-		td = "unset"
+	why := "torch_dtype " + c.TorchDType + " in config.json"
+	if c.TorchDType == "" {
+		why = "the dtype of most weights; config.json has no torch_dtype"
 	}
-	fmt.Fprintf(tr.opts.Log, "dtype auto: %s, the weights' torch_dtype (%s)\n", dt, td)
+	fmt.Fprintf(tr.opts.Log, "dtype auto: %s (%s)\n", dt, why)
 	return dt, nil
 }
 

@@ -100,7 +100,7 @@ func (o *options) ModelDType(dir string) (gpu.DType, error) {
 	if err != nil {
 		return gpu.F32, err
 	}
-	return nn.ResolveDType(o.dtype, c)
+	return nn.ResolveDType(o.dtype, dir, c)
 }
 
 // check adds a check of the options' values to parse.

@@ -86,7 +86,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dt, err := nn.ResolveDType(fs.dtype, cfg) // auto: what lomo train stores the model in by default
+	dt, err := nn.ResolveDType(fs.dtype, *model, cfg) // auto: what lomo train stores the model in by default
 	if err != nil {
 		return err
 	}

@@ -363,7 +363,7 @@ func loadModel(d *gpu.Device, dir string) (*nn.Llama, error) {
 	if err != nil {
 		return nil, err
 	}
-	return nn.LoadLlama(d, dir, nn.FileDType(c))
+	return nn.LoadLlama(d, dir, nn.FileDType(dir, c))
 }
 
 // dropModel releases the current model and run.
