@@ -19,8 +19,9 @@
 #          checkpointing), lomo then PyTorch LOMO and PyTorch AdamW (out of
 #          memory is a result)
 #   tests  the kernel and model tests on the card
-#   extras the 1.1B step with the attention row kernels and in bf16, and the
-#          matmuls with naga's loop bounding
+#   extras the 1.1B step with the attention row kernels and in bf16, the
+#          matmuls with naga's loop bounding, and tilings that lomo does not
+#          tune over yet (EXPLORE_TILES) at 2048³ and 4096³
 # CONFIG_STEP and CONFIG_7B replace the models and MATMUL the matmul sizes
 # (small ones run the script on any adapter, lavapipe included, to try it).
 set -uo pipefail
@@ -29,6 +30,12 @@ PARTS=${PARTS:-"step 7b tests extras"}
 CONFIG_STEP=${CONFIG_STEP:-bench/configs/tinyllama-1.1b.json}
 CONFIG_7B=${CONFIG_7B:-bench/configs/llama-7b.json}
 MATMUL=${MATMUL:-1024,4096}
+# Tilings beyond wgsl.Tiles for "extras", within an H100's or H200's limits
+# (1024 threads, 48 KiB of workgroup memory): K steps of 32, 512 threads of
+# 8x4, rectangular tiles for the narrow products (k/v projections), 8x16
+# and 16x8 blocks per thread, prefetch with BK 8.
+EXPLORE_TILES=${EXPLORE_TILES:-128x128x32/8x8pw,128x128x32/8x8w,128x128x16/8x4w,128x64x16/8x4w,64x128x16/4x8w,128x256x8/8x16w,256x128x8/16x8w,128x128x8/8x8pw,128x128x8/8x8w}
+EXPLORE_MATMUL=${EXPLORE_MATMUL:-2048,4096}
 mkdir -p "$OUT"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 if command -v nvidia-smi >/dev/null; then
@@ -87,6 +94,10 @@ if has extras; then
 	# (lomo compiles without it): what it costs on this card.
 	LOMO_SHADER_CHECKS=full timeout 120 ./.gpu/lomo bench --json --probe=false --matmul "$MATMUL" \
 		>"$OUT/lomo_checks_full.json" 2>"$OUT/lomo_checks_full.err"
+	# Tilings lomo does not tune over yet: the ones that beat the tuned
+	# tilings of "step" are the next to add to wgsl.Tiles.
+	timeout 150 ./.gpu/lomo bench --json --probe=false --matmul "$EXPLORE_MATMUL" --matmul-tiles "$EXPLORE_TILES" \
+		>"$OUT/lomo_explore.json" 2>"$OUT/lomo_explore.err"
 fi
 
 python3 - "$OUT" "$tests" <<'PY'
@@ -111,7 +122,7 @@ r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "commit": ope
      "tests": tests.strip(), "devices": devices(), "plan_7b": plan7b(),
      "coop_log": [l.rstrip() for l in open(os.path.join(out, "coop_log.txt"))] if os.path.exists(os.path.join(out, "coop_log.txt")) else [],
      "lomo": load("lomo_bench.json"), "lomo_attention_rows": load("lomo_rows.json"), "lomo_bf16": load("lomo_bf16.json"), "torch": load("torch.json"),
-     "lomo_loop_bounding": load("lomo_checks_full.json"),
+     "lomo_loop_bounding": load("lomo_checks_full.json"), "lomo_explore_tiles": load("lomo_explore.json"),
      "lomo_7b": load("lomo_7b.json"), "torch_7b": load("torch_7b.json"), "torch_7b_adamw": load("torch_7b_adamw.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
 print("card:", r["card"]); print("tests:", r["tests"])
@@ -152,6 +163,15 @@ def torch(name, t):
 steps("step", r["lomo"]); steps("step bf16", r["lomo_bf16"]); torch("step", r["torch"])
 for k in r["lomo_loop_bounding"].get("kernels", []):
     print(f'  with loop bounding: {k["kernel"]:<32} {k["shape"]:>14} {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
+explored = {}
+for k in r["lomo_explore_tiles"].get("kernels", []):
+    key = (k["kernel"], k["shape"])
+    if key not in explored or k["gflops"] > explored[key]["gflops"]:
+        explored[key] = k
+for k in explored.values():
+    print(f'  explored: {k["kernel"]:<32} {k["shape"]:>14} best {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
+if "error" in r["lomo_explore_tiles"]:
+    print("  explored tilings:", r["lomo_explore_tiles"]["error"])
 def attention(rep):
     return sum(k["seconds"] for s in rep.get("steps", []) for k in s.get("profile", []) if k["kernel"].startswith("attention/"))
 if r["lomo_attention_rows"].get("steps"):

@@ -85,7 +85,9 @@ func (t Tile) String() string {
 	return s
 }
 
-// ParseTile is the inverse of Tile.String.
+// ParseTile is the inverse of Tile.String. It accepts the tilings that
+// matmul.wgsl runs within WebGPU's largest limits (1024 threads, 64 KiB of
+// workgroup memory); whether an adapter runs one is Fits.
 func ParseTile(s string) (Tile, error) {
 	var t Tile
 	spec, wide := strings.CutSuffix(s, "w")
@@ -95,7 +97,19 @@ func ParseTile(s string) (Tile, error) {
 		return Tile{}, fmt.Errorf("wgsl: matmul tile %q: want BMxBNxBK/TMxTN, then p for prefetch and w for wide loads, e.g. %v", s, Tile128)
 	}
 	t.Prefetch, t.Wide = prefetch, wide
-	return t, t.check(256, 16384)
+	if err := t.check(1024, 65536); err != nil {
+		return Tile{}, fmt.Errorf("%w (WebGPU's largest)", err)
+	}
+	return t, nil
+}
+
+// Fits says why d cannot run the tiling (nil if it can): too many threads
+// or too much workgroup memory for its limits.
+func (t Tile) Fits(d *gpu.Device) error {
+	if err := t.check(tileLimits(d)); err != nil {
+		return fmt.Errorf("%w on %s", err, d.Info.Name)
+	}
+	return nil
 }
 
 // check reports whether the tiling is valid for a device allowing
@@ -113,10 +127,10 @@ func (t Tile) check(maxThreads, wgBytes int) error {
 	}
 	nt := (t.BM / t.TM) * (t.BN / t.TN)
 	if nt > maxThreads {
-		return bad(fmt.Sprintf("%d threads per workgroup, the device allows %d", nt, maxThreads))
+		return bad(fmt.Sprintf("%d threads per workgroup, above the limit of %d", nt, maxThreads))
 	}
 	if b := 4 * t.BK * (t.BM + t.BN); b > wgBytes {
-		return bad(fmt.Sprintf("%d bytes of workgroup memory, the device allows %d", b, wgBytes))
+		return bad(fmt.Sprintf("%d bytes of workgroup memory, above the limit of %d", b, wgBytes))
 	}
 	if t.Prefetch && (t.loads(t.BM)*nt*t.run() != t.BM*t.BK || t.loads(t.BN)*nt*t.run() != t.BN*t.BK) {
 		return bad(fmt.Sprintf("prefetch needs the %d threads to share each tile evenly", nt))

@@ -104,6 +104,11 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer d.Close()
+	for _, t := range tiles {
+		if err := t.Fits(d); err != nil {
+			return fmt.Errorf("%w: --matmul-tiles: %v", errUsage, err)
+		}
+	}
 	rep := benchReport{Date: time.Now().UTC().Format(time.RFC3339), Adapter: d.Info.Name, Type: d.Info.Type, Backend: d.Info.Backend, GOOS: runtime.GOOS}
 	if b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		rep.Commit = strings.TrimSpace(string(b))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lomo-dev/lomo/gpu"
 	"github.com/lomo-dev/lomo/internal/shared"
 )
 
@@ -40,6 +42,7 @@ func TestUsageErrorsBeforeAnythingStarts(t *testing.T) {
 		{[]string{"bench", "--optimizer", "lomo,adam"}, `"adam" is not one of lomo, adalomo, sgd, adamw`},
 		{[]string{"bench", "--matmul", "64,x"}, `--matmul "64,x"`},
 		{[]string{"bench", "--tune", "fast"}, `--tune "fast": want one of auto, on, off`},
+		{[]string{"bench", "--matmul-tiles", "256x256x64/8x8"}, "131072 bytes of workgroup memory, above the limit of 65536 (WebGPU's largest)"},
 		{[]string{"plan", "--model", model, "--batch", "0"}, "--batch 0: must be at least 1"},
 		{[]string{"pretrain", "--optimizer", "sgd"}, `--optimizer "sgd": must be one of adalomo, adamw`},
 		{[]string{"demo", "--epochs", "0"}, "--epochs 0: must be at least 1"},
@@ -58,6 +61,29 @@ func TestUsageErrorsBeforeAnythingStarts(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("output folder %s was created (stat: %v)", out, err)
+	}
+}
+
+// TestBenchTileBeyondAdapter: a tiling matmul.wgsl runs but the adapter's
+// limits do not is a usage error naming the limit and the adapter, before
+// anything is timed.
+func TestBenchTileBeyondAdapter(t *testing.T) {
+	d, err := gpu.Open(gpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg := int(d.Limits().MaxComputeWorkgroupStorageSize)
+	d.Close()
+	// BK = 32 with BM = BN = 16 * n: 4 * 32 * 32n bytes = 4096n.
+	n := wg/4096 + 1
+	if 16*n > 1024 || 4096*n > 65536 {
+		t.Skipf("the adapter allows %d bytes of workgroup memory: every tiling ParseTile accepts fits", wg)
+	}
+	tile := fmt.Sprintf("%dx%dx32/8x8", 16*n, 16*n)
+	code, stdout, errs := lomo(t, "bench", "--matmul", "64", "--probe=false", "--matmul-tiles", tile)
+	want := fmt.Sprintf("%d bytes of workgroup memory, above the limit of %d on ", 4096*n, wg)
+	if code != 2 || !strings.Contains(errs, want) || stdout != "" {
+		t.Errorf("bench --matmul-tiles %s: exit %d, stdout %q, stderr %q; want exit 2 saying %q", tile, code, stdout, errs, want)
 	}
 }
 
