@@ -147,8 +147,9 @@ test('lomo.load of the stories260K folder, then lomo.generate, equals lomo gener
 
 // bf16Copy writes the model folder src with its f32 weights rounded to
 // bfloat16 (to nearest, ties to even) and torch_dtype "bfloat16" in its
-// config: a checkpoint as most LLaMA models are published.
-function bf16Copy(src) {
+// config (none with { torchDType: false }): a checkpoint as most LLaMA
+// models are published.
+function bf16Copy(src, { torchDType = true } = {}) {
   const dst = mkdtempSync(join(tmpdir(), 'lomo-bf16-'));
   const st = readFileSync(join(src, 'model.safetensors'));
   const n = Number(st.readBigUInt64LE(0));
@@ -177,7 +178,8 @@ function bf16Copy(src) {
   len.writeBigUInt64LE(BigInt(hj.length));
   writeFileSync(join(dst, 'model.safetensors'), Buffer.concat([len, hj, ...parts]));
   const cfg = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
-  cfg.torch_dtype = 'bfloat16';
+  if (torchDType) cfg.torch_dtype = 'bfloat16';
+  else delete cfg.torch_dtype;
   writeFileSync(join(dst, 'config.json'), JSON.stringify(cfg, null, 2));
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) writeFileSync(join(dst, f), readFileSync(join(src, f)));
   return dst;
@@ -198,6 +200,15 @@ test('lomo.load of a bfloat16 folder keeps it in bf16 (dtype auto), as lomo gene
   const want = runLomo(['generate', '--model', dir, '--prompt', 'Once upon a time', '--max-new-tokens', '32', '--temperature', '0']).replace(/\n$/, '');
   assert.equal(got, want, 'the browser generates what lomo generate prints from the same bf16 weights');
   assert.ok(got.length > 20, `a real continuation: ${JSON.stringify(got)}`);
+  // Without torch_dtype in config.json, auto goes by the weights.
+  const bare = bf16Copy(join(td, 'models', 'stories260K'), { torchDType: false });
+  await page.evaluate(() => { window.lomoPage.model = null; });
+  await page.setInputFiles('#model-pick', ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((n) => join(bare, n)));
+  await page.waitForFunction(() => window.lomoPage.model || window.lomoPage.errors.length, null, { timeout: 120_000 });
+  const m2 = await page.evaluate(() => window.lomoPage.model);
+  assert.ok(m2, `model without torch_dtype loaded; errors: ${JSON.stringify(await page.evaluate(() => window.lomoPage.errors))}`);
+  assert.equal(m2.dtype, 'bf16', 'stored as its weights are');
+  assert.equal(m2.file_dtype, 'bfloat16', 'the weights\' dtype shown for the file');
   await page.close();
 });
 

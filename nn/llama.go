@@ -213,6 +213,9 @@ func LoadLlamaSplit(pl Placement, dir string, dt gpu.DType) (*Llama, error) {
 // torchDTypes are the torch_dtype names of the storage dtypes.
 var torchDTypes = map[gpu.DType]string{gpu.F32: "float32", gpu.F16: "float16", gpu.BF16: "bfloat16"}
 
+// TorchDType is dt's torch_dtype name (float32, float16, bfloat16).
+func TorchDType(dt gpu.DType) string { return torchDTypes[dt] }
+
 // FileDType is the dtype a model's weights are stored in, as Hugging Face
 // reads torch_dtype "auto": its config's torch_dtype (f16 for float16,
 // bf16 for bfloat16, f32 for float32); where the config has none, the
@@ -276,7 +279,7 @@ func (m *Llama) Save(dir string) error {
 		return err
 	}
 	cfg := *m.Cfg
-	cfg.TorchDType = torchDTypes[m.DType]
+	cfg.TorchDType = TorchDType(m.DType)
 	var infos []safetensors.TensorInfo
 	for _, p := range m.params {
 		st := map[gpu.DType]safetensors.DType{gpu.F32: safetensors.F32, gpu.F16: safetensors.F16, gpu.BF16: safetensors.BF16}[p.DType]

@@ -285,13 +285,17 @@ type modelInfo struct {
 	Heads     int    `json:"heads"`
 	Vocab     int    `json:"vocab"`
 	DType     string `json:"dtype"`      // storage on the device
-	FileDType string `json:"file_dtype"` // torch_dtype of config.json
+	FileDType string `json:"file_dtype"` // torch_dtype of config.json, else the weights' (nn.FileDType)
 }
 
 func (e *engine) info() modelInfo {
 	c := e.model.Cfg
+	file := c.TorchDType
+	if file == "" {
+		file = nn.TorchDType(nn.FileDType(e.dir, c))
+	}
 	return modelInfo{Name: e.name, Params: c.NumParams(), Layers: c.NumLayers, Hidden: c.HiddenSize, Heads: c.NumHeads,
-		Vocab: c.VocabSize, DType: e.model.DType.String(), FileDType: c.TorchDType}
+		Vocab: c.VocabSize, DType: e.model.DType.String(), FileDType: file}
 }
 
 // load reads a model folder given as File objects (or the built-in model
