@@ -56,12 +56,23 @@ func CrossEntropyRows(d *gpu.Device, loss, logits, labels *gpu.Buffer, row0, n, 
 	if loss == logits || loss == labels || logits == labels {
 		return fmt.Errorf("wgsl: cross entropy: loss, logits and labels must be distinct buffers")
 	}
+	return crossEntropy(d, d.Info.Software, loss, logits, labels, row0, n, v, gradScale, clipLoss, computeGrad)
+}
+
+// crossEntropy records CrossEntropyRows with one workgroup per row, or with
+// byRows one thread per row (CPU adapters, where the workgroup's barriers
+// cost more than a row's arithmetic; the same bits).
+func crossEntropy(d *gpu.Device, byRows bool, loss, logits, labels *gpu.Buffer, row0, n, v int, gradScale, clipLoss float32, computeGrad bool) error {
 	p := XentParams{N: uint32(n), V: uint32(v), ComputeGrad: b2u(computeGrad), Row0: uint32(row0), GradScale: gradScale, ClipLoss: clipLoss}
-	k, err := kernel(d, "xent", "", nil, []gpu.Access{rw, rw, ro}, p)
+	entry, perWG := "", 1
+	if byRows {
+		entry, perWG = "main_rows", 64
+	}
+	k, err := entryKernel(d, "xent", entry, "", nil, []gpu.Access{rw, rw, ro}, p)
 	if err != nil {
 		return err
 	}
-	// loss (N), logits (N,V) -> dlogits (N,V): one workgroup per row.
-	x, y, z := d.Grid(n, 1)
+	// loss (N), logits (N,V) -> dlogits (N,V).
+	x, y, z := d.Grid(n, perWG)
 	return d.Dispatch(k, gpu.Params(p), []*gpu.Buffer{loss, logits, labels}, x, y, z)
 }

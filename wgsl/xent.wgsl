@@ -20,6 +20,7 @@
 // (max, sum of exp) over its strided slice of the row, the pairs are merged
 // by a tree in workgroup memory, then each thread overwrites its slice with
 // the gradient. Two passes over the row; no probability buffer is stored.
+// main_rows (CPU adapters) computes a row in one thread, with main's bits.
 
 struct Params {
 	n: u32, v: u32, compute_grad: u32, row0: u32,
@@ -38,58 +39,34 @@ var<workgroup> wmax: array<f32, 256>;
 var<workgroup> wsum: array<f32, 256>;
 var<workgroup> wlabel: i32;
 
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-		@builtin(local_invocation_index) t: u32) {
-	let row = wid.x + wid.y * nwg.x;
-	if (row >= p.n) { return; } // uniform: the whole workgroup leaves
-	let base = row * p.v;
-	let out = p.row0 + row; // index in labels and loss
-	if (t == 0u) { wlabel = labels[out]; }
-	let label = workgroupUniformLoad(&wlabel);
-
-	if (label < 0) { // ignored token
-		if (t == 0u) { loss[out] = 0.0; }
-		if (p.compute_grad != 0u) {
-			for (var j = t; j < p.v; j += WG) { logits[base + j] = 0.0; }
-		}
-		return;
+// online folds logit x into a running (max m, sum of exp(· - m) s).
+fn online(m: ptr<function, f32>, s: ptr<function, f32>, x: f32) {
+	if (x > *m) {
+		*s = *s * exp(*m - x) + 1.0;
+		*m = x;
+	} else {
+		*s += exp(x - *m);
 	}
+}
 
-	// The label's logit is read before any thread can overwrite it: the
-	// barriers of the reduction below separate this read from the writes.
-	var xl = 0.0;
-	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
+// merged is the sum of two (max, sum) pairs rescaled to mm = max(m, m2).
+fn merged(m: f32, s: f32, m2: f32, s2: f32, mm: f32) -> f32 {
+	return s * exp(m - mm) + s2 * exp(m2 - mm);
+}
 
-	var m = LOWEST;
-	var s = 0.0;
-	for (var j = t; j < p.v; j += WG) {
-		let x = logits[base + j];
-		if (x > m) {
-			s = s * exp(m - x) + 1.0;
-			m = x;
-		} else {
-			s += exp(x - m);
-		}
+// ignore writes an ignored row's loss (thread t == 0) and zero gradient
+// (columns t, t + step, ...).
+fn ignore(out: u32, base: u32, t: u32, step: u32) {
+	if (t == 0u) { loss[out] = 0.0; }
+	if (p.compute_grad != 0u) {
+		for (var j = t; j < p.v; j += step) { logits[base + j] = 0.0; }
 	}
-	wmax[t] = m;
-	wsum[t] = s;
-	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-		workgroupBarrier();
-		if (t < stride) {
-			let m2 = wmax[t + stride];
-			let s2 = wsum[t + stride];
-			let mm = max(m, m2);
-			s = s * exp(m - mm) + s2 * exp(m2 - mm);
-			m = mm;
-			wmax[t] = m;
-			wsum[t] = s;
-		}
-	}
-	workgroupBarrier();
-	storageBarrier();
-	let lse = wmax[0] + log(wsum[0]);
+}
 
+// finish writes a row's loss (thread t == 0) and, with compute_grad, the
+// gradient of its columns t, t + step, ... from the row's log-sum-exp and
+// its label's logit xl.
+fn finish(out: u32, base: u32, label: i32, xl: f32, lse: f32, t: u32, step: u32) {
 	var l = lse - xl;
 	var scale = p.grad_scale;
 	if (p.clip_loss > 0.0 && l > p.clip_loss) {
@@ -105,9 +82,95 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 	}
 	if (t == 0u) { loss[out] = l; }
 	if (p.compute_grad == 0u) { return; }
-	for (var j = t; j < p.v; j += WG) {
+	for (var j = t; j < p.v; j += step) {
 		var g = exp(logits[base + j] - lse);
 		if (j == u32(label)) { g -= 1.0; }
 		logits[base + j] = scale * g;
 	}
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+		@builtin(local_invocation_index) t: u32) {
+	let row = wid.x + wid.y * nwg.x;
+	if (row >= p.n) { return; } // uniform: the whole workgroup leaves
+	let base = row * p.v;
+	let out = p.row0 + row; // index in labels and loss
+	if (t == 0u) { wlabel = labels[out]; }
+	let label = workgroupUniformLoad(&wlabel);
+
+	if (label < 0) { // ignored token
+		ignore(out, base, t, WG);
+		return;
+	}
+
+	// The label's logit is read before any thread can overwrite it: the
+	// barriers of the reduction below separate this read from the writes.
+	var xl = 0.0;
+	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
+
+	var m = LOWEST;
+	var s = 0.0;
+	for (var j = t; j < p.v; j += WG) {
+		online(&m, &s, logits[base + j]);
+	}
+	wmax[t] = m;
+	wsum[t] = s;
+	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+		workgroupBarrier();
+		if (t < stride) {
+			let m2 = wmax[t + stride];
+			let s2 = wsum[t + stride];
+			let mm = max(m, m2);
+			s = merged(m, s, m2, s2, mm);
+			m = mm;
+			wmax[t] = m;
+			wsum[t] = s;
+		}
+	}
+	workgroupBarrier();
+	storageBarrier();
+	finish(out, base, label, xl, wmax[0] + log(wsum[0]), t, WG);
+}
+
+const ROWS_WG: u32 = 64u;
+
+// main_rows is main with one thread per row (CPU adapters, where a
+// workgroup's barriers cost more than a row's arithmetic): the thread
+// computes the WG partial (max, sum) pairs of main's threads in turn and
+// merges them in main's tree order, the same operations on the same
+// values, so it gives main's bits. Workgroups of 64 rows; dispatch
+// gpu.Grid(N, 64).
+@compute @workgroup_size(64)
+fn main_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let row = gid.x + gid.y * nwg.x * ROWS_WG;
+	if (row >= p.n) { return; }
+	let base = row * p.v;
+	let out = p.row0 + row;
+	let label = labels[out];
+	if (label < 0) {
+		ignore(out, base, 0u, 1u);
+		return;
+	}
+	var xl = 0.0;
+	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
+	var pm: array<f32, 256>;
+	var ps: array<f32, 256>;
+	for (var t = 0u; t < WG; t++) {
+		var m = LOWEST;
+		var s = 0.0;
+		for (var j = t; j < p.v; j += WG) {
+			online(&m, &s, logits[base + j]);
+		}
+		pm[t] = m;
+		ps[t] = s;
+	}
+	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+		for (var t = 0u; t < stride; t++) {
+			let mm = max(pm[t], pm[t + stride]);
+			ps[t] = merged(pm[t], ps[t], pm[t + stride], ps[t + stride], mm);
+			pm[t] = mm;
+		}
+	}
+	finish(out, base, label, xl, pm[0] + log(ps[0]), 0u, 1u);
 }

@@ -308,3 +308,50 @@ func TestCrossEntropyRejectsShortBuffers(t *testing.T) {
 		t.Error("loss too small for N=3 accepted")
 	}
 }
+
+// TestCrossEntropyRowKernel: the one-thread-per-row kernel (CPU adapters)
+// gives the workgroup kernel's bits, loss and dlogits, with and without the
+// gradient: rows shorter than, as long as and longer than the 256 partial
+// sums, ignored rows, clamped losses, a label past the vocabulary (a NaN
+// loss), logits far beyond exp's range, and rows folded into the grid's y.
+func TestCrossEntropyRowKernel(t *testing.T) {
+	for ci, tc := range []struct {
+		n, v   int
+		spread float64
+		clip   float32
+	}{
+		{1, 5, 3, 0}, {7, 257, 3, 0}, {5, 256, 3, 0}, {70, 1000, 80, 0}, {9, 300, 4, 2}, {3, 33, 1000, 0}, {130, 640, 6, 0},
+	} {
+		t.Run(fmt.Sprintf("N%d_V%d_spread%v_clip%v", tc.n, tc.v, tc.spread, tc.clip), func(t *testing.T) {
+			r := rng(uint64(900 + ci))
+			n, v := tc.n, tc.v
+			logits := make([]float64, n*v)
+			for i := range logits {
+				logits[i] = float64(float32((2*r.Float64() - 1) * tc.spread))
+			}
+			labels := make([]int32, n)
+			for i := range labels {
+				labels[i] = int32(r.IntN(v))
+				if i%4 == 1 {
+					labels[i] = -100
+				}
+			}
+			if n > 2 {
+				labels[2] = int32(v) // past the vocabulary: a NaN loss
+			}
+			lb := xentLabels(t, labels)
+			for _, grad := range []bool{true, false} {
+				var got [2][2][]float64
+				for i, byRows := range []bool{false, true} {
+					lossBuf, logitBuf := output(t, n), upload(t, logits, gpu.F32)
+					if err := crossEntropy(dev, byRows, lossBuf, logitBuf, lb, 0, n, v, 0.25, tc.clip, grad); err != nil {
+						t.Fatal(err)
+					}
+					got[i] = [2][]float64{download(t, lossBuf, n, gpu.F32), download(t, logitBuf, n*v, gpu.F32)}
+				}
+				assertSameBits(t, fmt.Sprintf("loss by rows against by workgroups (grad %v)", grad), got[1][0], got[0][0])
+				assertSameBits(t, fmt.Sprintf("dlogits by rows against by workgroups (grad %v)", grad), got[1][1], got[0][1])
+			}
+		})
+	}
+}
