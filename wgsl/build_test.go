@@ -95,7 +95,8 @@ func TestEveryKernelBuilds(t *testing.T) {
 		run("check finite", CheckFinite(d, buf(), 0, buf(), x, n, 1, 65504))
 	}
 	run("fill", Fill(d, buf(), 0, n, 0))
-	run("cross-entropy", CrossEntropy(d, buf(), buf(), buf(), 4, 16, 1, 0, true))
+	run("cross-entropy", crossEntropy(d, false, buf(), buf(), buf(), 0, 4, 16, 1, 0, true))
+	run("cross-entropy, by rows", crossEntropy(d, true, buf(), buf(), buf(), 0, 4, 16, 1, 0, true))
 	for _, p := range both {
 		for _, g := range both {
 			run("lomo", LomoUpdate(d, buf(), buf(), p, g, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
