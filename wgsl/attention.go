@@ -339,10 +339,6 @@ func attentionBackward(d *gpu.Device, variant string, dq, dk, dv, dout, q, k, v,
 	if dk == dv {
 		return fmt.Errorf("wgsl: attention backward: dk and dv are the same buffer")
 	}
-	kDelta, err := attentionKernel(d, "delta", xt, 0, 0, []gpu.Access{rw, ro, ro, ro})
-	if err != nil {
-		return err
-	}
 	rq := 0
 	fmt.Sscanf(variant, "tiled/rq%d", &rq)
 	blocked := variant == "blocked"
@@ -367,7 +363,7 @@ func attentionBackward(d *gpu.Device, variant string, dq, dk, dv, dout, q, k, v,
 	defer stats.Release()
 	pb := gpu.Params(p)
 	// stats (B,H,T,2) <- dout, out (B,T,H,D), lse (B,H,T)
-	if err := d.Dispatch(kDelta, pb, []*gpu.Buffer{stats, dout, out, lse}, uint32(t), uint32(h), uint32(b)); err != nil {
+	if err := attentionDelta(d, d.Info.Software, pb, stats, dout, out, lse, xt, b, h, t); err != nil {
 		return err
 	}
 	// dq (B,T,H,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
@@ -376,4 +372,33 @@ func attentionBackward(d *gpu.Device, variant string, dq, dk, dv, dout, q, k, v,
 	}
 	// dk, dv (B,T,KV,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
 	return d.Dispatch(kDKDV, pb, []*gpu.Buffer{dk, dv, dout, q, k, v, stats, start}, dkdvGrid, uint32(kv), uint32(b))
+}
+
+// attentionDelta records stats (B,H,T,2) = (lse, rowsum(dout*out)) per
+// row: one workgroup per row, or with byRows one thread per row (CPU
+// adapters, where a workgroup's barriers cost more than a row's
+// arithmetic; the same bits).
+func attentionDelta(d *gpu.Device, byRows bool, pb []byte, stats, dout, out, lse *gpu.Buffer, xt gpu.DType, b, h, t int) error {
+	bindings := []gpu.Access{rw, ro, ro, ro}
+	bufs := []*gpu.Buffer{stats, dout, out, lse}
+	if !byRows {
+		k, err := attentionKernel(d, "delta", xt, 0, 0, bindings)
+		if err != nil {
+			return err
+		}
+		return d.Dispatch(k, pb, bufs, uint32(t), uint32(h), uint32(b))
+	}
+	name := "attention/delta/rows"
+	if xt != gpu.F32 {
+		name += "/" + xt.String()
+	}
+	k, ok := d.CachedKernel(name)
+	if !ok {
+		var err error
+		if k, err = d.Kernel(attentionSpec(d, name, "rows", "delta", xt, 0, 0, bindings)); err != nil {
+			return err
+		}
+	}
+	x, y, z := d.Grid(b*h*t, 64)
+	return d.Dispatch(k, pb, bufs, x, y, z)
 }

@@ -295,6 +295,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 	}
 }
 
+// rows is main with one thread per row (CPU adapters): the WG partial sums
+// of main's threads in turn, added in main's tree order, so main's bits.
+// Workgroups of 64 rows, row = (b*H + h)*T + t; dispatch gpu.Grid(B*H*T, 64).
+@compute @workgroup_size(64)
+fn rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let row = gid.x + gid.y * nwg.x * 64u;
+	if (row >= p.B * p.H * p.T) { return; }
+	let t = row % p.T;
+	let h = (row / p.T) % p.H;
+	let b = row / (p.T * p.H);
+	let qo = qrow(b, t, h);
+	var part: array<f32, WG>;
+	for (var i = 0u; i < WG; i++) {
+		var s = 0.0;
+		for (var d = i; d < p.D; d += WG) { s = fma(dout_at(qo + d), out_at(qo + d), s); }
+		part[i] = s;
+	}
+	for (var w = WG / 2u; w > 0u; w >>= 1u) {
+		for (var i = 0u; i < w; i++) { part[i] += part[i + w]; }
+	}
+	stats[2u * row] = lse[row];
+	stats[2u * row + 1u] = part[0];
+}
+
 // ==== section dq ====
 // Bindings: 0 dq (rw), 1 dout, 2 q, 3 k, 4 v, 5 stats, 6 start, 7 Params.
 

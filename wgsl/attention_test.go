@@ -588,3 +588,40 @@ func TestAttentionDecode(t *testing.T) {
 		t.Error("decode at a position past the cache was accepted")
 	}
 }
+
+// TestAttentionDeltaRows: the one-thread-per-row delta kernel (CPU
+// adapters) gives the workgroup kernel's bits, lse copied and
+// rowsum(dout*out), for head sizes under, at and past its 64 partial sums,
+// in f32 and f16.
+func TestAttentionDeltaRows(t *testing.T) {
+	for ci, tc := range []struct {
+		b, tt, h, dh int
+		xt           gpu.DType
+	}{
+		{1, 3, 1, 8, gpu.F32}, {2, 34, 4, 16, gpu.F32}, {1, 9, 2, 64, gpu.F32}, {2, 5, 3, 130, gpu.F32}, {3, 20, 2, 64, gpu.F16},
+	} {
+		t.Run(fmt.Sprintf("B%d_T%d_H%d_D%d_%v", tc.b, tc.tt, tc.h, tc.dh, tc.xt), func(t *testing.T) {
+			needF16(t, tc.xt)
+			r := rng(uint64(1300 + ci))
+			n, rows := tc.b*tc.tt*tc.h*tc.dh, tc.b*tc.h*tc.tt
+			dout, out := upload(t, randn(r, n, 1), tc.xt), upload(t, randn(r, n, 1), tc.xt)
+			lse := upload(t, randn(r, rows, 3), gpu.F32)
+			p, err := attentionCheck("delta", tc.b, tc.tt, tc.h, tc.h, tc.dh, 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got [2][]float64
+			for i, byRows := range []bool{false, true} {
+				stats := output(t, 2*rows)
+				if err := attentionDelta(dev, byRows, gpu.Params(p), stats, dout, out, lse, tc.xt, tc.b, tc.h, tc.tt); err != nil {
+					t.Fatal(err)
+				}
+				got[i] = download(t, stats, 2*rows, gpu.F32)
+			}
+			assertSameBits(t, "stats by rows against by workgroups", got[1], got[0])
+			if math.Abs(got[0][1]) == 0 && math.Abs(got[0][3]) == 0 {
+				t.Error("delta is zero: the kernels computed nothing")
+			}
+		})
+	}
+}

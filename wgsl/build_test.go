@@ -57,6 +57,10 @@ func TestEveryKernelBuilds(t *testing.T) {
 		for _, v := range attentionBackwardVariants(d, x, 8, 4) {
 			run("attention backward "+v, attentionBackward(d, v, buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), buf(), x, 1, 4, 2, 1, 8, 0.35))
 		}
+		pd, _ := attentionCheck("test", 1, 4, 2, 2, 8, 0.35, nil)
+		for _, byRows := range []bool{false, true} {
+			run(fmt.Sprintf("attention delta, by rows %v", byRows), attentionDelta(d, byRows, gpu.Params(pd), buf(), buf(), buf(), buf(), x, 1, 2, 4))
+		}
 		if rqs := attentionTiled(d, 8); len(rqs) > 1 {
 			p, _ := attentionCheck("test", 1, 4, 2, 1, 8, 0.35, nil)
 			run("attention forward tiled/rq4", attentionForward(d, rqs[1], buf(), buf(), buf(), buf(), buf(), buf(), x, p))
