@@ -142,12 +142,15 @@ for name in ("lomo", "lomo_tiles"):
         print(f'probe ({name}): fma f32 {p["fma_f32_gflops"]:.1f} GFLOP/s, fma f16 {p.get("fma_f16_gflops", 0):.1f} GFLOP/s, copy {p["copy_gb_per_s"]:.0f} GB/s')
 if "error" in r["lomo_tiles"]:
     print("tilings:", r["lomo_tiles"]["error"])
-best = {}
-for k in r["lomo_tiles"].get("kernels", []):
-    key = (k["kernel"], k["shape"])
-    if key not in best or k["gflops"] > best[key]["gflops"]:
-        best[key] = k
-for k in best.values():
+def fastest(rep):
+    # The fastest tiling of each kernel and shape in a run's matmul table.
+    best = {}
+    for k in rep.get("kernels", []):
+        key = (k["kernel"], k["shape"])
+        if key not in best or k["gflops"] > best[key]["gflops"]:
+            best[key] = k
+    return best.values()
+for k in fastest(r["lomo_tiles"]):
     print(f'{k["kernel"]:<32} {k["shape"]:>14} best tiling {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s {100*k.get("fraction_of_probe", 0):5.1f}% of probe')
 def steps(name, rep):
     for s in rep.get("steps", []):
@@ -169,12 +172,7 @@ def torch(name, t):
 steps("step", r["lomo"]); steps("step bf16", r["lomo_bf16"]); torch("step", r["torch"])
 for k in r["lomo_loop_bounding"].get("kernels", []):
     print(f'  with loop bounding: {k["kernel"]:<32} {k["shape"]:>14} {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
-explored = {}
-for k in r["lomo_explore_tiles"].get("kernels", []):
-    key = (k["kernel"], k["shape"])
-    if key not in explored or k["gflops"] > explored[key]["gflops"]:
-        explored[key] = k
-for k in explored.values():
+for k in fastest(r["lomo_explore_tiles"]):
     print(f'  explored: {k["kernel"]:<32} {k["shape"]:>14} best {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
 if "error" in r["lomo_explore_tiles"]:
     print("  explored tilings:", r["lomo_explore_tiles"]["error"])

@@ -107,12 +107,21 @@ func attentionSource(section string, subst map[string]string) string {
 // kernel for head size dh with rq rows per thread (entry point tiled, the
 // forward, dq and dkdv sections).
 func attentionKernel(d *gpu.Device, section string, xt gpu.DType, dh, rq int, bindings []gpu.Access) (*gpu.Kernel, error) {
-	name, entry := "attention/"+section, "main"
 	switch {
 	case dh > 0 && rq > 0:
-		name, entry = name+fmt.Sprintf("/tiled/d%d/rq%d", dh, rq), "tiled"
+		return attentionEntry(d, section, "tiled", fmt.Sprintf("tiled/d%d/rq%d", dh, rq), xt, dh, rq, bindings)
 	case dh > 0:
-		name, entry = name+fmt.Sprintf("/blocked/d%d", dh), "blocked"
+		return attentionEntry(d, section, "blocked", fmt.Sprintf("blocked/d%d", dh), xt, dh, 0, bindings)
+	}
+	return attentionEntry(d, section, "main", "", xt, 0, 0, bindings)
+}
+
+// attentionEntry is the kernel of entry point entry in section, named
+// attention/section/variant (and the dtype when not f32).
+func attentionEntry(d *gpu.Device, section, entry, variant string, xt gpu.DType, dh, rq int, bindings []gpu.Access) (*gpu.Kernel, error) {
+	name := "attention/" + section
+	if variant != "" {
+		name += "/" + variant
 	}
 	if xt != gpu.F32 {
 		name += "/" + xt.String()
@@ -363,7 +372,7 @@ func attentionBackward(d *gpu.Device, variant string, dq, dk, dv, dout, q, k, v,
 	defer stats.Release()
 	pb := gpu.Params(p)
 	// stats (B,H,T,2) <- dout, out (B,T,H,D), lse (B,H,T)
-	if err := attentionDelta(d, d.Info.Software, pb, stats, dout, out, lse, xt, b, h, t); err != nil {
+	if err := attentionDelta(d, rowPerThread(d), pb, stats, dout, out, lse, xt, b, h, t); err != nil {
 		return err
 	}
 	// dq (B,T,H,D) <- dout, q (B,T,H,D), k, v (B,T,KV,D), stats
@@ -388,16 +397,9 @@ func attentionDelta(d *gpu.Device, byRows bool, pb []byte, stats, dout, out, lse
 		}
 		return d.Dispatch(k, pb, bufs, uint32(t), uint32(h), uint32(b))
 	}
-	name := "attention/delta/rows"
-	if xt != gpu.F32 {
-		name += "/" + xt.String()
-	}
-	k, ok := d.CachedKernel(name)
-	if !ok {
-		var err error
-		if k, err = d.Kernel(attentionSpec(d, name, "rows", "delta", xt, 0, 0, bindings)); err != nil {
-			return err
-		}
+	k, err := attentionEntry(d, "delta", "rows", "rows", xt, 0, 0, bindings)
+	if err != nil {
+		return err
 	}
 	x, y, z := d.Grid(b*h*t, 64)
 	return d.Dispatch(k, pb, bufs, x, y, z)

@@ -63,8 +63,6 @@ var (
 	// Tile64x8 is Tile64 with 8x8 results per thread, 64 threads: what
 	// CPU adapters get for small products (ChooseTile).
 	Tile64x8 = Tile{BM: 64, BN: 64, BK: 16, TM: 8, TN: 8}
-	// ChosenTiles are the tilings ChooseTile returns on some adapter.
-	ChosenTiles = []Tile{Tile64, Tile128, Tile64x8}
 	// Tiles lists the tilings that tuning times (see tune.go; the first
 	// is ChooseTile's), benchmarks compare (lomo bench --matmul-tiles all)
 	// and tests check.
@@ -170,7 +168,7 @@ func (t Tile) loads(rows int) int {
 func ChooseTile(d *gpu.Device, m, n, k int) Tile {
 	big := m >= 128 && n >= 128
 	switch {
-	case d.Info.Type == "cpu" && !(big && m*n >= 1<<19):
+	case d.Info.Software && !(big && m*n >= 1<<19):
 		return Tile64x8
 	case big:
 		return Tile128

@@ -100,13 +100,8 @@ func RMSNormForward(d *gpu.Device, y, rstd, x, w *gpu.Buffer, xt, wt gpu.DType, 
 	if err := rmsnormDistinct(op, []string{"y", "rstd", "x", "w"}, y, rstd, x, w); err != nil {
 		return err
 	}
-	return rmsnormForward(d, rmsnormByRows(d), y, rstd, x, w, xt, wt, rows, cols, eps)
+	return rmsnormForward(d, rowPerThread(d), y, rstd, x, w, xt, wt, rows, cols, eps)
 }
-
-// rmsnormByRows reports whether the norms run one thread per row: on CPU
-// adapters, where a workgroup's barriers cost more than a row's arithmetic
-// (the results are the same bits either way).
-func rmsnormByRows(d *gpu.Device) bool { return d.Info.Software }
 
 func rmsnormForward(d *gpu.Device, byRows bool, y, rstd, x, w *gpu.Buffer, xt, wt gpu.DType, rows, cols int, eps float32) error {
 	entry, wg := "forward", rmsnormWG // one workgroup per row
@@ -138,14 +133,14 @@ func rmsnormGrid(d *gpu.Device, rows, perRow int) (uint32, uint32, uint32) {
 // row, dw per column block), both deterministic. All buffers must be
 // distinct.
 func RMSNormBackward(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
-	return rmsnormBackward(d, rmsnormByRows(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, false, accumulate)
+	return rmsnormBackward(d, rowPerThread(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, false, accumulate)
 }
 
 // RMSNormBackwardAdd is RMSNormBackward with dL/dx added to dx (the
 // gradient of a residual stream, which has one already) in the same
 // dispatch: no temporary, no separate add.
 func RMSNormBackwardAdd(d *gpu.Device, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accumulate bool) error {
-	return rmsnormBackward(d, rmsnormByRows(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, true, accumulate)
+	return rmsnormBackward(d, rowPerThread(d), dx, dw, dy, x, w, rstd, xt, wt, rows, cols, true, accumulate)
 }
 
 func rmsnormBackward(d *gpu.Device, byRows bool, dx, dw, dy, x, w, rstd *gpu.Buffer, xt, wt gpu.DType, rows, cols int, accDX, accumulate bool) error {

@@ -256,6 +256,12 @@ func entryKernel(d *gpu.Device, family, entry, variant string, subst map[string]
 	})
 }
 
+// rowPerThread reports whether the per-row reductions (RMSNorm, the
+// cross-entropy, attention's delta) run one thread per row instead of one
+// workgroup: on CPU adapters, where a workgroup's barriers cost more than
+// a row's arithmetic. Both give the same bits.
+func rowPerThread(d *gpu.Device) bool { return d.Info.Software }
+
 // b2u converts a bool to a WGSL u32 flag.
 func b2u(b bool) uint32 {
 	if b {

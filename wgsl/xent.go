@@ -56,7 +56,7 @@ func CrossEntropyRows(d *gpu.Device, loss, logits, labels *gpu.Buffer, row0, n, 
 	if loss == logits || loss == labels || logits == labels {
 		return fmt.Errorf("wgsl: cross entropy: loss, logits and labels must be distinct buffers")
 	}
-	return crossEntropy(d, d.Info.Software, loss, logits, labels, row0, n, v, gradScale, clipLoss, computeGrad)
+	return crossEntropy(d, rowPerThread(d), loss, logits, labels, row0, n, v, gradScale, clipLoss, computeGrad)
 }
 
 // crossEntropy records CrossEntropyRows with one workgroup per row, or with

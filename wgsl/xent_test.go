@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"unsafe"
 
@@ -118,10 +119,7 @@ func TestCrossEntropy(t *testing.T) {
 			}
 			r := rng(uint64(100 + ci))
 			n, v := tc.n, tc.v
-			logits := make([]float64, n*v)
-			for i := range logits {
-				logits[i] = float64(float32((2*r.Float64() - 1) * tc.spread))
-			}
+			logits := uniformF32(r, n*v, tc.spread)
 			labels := make([]int32, n)
 			counted := 0
 			for i := range labels {
@@ -198,6 +196,15 @@ func TestCrossEntropyRows(t *testing.T) {
 	if err := CrossEntropyRows(dev, chunked, upload(t, logits[:4*v], gpu.F32), lb, 9, 4, v, 1, 0, false); err == nil {
 		t.Error("rows 9..12 of 11 labels accepted")
 	}
+}
+
+// uniformF32 is n values uniform in ±spread, rounded to f32.
+func uniformF32(r *rand.Rand, n int, spread float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = float64(float32((2*r.Float64() - 1) * spread))
+	}
+	return v
 }
 
 func xentMedian(v []float64) float64 {
@@ -325,10 +332,7 @@ func TestCrossEntropyRowKernel(t *testing.T) {
 		t.Run(fmt.Sprintf("N%d_V%d_spread%v_clip%v", tc.n, tc.v, tc.spread, tc.clip), func(t *testing.T) {
 			r := rng(uint64(900 + ci))
 			n, v := tc.n, tc.v
-			logits := make([]float64, n*v)
-			for i := range logits {
-				logits[i] = float64(float32((2*r.Float64() - 1) * tc.spread))
-			}
+			logits := uniformF32(r, n*v, tc.spread)
 			labels := make([]int32, n)
 			for i := range labels {
 				labels[i] = int32(r.IntN(v))
