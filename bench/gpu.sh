@@ -20,8 +20,9 @@
 #          memory is a result)
 #   tests  the kernel and model tests on the card
 #   extras the 1.1B step with the attention row kernels and in bf16, the
-#          matmuls with naga's loop bounding, and tilings that lomo does not
-#          tune over yet (EXPLORE_TILES) at 2048³ and 4096³
+#          matmuls with naga's loop bounding and without its bounds
+#          checks, and tilings that lomo does not tune over yet
+#          (EXPLORE_TILES) at 2048³ and 4096³
 # CONFIG_STEP and CONFIG_7B replace the models and MATMUL the matmul sizes
 # (small ones run the script on any adapter, lavapipe included, to try it).
 set -uo pipefail
@@ -97,6 +98,11 @@ if has extras; then
 	# (lomo compiles without it): what it costs on this card.
 	LOMO_SHADER_CHECKS=full timeout 120 ./.gpu/lomo bench --json --probe=false --matmul "$MATMUL" \
 		>"$OUT/lomo_checks_full.json" 2>"$OUT/lomo_checks_full.err"
+	# And without naga's bounds checks (a clamp of every array index, in
+	# the inner loops too): what they cost on this card. A measurement only:
+	# lomo never runs without them.
+	LOMO_SHADER_CHECKS=none timeout 120 ./.gpu/lomo bench --json --probe=false --matmul "$MATMUL" \
+		>"$OUT/lomo_checks_none.json" 2>"$OUT/lomo_checks_none.err"
 	# Tilings lomo does not tune over yet: the ones that beat the tuned
 	# tilings of "step" are the next to add to wgsl.Tiles.
 	timeout 150 ./.gpu/lomo bench --json --probe=false --matmul "$EXPLORE_MATMUL" --matmul-tiles "$EXPLORE_TILES" \
@@ -125,7 +131,7 @@ r = {"card": open(os.path.join(out, "nvidia.txt")).read().strip(), "commit": ope
      "tests": tests.strip(), "devices": devices(), "plan_7b": plan7b(),
      "coop_log": [l.rstrip() for l in open(os.path.join(out, "coop_log.txt"))] if os.path.exists(os.path.join(out, "coop_log.txt")) else [],
      "lomo": load("lomo_bench.json"), "lomo_tiles": load("lomo_tiles.json"), "lomo_attention_rows": load("lomo_rows.json"), "lomo_bf16": load("lomo_bf16.json"), "torch": load("torch.json"),
-     "lomo_loop_bounding": load("lomo_checks_full.json"), "lomo_explore_tiles": load("lomo_explore.json"),
+     "lomo_loop_bounding": load("lomo_checks_full.json"), "lomo_no_bounds_checks": load("lomo_checks_none.json"), "lomo_explore_tiles": load("lomo_explore.json"),
      "lomo_7b": load("lomo_7b.json"), "torch_7b": load("torch_7b.json"), "torch_7b_adamw": load("torch_7b_adamw.json")}
 json.dump(r, open(os.path.join(out, "gpu.json"), "w"), indent=2)
 print("card:", r["card"]); print("tests:", r["tests"])
@@ -172,6 +178,8 @@ def torch(name, t):
 steps("step", r["lomo"]); steps("step bf16", r["lomo_bf16"]); torch("step", r["torch"])
 for k in r["lomo_loop_bounding"].get("kernels", []):
     print(f'  with loop bounding: {k["kernel"]:<32} {k["shape"]:>14} {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
+for k in r["lomo_no_bounds_checks"].get("kernels", []):
+    print(f'  no bounds checks:   {k["kernel"]:<32} {k["shape"]:>14} {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
 for k in fastest(r["lomo_explore_tiles"]):
     print(f'  explored: {k["kernel"]:<32} {k["shape"]:>14} best {k.get("tile", ""):>14} {k["gflops"]:10.1f} GFLOP/s')
 if "error" in r["lomo_explore_tiles"]:

@@ -249,13 +249,23 @@ func (d *Device) openPlatform(c candidate) error {
 // (LOMO_SHADER_CHECKS=full, the binding's default; see createShaderModule).
 var loopBounding = os.Getenv("LOMO_SHADER_CHECKS") == "full"
 
+// noBoundsChecks drops naga's bounds checks too (LOMO_SHADER_CHECKS=none):
+// for measuring what they cost on a card (bench/gpu.sh), never for a run,
+// since an access past an array's end is then undefined. lomo's kernels
+// give the same results either way (TestKernelsWithoutLoopBounding).
+var noBoundsChecks = os.Getenv("LOMO_SHADER_CHECKS") == "none"
+
 // createModule compiles a kernel's WGSL, with bounds checks and, unless
 // LOMO_SHADER_CHECKS=full, without loop bounding (createShaderModule).
 func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
 	if loopBounding {
 		return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
 	}
-	m := createShaderModule(d.dev, label, code)
+	checks := checksBounds
+	if noBoundsChecks {
+		checks = 0
+	}
+	m := createShaderModule(d.dev, label, code, checks)
 	if m == nil {
 		return nil, fmt.Errorf("wgpu-native returned no shader module")
 	}

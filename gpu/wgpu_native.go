@@ -300,20 +300,21 @@ func deviceLimits(d *wgpu.Device) (Limits, error) {
 
 // checksBounds is WGPUShaderRuntimeChecks_BoundsChecks (wgpu.h): naga keeps
 // every array access within its array.
-const checksBounds = 1
+const checksBounds uint64 = 1
 
-// createShaderModule compiles WGSL source as a module with naga's bounds
-// checks but without its loop bounding: by default naga gives every loop a
+// createShaderModule compiles WGSL source as a module with the given
+// runtime checks (checksBounds: naga's bounds checks; 0: none) and never
+// naga's loop bounding: by default naga gives every loop a
 // counter that breaks it after 2^64 iterations (a guard against shaders
 // that never end), which costs each iteration of lomo's inner loops an
 // increment and a test and hides their trip counts from the driver's
 // compiler. lomo's loops are bounded by their shapes. Compile errors come
 // back as uncaptured errors (the caller's guard reports them).
-func createShaderModule(d *wgpu.Device, label, code string) *wgpu.ShaderModule {
+func createShaderModule(d *wgpu.Device, label, code string, checks uint64) *wgpu.ShaderModule {
 	cl, cc := C.CString(label), C.CString(code)
 	defer C.free(unsafe.Pointer(cl))
 	defer C.free(unsafe.Pointer(cc))
-	h := C.lomoCreateShaderModule(C.lomoDevice(handleOf(d)), cl, cc, C.uint64_t(checksBounds))
+	h := C.lomoCreateShaderModule(C.lomoDevice(handleOf(d)), cl, cc, C.uint64_t(checks))
 	if h == nil {
 		return nil
 	}
