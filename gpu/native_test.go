@@ -66,10 +66,10 @@ func TestKernelsWithoutLoopBounding(t *testing.T) {
 	if err := d.Write(x, 0, f32bytes([]float32{1, 2, 3, 4, 5, 6, 7, 8})); err != nil {
 		t.Fatal(err)
 	}
-	wasFull, wasNone := loopBounding, noBoundsChecks
-	t.Cleanup(func() { loopBounding, noBoundsChecks = wasFull, wasNone })
+	was := shaderChecks
+	t.Cleanup(func() { shaderChecks = was })
 	for _, mode := range []string{"default", "full", "none"} {
-		loopBounding, noBoundsChecks = mode == "full", mode == "none"
+		shaderChecks = mode
 		src := loopWGSL
 		if mode == "none" {
 			src = strings.Replace(src, "y[1] = x[p.n + 1000u];", "y[1] = 0.0;", 1)

@@ -245,24 +245,21 @@ func (d *Device) openPlatform(c candidate) error {
 	return nil
 }
 
-// loopBounding says whether kernels keep naga's loop bounding
-// (LOMO_SHADER_CHECKS=full, the binding's default; see createShaderModule).
-var loopBounding = os.Getenv("LOMO_SHADER_CHECKS") == "full"
+// shaderChecks is LOMO_SHADER_CHECKS: "full" keeps naga's loop bounding
+// (the binding's default), "none" drops its bounds checks too, for
+// measuring what they cost on a card (bench/gpu.sh), never for a run, since
+// an access past an array's end is then undefined; anything else keeps the
+// bounds checks only (see createShaderModule). lomo's kernels give the
+// same results each way (TestKernelsWithoutLoopBounding).
+var shaderChecks = os.Getenv("LOMO_SHADER_CHECKS")
 
-// noBoundsChecks drops naga's bounds checks too (LOMO_SHADER_CHECKS=none):
-// for measuring what they cost on a card (bench/gpu.sh), never for a run,
-// since an access past an array's end is then undefined. lomo's kernels
-// give the same results either way (TestKernelsWithoutLoopBounding).
-var noBoundsChecks = os.Getenv("LOMO_SHADER_CHECKS") == "none"
-
-// createModule compiles a kernel's WGSL, with bounds checks and, unless
-// LOMO_SHADER_CHECKS=full, without loop bounding (createShaderModule).
+// createModule compiles a kernel's WGSL with the checks shaderChecks says.
 func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
-	if loopBounding {
+	if shaderChecks == "full" {
 		return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: code}})
 	}
 	checks := checksBounds
-	if noBoundsChecks {
+	if shaderChecks == "none" {
 		checks = 0
 	}
 	m := createShaderModule(d.dev, label, code, checks)
@@ -279,7 +276,7 @@ func (d *Device) createModule(label, code string) (*wgpu.ShaderModule, error) {
 // the code again through the checked entry point, whose front end is the
 // same, recovers the compiler's message (the parse or validation error).
 func (d *Device) moduleError(label, code string) error {
-	if loopBounding {
+	if shaderChecks == "full" {
 		return nil // the module was compiled there: its error was reported
 	}
 	return d.CheckSource(label, code)

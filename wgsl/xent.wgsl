@@ -154,8 +154,8 @@ fn main_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 	}
 	var xl = 0.0;
 	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
-	var pm: array<f32, 256>;
-	var ps: array<f32, 256>;
+	var pm: array<f32, WG>;
+	var ps: array<f32, WG>;
 	for (var t = 0u; t < WG; t++) {
 		var m = LOWEST;
 		var s = 0.0;
