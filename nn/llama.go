@@ -560,7 +560,12 @@ func (m *Llama) mlpHalf(t *Tape, l *Block, x *Tensor) (*Tensor, error) {
 		return nil, err
 	}
 	keep = append(keep, u)
-	sw, err := t.SwiGLU(g, u) // (N,F)
+	if m.loraOf[l.Down] == nil {
+		// SwiGLU's product is computed inside the down projection's
+		// matmuls and never stored (Tape.SwiGLULinearAdd).
+		return t.SwiGLULinearAdd(x, g, u, l.Down) // (N,C): x + down(silu(g) * u)
+	}
+	sw, err := t.SwiGLU(g, u) // (N,F): a LoRA adapter of down reads it
 	if err != nil {
 		return nil, err
 	}

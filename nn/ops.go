@@ -473,37 +473,143 @@ func (t *Tape) SwiGLU(g, u *Tensor) (*Tensor, error) {
 				u.becomeGrad()
 				return nil
 			}
-			// The kernel writes both: an input without a gradient (a
-			// frozen layer's output on an input without one) gets a
-			// temporary.
-			var tmps []*gpu.Buffer
-			defer func() { // after the dispatch is recorded, which keeps them valid
-				for _, b := range tmps {
-					b.Release()
-				}
-			}()
-			grad := func(x *Tensor) (*gpu.Buffer, bool, error) {
-				if x.needsGrad {
-					return t.gradOf(x)
-				}
-				b, err := t.D.NewBuffer(gpu.TagActivation, x.GradDType().Bytes(x.Len()))
-				if err == nil {
-					tmps = append(tmps, b)
-				}
-				return b, false, err
-			}
-			dg, accG, err := grad(g)
-			if err != nil {
-				return err
-			}
-			du, accU, err := grad(u)
-			if err != nil {
-				return err
-			}
-			return wgsl.SwiGLUBackward(t.D, dg, du, h.grad, g.Buf, u.Buf, g.Len(), g.GradDType(), accG, accU)
+			return t.swigluBackward(g, u, h.grad)
 		},
 	})
 	return h, nil
+}
+
+// swigluBackward adds the gradients of g and u, given dh of h = silu(g)·u,
+// into their gradients (allocated where they have none).
+func (t *Tape) swigluBackward(g, u *Tensor, dh *gpu.Buffer) error {
+	// The kernel writes both: an input without a gradient (a frozen
+	// layer's output on an input without one) gets a temporary.
+	var tmps []*gpu.Buffer
+	defer func() { // after the dispatch is recorded, which keeps them valid
+		for _, b := range tmps {
+			b.Release()
+		}
+	}()
+	grad := func(x *Tensor) (*gpu.Buffer, bool, error) {
+		if x.needsGrad {
+			return t.gradOf(x)
+		}
+		b, err := t.D.NewBuffer(gpu.TagActivation, x.GradDType().Bytes(x.Len()))
+		if err == nil {
+			tmps = append(tmps, b)
+		}
+		return b, false, err
+	}
+	dg, accG, err := grad(g)
+	if err != nil {
+		return err
+	}
+	du, accU, err := grad(u)
+	if err != nil {
+		return err
+	}
+	return wgsl.SwiGLUBackward(t.D, dg, du, dh, g.Buf, u.Buf, g.Len(), g.GradDType(), accG, accU)
+}
+
+// SwiGLULinearAdd: y (N,O) = r (N,O) + (silu(g)·u) (N,F) · Wᵀ, r optional:
+// a LLaMA MLP's down projection, whose input, SwiGLU's product of g and u,
+// the matmul computes as it loads its tiles (wgsl.Mat.Up) and never
+// stores. Backward: dW += dyᵀ·(silu(g)·u) the same way; the input's
+// gradient dy·W gets SwiGLU's backward in its epilogue, which writes g's
+// and u's gradients over their values where this op is their only holder
+// (wgsl.MatmulSwiGLUGrad), and else goes to a buffer of its own first. At
+// a LLaMA block's MLP backward, one N x F buffer fewer than SwiGLU and then
+// LinearAdd, and two dispatches fewer per pass; the same bits. Saves g and
+// u. Where the adapter cannot write g's dtype (f16 without shader-f16) it
+// is SwiGLU and LinearAdd.
+func (t *Tape) SwiGLULinearAdd(r, g, u *Tensor, w *Param) (*Tensor, error) {
+	n, f := rows(g), g.Shape[len(g.Shape)-1]
+	o := w.Shape[0]
+	if g.Len() != u.Len() || g.DType != u.DType || g == u || w.Cols() != f || r != nil && (rows(r) != n || r.Shape[len(r.Shape)-1] != o) {
+		return nil, fmt.Errorf("%w: swiglu linear %s: g %v %v, u %v %v, W %v, residual %v", ErrShape, w.Name, g.Shape, g.DType, u.Shape, u.DType, w.Shape, shapeOf(r))
+	}
+	if g.DType == gpu.F16 && !t.D.Caps.F16 && !t.D.Dry() {
+		h, err := t.SwiGLU(g, u)
+		if err != nil {
+			return nil, err
+		}
+		defer h.Release()
+		if r != nil {
+			return t.LinearAdd(r, h, w)
+		}
+		return t.Linear(h, w)
+	}
+	yt := g.DType
+	if r != nil {
+		yt = r.DType
+	}
+	y, err := t.activation(yt, n, o)
+	if err != nil {
+		return nil, err
+	}
+	// silu(g)·u (N,F) · W (O,F)ᵀ (+ r) -> y (N,O)
+	ym, hm, wm := wgsl.Mat{Buf: y.Buf, DType: y.DType}, wgsl.Mat{Buf: g.Buf, Up: u.Buf, DType: g.DType}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}
+	if r != nil {
+		err = wgsl.MatmulAdd(t.D, ym, hm, wm, wgsl.Mat{Buf: r.Buf, DType: r.DType}, n, o, f, 1, 1)
+	} else {
+		err = wgsl.Matmul(t.D, ym, hm, wm, n, o, f, 1, 1, 0)
+	}
+	if err != nil {
+		y.Release()
+		return nil, fmt.Errorf("swiglu linear %s: %w", w.Name, err)
+	}
+	if !t.needs(g, u, w.Tensor, r) {
+		t.countParams(w)
+		return y, nil
+	}
+	g.Retain()
+	u.Retain()
+	t.record(&op{
+		name: "swiglu linear " + w.Name, outputs: []*Tensor{y}, params: []*Param{w},
+		release: func() { g.Release(); u.Release() },
+		backward: func() error {
+			if y.grad == nil {
+				return nil
+			}
+			if !w.Frozen {
+				dw, acc, err := t.gradOf(w.Tensor)
+				if err != nil {
+					return err
+				}
+				// dyᵀ (O,N) · silu(g)·u (N,F) -> dW (O,F)
+				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: y.grad, DType: y.GradDType(), T: true}, hm, o, f, n, 1, 1, beta(acc)); err != nil {
+					return err
+				}
+			}
+			dy, wn := wgsl.Mat{Buf: y.grad, DType: y.GradDType()}, wgsl.Mat{Buf: w.Buf, DType: w.DType}
+			switch {
+			case ownedOnlyBy(g) && ownedOnlyBy(u) && g.needsGrad && u.needsGrad && g.GradDType() == g.DType && u.GradDType() == u.DType:
+				// dy (N,O) · W (O,F) -> dh, and SwiGLU's backward over g and u
+				if err := wgsl.MatmulSwiGLUGrad(t.D, wgsl.Mat{Buf: g.Buf, DType: g.DType}, wgsl.Mat{Buf: u.Buf, DType: u.DType}, dy, wn, n, f, o); err != nil {
+					return err
+				}
+				g.becomeGrad()
+				u.becomeGrad()
+			case g.needsGrad || u.needsGrad:
+				dh, err := t.D.NewBuffer(gpu.TagActivation, g.GradDType().Bytes(n*f))
+				if err != nil {
+					return err
+				}
+				defer dh.Release() // recorded dispatches keep it valid
+				if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: g.GradDType()}, dy, wn, n, f, o, 1, 1, 0); err != nil {
+					return err
+				}
+				if err := t.swigluBackward(g, u, dh); err != nil {
+					return err
+				}
+			}
+			if r != nil && r.needsGrad {
+				return t.passGradTo(r, y)
+			}
+			return nil
+		},
+	})
+	return y, nil
 }
 
 // LossOptions configure CrossEntropy.

@@ -218,3 +218,135 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 		}
 	}
 }
+
+// TestSwiGLULinearAdd: the down projection with SwiGLU's product computed
+// inside its matmuls (Tape.SwiGLULinearAdd) gives the loss and every
+// weight's gradient of SwiGLU and then LinearAdd bit for bit, in f32, f16
+// and bf16, with g's and u's gradients written over them and, where
+// something else holds g, in buffers of their own; and its backward's
+// activation peak is at least one N x F buffer (the product or its
+// gradient) below theirs.
+func TestSwiGLULinearAdd(t *testing.T) {
+	const n, c, f, v = 6, 4, 256, 5
+	for _, dt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		if dt == gpu.F16 && !dev.Caps.F16 {
+			t.Logf("adapter %q has no shader-f16: f16 case skipped (activations stay f32 there)", dev.Info.Name)
+			continue
+		}
+		type result struct {
+			loss  []float32
+			grads map[string][]float32
+			peak  int64
+		}
+		run := func(fused, hold bool) result {
+			t.Helper()
+			r := rand.New(rand.NewPCG(7, 8))
+			param := func(name string, rows, cols int) *Param {
+				p, err := NewParam(dev, name, dt, rows, cols)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(p.Release)
+				w := make([]float32, rows*cols)
+				for i := range w {
+					w[i] = float32(r.NormFloat64()) * 0.3
+				}
+				if err := dev.Write(p.Buf, 0, EncodeF32(w, dt)); err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			gate, up, down, head := param("gate", f, c), param("up", f, c), param("down", c, f), param("head", v, c)
+			xv := make([]float32, n*c)
+			for i := range xv {
+				xv[i] = float32(r.NormFloat64())
+			}
+			x, err := FromF32(dev, gpu.TagActivation, dt, xv, n, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer x.Release()
+			labels, _ := dev.NewBuffer(gpu.TagScratch, 4*n)
+			defer labels.Release()
+			dev.Write(labels, 0, u32Bytes([]int{1, 2, 3, 4, 0, 2}))
+
+			tape := NewTape(dev, true)
+			var keep []*Tensor
+			step := func(y *Tensor, err error) *Tensor {
+				t.Helper()
+				if err != nil {
+					t.Fatal(err)
+				}
+				keep = append(keep, y)
+				return y
+			}
+			// The residual is the MLP's input, as in a LLaMA block.
+			g := step(tape.Linear(x, gate))
+			u := step(tape.Linear(x, up))
+			var y *Tensor
+			if fused {
+				y = step(tape.SwiGLULinearAdd(x, g, u, down))
+			} else {
+				sw := step(tape.SwiGLU(g, u))
+				y = step(tape.LinearAdd(x, sw, down))
+			}
+			logits := step(tape.LinearF32(y, head))
+			loss, err := tape.CrossEntropy(logits, labels, LossOptions{GradScale: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer loss.Release()
+			for _, k := range keep {
+				if !(hold && k == g) {
+					k.Release()
+				}
+			}
+			if hold {
+				defer g.Release() // g held past the backward: not written over
+			}
+			var res result
+			if res.loss, err = ReadBufferF32(dev, loss.Buf, n, gpu.F32); err != nil {
+				t.Fatal(err)
+			}
+			dev.ResetPeak()
+			res.grads = map[string][]float32{}
+			if err := tape.Backward(loss, func(p *Param, gb *gpu.Buffer) error {
+				g, err := ReadBufferF32(dev, gb, p.Len(), p.GradDType())
+				res.grads[p.Name] = g
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			res.peak = dev.Stats().Tag(gpu.TagActivation).Peak
+			return res
+		}
+		sep := run(false, false)
+		for _, hold := range []bool{false, true} {
+			got := run(true, hold)
+			what := fmt.Sprintf("%v, g held elsewhere %v", dt, hold)
+			sameF32Bits(t, what+": loss", got.loss, sep.loss)
+			for _, name := range []string{"gate", "up", "down", "head"} {
+				if sep.grads[name] == nil || got.grads[name] == nil {
+					t.Fatalf("%s: no gradient of %s", what, name)
+				}
+				sameF32Bits(t, what+": gradient of "+name, got.grads[name], sep.grads[name])
+			}
+			if nf := dt.Bytes(n * f); !hold && sep.peak-got.peak < nf {
+				t.Errorf("%s: backward's activation peak %d bytes fused, %d separate: want at least one N x F (%d) less", what, got.peak, sep.peak, nf)
+			}
+		}
+	}
+}
+
+// sameF32Bits fails unless got and want are the same floats, bit for bit.
+func sameF32Bits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: element %d is %v, want %v (bits %08x, %08x)", what, i, got[i], want[i], math.Float32bits(got[i]), math.Float32bits(want[i]))
+		}
+	}
+}

@@ -22,7 +22,7 @@ type SwiGLUBackwardParams struct{ N, AccG, AccU, _ uint32 }
 
 var elementwiseOps = map[string]string{
 	"add":    "x + y",
-	"swiglu": "silu(x) * y",
+	"swiglu": "swiglu(x, y)",
 }
 
 func checkLen(op string, n int, dt gpu.DType, bufs ...*gpu.Buffer) error {
@@ -59,7 +59,7 @@ func elementwise(d *gpu.Device, op string, out, a, b *gpu.Buffer, n int, dt gpu.
 		return err
 	}
 	p := ElementwiseParams{N: uint32(n)}
-	subst := elementSubst(d, map[string]string{"OP": elementwiseOps[op]}, dt, []string{"out"}, "a", "b")
+	subst := elementSubst(d, map[string]string{"OP": elementwiseOps[op], useSwiGLU: "1"}, dt, []string{"out"}, "a", "b")
 	k, err := kernel(d, "elementwise", op+"/"+dt.String(), subst, []gpu.Access{rw, ro, ro}, p)
 	if err != nil {
 		return err
@@ -99,7 +99,7 @@ func SwiGLUBackward(d *gpu.Device, dg, du, dh, g, u *gpu.Buffer, n int, dt gpu.D
 // swigluSubst sets the readers and writers of swiglu.wgsl's bindings (both
 // entry points').
 func swigluSubst(d *gpu.Device, dt gpu.DType) map[string]string {
-	return elementSubst(d, nil, dt, []string{"dg", "du", "gw", "uw"}, "dh", "g", "u")
+	return elementSubst(d, map[string]string{useSwiGLU: "1"}, dt, []string{"dg", "du", "gw", "uw"}, "dh", "g", "u")
 }
 
 // SwiGLUBackwardInPlace is SwiGLUBackward writing dg over g and du over u

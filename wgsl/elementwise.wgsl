@@ -4,6 +4,7 @@
 //   swiglu: out = silu(a) * b, silu(x) = x * sigmoid(x)   (a = gate, b = up)
 // Bindings: 0 out (rw), 1 a, 2 b, 3 Params. Workgroup 256; dispatch
 // dev.Grid(n, 256). Saves nothing (swiglu's backward re-reads a and b).
+// silu is swigluLib's (wgsl.go).
 
 struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 
@@ -15,8 +16,6 @@ struct Params { n: u32, _p0: u32, _p1: u32, _p2: u32 }
 {{OUT_ST}}
 {{A_AT}}
 {{B_AT}}
-
-fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

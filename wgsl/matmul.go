@@ -12,7 +12,8 @@ type MatmulParams struct {
 	M, N, K, LDA, LDB, AOff, BOff, COff uint32
 	ABatch, BBatch, CBatch, ROff        uint32
 	Alpha, Beta                         float32
-	_, _                                uint32
+	Probe                               uint32 // MatmulSwiGLUGrad's epilogue writes nothing (tuning's timed runs)
+	_                                   uint32
 }
 
 // Mat describes how an operand is laid out in its buffer.
@@ -26,6 +27,13 @@ type Mat struct {
 	// the stored width (K, or M transposed, for A; N, or K transposed,
 	// for B), more for a block of a wider matrix. C is always dense.
 	LD int
+	// Up, for A or B, makes the operand SwiGLU's output silu(Buf)·Up
+	// (Buf the gate projection g, Up the up projection u, laid out alike,
+	// of dtype DType), computed as the tiles are loaded and rounded to
+	// DType as SwiGLU's stored output is: the same bits as Matmul of that
+	// output, which a LLaMA MLP's down projection then never stores. A
+	// 16-bit DType needs the adapter to write it (shader-f16 for F16).
+	Up *gpu.Buffer
 }
 
 // ld returns x's leading dimension for a stored width w, and checks it.
@@ -183,7 +191,7 @@ func ChooseTile(d *gpu.Device, m, n, k int) Tile {
 // for this call's dtypes, layouts and shape (tune.go); all give the same
 // bits.
 func Matmul(d *gpu.Device, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
-	return matmulTuned(d, c, a, b, nil, m, n, k, batches, alpha, beta)
+	return matmulTuned(d, c, a, b, fusion{}, m, n, k, batches, alpha, beta)
 }
 
 // MatmulAdd records C = alpha * op(A)·op(B) + R, R laid out as C (the
@@ -194,16 +202,51 @@ func MatmulAdd(d *gpu.Device, c, a, b, r Mat, m, n, k, batches int, alpha float3
 	if r.Buf == c.Buf {
 		return fmt.Errorf("wgsl: matmul: R and C are the same buffer (add in place with beta = 1)")
 	}
-	return matmulTuned(d, c, a, b, &r, m, n, k, batches, alpha, 0)
+	return matmulTuned(d, c, a, b, fusion{r: &r}, m, n, k, batches, alpha, 0)
+}
+
+// MatmulSwiGLUGrad records the backward of h = silu(g)·u (all (M,N))
+// where h's gradient dh is op(A)·op(B) (a LLaMA MLP's dy·W of the down
+// projection): dg written over g and du over u, u laid out as g (its own
+// Off), both of g.DType. Each dh is rounded to that dtype as a stored
+// gradient is, so the results are those of Matmul into a buffer dh and
+// then SwiGLUBackwardInPlace, bit for bit, without dh's M x N elements in
+// memory or the two passes over them.
+func MatmulSwiGLUGrad(d *gpu.Device, g, u, a, b Mat, m, n, k int) error {
+	if err := checkSwiGLUGrad(g, u, a, b); err != nil {
+		return err
+	}
+	return matmulTuned(d, g, a, b, fusion{up: &u}, m, n, k, 1, 1, 0)
+}
+
+// checkSwiGLUGrad checks MatmulSwiGLUGrad's operands.
+func checkSwiGLUGrad(g, u, a, b Mat) error {
+	switch {
+	case g.Buf == u.Buf:
+		return fmt.Errorf("wgsl: matmul: SwiGLU's g and u are one buffer")
+	case u.DType != g.DType || u.T || g.T || u.LD != 0 || g.LD != 0 || u.Batch != 0 || g.Batch != 0 || u.Up != nil || g.Up != nil:
+		return fmt.Errorf("wgsl: matmul: SwiGLU's u must be laid out as g, and both dense")
+	case g.Buf == a.Buf || g.Buf == b.Buf || u.Buf == a.Buf || u.Buf == b.Buf:
+		return fmt.Errorf("wgsl: matmul: SwiGLU's g or u is also an operand")
+	}
+	return nil
+}
+
+// fusion is what a matmul computes besides C = alpha*op(A)·op(B) + beta*C
+// (at most one of r and up).
+type fusion struct {
+	r     *Mat // R added to each result (MatmulAdd)
+	up    *Mat // C is g and its results dh: SwiGLU's backward (MatmulSwiGLUGrad)
+	probe bool // with up: a timed run of tuning, which writes nothing
 }
 
 // matmulTuned runs matmul with ChooseTile's tiling, or on a device that
-// tunes, the fastest of Tiles for this call's dtypes, layouts and shape
-// (tune.go).
-func matmulTuned(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
+// tunes, the fastest of Tiles for this call's dtypes, layouts, fusions and
+// shape (tune.go).
+func matmulTuned(d *gpu.Device, c, a, b Mat, f fusion, m, n, k, batches int, alpha, beta float32) error {
 	first := ChooseTile(d, m, n, k)
 	if !d.Tunes() {
-		return matmul(d, first, c, a, b, r, m, n, k, batches, alpha, beta)
+		return matmul(d, first, c, a, b, f, m, n, k, batches, alpha, beta)
 	}
 	tiles := []Tile{first}
 	names := []string{first.String()}
@@ -213,17 +256,47 @@ func matmulTuned(d *gpu.Device, c, a, b Mat, r *Mat, m, n, k, batches int, alpha
 			names = append(names, t.String())
 		}
 	}
-	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
-	if r != nil {
-		dts += dtypeName("r", r.DType)
+	key := fmt.Sprintf("matmul/%s/%s/%dx%dx%d/%d", matmulDTypes(c, a, b, f), matmulLayouts(a, b, f), m, n, k, batches)
+	flops := 2 * float64(m) * float64(n) * float64(k) * float64(batches)
+	run := func(i int) error { return matmul(d, tiles[i], c, a, b, f, m, n, k, batches, alpha, beta) }
+	if f.up != nil {
+		// The epilogue overwrites its inputs g and u: timed runs probe
+		// (compute everything, write nothing), then the chosen one runs.
+		probe := f
+		probe.probe = true
+		return tunedProbed(d, key, names, flops, func(i int) error {
+			return matmul(d, tiles[i], c, a, b, probe, m, n, k, batches, alpha, beta)
+		}, run, true)
 	}
-	key := fmt.Sprintf("matmul/%s/%s/%dx%dx%d/%d", dts, layouts(a.T, b.T), m, n, k, batches)
 	// With beta = 0, C's old contents do not matter: each timed run
 	// writes the same C.
 	repeat := beta == 0 && c.Buf != a.Buf && c.Buf != b.Buf
-	return tuned(d, key, names, repeat, 2*float64(m)*float64(n)*float64(k)*float64(batches), func(i int) error {
-		return matmul(d, tiles[i], c, a, b, r, m, n, k, batches, alpha, beta)
-	})
+	return tuned(d, key, names, repeat, flops, run)
+}
+
+// matmulDTypes names a call's dtypes for kernel variants and tuning keys.
+func matmulDTypes(c, a, b Mat, f fusion) string {
+	s := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
+	if f.r != nil {
+		s += dtypeName("r", f.r.DType)
+	}
+	return s
+}
+
+// matmulLayouts names the layouts of A and B (layouts) and the fusions:
+// "sa" or "sb" for a SwiGLU operand, "+sg" for SwiGLU's backward.
+func matmulLayouts(a, b Mat, f fusion) string {
+	s := layouts(a.T, b.T)
+	if a.Up != nil {
+		s += "sa"
+	}
+	if b.Up != nil {
+		s += "sb"
+	}
+	if f.up != nil {
+		s += "+sg"
+	}
+	return s
 }
 
 // layouts names the layouts of A and B: n (as stored) or t (transposed).
@@ -239,12 +312,20 @@ func layouts(ta, tb bool) string {
 
 // MatmulTiled is Matmul with a given tiling (benchmarks and tests).
 func MatmulTiled(d *gpu.Device, tile Tile, c, a, b Mat, m, n, k, batches int, alpha, beta float32) error {
-	return matmul(d, tile, c, a, b, nil, m, n, k, batches, alpha, beta)
+	return matmul(d, tile, c, a, b, fusion{}, m, n, k, batches, alpha, beta)
 }
 
-// matmul records C = alpha * op(A)·op(B) + beta*C, plus R if r is not nil,
-// with the given tiling.
-func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int, alpha, beta float32) error {
+// MatmulSwiGLUGradTiled is MatmulSwiGLUGrad with a given tiling (tests).
+func MatmulSwiGLUGradTiled(d *gpu.Device, tile Tile, g, u, a, b Mat, m, n, k int) error {
+	if err := checkSwiGLUGrad(g, u, a, b); err != nil {
+		return err
+	}
+	return matmul(d, tile, g, a, b, fusion{up: &u}, m, n, k, 1, 1, 0)
+}
+
+// matmul records C = alpha * op(A)·op(B) + beta*C and f's fusions with the
+// given tiling.
+func matmul(d *gpu.Device, tile Tile, c, a, b Mat, f fusion, m, n, k, batches int, alpha, beta float32) error {
 	if err := f16Writable(d, "matmul", "C", c.DType); err != nil {
 		return err
 	}
@@ -275,28 +356,46 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int,
 		return err
 	}
 	last := func(x Mat, rows, w, ld int) int64 { return int64(x.Off + (batches-1)*x.Batch + (rows-1)*ld + w) }
-	if x := last(a, aRows, aW, lda); a.DType.Bytes(int(x)) > a.Buf.Size() {
-		return fmt.Errorf("wgsl: matmul: A needs %d %v elements, buffer holds fewer", x, a.DType)
-	}
-	if x := last(b, bRows, bW, ldb); b.DType.Bytes(int(x)) > b.Buf.Size() {
-		return fmt.Errorf("wgsl: matmul: B needs %d elements, buffer holds fewer", x)
+	for _, x := range []struct {
+		name        string
+		mat         Mat
+		rows, w, ld int
+	}{{"A", a, aRows, aW, lda}, {"B", b, bRows, bW, ldb}} {
+		e := last(x.mat, x.rows, x.w, x.ld)
+		if x.mat.DType.Bytes(int(e)) > x.mat.Buf.Size() || x.mat.Up != nil && x.mat.DType.Bytes(int(e)) > x.mat.Up.Size() {
+			return fmt.Errorf("wgsl: matmul: %s needs %d %v elements, buffer holds fewer", x.name, e, x.mat.DType)
+		}
+		if x.mat.Up != nil {
+			if err := f16Writable(d, "matmul", x.name+"'s SwiGLU output", x.mat.DType); err != nil {
+				return err
+			}
+		}
 	}
 	if x := int64(c.Off + (batches-1)*cBatch + m*n); c.DType.Bytes(int(x)) > c.Buf.Size() {
 		return fmt.Errorf("wgsl: matmul: C needs %d %v elements, buffer holds fewer", x, c.DType)
 	}
-	if r != nil {
-		if r.T || r.LD != 0 || r.Batch != 0 && r.Batch != cBatch {
-			return fmt.Errorf("wgsl: matmul: R must be laid out as C")
+	for _, x := range []struct {
+		name string
+		mat  *Mat
+	}{{"R", f.r}, {"SwiGLU's u", f.up}} {
+		if x.mat == nil {
+			continue
 		}
-		if x := int64(r.Off + (batches-1)*cBatch + m*n); r.DType.Bytes(int(x)) > r.Buf.Size() {
-			return fmt.Errorf("wgsl: matmul: R needs %d %v elements, buffer holds fewer", x, r.DType)
+		if x.mat.T || x.mat.LD != 0 || x.mat.Batch != 0 && x.mat.Batch != cBatch {
+			return fmt.Errorf("wgsl: matmul: %s must be laid out as C", x.name)
 		}
+		if e := int64(x.mat.Off + (batches-1)*cBatch + m*n); x.mat.DType.Bytes(int(e)) > x.mat.Buf.Size() {
+			return fmt.Errorf("wgsl: matmul: %s needs %d %v elements, buffer holds fewer", x.name, e, x.mat.DType)
+		}
+	}
+	if f.up != nil && (f.r != nil || beta != 0 || f.up.DType != c.DType) {
+		return fmt.Errorf("wgsl: matmul: SwiGLU's backward adds nothing to its results and needs u of g's dtype")
 	}
 	p := MatmulParams{
 		M: uint32(m), N: uint32(n), K: uint32(k), LDA: uint32(lda), LDB: uint32(ldb),
 		AOff: uint32(a.Off), BOff: uint32(b.Off), COff: uint32(c.Off),
 		ABatch: uint32(a.Batch), BBatch: uint32(b.Batch), CBatch: uint32(cBatch),
-		Alpha: alpha, Beta: beta,
+		Alpha: alpha, Beta: beta, Probe: b2u(f.probe),
 	}
 	bufs := []*gpu.Buffer{c.Buf, a.Buf, b.Buf}
 	access := []gpu.Access{rw, ro, ro}
@@ -307,17 +406,64 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int,
 	for key, v := range matmulSource(tile, a.T, b.T, guardM, guardN, guardK) {
 		subst[key] = v
 	}
-	dts := dtypeName("a", a.DType, "b", b.DType, "c", c.DType)
-	subst["PARAMS_BINDING"], subst["R_DECL"], subst["R_ADD"] = "3", "", ""
-	if r != nil {
-		p.ROff = uint32(r.Off)
-		bufs, access = append(bufs, r.Buf), append(access, ro)
-		dtypeSubst(d, subst, "R", "r", r.DType)
-		subst["PARAMS_BINDING"] = "4"
-		subst["R_DECL"] = fmt.Sprintf("@group(0) @binding(3) var<storage, read> r: array<%s>;\n%s", subst["R_T"], subst["R_AT"])
-		subst["R_ADD"] = "x += r_at(idx - p.c_off + p.r_off);"
-		dts += dtypeName("r", r.DType)
+	// The fusions' bindings follow B's, then Params.
+	var decl strings.Builder
+	bind := func(buf *gpu.Buffer, acc gpu.Access, name, key string, dt gpu.DType) {
+		ext := map[string]string{}
+		if acc == rw {
+			outSubst(d, ext, key, name, dt)
+		} else {
+			dtypeSubst(d, ext, key, name, dt)
+		}
+		for k, v := range ext {
+			if strings.HasPrefix(k, "\x00") {
+				subst[k] = v
+			}
+		}
+		mode := "read"
+		if acc == rw {
+			mode = "read_write"
+		}
+		fmt.Fprintf(&decl, "@group(0) @binding(%d) var<storage, %s> %s: array<%s>;\n%s\n", len(bufs), mode, name, ext[key+"_T"], ext[key+"_AT"])
+		if acc == rw {
+			fmt.Fprintf(&decl, "%s\n", ext[key+"_ST"])
+		}
+		bufs, access = append(bufs, buf), append(access, acc)
 	}
+	store := "var x = p.alpha * v[j];\n\t\t\tif (p.beta != 0.0) { x += p.beta * c_at(idx); }\n\t\t\t"
+	switch {
+	case f.r != nil:
+		p.ROff = uint32(f.r.Off)
+		bind(f.r.Buf, ro, "r", "R", f.r.DType)
+		store += "x += r_at(idx - p.c_off + p.r_off);\n\t\t\tc_st(idx, x);"
+	case f.up != nil:
+		p.ROff = uint32(f.up.Off)
+		bind(f.up.Buf, rw, "cu", "CU", f.up.DType)
+		subst[useSwiGLU] = "1"
+		store = fmt.Sprintf(`if (p.probe != 0u) { continue; }
+			let ui = idx - p.c_off + p.r_off;
+			let gr = swiglu_grads(c_at(idx), cu_at(ui), %s);
+			c_st(idx, gr.x);
+			cu_st(ui, gr.y);`, roundAs(c.DType, "p.alpha * v[j]"))
+	default:
+		store += "c_st(idx, x);"
+	}
+	for _, x := range []struct {
+		mat        Mat
+		v, up, key string
+	}{{a, "a", "au", "A"}, {b, "b", "bu", "B"}} {
+		if x.mat.Up == nil {
+			continue
+		}
+		bind(x.mat.Up, ro, x.up, strings.ToUpper(x.up), x.mat.DType)
+		subst[useSwiGLU] = "1"
+		// The operand's reader reads g; its SwiGLU output is what the
+		// tiles load.
+		subst[x.key+"_AT"] = strings.Replace(subst[x.key+"_AT"], "fn "+x.v+"_at(", "fn "+x.v+"_gate(", 1) +
+			fmt.Sprintf("\nfn %s_at(i: u32) -> f32 { return %s; }", x.v, roundAs(x.mat.DType, fmt.Sprintf("swiglu(%s_gate(i), %s_at(i))", x.v, x.up)))
+	}
+	subst["EXTRA_DECL"], subst["STORE_ELEM"] = decl.String(), store
+	subst["PARAMS_BINDING"] = fmt.Sprint(len(bufs))
 	guards := ""
 	for _, g := range []struct {
 		on bool
@@ -330,12 +476,25 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, r *Mat, m, n, k, batches int,
 	if guards == "" {
 		guards = "full"
 	}
-	variant := fmt.Sprintf("%s/%s/%s/%s", dts, layouts(a.T, b.T), guards, tile)
+	variant := fmt.Sprintf("%s/%s/%s/%s", matmulDTypes(c, a, b, f), matmulLayouts(a, b, f), guards, tile)
 	kern, err := kernel(d, "matmul", variant, subst, access, p)
 	if err != nil {
 		return err
 	}
 	return d.Dispatch(kern, gpu.Params(p), bufs, uint32((n+tile.BN-1)/tile.BN), uint32((m+tile.BM-1)/tile.BM), uint32(batches))
+}
+
+// roundAs is the WGSL expression x (an f32) rounded to dtype t as a store
+// of t rounds it (dtypeSubst, outSubst): for a value a kernel uses as if it
+// had been stored and read back. F16 needs shader-f16.
+func roundAs(t gpu.DType, x string) string {
+	switch t {
+	case gpu.F16:
+		return fmt.Sprintf("f32(f16(%s))", x)
+	case gpu.BF16:
+		return fmt.Sprintf("bitcast<f32>(f32_to_bf16(%s) << 16u)", x)
+	}
+	return x
 }
 
 // tileLimits are the device's limits that a tiling must respect: the

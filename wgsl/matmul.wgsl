@@ -9,8 +9,17 @@
 // A, B and C are each f32 or f16 (a_at/b_at read f32, c_st rounds once);
 // accumulation is f32, one fma per k in increasing k, so every tiling gives
 // the same bits.
-// Bindings: 0 C (rw), 1 A, 2 B, 3 Params; or with a residual R (laid out
-// as C, added to each result: MatmulAdd), 3 R, 4 Params.
+// Bindings: 0 C (rw), 1 A, 2 B, then those of the fusions the launcher
+// compiles in (EXTRA_DECL), then Params:
+//   - a residual R laid out as C, added to each result (MatmulAdd);
+//   - SwiGLU's output as an operand (Mat.Up): A or B is silu(g)·u, read
+//     from g (A's or B's binding) and u (au or bu), rounded to their dtype
+//     as a stored product is, so that the MLP's down projection never
+//     stores it;
+//   - SwiGLU's backward as the epilogue (MatmulSwiGLUGrad): C is g, the
+//     results are dh of h = silu(g)·u, rounded to g's dtype as a stored
+//     gradient is; dg is written over g and du over u (cu, laid out as C,
+//     at r_off). probe != 0 (tuning's timed runs) writes nothing.
 //
 // The launcher (matmul.go) specializes this template when it builds the
 // pipeline, so the inner loop has no branches:
@@ -38,13 +47,13 @@ struct Params {
 	M: u32, N: u32, K: u32, lda: u32,
 	ldb: u32, a_off: u32, b_off: u32, c_off: u32,
 	a_batch: u32, b_batch: u32, c_batch: u32, r_off: u32,
-	alpha: f32, beta: f32, _pad1: u32, _pad2: u32,
+	alpha: f32, beta: f32, probe: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> c: array<{{C_T}}>;
 @group(0) @binding(1) var<storage, read> a: array<{{A_T}}>;
 @group(0) @binding(2) var<storage, read> b: array<{{B_T}}>;
-{{R_DECL}}
+{{EXTRA_DECL}}
 @group(0) @binding({{PARAMS_BINDING}}) var<uniform> p: Params;
 
 {{A_AT}}
@@ -98,10 +107,7 @@ fn store4(cbase: u32, m: u32, n: u32, v: vec4<f32>) {
 	for (var j = 0u; j < 4u; j++) {
 		if (n + j < p.N) {
 			let idx = cbase + m * p.N + n + j;
-			var x = p.alpha * v[j];
-			if (p.beta != 0.0) { x += p.beta * c_at(idx); }
-			{{R_ADD}}
-			c_st(idx, x);
+			{{STORE_ELEM}}
 		}
 	}
 }

@@ -186,7 +186,7 @@ func TestMatmulAdd(t *testing.T) {
 			for ti, tile := range []Tile{Tile64, Tile128} {
 				cb := outputOf(t, nb*m*n, tc.dt)
 				err := matmul(dev, tile, Mat{Buf: cb, DType: tc.dt}, Mat{Buf: ab, DType: tc.dt, Batch: m * k}, Mat{Buf: bb, DType: tc.dt, Batch: n * k, T: true},
-					&Mat{Buf: rb, DType: tc.rt}, m, n, k, nb, float32(tc.alpha), 0)
+					fusion{r: &Mat{Buf: rb, DType: tc.rt}}, m, n, k, nb, float32(tc.alpha), 0)
 				if err != nil {
 					t.Fatal(err)
 				}

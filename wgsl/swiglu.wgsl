@@ -11,6 +11,8 @@
 //   in_place  0 g (rw), 1 u (rw), 2 dh, 3 Params: dg written over g and du
 //             over u, for a caller that holds g and u for nothing else (two
 //             N x F buffers fewer at a LLaMA block's MLP); main's bits.
+// The formula is swigluLib's swiglu_grads (wgsl.go), which the matmul's
+// SwiGLU epilogue shares.
 // Workgroup 256.
 
 struct Params { n: u32, acc_g: u32, acc_u: u32, _p0: u32 }
@@ -41,17 +43,11 @@ struct Params { n: u32, acc_g: u32, acc_u: u32, _p0: u32 }
 {{UW_AT}}
 {{UW_ST}}
 
-// grads returns (dg, du) for one element.
-fn grads(x: f32, uu: f32, d: f32) -> vec2<f32> {
-	let s = 1.0 / (1.0 + exp(-x));
-	return vec2<f32>(d * uu * s * (1.0 + x * (1.0 - s)), d * x * s);
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * 256u;
 	if (i >= p.n) { return; }
-	var v = grads(g_at(i), u_at(i), dh_at(i));
+	var v = swiglu_grads(g_at(i), u_at(i), dh_at(i));
 	if (p.acc_g != 0u) { v.x += dg_at(i); }
 	if (p.acc_u != 0u) { v.y += du_at(i); }
 	dg_st(i, v.x);
@@ -62,7 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 fn in_place(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
 	let i = gid.x + gid.y * nwg.x * 256u;
 	if (i >= pi.n) { return; }
-	let v = grads(gw_at(i), uw_at(i), dh_at(i));
+	let v = swiglu_grads(gw_at(i), uw_at(i), dh_at(i));
 	gw_st(i, v.x);
 	uw_st(i, v.y);
 }

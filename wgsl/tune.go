@@ -56,6 +56,20 @@ var TuneMinFlops = 1e8
 // times with the same result: its outputs do not depend on what they
 // overwrite and alias none of its inputs.
 func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops float64, run func(i int) error) error {
+	var probe func(int) error
+	if repeat {
+		probe = run
+	}
+	return tunedProbed(d, key, variants, flops, probe, run, false)
+}
+
+// tunedProbed is tuned for a call that may not run twice (it overwrites its
+// inputs) but can be timed without a lasting effect: probe(i) records
+// variant i doing the call's work and writing nothing, and after the timing
+// run(i) records the chosen variant i once (with final; without, the last
+// timed run has left the call's result: tuned with repeat). A nil probe
+// cannot time the call.
+func tunedProbed(d *gpu.Device, key string, variants []string, flops float64, probe, run func(i int) error, final bool) error {
 	if c, ok := d.Choice(key); ok {
 		for i, v := range variants {
 			if v == c.Chosen {
@@ -63,13 +77,13 @@ func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops floa
 			}
 		}
 	}
-	if !d.Tunes() || !repeat || len(variants) < 2 || flops < TuneMinFlops {
+	if !d.Tunes() || probe == nil || len(variants) < 2 || flops < TuneMinFlops {
 		return run(0)
 	}
 	c := gpu.Choice{Key: key}
-	best := math.Inf(1)
+	best, chosen := math.Inf(1), 0
 	for i, v := range variants {
-		if err := run(i); err != nil { // compiles the variant's kernel
+		if err := probe(i); err != nil { // compiles the variant's kernel
 			return err
 		}
 		t, runs := math.Inf(1), 0
@@ -78,7 +92,7 @@ func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops floa
 				return err
 			}
 			t0 := time.Now()
-			if err := run(i); err != nil {
+			if err := probe(i); err != nil {
 				return err
 			}
 			if err := d.Sync(); err != nil {
@@ -91,9 +105,12 @@ func tuned(d *gpu.Device, key string, variants []string, repeat bool, flops floa
 		}
 		c.Timed = append(c.Timed, gpu.Timing{Variant: v, Seconds: t, Runs: runs})
 		if t < best {
-			best, c.Chosen = t, v
+			best, c.Chosen, chosen = t, v, i
 		}
 	}
 	d.Choose(c)
-	return nil
+	if !final {
+		return nil
+	}
+	return run(chosen)
 }

@@ -30,8 +30,8 @@ var files embed.FS
 
 // Source returns the WGSL of a family with each {{KEY}} replaced, preceded
 // by `enable f16;` when a binding is WGSL f16, by the bf16 conversions
-// when one is bf16 (see dtypeSubst) and by hash32 when useHash or bf16
-// asks for it.
+// when one is bf16 (see dtypeSubst), by hash32 when useHash or bf16
+// asks for it and by swigluLib when useSwiGLU does.
 func Source(family string, subst map[string]string) string {
 	b, err := files.ReadFile(family + ".wgsl")
 	if err != nil {
@@ -43,6 +43,9 @@ func Source(family string, subst map[string]string) string {
 	}
 	if i := strings.Index(s, "{{"); i >= 0 {
 		panic(fmt.Sprintf("wgsl: %s.wgsl: unreplaced placeholder near %q", family, s[i:min(len(s), i+30)]))
+	}
+	if subst[useSwiGLU] != "" {
+		s = swigluLib + s
 	}
 	if subst[useBF16] != "" {
 		s = bf16Lib + s
@@ -57,12 +60,26 @@ func Source(family string, subst map[string]string) string {
 }
 
 // enableF16 and useBF16 are the keys dtypeSubst sets when a binding is WGSL
-// f16 or bf16; useHash asks for hashLib.
+// f16 or bf16; useHash asks for hashLib, useSwiGLU for swigluLib.
 const (
 	enableF16 = "\x00enable f16"
 	useBF16   = "\x00bf16"
 	useHash   = "\x00hash"
+	useSwiGLU = "\x00swiglu"
 )
+
+// swigluLib is SwiGLU's arithmetic, h = silu(g)·u and its backward
+// (silu'(x) = s(x)·(1 + x·(1 - s(x))), s the sigmoid), in one text for
+// every kernel that computes it: elementwise.wgsl's forward, swiglu.wgsl's
+// backward, and the matmul's SwiGLU operand and epilogue (matmul.go), so
+// that the fused kernels give the separate ones' bits.
+const swigluLib = `fn silu(x: f32) -> f32 { return x / (1.0 + exp(-x)); }
+fn swiglu(g: f32, u: f32) -> f32 { return silu(g) * u; }
+fn swiglu_grads(x: f32, uu: f32, d: f32) -> vec2<f32> {
+	let s = 1.0 / (1.0 + exp(-x));
+	return vec2<f32>(d * uu * s * (1.0 + x * (1.0 - s)), d * x * s);
+}
+`
 
 // hashLib is hash32, a 32-bit integer finalizer (xor-shift and odd
 // multiplies): dropout's mask and bf16's stochastic rounding bits.
