@@ -728,7 +728,7 @@ func (m *Llama) tiedHeadGrad(t *Tape, h *Tensor, in *Inputs, opt LossOptions, ds
 	}
 	defer loss.Release()
 	v := m.Head.Shape[0]
-	return t.headChunks(h, m.Head, in.Labels, loss, opt, headChunkRows(n, v), func(logits *gpu.Buffer, r0, r int) error {
+	return t.headChunks(h, m.Head, in.Labels, loss, nil, opt, headChunkRows(n, v), func(logits *gpu.Buffer, r0, r int) error {
 		// dlogitsᵀ (V,r) · h rows r0.. (r,C) -> dE (V,C)
 		return wgsl.Matmul(t.D, wgsl.Mat{Buf: dst, DType: m.Embed.GradDType()}, wgsl.Mat{Buf: logits, T: true}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, v, c, r, 1, 1, beta(acc || r0 > 0))
 	})

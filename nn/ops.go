@@ -666,8 +666,9 @@ func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions)
 	return loss, nil
 }
 
-// headChunkBytes bounds the f32 logits of one chunk of rows in HeadLoss.
-const headChunkBytes = 64 << 20
+// headChunkBytes bounds the f32 logits of one chunk of rows in HeadLoss
+// (a variable for tests).
+var headChunkBytes = 64 << 20
 
 // headChunkRows is how many rows of v logits HeadLoss takes at a time.
 // headGradBlockBytes bounds a block of the LM head's weight gradient
@@ -697,16 +698,34 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 		return nil, err
 	}
 	chunk := headChunkRows(n, v)
-	if t.RowGrads && weightGrad && !w.Frozen && int64(4*n) <= w.GradDType().Bytes(c) && 4*int64(n)*int64(v) <= 128<<20 {
+	// With RowGrads, W's gradient may come in blocks of vocabulary rows,
+	// so that no (V,C) gradient exists; the op then counts W's use
+	// itself.
+	byRows := t.RowGrads && weightGrad && !w.Frozen && (!w.GradDType().Half() || c%2 == 0)
+	if byRows && int64(4*n) <= w.GradDType().Bytes(c) && 4*int64(n)*int64(v) <= 128<<20 {
 		// The logits of all rows take no more memory than W's whole
 		// gradient, which one chunk lets come in blocks of rows
-		// (headRowGrads): one chunk, if it binds on every adapter (128 MiB
+		// (headRowBlocks): one chunk, if it binds on every adapter (128 MiB
 		// is WebGPU's default storage binding limit; a constant, so that
 		// plans do not depend on the adapter).
 		chunk = n
 	}
-	if err := t.headChunks(h, w, labels, loss.Buf, opt, chunk, nil); err != nil {
+	// More rows than a chunk: the backward takes the blocks of vocabulary
+	// rows in turn, each over the chunks of rows (headVocabBlocks), from
+	// each row's log-sum-exp and gradient scale kept from here (8 bytes a
+	// row).
+	var stats *gpu.Buffer
+	if byRows && n > chunk && t.needs(h, w.Tensor) {
+		if stats, err = t.D.NewBuffer(gpu.TagActivation, 8*int64(n)); err != nil {
+			loss.Release()
+			return nil, err
+		}
+	}
+	if err := t.headChunks(h, w, labels, loss.Buf, stats, opt, chunk, nil); err != nil {
 		loss.Release()
+		if stats != nil {
+			stats.Release()
+		}
 		return nil, fmt.Errorf("head %s: %w", w.Name, err)
 	}
 	var ps []*Param
@@ -722,25 +741,33 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 		return loss, nil
 	}
 	h.Retain()
-	// With RowGrads, W's gradient may come in blocks of vocabulary rows
-	// (headRowGrads); the op then counts W's use itself.
-	byRows := t.RowGrads && weightGrad && !w.Frozen && n <= chunk && (!w.GradDType().Half() || c%2 == 0)
 	if byRows {
 		if t.countUses {
 			t.uses[w]++
 		}
 		ps = nil
 	}
+	release := h.Release
+	if stats != nil {
+		release = func() { h.Release(); stats.Release() }
+	}
 	t.record(&op{
-		name: "head+loss " + w.Name, outputs: []*Tensor{loss}, params: ps, release: h.Release,
+		name: "head+loss " + w.Name, outputs: []*Tensor{loss}, params: ps, release: release,
 		backward: func() error {
 			if byRows {
 				if t.uses[w] == 1 && w.grad == nil && len(t.deferred[w]) == 0 && t.callback != nil {
-					delete(t.uses, w)
-					return t.headBackward(h, w, labels, loss.Buf, opt, chunk, headRowBlocks)
+					switch {
+					case n <= chunk:
+						delete(t.uses, w)
+						return t.headBackward(h, w, labels, loss.Buf, opt, chunk, headRowBlocks)
+					case h.grad == nil:
+						delete(t.uses, w)
+						return t.headVocabBlocks(h, w, labels, stats, chunk)
+					}
 				}
-				// W has other uses to come: its gradient is summed whole,
-				// and its callback comes after the last one, as usual.
+				// W has other uses to come (or h a gradient already): its
+				// gradient is summed whole, and its callback comes after
+				// the last use, as usual.
 				if err := t.headBackward(h, w, labels, loss.Buf, opt, chunk, headWholeGrad); err != nil {
 					return err
 				}
@@ -801,7 +828,7 @@ func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt L
 			return err
 		}
 	}
-	return t.headChunks(h, w, labels, loss, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
+	return t.headChunks(h, w, labels, loss, nil, opt, chunk, func(logits *gpu.Buffer, r0, r int) error {
 		// dlogits (r,V) · W (V,C) -> dh rows r0.. (r,C)
 		if dh != nil {
 			if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType(), Off: r0 * c}, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: w.Buf, DType: w.DType}, r, c, v, 1, 1, beta(accH)); err != nil {
@@ -854,8 +881,10 @@ func (t *Tape) headRowBlock(h *Tensor, w *Param, logits, ids *gpu.Buffer, v0, vb
 // headChunks runs the head and the cross-entropy over the rows of h in
 // chunks of `chunk`, writing the losses; with grad set, each chunk's
 // logits become its dlogits (scaled by opt.GradScale) and are handed to
-// grad before the next chunk overwrites them.
-func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt LossOptions, chunk int, grad func(dlogits *gpu.Buffer, r0, r int) error) error {
+// grad before the next chunk overwrites them; with stats set (and no
+// grad), each row's log-sum-exp and gradient scale go there too
+// (wgsl.CrossEntropyStats).
+func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss, stats *gpu.Buffer, opt LossOptions, chunk int, grad func(dlogits *gpu.Buffer, r0, r int) error) error {
 	n, c := rows(h), h.Shape[len(h.Shape)-1]
 	v := w.Shape[0]
 	logits, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(chunk)*int64(v))
@@ -870,13 +899,118 @@ func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt Los
 		if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: logits}, wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}, wgsl.Mat{Buf: w.Buf, DType: w.DType, T: true}, r, v, c, 1, 1, 0); err != nil {
 			return err
 		}
-		if err := wgsl.CrossEntropyRows(t.D, loss, logits, labels, r0, r, v, opt.GradScale, opt.ClipLoss, grad != nil); err != nil {
+		if stats != nil && grad == nil {
+			err = wgsl.CrossEntropyStats(t.D, loss, stats, logits, labels, r0, r, v, opt.GradScale, opt.ClipLoss)
+		} else {
+			err = wgsl.CrossEntropyRows(t.D, loss, logits, labels, r0, r, v, opt.GradScale, opt.ClipLoss, grad != nil)
+		}
+		if err != nil {
 			return err
 		}
 		if grad != nil {
 			if err := grad(logits, r0, r); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// headVocabBlocks is HeadLoss's backward for more rows of h than one
+// chunk (on a tape with RowGrads, W's last use, h without a gradient yet):
+// W's gradient a block of vocabulary rows at a time, each over the chunks
+// of rows, handed to the callback (Param.GradRows) and freed before the
+// next block's, so that neither a (V,C) gradient nor the logits of a
+// chunk's whole vocabulary exist: per chunk and block, the logits (r,VB)
+// are computed again, turned into their gradients from the forward's
+// stats (wgsl.CrossEntropyBlockGrad), and give dW's block rows (the whole
+// gradient's rows, bit for bit: the same chunks, in the same order) and
+// their part of dh, summed over the blocks, in f32 for a 16-bit dh and
+// rounded once. A block's rows of W are updated after every chunk has read
+// them, and no later block reads them.
+func (t *Tape) headVocabBlocks(h *Tensor, w *Param, labels, stats *gpu.Buffer, chunk int) error {
+	n, c := rows(h), h.Shape[len(h.Shape)-1]
+	v := w.Shape[0]
+	block := max(1, min(v, headGradBlockBytes/int(w.GradDType().Bytes(c))))
+	var dh, sum *gpu.Buffer
+	if h.needsGrad {
+		var err error
+		if dh, _, err = t.gradOf(h); err != nil {
+			return err
+		}
+		if h.GradDType() != gpu.F32 && block < v {
+			if sum, err = t.D.NewBuffer(gpu.TagActivation, 4*int64(n)*int64(c)); err != nil {
+				return err
+			}
+			defer sum.Release() // recorded dispatches keep it valid
+		}
+	}
+	ids, err := t.D.NewBuffer(gpu.TagScratch, int64(4*v))
+	if err != nil {
+		return err
+	}
+	defer ids.Release()
+	iota := make([]int, v)
+	for i := range iota {
+		iota[i] = i
+	}
+	if err := t.D.Write(ids, 0, u32Bytes(iota)); err != nil {
+		return err
+	}
+	tile, err := t.D.NewBuffer(gpu.TagActivation, 4*int64(min(chunk, n))*int64(block))
+	if err != nil {
+		return err
+	}
+	defer tile.Release()
+	for v0 := 0; v0 < v; v0 += block {
+		vb := min(block, v-v0)
+		dw, err := t.D.NewBuffer(gpu.TagGrad, w.GradDType().Bytes(vb*c))
+		if err != nil {
+			return err
+		}
+		wb := wgsl.Mat{Buf: w.Buf, DType: w.DType, Off: v0 * c} // W rows v0.. (vb,C)
+		for r0 := 0; r0 < n; r0 += chunk {
+			r := min(chunk, n-r0)
+			hr := wgsl.Mat{Buf: h.Buf, DType: h.DType, Off: r0 * c}
+			// h rows r0.. (r,C) · W rows v0.. ᵀ -> logits (r,vb) -> their gradients
+			wt := wb
+			wt.T = true
+			if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: tile}, hr, wt, r, vb, c, 1, 1, 0); err != nil {
+				dw.Release()
+				return err
+			}
+			if err := wgsl.CrossEntropyBlockGrad(t.D, tile, stats, labels, r0, r, v0, vb); err != nil {
+				dw.Release()
+				return err
+			}
+			if dh != nil {
+				// dlogits (r,vb) · W rows v0.. (vb,C) -> dh rows r0.., summed over the blocks
+				var err error
+				switch {
+				case sum == nil:
+					err = wgsl.Matmul(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType(), Off: r0 * c}, wgsl.Mat{Buf: tile}, wb, r, c, vb, 1, 1, beta(v0 > 0))
+				case v0+vb < v:
+					err = wgsl.Matmul(t.D, wgsl.Mat{Buf: sum, Off: r0 * c}, wgsl.Mat{Buf: tile}, wb, r, c, vb, 1, 1, beta(v0 > 0))
+				default: // the last block, rounded once with the others' sum
+					err = wgsl.MatmulAdd(t.D, wgsl.Mat{Buf: dh, DType: h.GradDType(), Off: r0 * c}, wgsl.Mat{Buf: tile}, wb, wgsl.Mat{Buf: sum, Off: r0 * c}, r, c, vb, 1, 1)
+				}
+				if err != nil {
+					dw.Release()
+					return err
+				}
+			}
+			// dlogitsᵀ (vb,r) · h rows (r,C) -> dW rows v0.. (vb,C), summed over the chunks
+			if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: tile, T: true}, hr, vb, c, r, 1, 1, beta(r0 > 0)); err != nil {
+				dw.Release()
+				return err
+			}
+		}
+		w.grad, w.gradRows = dw, &GradRows{Rows: ids, Off: v0, N: vb}
+		err = t.callback(w, dw)
+		w.grad, w.gradRows = nil, nil
+		dw.Release() // recorded dispatches keep it valid
+		if err != nil {
+			return fmt.Errorf("nn: gradient callback for %s (rows %d..%d): %w", w.Name, v0, v0+vb-1, err)
 		}
 	}
 	return nil

@@ -350,3 +350,143 @@ func sameF32Bits(t *testing.T, what string, got, want []float32) {
 		}
 	}
 }
+
+// TestHeadVocabBlocks: with more rows than one chunk of the LM head's
+// logits, an untied head's gradient still comes in blocks of vocabulary
+// rows on a tape with RowGrads (Tape.headVocabBlocks: each block over the
+// chunks of rows, from the forward's log-sum-exps): in order, one block
+// alive at a time, together bit-identical to the dense gradient, with the
+// same loss; the head's input gradient is then summed over the blocks (in
+// f32 for 16-bit activations), so the other weights' gradients match the
+// dense tape's to rounding, in f32, bf16 and f16.
+func TestHeadVocabBlocks(t *testing.T) {
+	defer func(b, c int) { headGradBlockBytes, headChunkBytes = b, c }(headGradBlockBytes, headChunkBytes)
+	cfg := toyConfig(false)
+	headChunkBytes = 5 * 4 * cfg.VocabSize // chunks of 5 of the batch's 24 rows
+	for _, dt := range []gpu.DType{gpu.F32, gpu.BF16, gpu.F16} {
+		if dt == gpu.F16 && !dev.Caps.F16 {
+			t.Logf("adapter %q has no shader-f16: f16 case skipped (activations stay f32 there)", dev.Info.Name)
+			continue
+		}
+		headGradBlockBytes = 3 * int(dt.Bytes(cfg.HiddenSize)) // blocks of 3 rows, the last shorter
+		if dt == gpu.F32 {
+			headGradBlockBytes = 3 * 4 * cfg.HiddenSize
+		}
+		for _, ckpt := range []bool{false, true} {
+			m, err := NewLlama(dev, toyConfig(false), dt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(m.Release)
+			if err := m.InitRandom(11, 0.3); err != nil {
+				t.Fatal(err)
+			}
+			m.Checkpointing = ckpt
+			// 24 rows: more than one chunk, and than C, below which all
+			// rows' logits would take one chunk (the head's row blocks).
+			in := toyBatchOf(t, m, 3, 8)
+			dense := backward(t, m, in)
+			denseLoss := lossValue(t, m, in)
+
+			got := map[string][]float32{}
+			tape := NewTape(dev, true)
+			tape.RowGrads = true
+			loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			headBlocks := 0
+			err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error {
+				v, err := ReadBufferF32(dev, g, p.GradLen(), p.GradDType())
+				if err != nil {
+					return err
+				}
+				if p != m.Head {
+					if p.GradRows() == nil {
+						got[p.Name] = v
+					}
+					return nil
+				}
+				gr := p.GradRows()
+				if gr == nil {
+					return fmt.Errorf("the head's gradient is dense")
+				}
+				if gr.Off*p.Cols() != len(got[p.Name]) {
+					return fmt.Errorf("head block from row %d, want %d", gr.Off, len(got[p.Name])/p.Cols())
+				}
+				got[p.Name] = append(got[p.Name], v...)
+				headBlocks++
+				if live := dev.Stats().Tag(gpu.TagGrad).Live; live > g.Size() {
+					return fmt.Errorf("%d grad bytes live at a head block of %d", live, g.Size())
+				}
+				return nil
+			})
+			loss.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			what := fmt.Sprintf("%v, checkpointing %v", dt, ckpt)
+			if want := (cfg.VocabSize + 2) / 3; headBlocks != want {
+				t.Errorf("%s: the head's gradient came in %d blocks, want %d", what, headBlocks, want)
+			}
+			if l := lossValue(t, m, in); math.Float64bits(l) != math.Float64bits(denseLoss) {
+				t.Errorf("%s: loss %v after, %v before (the callbacks change nothing)", what, l, denseLoss)
+			}
+			sameF32Bits(t, what+": the head's gradient", got[m.Head.Name], dense.grads[m.Head.Name])
+			// Rounding: f32 sums in another order; a 16-bit input gradient
+			// of the head may round to its neighbour.
+			tl := 1e-5
+			if dt != gpu.F32 {
+				tl = 1e-2
+			}
+			for name, g := range got {
+				if name == m.Head.Name {
+					continue
+				}
+				if e := relL2(g, dense.grads[name]); e > tl {
+					t.Errorf("%s: %s's gradient is %.2g off the dense tape's (relative L2), want at most %g", what, name, e, tl)
+				}
+			}
+		}
+	}
+}
+
+// toyBatchOf is toyBatch with b rows of tt tokens, row i left-padded by i.
+func toyBatchOf(t *testing.T, m *Llama, b, tt int) *Inputs {
+	t.Helper()
+	r := rand.New(rand.NewPCG(3, 4))
+	ids, labels, start := make([]int, b*tt), make([]int, b*tt), make([]int, b)
+	for row := 0; row < b; row++ {
+		start[row] = row
+		for j := 0; j < tt; j++ {
+			i := row*tt + j
+			ids[i], labels[i] = 3+r.IntN(m.Cfg.VocabSize-3), IgnoreIndex
+			if j < start[row] {
+				ids[i] = 0 // padding
+			}
+		}
+		for j := start[row]; j+1 < tt; j++ {
+			labels[row*tt+j] = ids[row*tt+j+1]
+		}
+	}
+	in, err := m.NewInputs(b, tt, ids, labels, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(in.Release)
+	return in
+}
+
+// relL2 is |got - want| / |want| (L2 norms).
+func relL2(got, want []float32) float64 {
+	var d, w float64
+	for i := range want {
+		x := float64(got[i]) - float64(want[i])
+		d += x * x
+		w += float64(want[i]) * float64(want[i])
+	}
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
+	return math.Sqrt(d / w)
+}

@@ -42,6 +42,12 @@ func TestEveryKernelBuilds(t *testing.T) {
 				if writable(c) {
 					run("matmul", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
 					run("matmul 128", MatmulTiled(d, Tile128, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
+					if writable(a) {
+						run("matmul, SwiGLU operand", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), Up: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
+					}
+				}
+				if a == c && writable(c) {
+					run("matmul, SwiGLU backward", MatmulSwiGLUGrad(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b}, 4, 4, 4))
 				}
 			}
 		}
@@ -101,6 +107,8 @@ func TestEveryKernelBuilds(t *testing.T) {
 	run("fill", Fill(d, buf(), 0, n, 0))
 	run("cross-entropy", crossEntropy(d, false, buf(), buf(), buf(), 0, 4, 16, 1, 0, true))
 	run("cross-entropy, by rows", crossEntropy(d, true, buf(), buf(), buf(), 0, 4, 16, 1, 0, true))
+	run("cross-entropy stats", CrossEntropyStats(d, buf(), buf(), buf(), buf(), 0, 4, 16, 1, 0))
+	run("cross-entropy block gradient", CrossEntropyBlockGrad(d, buf(), buf(), buf(), 0, 4, 8, 8))
 	for _, p := range both {
 		for _, g := range both {
 			run("lomo", LomoUpdate(d, buf(), buf(), p, g, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))

@@ -15,6 +15,26 @@
 // cannot pass unnoticed.
 // Bindings: 0 loss (rw), 1 logits (rw, read only when compute_grad == 0),
 // 2 labels, 3 Params.
+//
+// An LM head whose gradient is computed a block of vocabulary rows at a
+// time (nn.Tape.HeadLoss) needs each row's softmax before any block's
+// logits exist again, so the forward keeps two numbers per row and the
+// backward turns each block's logits into gradients alone:
+//   row_stats   main's loss, logits untouched, and stats[2r] = lse,
+//               stats[2r+1] = the row's gradient scale (grad_scale; 0 for
+//               an ignored or clamped row; NaN for a label >= V).
+//               Bindings 0 loss (rw), 1 logits, 2 labels, 3 stats (rw),
+//               4 Params. (The launcher compiles the module with Params
+//               at P_BINDING and stats at STATS_BINDING, 3 and 4 for the
+//               other entry points, 4 and 3 for this one: every entry
+//               point of a module must validate, and a binding is shared
+//               only by variables no entry point uses together.) main's
+//               bits.
+//   block_grad  logits (N,VB) of columns v0.. (Params.v = VB) <- the
+//               gradient, from stats and labels: main's bits for those
+//               columns. Bindings 0 dl (rw), 1 st (stats), 2 labels,
+//               3 Params; one thread per element, dispatch gpu.Grid(N*VB,
+//               256).
 // Workgroup 256 threads, one workgroup per row; dispatch gpu.Grid(N, 1)
 // (row = wg.x + wg.y * num_workgroups.x). Each thread keeps an online
 // (max, sum of exp) over its strided slice of the row, the pairs are merged
@@ -24,13 +44,16 @@
 
 struct Params {
 	n: u32, v: u32, compute_grad: u32, row0: u32,
-	grad_scale: f32, clip_loss: f32, _p1: u32, _p2: u32,
+	grad_scale: f32, clip_loss: f32, v0: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(1) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding({{P_BINDING}}) var<uniform> p: Params;
+@group(0) @binding({{STATS_BINDING}}) var<storage, read_write> stats: array<f32>; // row_stats
+@group(0) @binding(0) var<storage, read_write> dl: array<f32>;   // block_grad
+@group(0) @binding(1) var<storage, read> st: array<f32>;         // block_grad
 
 const WG: u32 = 256u;
 const LOWEST: f32 = -3.4028234663852886e38; // -FLT_MAX, exactly (WGSL rejects literals beyond it); stands for -inf as an empty max
@@ -63,10 +86,9 @@ fn ignore(out: u32, base: u32, t: u32, step: u32) {
 	}
 }
 
-// finish writes a row's loss (thread t == 0) and, with compute_grad, the
-// gradient of its columns t, t + step, ... from the row's log-sum-exp and
-// its label's logit xl.
-fn finish(out: u32, base: u32, label: i32, xl: f32, lse: f32, t: u32, step: u32) {
+// row_loss is a row's (loss, gradient scale) from its log-sum-exp and its
+// label's logit xl.
+fn row_loss(label: i32, xl: f32, lse: f32) -> vec2<f32> {
 	var l = lse - xl;
 	var scale = p.grad_scale;
 	if (p.clip_loss > 0.0 && l > p.clip_loss) {
@@ -80,13 +102,54 @@ fn finish(out: u32, base: u32, label: i32, xl: f32, lse: f32, t: u32, step: u32)
 		l = bitcast<f32>(0x7fc00000u | u32(label));
 		scale = l;
 	}
-	if (t == 0u) { loss[out] = l; }
+	return vec2<f32>(l, scale);
+}
+
+// grad is the gradient of a logit x in column j of a row with label
+// `label`, log-sum-exp lse and gradient scale `scale`.
+fn grad(x: f32, j: u32, label: i32, lse: f32, scale: f32) -> f32 {
+	var g = exp(x - lse);
+	if (j == u32(label)) { g -= 1.0; }
+	return scale * g;
+}
+
+// finish writes a row's loss (thread t == 0) and, with compute_grad, the
+// gradient of its columns t, t + step, ... from the row's log-sum-exp and
+// its label's logit xl.
+fn finish(out: u32, base: u32, label: i32, xl: f32, lse: f32, t: u32, step: u32) {
+	let ls = row_loss(label, xl, lse);
+	if (t == 0u) { loss[out] = ls.x; }
 	if (p.compute_grad == 0u) { return; }
 	for (var j = t; j < p.v; j += step) {
-		var g = exp(logits[base + j] - lse);
-		if (j == u32(label)) { g -= 1.0; }
-		logits[base + j] = scale * g;
+		logits[base + j] = grad(logits[base + j], j, label, lse, ls.y);
 	}
+}
+
+// row_lse is the log-sum-exp of logits[base..base+v), the workgroup's
+// threads t each folding the columns t, t + WG, ... and their (max, sum)
+// pairs merged by a tree; every thread gets it.
+fn row_lse(base: u32, t: u32) -> f32 {
+	var m = LOWEST;
+	var s = 0.0;
+	for (var j = t; j < p.v; j += WG) {
+		online(&m, &s, logits[base + j]);
+	}
+	wmax[t] = m;
+	wsum[t] = s;
+	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+		workgroupBarrier();
+		if (t < stride) {
+			let m2 = wmax[t + stride];
+			let s2 = wsum[t + stride];
+			let mm = max(m, m2);
+			s = merged(m, s, m2, s2, mm);
+			m = mm;
+			wmax[t] = m;
+			wsum[t] = s;
+		}
+	}
+	workgroupBarrier();
+	return wmax[0] + log(wsum[0]);
 }
 
 @compute @workgroup_size(256)
@@ -109,28 +172,50 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 	var xl = 0.0;
 	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
 
-	var m = LOWEST;
-	var s = 0.0;
-	for (var j = t; j < p.v; j += WG) {
-		online(&m, &s, logits[base + j]);
-	}
-	wmax[t] = m;
-	wsum[t] = s;
-	for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-		workgroupBarrier();
-		if (t < stride) {
-			let m2 = wmax[t + stride];
-			let s2 = wsum[t + stride];
-			let mm = max(m, m2);
-			s = merged(m, s, m2, s2, mm);
-			m = mm;
-			wmax[t] = m;
-			wsum[t] = s;
-		}
-	}
-	workgroupBarrier();
+	let lse = row_lse(base, t);
 	storageBarrier();
-	finish(out, base, label, xl, wmax[0] + log(wsum[0]), t, WG);
+	finish(out, base, label, xl, lse, t, WG);
+}
+
+@compute @workgroup_size(256)
+fn row_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+		@builtin(local_invocation_index) t: u32) {
+	let row = wid.x + wid.y * nwg.x;
+	if (row >= p.n) { return; } // uniform: the whole workgroup leaves
+	let base = row * p.v;
+	let out = p.row0 + row;
+	if (t == 0u) { wlabel = labels[out]; }
+	let label = workgroupUniformLoad(&wlabel);
+	if (label < 0) {
+		if (t == 0u) {
+			loss[out] = 0.0;
+			stats[2u * out] = 0.0;
+			stats[2u * out + 1u] = 0.0;
+		}
+		return;
+	}
+	var xl = 0.0;
+	if (u32(label) < p.v) { xl = logits[base + u32(label)]; }
+	let lse = row_lse(base, t);
+	if (t == 0u) {
+		let ls = row_loss(label, xl, lse);
+		loss[out] = ls.x;
+		stats[2u * out] = lse;
+		stats[2u * out + 1u] = ls.y;
+	}
+}
+
+@compute @workgroup_size(256)
+fn block_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * 256u;
+	if (i >= p.n * p.v) { return; }
+	let out = p.row0 + i / p.v;
+	let label = labels[out];
+	if (label < 0) { // main's ignore
+		dl[i] = 0.0;
+		return;
+	}
+	dl[i] = grad(dl[i], p.v0 + i % p.v, label, st[2u * out], st[2u * out + 1u]);
 }
 
 const ROWS_WG: u32 = 64u;

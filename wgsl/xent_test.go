@@ -82,7 +82,7 @@ func xentLabels(t testing.TB, labels []int32) *gpu.Buffer {
 }
 
 func TestXentParamsLayout(t *testing.T) {
-	// Params in xent.wgsl: n, v, compute_grad, row0, grad_scale, clip_loss, _p1, _p2.
+	// Params in xent.wgsl: n, v, compute_grad, row0, grad_scale, clip_loss, v0, _p2.
 	if got := unsafe.Sizeof(XentParams{}); got != 32 {
 		t.Errorf("XentParams is %d bytes, WGSL Params is 32", got)
 	}
@@ -357,5 +357,77 @@ func TestCrossEntropyRowKernel(t *testing.T) {
 				assertSameBits(t, fmt.Sprintf("dlogits by rows against by workgroups (grad %v)", grad), got[1][1], got[0][1])
 			}
 		})
+	}
+}
+
+// TestCrossEntropyBlocks: the losses of CrossEntropyStats and the gradients
+// that CrossEntropyBlockGrad computes from its stats, a block of columns at
+// a time on logits of the block alone, are CrossEntropyRows's bit for bit,
+// for chunks of rows (row0) and blocks of columns (v0) that do not divide
+// the shape: ignored rows, clamped losses, a label past the vocabulary (NaN
+// loss and gradient row), logits far beyond exp's range.
+func TestCrossEntropyBlocks(t *testing.T) {
+	for ci, tc := range []struct {
+		n, v, rows, cols int
+		spread           float64
+		clip             float32
+	}{
+		{12, 37, 5, 3, 1, 0}, {7, 257, 3, 100, 3, 0}, {9, 300, 4, 64, 4, 2}, {5, 33, 5, 33, 1000, 0}, {70, 640, 32, 256, 6, 0},
+	} {
+		t.Run(fmt.Sprintf("N%d_V%d_rows%d_cols%d_clip%v", tc.n, tc.v, tc.rows, tc.cols, tc.clip), func(t *testing.T) {
+			r := rng(uint64(950 + ci))
+			n, v := tc.n, tc.v
+			logits := uniformF32(r, n*v, tc.spread)
+			labels := make([]int32, n)
+			for i := range labels {
+				labels[i] = int32(r.IntN(v))
+				if i%4 == 1 {
+					labels[i] = -100
+				}
+			}
+			labels[2] = int32(v) // past the vocabulary
+			lb := xentLabels(t, labels)
+			wantLoss, wantGrad := output(t, n), upload(t, logits, gpu.F32)
+			if err := CrossEntropyRows(dev, wantLoss, wantGrad, lb, 0, n, v, 0.25, tc.clip, true); err != nil {
+				t.Fatal(err)
+			}
+			loss, stats := output(t, n), output(t, 2*n)
+			grad := make([]float64, n*v)
+			for r0 := 0; r0 < n; r0 += tc.rows {
+				rows := min(tc.rows, n-r0)
+				part := upload(t, logits[r0*v:(r0+rows)*v], gpu.F32)
+				if err := CrossEntropyStats(dev, loss, stats, part, lb, r0, rows, v, 0.25, tc.clip); err != nil {
+					t.Fatal(err)
+				}
+				assertSameBits(t, "logits after the stats", download(t, part, rows*v, gpu.F32), logits[r0*v:(r0+rows)*v])
+				for v0 := 0; v0 < v; v0 += tc.cols {
+					cols := min(tc.cols, v-v0)
+					block := make([]float64, rows*cols)
+					for i := 0; i < rows; i++ {
+						copy(block[i*cols:(i+1)*cols], logits[(r0+i)*v+v0:])
+					}
+					bb := upload(t, block, gpu.F32)
+					if err := CrossEntropyBlockGrad(dev, bb, stats, lb, r0, rows, v0, cols); err != nil {
+						t.Fatal(err)
+					}
+					got := download(t, bb, rows*cols, gpu.F32)
+					for i := 0; i < rows; i++ {
+						copy(grad[(r0+i)*v+v0:], got[i*cols:(i+1)*cols])
+					}
+				}
+			}
+			assertSameBits(t, "loss", download(t, loss, n, gpu.F32), download(t, wantLoss, n, gpu.F32))
+			assertSameBits(t, "dlogits by blocks", grad, download(t, wantGrad, n*v, gpu.F32))
+			if g := grad[2*v : 3*v]; !math.IsNaN(g[0]) || !math.IsNaN(g[v-1]) {
+				t.Errorf("the gradient row of a label past the vocabulary is %v..., want NaN", g[:3])
+			}
+		})
+	}
+	lb := xentLabels(t, []int32{0, 1})
+	if err := CrossEntropyStats(dev, output(t, 2), output(t, 3), output(t, 8), lb, 0, 2, 4, 1, 0); err == nil {
+		t.Error("stats too small for 2 rows accepted")
+	}
+	if err := CrossEntropyBlockGrad(dev, output(t, 7), output(t, 4), lb, 0, 2, 0, 4); err == nil {
+		t.Error("a block too small for (2,4) accepted")
 	}
 }
