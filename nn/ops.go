@@ -670,13 +670,20 @@ func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions)
 // (a variable for tests).
 var headChunkBytes = 64 << 20
 
-// headChunkRows is how many rows of v logits HeadLoss takes at a time.
 // headGradBlockBytes bounds a block of the LM head's weight gradient
 // delivered by rows (Tape.RowGrads): 32 MiB, 8 blocks of f16 at LLaMA-7B.
 var headGradBlockBytes = 32 << 20
 
+// headChunkRows is how many rows of v logits HeadLoss takes at a time:
+// from 128 rows on, a multiple of 128, the rows of the matmuls' largest
+// tiles: 524 rows of LLaMA's 32000 logits would leave the last of five
+// 128-row tiles nine tenths idle.
 func headChunkRows(n, v int) int {
-	return max(1, min(n, headChunkBytes/(4*v)))
+	r := headChunkBytes / (4 * v)
+	if r >= 128 {
+		r &^= 127
+	}
+	return max(1, min(n, r))
 }
 
 // HeadLoss is the LM head and the cross-entropy at once: the per-row losses
