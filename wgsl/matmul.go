@@ -444,7 +444,7 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, f fusion, m, n, k, batches in
 			let ui = idx - p.c_off + p.r_off;
 			let gr = swiglu_grads(c_at(idx), cu_at(ui), %s);
 			c_st(idx, gr.x);
-			cu_st(ui, gr.y);`, roundAs(c.DType, "p.alpha * v[j]"))
+			cu_st(ui, gr.y);`, roundAs(subst, c.DType, "p.alpha * v[j]"))
 	default:
 		store += "c_st(idx, x);"
 	}
@@ -460,7 +460,7 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, f fusion, m, n, k, batches in
 		// The operand's reader reads g; its SwiGLU output is what the
 		// tiles load.
 		subst[x.key+"_AT"] = strings.Replace(subst[x.key+"_AT"], "fn "+x.v+"_at(", "fn "+x.v+"_gate(", 1) +
-			fmt.Sprintf("\nfn %s_at(i: u32) -> f32 { return %s; }", x.v, roundAs(x.mat.DType, fmt.Sprintf("swiglu(%s_gate(i), %s_at(i))", x.v, x.up)))
+			fmt.Sprintf("\nfn %s_at(i: u32) -> f32 { return %s; }", x.v, roundAs(subst, x.mat.DType, fmt.Sprintf("swiglu(%s_gate(i), %s_at(i))", x.v, x.up)))
 	}
 	subst["EXTRA_DECL"], subst["STORE_ELEM"] = decl.String(), store
 	subst["PARAMS_BINDING"] = fmt.Sprint(len(bufs))
@@ -485,13 +485,16 @@ func matmul(d *gpu.Device, tile Tile, c, a, b Mat, f fusion, m, n, k, batches in
 }
 
 // roundAs is the WGSL expression x (an f32) rounded to dtype t as a store
-// of t rounds it (dtypeSubst, outSubst): for a value a kernel uses as if it
-// had been stored and read back. F16 needs shader-f16.
-func roundAs(t gpu.DType, x string) string {
+// of t rounds it (dtypeSubst, outSubst: to nearest, ties to even), for a
+// value a kernel uses as if it had been stored and read back; it sets in m
+// what the expression needs.
+func roundAs(m map[string]string, t gpu.DType, x string) string {
 	switch t {
 	case gpu.F16:
-		return fmt.Sprintf("f32(f16(%s))", x)
+		m[useRoundF16] = "1"
+		return fmt.Sprintf("round_f16(%s)", x)
 	case gpu.BF16:
+		m[useBF16] = "1"
 		return fmt.Sprintf("bitcast<f32>(f32_to_bf16(%s) << 16u)", x)
 	}
 	return x

@@ -3,9 +3,11 @@ package wgsl
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/lomo-dev/lomo/gpu"
+	"github.com/lomo-dev/lomo/internal/half"
 )
 
 // swigluCase is a LLaMA MLP's down projection at a small size: n tokens,
@@ -189,4 +191,56 @@ func TestMatmulSwiGLUGradTuned(t *testing.T) {
 		assertSameBits(t, fmt.Sprintf("dg of call %d", call), download(t, gb, nf, dt), download(t, gs, nf, dt))
 		assertSameBits(t, fmt.Sprintf("du of call %d", call), download(t, ub, nf, dt), download(t, us, nf, dt))
 	}
+}
+
+// TestRoundF16: round_f16 (roundF16Lib), the f16 rounding of values that a
+// fused kernel uses as if stored, is Go's f32 -> f16 conversion (to
+// nearest, ties to even, subnormals kept, ±Inf past 65504) for every
+// class of value; and so is the adapter's f16 store (dtypeSubst's
+// writer), so fused and separate kernels round alike.
+func TestRoundF16(t *testing.T) {
+	xs := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 65504, 65519.99, 65520, -65520, 1e6, float32(math.Inf(1)), float32(math.Inf(-1)),
+		0x1p-14, 0x1p-15, 0x1p-24, 0x1p-25, 0x1.8p-25, 0x1p-26, 6.1e-5, -3e-6, 1 + 0x1p-11, 1 + 0x3p-11, 2049, 2051, 0.1, -0.3333}
+	r := rng(3)
+	for i := 0; i < 4000; i++ {
+		// Exponents from below f16's subnormals to beyond its range.
+		xs = append(xs, float32(r.NormFloat64()*math.Ldexp(1, r.IntN(46)-28)))
+	}
+	n := len(xs)
+	v := make([]float64, n)
+	want := make([]float64, n)
+	for i, x := range xs {
+		v[i] = float64(x)
+		want[i] = float64(half.F16ToF32(half.F32ToF16(x)))
+	}
+	in := upload(t, v, gpu.F32)
+	run := func(name, src string, out *gpu.Buffer) {
+		t.Helper()
+		k, err := dev.Kernel(gpu.KernelSpec{Name: name, Source: src, Bindings: []gpu.Access{rw, ro}, ParamsSize: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.Dispatch(k, gpu.Params([4]uint32{uint32(n)}), []*gpu.Buffer{out, in}, uint32((n+63)/64), 1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const body = `
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> n: vec4<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+	let i = gid.x;
+	if (i < n.x) { out[i] = VALUE; }
+}`
+	m := map[string]string{}
+	rounded := output(t, n)
+	run("test/round_f16", roundF16Lib+"@group(0) @binding(0) var<storage, read_write> out: array<f32>;"+strings.Replace(body, "VALUE", roundAs(m, gpu.F16, "x[i]"), 1), rounded)
+	assertSameBits(t, "round_f16 against Go's conversion", download(t, rounded, n, gpu.F32), want)
+	if !dev.Caps.F16 {
+		t.Logf("adapter %q has no shader-f16: its f16 store is not checked (activations stay f32 there)", dev.Info.Name)
+		return
+	}
+	stored := outputOf(t, n, gpu.F16)
+	run("test/store_f16", "enable f16;\n@group(0) @binding(0) var<storage, read_write> out: array<f16>;"+strings.Replace(body, "VALUE", "f16(x[i])", 1), stored)
+	assertSameBits(t, "the adapter's f16 store against Go's conversion", download(t, stored, n, gpu.F16), want)
 }

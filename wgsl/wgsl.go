@@ -47,6 +47,9 @@ func Source(family string, subst map[string]string) string {
 	if subst[useSwiGLU] != "" {
 		s = swigluLib + s
 	}
+	if subst[useRoundF16] != "" {
+		s = roundF16Lib + s
+	}
 	if subst[useBF16] != "" {
 		s = bf16Lib + s
 	}
@@ -60,13 +63,34 @@ func Source(family string, subst map[string]string) string {
 }
 
 // enableF16 and useBF16 are the keys dtypeSubst sets when a binding is WGSL
-// f16 or bf16; useHash asks for hashLib, useSwiGLU for swigluLib.
+// f16 or bf16; useHash asks for hashLib, useSwiGLU for swigluLib,
+// useRoundF16 for roundF16Lib.
 const (
-	enableF16 = "\x00enable f16"
-	useBF16   = "\x00bf16"
-	useHash   = "\x00hash"
-	useSwiGLU = "\x00swiglu"
+	enableF16   = "\x00enable f16"
+	useBF16     = "\x00bf16"
+	useHash     = "\x00hash"
+	useSwiGLU   = "\x00swiglu"
+	useRoundF16 = "\x00round f16"
 )
+
+// roundF16Lib is round_f16(x): x rounded to the nearest f16 value (ties to
+// even, subnormals kept, overflow to ±Inf), as an f32, for a value a kernel
+// uses as if it had been stored as f16 and read back (roundAs). It is
+// integer and exact float arithmetic because a conversion to f16 and back
+// is not: Mesa 26's lavapipe drops the pair f32(f16(x)) as if it were the
+// identity.
+const roundF16Lib = `fn round_f16(x: f32) -> f32 {
+	let u = bitcast<u32>(x);
+	let a = u & 0x7fffffffu;
+	if (a >= 0x7f800000u) { return x; } // NaN, ±Inf
+	if (a < 0x38800000u) { // below 2^-14: f16 subnormals, multiples of 2^-24
+		return round(x * 16777216.0) / 16777216.0;
+	}
+	let r = (a + 0xfffu + ((a >> 13u) & 1u)) & 0xffffe000u; // 10 of 23 mantissa bits, ties to even
+	if (r > 0x477fe000u) { return bitcast<f32>((u & 0x80000000u) | 0x7f800000u); } // past 65504
+	return bitcast<f32>((u & 0x80000000u) | r);
+}
+`
 
 // swigluLib is SwiGLU's arithmetic, h = silu(g)·u and its backward
 // (silu'(x) = s(x)·(1 + x·(1 - s(x))), s the sigmoid), in one text for
