@@ -16,15 +16,17 @@ type swigluCase struct{ n, f, c int }
 
 var swigluCases = []swigluCase{{37, 70, 19}, {128, 128, 128}}
 
-// swigluTiles are the tilings a case runs: every one for whole f32 tiles,
-// else those ChooseTile picks from (as TestMatmul: the dtypes' loads and
-// stores are the same functions in every tiling, and each tiling is a
-// pipeline to compile).
+// swigluTiles are the tilings a case runs: those ChooseTile picks from,
+// and for whole f32 tiles also one that prefetches with wide loads (the
+// loads are the operand's only use of the tiling: load_a and load_b read
+// through a_at and b_at in every one; each tiling is a pipeline to compile,
+// which takes seconds in the browser's SwiftShader).
 func swigluTiles(tc swigluCase, dt gpu.DType) []Tile {
+	tiles := []Tile{Tile64, Tile128, Tile64x8}
 	if dt == gpu.F32 && tc.n%128 == 0 {
-		return Tiles
+		tiles = append(tiles, Tile{BM: 128, BN: 128, BK: 16, TM: 8, TN: 8, Prefetch: true, Wide: true})
 	}
-	return []Tile{Tile64, Tile128, Tile64x8}
+	return tiles
 }
 
 // swigluInputs makes g, u (n,f), W (c,f) and dy (n,c) of dtype dt.
