@@ -42,12 +42,16 @@ func TestEveryKernelBuilds(t *testing.T) {
 				if writable(c) {
 					run("matmul", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
 					run("matmul 128", MatmulTiled(d, Tile128, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
-					if writable(a) {
-						run("matmul, SwiGLU operand", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), Up: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
-					}
 				}
-				if a == c && writable(c) {
+				// The SwiGLU fusions run in a model's MLP: activations (A
+				// and C) of one dtype, weights (B) of theirs or f16 under
+				// f32 activations (no shader-f16).
+				if a == c && writable(c) && (b == a || a == gpu.F32 && b == gpu.F16) {
+					run("matmul, SwiGLU operand", Matmul(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), Up: buf(), DType: a}, Mat{Buf: buf(), DType: b, T: true}, 4, 4, 4, 1, 1, 0))
 					run("matmul, SwiGLU backward", MatmulSwiGLUGrad(d, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: c}, Mat{Buf: buf(), DType: a}, Mat{Buf: buf(), DType: b}, 4, 4, 4))
+					if writable(b) { // the weight gradient, of the weights' dtype
+						run("matmul, SwiGLU operand B", Matmul(d, Mat{Buf: buf(), DType: b}, Mat{Buf: buf(), DType: a, T: true}, Mat{Buf: buf(), Up: buf(), DType: a}, 4, 4, 4, 1, 1, 0))
+					}
 				}
 			}
 		}
