@@ -90,11 +90,16 @@ func TestMatmul(t *testing.T) {
 	// cases of whole 128 x 128 tiles. The tilings differ only in how the
 	// loop nest is blocked (the loads and stores of each dtype are the same
 	// functions in all), and their pipelines take most of this test's time,
-	// in the browser above all.
+	// in the browser above all. With -short (the browser's run,
+	// e2e/kernels.test.mjs) every tiling runs only the f32 case of whole
+	// tiles: CPU adapters, SwiftShader among them, run ChooseTile's
+	// tilings unless tuned, and the native runs check them all.
 	chosen := []Tile{Tile64, Tile128, Tile64x8} // what ChooseTile returns on some adapter
 	for ci, tc := range cases {
 		tiles := chosen
-		if tc.at == gpu.F32 && tc.bt == gpu.F32 && tc.ct == gpu.F32 || tc.m%128 == 0 && tc.n%128 == 0 {
+		f32 := tc.at == gpu.F32 && tc.bt == gpu.F32 && tc.ct == gpu.F32
+		whole := tc.m%128 == 0 && tc.n%128 == 0
+		if !testing.Short() && (f32 || whole) || f32 && whole {
 			tiles = Tiles
 		}
 		name := fmt.Sprintf("M%d_N%d_K%d_b%d_ta%v_tb%v_%v_beta%v_a%v_c%v", tc.m, tc.n, tc.k, tc.batches, tc.ta, tc.tb, tc.bt, tc.beta, tc.at, tc.ct)
