@@ -671,7 +671,7 @@ func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions)
 var headChunkBytes = 64 << 20
 
 // headGradBlockBytes bounds a block of the LM head's weight gradient
-// delivered by rows (Tape.RowGrads): 32 MiB, 8 blocks of f16 at LLaMA-7B.
+// delivered by rows (Tape.HeadBlocks): 32 MiB, 8 blocks of f16 at LLaMA-7B.
 var headGradBlockBytes = 32 << 20
 
 // headChunkRows is how many rows of v logits HeadLoss takes at a time:
@@ -705,10 +705,10 @@ func (t *Tape) HeadLoss(h *Tensor, w *Param, labels *gpu.Buffer, opt LossOptions
 		return nil, err
 	}
 	chunk := headChunkRows(n, v)
-	// With RowGrads, W's gradient may come in blocks of vocabulary rows,
+	// With HeadBlocks, W's gradient may come in blocks of vocabulary rows,
 	// so that no (V,C) gradient exists; the op then counts W's use
 	// itself.
-	byRows := t.RowGrads && weightGrad && !w.Frozen && (!w.GradDType().Half() || c%2 == 0)
+	byRows := t.HeadBlocks && weightGrad && !w.Frozen && (!w.GradDType().Half() || c%2 == 0)
 	if byRows && int64(4*n) <= w.GradDType().Bytes(c) && 4*int64(n)*int64(v) <= 128<<20 {
 		// The logits of all rows take no more memory than W's whole
 		// gradient, which one chunk lets come in blocks of rows
@@ -796,7 +796,7 @@ type headGrad int
 const (
 	headNoWeightGrad headGrad = iota // the caller supplies it (Llama.Loss)
 	headWholeGrad                    // summed whole over the chunks
-	// headRowBlocks: in blocks of vocabulary rows (Tape.RowGrads), for rows
+	// headRowBlocks: in blocks of vocabulary rows (Tape.HeadBlocks), for rows
 	// of h that fit one chunk. Each block's dW rows go to the callback
 	// (Param.GradRows) and are freed before the next block's: no (V,C)
 	// gradient exists. dh is recorded before any block's update, which
@@ -924,7 +924,7 @@ func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss, stats *gpu.Buffer, 
 }
 
 // headVocabBlocks is HeadLoss's backward for more rows of h than one
-// chunk (on a tape with RowGrads, W's last use, h without a gradient yet):
+// chunk (on a tape with HeadBlocks, W's last use, h without a gradient yet):
 // W's gradient a block of vocabulary rows at a time, each over the chunks
 // of rows, handed to the callback (Param.GradRows) and freed before the
 // next block's, so that neither a (V,C) gradient nor the logits of a

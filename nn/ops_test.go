@@ -96,123 +96,128 @@ func TestMLPBackwardMemory(t *testing.T) {
 // TestSparseEmbeddingGradient: on a tape with RowGrads, an untied
 // embedding's gradient comes as the batch's distinct rows (ascending),
 // bit-identical to those rows of the dense gradient, whose other rows are
-// zero; its buffer holds (tokens x C) f32 instead of (vocab x C). An
-// untied head's gradient comes in blocks of vocabulary rows, in order, one
-// block alive at a time, together bit-identical to the dense gradient. A
+// zero; its buffer holds (tokens x C) f32 instead of (vocab x C). With
+// HeadBlocks too, an untied head's gradient comes in blocks of vocabulary
+// rows, in order, one block alive at a time, together bit-identical to the
+// dense gradient; without, it comes whole (AdaLomo's case). A
 // tied embedding (the head adds to its gradient) stays dense. Every other
 // parameter's gradient is the dense tape's, bit for bit.
 func TestSparseEmbeddingGradient(t *testing.T) {
 	defer func(b int) { headGradBlockBytes = b }(headGradBlockBytes)
 	headGradBlockBytes = 3 * 4 * toyConfig(false).HiddenSize // blocks of 3 rows, the last shorter
-	for _, tied := range []bool{false, true} {
-		for _, ckpt := range []bool{false, true} {
-			m := newToy(t, tied)
-			m.Checkpointing = ckpt
-			in := toyBatch(t, m)
-			dense := backward(t, m, in)
-			got := map[string][]float32{}
-			var rows *GradRows
-			var gradBytes int64
-			tape := NewTape(dev, true)
-			tape.RowGrads = true
-			loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
+	for _, tc := range []struct{ tied, ckpt, blocks bool }{
+		{false, false, true}, {false, true, true}, {true, false, true}, {true, true, true}, {false, true, false},
+	} {
+		tied, ckpt, blocks := tc.tied, tc.ckpt, tc.blocks
+		m := newToy(t, tied)
+		m.Checkpointing = ckpt
+		in := toyBatch(t, m)
+		dense := backward(t, m, in)
+		got := map[string][]float32{}
+		var rows *GradRows
+		var gradBytes int64
+		tape := NewTape(dev, true)
+		tape.RowGrads, tape.HeadBlocks = true, blocks
+		loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		headBlocks := 0
+		err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error {
+			v, err := ReadBufferF32(dev, g, p.GradLen(), p.GradDType())
 			if err != nil {
-				t.Fatal(err)
+				return err
 			}
-			headBlocks := 0
-			err = tape.Backward(loss, func(p *Param, g *gpu.Buffer) error {
-				v, err := ReadBufferF32(dev, g, p.GradLen(), p.GradDType())
+			if p == m.Head && !tied && !blocks && p.GradRows() != nil {
+				return fmt.Errorf("the head's gradient came by rows without HeadBlocks")
+			}
+			if p == m.Embed {
+				if gr := p.GradRows(); gr != nil {
+					r := *gr
+					rows = &r
+				}
+				gradBytes = g.Size()
+			}
+			if p == m.Head && !tied && blocks {
+				// Blocks of vocabulary rows, in order, whole rows each.
+				gr := p.GradRows()
+				if gr == nil {
+					return fmt.Errorf("the untied head's gradient is dense")
+				}
+				raw, err := dev.Read(gr.Rows, int64(4*gr.Off), int64(4*gr.N))
 				if err != nil {
 					return err
 				}
-				if p == m.Embed {
-					if gr := p.GradRows(); gr != nil {
-						r := *gr
-						rows = &r
+				for i := 0; i < gr.N; i++ {
+					if id := int(binary.LittleEndian.Uint32(raw[4*i:])); id != len(got[p.Name])/p.Cols() {
+						return fmt.Errorf("head block row %d is vocabulary row %d, want %d", i, id, len(got[p.Name])/p.Cols())
 					}
-					gradBytes = g.Size()
+					got[p.Name] = append(got[p.Name], v[i*p.Cols():(i+1)*p.Cols()]...)
 				}
-				if p == m.Head && !tied {
-					// Blocks of vocabulary rows, in order, whole rows each.
-					gr := p.GradRows()
-					if gr == nil {
-						return fmt.Errorf("the untied head's gradient is dense")
-					}
-					raw, err := dev.Read(gr.Rows, int64(4*gr.Off), int64(4*gr.N))
-					if err != nil {
-						return err
-					}
-					for i := 0; i < gr.N; i++ {
-						if id := int(binary.LittleEndian.Uint32(raw[4*i:])); id != len(got[p.Name])/p.Cols() {
-							return fmt.Errorf("head block row %d is vocabulary row %d, want %d", i, id, len(got[p.Name])/p.Cols())
-						}
-						got[p.Name] = append(got[p.Name], v[i*p.Cols():(i+1)*p.Cols()]...)
-					}
-					headBlocks++
-					if live := dev.Stats().Tag(gpu.TagGrad).Live; live > g.Size() {
-						return fmt.Errorf("%d grad bytes live at a head block of %d", live, g.Size())
-					}
-					return nil
+				headBlocks++
+				if live := dev.Stats().Tag(gpu.TagGrad).Live; live > g.Size() {
+					return fmt.Errorf("%d grad bytes live at a head block of %d", live, g.Size())
 				}
-				got[p.Name] = v
 				return nil
-			})
-			loss.Release()
+			}
+			got[p.Name] = v
+			return nil
+		})
+		loss.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (m.Cfg.VocabSize + 2) / 3; !tied && blocks && headBlocks != want {
+			t.Errorf("the head's gradient came in %d blocks, want %d", headBlocks, want)
+		}
+		name := m.Embed.Name
+		if tied {
+			if rows != nil {
+				t.Errorf("tied, checkpointing=%v: the embedding got a row-sparse gradient, onto which the head's would not fit", ckpt)
+			}
+		} else {
+			if rows == nil {
+				t.Fatalf("untied, checkpointing=%v: the embedding's gradient is dense", ckpt)
+			}
+			raw, err := dev.Read(rows.Rows, int64(4*rows.Off), int64(4*rows.N))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := (m.Cfg.VocabSize + 2) / 3; !tied && headBlocks != want {
-				t.Errorf("the head's gradient came in %d blocks, want %d", headBlocks, want)
+			c := m.Cfg.HiddenSize
+			seen := map[int]bool{}
+			prev := -1
+			for r := 0; r < rows.N; r++ {
+				id := int(binary.LittleEndian.Uint32(raw[4*r:]))
+				if id <= prev {
+					t.Fatalf("rows not ascending: %d after %d", id, prev)
+				}
+				prev = id
+				seen[id] = true
+				for j := 0; j < c; j++ {
+					if a, b := got[name][r*c+j], dense.grads[name][id*c+j]; math.Float32bits(a) != math.Float32bits(b) {
+						t.Fatalf("checkpointing=%v: row %d col %d: sparse %v, dense %v", ckpt, id, j, a, b)
+					}
+				}
 			}
-			name := m.Embed.Name
-			if tied {
-				if rows != nil {
-					t.Errorf("tied, checkpointing=%v: the embedding got a row-sparse gradient, onto which the head's would not fit", ckpt)
-				}
-			} else {
-				if rows == nil {
-					t.Fatalf("untied, checkpointing=%v: the embedding's gradient is dense", ckpt)
-				}
-				raw, err := dev.Read(rows.Rows, int64(4*rows.Off), int64(4*rows.N))
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := m.Cfg.HiddenSize
-				seen := map[int]bool{}
-				prev := -1
-				for r := 0; r < rows.N; r++ {
-					id := int(binary.LittleEndian.Uint32(raw[4*r:]))
-					if id <= prev {
-						t.Fatalf("rows not ascending: %d after %d", id, prev)
-					}
-					prev = id
-					seen[id] = true
-					for j := 0; j < c; j++ {
-						if a, b := got[name][r*c+j], dense.grads[name][id*c+j]; math.Float32bits(a) != math.Float32bits(b) {
-							t.Fatalf("checkpointing=%v: row %d col %d: sparse %v, dense %v", ckpt, id, j, a, b)
-						}
+			for id := 0; id < m.Cfg.VocabSize; id++ {
+				for j := 0; !seen[id] && j < c; j++ {
+					if dense.grads[name][id*c+j] != 0 {
+						t.Fatalf("row %d is not in the batch and has a dense gradient", id)
 					}
 				}
-				for id := 0; id < m.Cfg.VocabSize; id++ {
-					for j := 0; !seen[id] && j < c; j++ {
-						if dense.grads[name][id*c+j] != 0 {
-							t.Fatalf("row %d is not in the batch and has a dense gradient", id)
-						}
-					}
-				}
-				if want := 4 * int64(in.B*in.T*c); gradBytes != want {
-					t.Errorf("row-sparse gradient buffer of %d bytes, want %d (tokens x C f32)", gradBytes, want)
-				}
-				delete(got, name)
 			}
-			for n, v := range got {
-				if n == name && tied {
-					continue
-				}
-				for i := range v {
-					if math.Float32bits(v[i]) != math.Float32bits(dense.grads[n][i]) {
-						t.Fatalf("%s[%d]: %v with RowGrads, %v without", n, i, v[i], dense.grads[n][i])
-					}
+			if want := 4 * int64(in.B*in.T*c); gradBytes != want {
+				t.Errorf("row-sparse gradient buffer of %d bytes, want %d (tokens x C f32)", gradBytes, want)
+			}
+			delete(got, name)
+		}
+		for n, v := range got {
+			if n == name && tied {
+				continue
+			}
+			for i := range v {
+				if math.Float32bits(v[i]) != math.Float32bits(dense.grads[n][i]) {
+					t.Fatalf("%s[%d]: %v with RowGrads, %v without", n, i, v[i], dense.grads[n][i])
 				}
 			}
 		}
@@ -353,7 +358,7 @@ func sameF32Bits(t *testing.T, what string, got, want []float32) {
 
 // TestHeadVocabBlocks: with more rows than one chunk of the LM head's
 // logits, an untied head's gradient still comes in blocks of vocabulary
-// rows on a tape with RowGrads (Tape.headVocabBlocks: each block over the
+// rows on a tape with HeadBlocks (Tape.headVocabBlocks: each block over the
 // chunks of rows, from the forward's log-sum-exps): in order, one block
 // alive at a time, together bit-identical to the dense gradient, with the
 // same loss; the head's input gradient is then summed over the blocks (in
@@ -390,7 +395,7 @@ func TestHeadVocabBlocks(t *testing.T) {
 
 			got := map[string][]float32{}
 			tape := NewTape(dev, true)
-			tape.RowGrads = true
+			tape.RowGrads, tape.HeadBlocks = true, true
 			loss, err := m.Loss(tape, in, LossOptions{GradScale: 1 / float32(in.Count)})
 			if err != nil {
 				t.Fatal(err)

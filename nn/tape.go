@@ -17,9 +17,9 @@ import (
 // element count as the parameter, tag grad). The gradient buffer is released when
 // it returns, so an optimizer must use it within the call (recording
 // dispatches that read it is enough: see gpu.Buffer.Release). On a tape
-// with RowGrads a table's gradient may come by rows instead
-// (Param.GradRows, Param.GradLen): an embedding's once, as the batch's
-// rows; an untied LM head's in blocks of rows, one call per block.
+// with RowGrads an embedding's gradient may come by rows instead, once, as
+// the batch's rows (Param.GradRows, Param.GradLen), and with HeadBlocks
+// an untied LM head's in blocks of rows, one call per block.
 type GradFunc func(p *Param, grad *gpu.Buffer) error
 
 // Tape records the backward of the ops run on it. A tape without grad runs
@@ -36,15 +36,18 @@ type Tape struct {
 	countUses bool
 	deferred  map[*Param][]deferredGrad
 	callback  GradFunc // set while Backward runs; checkpointed blocks call it too
-	// RowGrads lets tables deliver their gradients by rows
-	// (Param.GradRows), for optimizers that update each element from its
-	// own gradient and leave rows without one as they are (LOMO without
-	// weight decay): an embedding looked up from a batch's Inputs gets the
-	// batch's rows only, a (tokens x C) buffer instead of (vocab x C),
-	// where nothing else adds to its gradient (a tied head does); an
-	// untied LM head whose tokens fit one chunk of HeadLoss gets its
-	// gradient in blocks of vocabulary rows, one callback per block.
+	// RowGrads lets an embedding looked up from a batch's Inputs deliver
+	// its gradient by rows (Param.GradRows), for optimizers that apply a
+	// gradient given that way (LOMO; AdaLomo, which reads the absent rows'
+	// gradients as the zeros they are): the batch's rows only, a
+	// (tokens x C) buffer instead of (vocab x C), where nothing else adds
+	// to its gradient (a tied head does).
 	RowGrads bool
+	// HeadBlocks lets an untied LM head deliver its gradient in blocks of
+	// vocabulary rows, one callback per block, for optimizers that update
+	// each element from its own gradient and leave rows without one as they
+	// are (LOMO without weight decay): no (V x C) gradient then exists.
+	HeadBlocks bool
 	// KeepForward says that the tape will run BackwardKeep and then
 	// Backward (an optimizer's norm pass and update on one forward): a
 	// checkpointed model then records its last layer's output as
@@ -352,7 +355,7 @@ func (t *Tape) used(p *Param, fn GradFunc) error {
 // layer): then nothing at all is saved.
 func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor) (*Tensor, error)) (*Tensor, error) {
 	// The forward records nothing but counts parameter uses for the parent.
-	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, RowGrads: t.RowGrads}
+	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, RowGrads: t.RowGrads, HeadBlocks: t.HeadBlocks}
 	y, err := block(inner, x)
 	if err != nil {
 		return nil, err
@@ -412,7 +415,7 @@ func (t *Tape) Checkpoint(name string, x *Tensor, block func(t *Tape, x *Tensor)
 // gradients and callback, without counting the uses again (the forward
 // counted them).
 func (t *Tape) recomputeTape() *Tape {
-	return &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, keepDeferred: t.keepDeferred}
+	return &Tape{D: t.D, grad: true, countUses: false, uses: t.uses, deferred: t.deferred, callback: t.callback, RowGrads: t.RowGrads, HeadBlocks: t.HeadBlocks, keepDeferred: t.keepDeferred}
 }
 
 // leafOf is a recompute's input: x's buffer, borrowed.
@@ -443,7 +446,7 @@ func (t *Tape) passGrad(x, leaf *Tensor) error {
 // kept from one backward to the next, only x, a checkpoint alive at the
 // start of either anyway. The caller may release y once this returns.
 func (t *Tape) CheckpointTail(name string, x, y *Tensor, input func(t *Tape, x *Tensor) (*Tensor, error), block func(t *Tape, y *Tensor) (*Tensor, error)) (*Tensor, error) {
-	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, RowGrads: t.RowGrads}
+	inner := &Tape{D: t.D, grad: false, countUses: t.grad && t.countUses, uses: t.uses, deferred: t.deferred, RowGrads: t.RowGrads, HeadBlocks: t.HeadBlocks}
 	loss, err := block(inner, y)
 	if err != nil {
 		return nil, err

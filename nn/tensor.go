@@ -182,7 +182,8 @@ type Param struct {
 	gradRows  *GradRows // set while the gradient is row-sparse
 }
 
-// GradRows describes a gradient delivered by rows (Tape.RowGrads): the
+// GradRows describes a gradient delivered by rows (Tape.RowGrads,
+// Tape.HeadBlocks): the
 // gradient buffer a GradFunc receives holds N rows of the table's Cols(),
 // the gradients of table rows Rows[Off..Off+N-1] (u32, distinct,
 // ascending). For an embedding the other rows' gradients are zero; an LM
@@ -194,7 +195,7 @@ type GradRows struct {
 
 // GradRows returns the rows p's gradient holds during its GradFunc call,
 // nil when the gradient is whole (every parameter but an embedding or an
-// untied head on a tape with RowGrads).
+// untied head on a tape with RowGrads or HeadBlocks).
 func (p *Param) GradRows() *GradRows { return p.gradRows }
 
 // GradLen is the number of elements of p's gradient during its GradFunc

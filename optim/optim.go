@@ -328,7 +328,7 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
 		update := o.update
-		if p.GradRows() != nil {
+		if p.GradRows() != nil && o.cfg.Name == "lomo" {
 			update = o.lomoRowsUpdate
 		}
 		if p.LoRA {
@@ -386,12 +386,24 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 	return checkWeights(d, stats, p)
 }
 
-// rowGrads reports whether the step's tapes deliver tables' gradients by
-// rows (nn.Tape.RowGrads): under LOMO without weight decay, where rows
-// without a gradient stay as they are, the embedding's gradient is then
-// (tokens x C) instead of (vocab x C), and an untied head's comes in
-// blocks.
-func (o *fused) rowGrads() bool { return o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
+// rowGrads reports whether the step's tapes deliver an embedding's
+// gradient by rows (nn.Tape.RowGrads): a (tokens x C) buffer instead of
+// (vocab x C). LOMO without weight decay updates only those rows (rows
+// without a gradient stay as they are); AdaLomo reads the other rows'
+// gradients as zeros (wgsl.AdaLomoStep.Rows), since its state decays and
+// its RMS counts every row. LOMO with weight decay keeps the dense one.
+func (o *fused) rowGrads() bool {
+	return byRows && (o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 || o.cfg.Name == "adalomo")
+}
+
+// byRows lets tables' gradients come by rows (rowGrads, headBlocks); tests
+// turn it off to compare with the dense gradients.
+var byRows = true
+
+// headBlocks reports whether an untied head's gradient comes in blocks of
+// vocabulary rows (nn.Tape.HeadBlocks): only under LOMO without weight
+// decay, whose update of an element needs only its own gradient.
+func (o *fused) headBlocks() bool { return byRows && o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
 
 // lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
 // holds. It, lomoUpdate and adalomoUpdate check the weights they write in
@@ -437,11 +449,17 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 		o.state[p] = st
 	}
 	beta := float32(1 - math.Pow(float64(o.t), -0.8))
-	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, wgsl.AdaLomoStep{
+	s := wgsl.AdaLomoStep{
 		LR: lr, Beta: beta, Eps1: float32(o.cfg.Eps1), Eps2: float32(o.cfg.Eps2), ClipThreshold: float32(o.cfg.ClipThreshold),
 		WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale, ClipCoef: coef, Seed: roundingSeed(o.step, p),
 		Check: &wgsl.WeightCheck{Flags: stats, Index: weightFlag},
-	})
+	}
+	if gr := p.GradRows(); gr != nil {
+		// An embedding's gradient by rows: the update of its whole
+		// gradient, the other rows read as zeros.
+		s.Rows, s.RowsOff, s.RowsN = gr.Rows, gr.Off, gr.N
+	}
+	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, s)
 }
 
 // roundingSeed seeds the stochastic rounding of bf16 weights
@@ -597,7 +615,7 @@ var keepForward = true
 // forward runs fwd on a new tape that records the backward.
 func (o *fused) forward(fwd Forward, scale float32) (*nn.Tape, *nn.Tensor, int, error) {
 	t := nn.NewTape(o.d, true)
-	t.RowGrads = o.rowGrads()
+	t.RowGrads, t.HeadBlocks = o.rowGrads(), o.headBlocks()
 	t.KeepForward = keepForward && o.cfg.ClipGradNorm > 0
 	lossT, tokens, err := fwd(t, scale)
 	if err != nil {

@@ -442,6 +442,38 @@ func TestAdaLomoMatchesReference(t *testing.T) {
 	}
 }
 
+// TestAdaLomoEmbeddingRows: AdaLomo steps with the embedding's gradient by
+// rows (the batch's rows, the others read as zeros) give the weights and
+// state of steps with its whole gradient, bit for bit, with weight decay,
+// which moves the rows outside the batch too. (nn's
+// TestSparseEmbeddingGradient checks the gradient's size.)
+func TestAdaLomoEmbeddingRows(t *testing.T) {
+	defer func() { byRows = true }()
+	run := func(rows bool) map[string][]float64 {
+		byRows = rows
+		m, in := toyModel(t, gpu.F32, false)
+		opt, err := New(dev, Config{Name: "adalomo", Schedule: Schedule{Kind: "constant", LR: 0.01}, WeightDecay: 0.1}, gpu.F32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer opt.Release()
+		for step := 0; step < 3; step++ {
+			if _, err := opt.Step(m.Params(), forward(m, in)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return weights(t, m)
+	}
+	dense, sparse := run(false), run(true)
+	for name, w := range dense {
+		for i := range w {
+			if math.Float64bits(sparse[name][i]) != math.Float64bits(w[i]) {
+				t.Fatalf("%s[%d]: %v with the embedding's gradient by rows, %v with the whole", name, i, sparse[name][i], w[i])
+			}
+		}
+	}
+}
+
 // TestNonFiniteWeightsFailStep: an update that pushes f16 weights past
 // ±65504 (here a learning rate of 1e8 on gradients of order 1e-2) fails the
 // step with a *NonFiniteError naming the first such weight, for each

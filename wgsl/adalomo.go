@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/lomo-dev/lomo/gpu"
 )
@@ -14,6 +15,7 @@ type AdaLomoParams struct {
 	Chunks, Groups, Seed, Flag                     uint32
 	LR, Beta, Eps1, Eps2                           float32
 	ClipThreshold, WeightDecay, InvScale, ClipCoef float32
+	RowsOff, RowsN, _, _                           uint32
 }
 
 // AdaLomoStep holds the scalars of one AdaLomo update (REFERENCE §3): LR,
@@ -26,6 +28,15 @@ type AdaLomoStep struct {
 	// Check, if not nil, has the update flag weights it made NaN or
 	// infinite (LomoStep.Check).
 	Check *WeightCheck
+	// Rows, if not nil, says that grad holds only some rows of a matrix's
+	// gradient (an embedding's, nn.Tape.RowGrads): RowsN rows, those of
+	// table rows Rows[RowsOff+k] (u32, distinct, below rows), in that
+	// order; the other rows' gradients are zero. The update is the one the
+	// whole gradient gives, bit for bit: every row's state decays, every
+	// row is scaled by the weight decay, and the rows without a gradient
+	// count in the means and the RMS as the zeros they are.
+	Rows           *gpu.Buffer
+	RowsOff, RowsN int
 }
 
 // adalomoMaxChunks caps the row chunks of the column sums, so that their
@@ -51,8 +62,8 @@ const (
 // param = param*(1 - lr_t*WeightDecay) - lr_t*u, stored in pt (f32 or f16).
 //
 // All reductions run on the device in one recorded sequence (7 dispatches for
-// a matrix, 3 for a vector; no read-back); scratch buffers are tagged
-// gpu.TagScratch and released once recorded.
+// a matrix, 9 with Rows, 3 for a vector; no read-back); scratch buffers are
+// tagged gpu.TagScratch and released once recorded.
 func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DType, rows, cols int, s AdaLomoStep) error {
 	const op = "adalomo update"
 	if rows <= 0 || cols <= 0 || int64(rows)*int64(cols) >= math.MaxUint32 {
@@ -67,7 +78,20 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	if err := reduceNeed(op, "param", param, pt.Bytes(n)); err != nil {
 		return err
 	}
-	if err := reduceNeed(op, "grad", grad, gt.Bytes(n)); err != nil {
+	gradRows := rows
+	if s.Rows != nil {
+		if vector {
+			return fmt.Errorf("wgsl: %s: a gradient by rows needs a matrix's factored state", op)
+		}
+		if s.RowsN <= 0 || s.RowsN > rows || s.RowsOff < 0 {
+			return fmt.Errorf("wgsl: %s: %d gradient rows from %d of a (%d,%d) matrix", op, s.RowsN, s.RowsOff, rows, cols)
+		}
+		if err := reduceNeed(op, "rows", s.Rows, 4*int64(s.RowsOff+s.RowsN)); err != nil {
+			return err
+		}
+		gradRows = s.RowsN
+	}
+	if err := reduceNeed(op, "grad", grad, gt.Bytes(gradRows*cols)); err != nil {
 		return err
 	}
 	if err := reduceNeed(op, "r", r, int64(4*stateN)); err != nil {
@@ -81,8 +105,9 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 			return fmt.Errorf("wgsl: %s: %d columns beyond the column-sum grid", op, cols)
 		}
 	}
-	if param == grad || param == r || param == c || grad == r || grad == c || r == c {
-		return fmt.Errorf("wgsl: %s: param, grad, r and c must be distinct buffers", op)
+	if param == grad || param == r || param == c || grad == r || grad == c || r == c ||
+		s.Rows != nil && (s.Rows == param || s.Rows == r || s.Rows == c) {
+		return fmt.Errorf("wgsl: %s: param, grad, r, c and rows must be distinct buffers", op)
 	}
 	if err := checkNeed(op, s.Check, param, grad, r, c); err != nil {
 		return err
@@ -96,6 +121,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 		Chunks: uint32(chunks), Groups: uint32(groups), Seed: s.Seed,
 		LR: s.LR, Beta: s.Beta, Eps1: s.Eps1, Eps2: s.Eps2,
 		ClipThreshold: s.ClipThreshold, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipCoef: s.ClipCoef,
+		RowsOff: uint32(s.RowsOff), RowsN: uint32(s.RowsN),
 	}
 	partN := 2 * groups
 	if !vector {
@@ -153,15 +179,43 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	}
 	subst := pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
 	checkSubst(subst, s.Check, pt)
-	subst["FLAGS_MAT"], subst["FLAGS_VEC"], subst["PB_MAT"], subst["PB_VEC"] = "", "", "5", "4"
+	// extra[i] are stage i's bindings after its own buffers: the slot map
+	// where it reads the gradient by rows, the weight check's flags.
+	extra := make([][]string, len(stages))
+	if s.Rows != nil {
+		slot, err := d.NewBuffer(gpu.TagScratch, 4*int64(rows))
+		if err != nil {
+			return fmt.Errorf("wgsl: %s: %w", op, err)
+		}
+		defer slot.Release()
+		for i := range stages {
+			if slices.Contains(stages[i].bufs, grad) {
+				stages[i].variant += "_rows"
+				stages[i].bufs = append(stages[i].bufs, slot)
+				extra[i] = append(extra[i], "var<storage, read> slot: array<u32>;")
+			}
+		}
+		stages = append([]stage{
+			{"slot_clear", []string{"slot_clear"}, []*gpu.Buffer{slot}, grid(d.Grid(rows, 256))},
+			{"slot_set", []string{"slot_set"}, []*gpu.Buffer{slot, s.Rows}, grid(d.Grid(s.RowsN, 256))},
+		}, stages...)
+		extra = append([][]string{nil, nil}, extra...)
+		// The gradient as the kernels read it: row by row through slot,
+		// the rows without one zero.
+		subst["G_AT"] = strings.Replace(subst["G_AT"], "fn grad_at(", "fn grad_raw(", 1) + `
+fn grad_at(i: u32) -> f32 {
+	let row = i / p.cols;
+	let k = slot[row];
+	if (k == NO_SLOT) { return 0.0; }
+	return grad_raw(k * p.cols + (i - row * p.cols));
+}`
+	}
 	if s.Check != nil {
 		p.Flag = uint32(s.Check.Index)
-		subst["FLAGS_MAT"] = "@group(0) @binding(5) var<storage, read_write> flags: array<atomic<u32>>;"
-		subst["FLAGS_VEC"] = "@group(0) @binding(4) var<storage, read_write> flags: array<atomic<u32>>;"
-		subst["PB_MAT"], subst["PB_VEC"] = "6", "5"
-		last := &stages[len(stages)-1]
-		last.variant += checkVariant(s.Check)
-		last.bufs = append(last.bufs, s.Check.Flags)
+		last := len(stages) - 1
+		stages[last].variant += checkVariant(s.Check)
+		stages[last].bufs = append(stages[last].bufs, s.Check.Flags)
+		extra[last] = append(extra[last], "var<storage, read_write> flags: array<atomic<u32>>;")
 	}
 	kernels := make([]*gpu.Kernel, len(stages))
 	for i, st := range stages {
@@ -180,6 +234,12 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 		if s.Check != nil && i == len(stages)-1 {
 			access[len(access)-1] = rw // flags
 		}
+		first := len(st.bufs) - len(extra[i])
+		decl := make([]string, len(extra[i]))
+		for j, e := range extra[i] {
+			decl[j] = fmt.Sprintf("@group(0) @binding(%d) %s", first+j, e)
+		}
+		subst["EXTRA_DECL"], subst["PB"] = strings.Join(decl, "\n"), fmt.Sprint(len(st.bufs))
 		if kernels[i], err = sectionKernel(d, "adalomo", variant, subst, st.sections, access, p); err != nil {
 			return err
 		}

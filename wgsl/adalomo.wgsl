@@ -36,15 +36,29 @@
 // flags[p.flag] = 1 where a weight it wrote is NaN or infinite (as
 // lomo.wgsl does). Partitions depend only on the shape, so every
 // reduction is deterministic. Nothing is read back.
+//
+// Rows mode (AdaLomoStep.Rows, a matrix only): grad holds the gradient
+// rows of table rows ids[rows_off + k], k < rows_n (an embedding's
+// gradient by rows); every other row's gradient is zero. Two dispatches
+// first map each table row to its gradient row, slot_clear (gpu.Grid(R,
+// 256)) and slot_set (gpu.Grid(rows_n, 256)); then the kernels above read
+// the gradient through slot (bound after their own buffers, before the
+// flags), a zero where a row has none, so the update is the one the
+// whole gradient gives, bit for bit. Each kernel's extra bindings come in
+// at EXTRA_DECL and move Params to binding PB.
 
 struct Params {
 	rows: u32, cols: u32, n: u32, chunk_rows: u32,
 	chunks: u32, groups: u32, seed: u32, flag: u32,
 	lr: f32, beta: f32, eps1: f32, eps2: f32,
 	clip_threshold: f32, weight_decay: f32, inv_scale: f32, clip_coef: f32,
+	rows_off: u32, rows_n: u32, _p0: u32, _p1: u32,
 }
 
 const WG: u32 = 256u;
+
+// NO_SLOT marks a row without a gradient row in slot (rows mode).
+const NO_SLOT: u32 = 0xffffffffu;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -78,7 +92,8 @@ fn new_param(q: f32, u: f32, sum_u2: f32, sum_p2: f32) -> f32 {
 // ==== section row_state ====
 @group(0) @binding(0) var<storage, read_write> r: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -97,7 +112,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // ==== section col_partial ====
 @group(0) @binding(0) var<storage, read_write> part: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -120,7 +136,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 // ==== section col_state ====
 @group(0) @binding(0) var<storage, read_write> c: array<f32>;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -134,7 +151,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // ==== section r_sum ====
 @group(0) @binding(0) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(1) var<storage, read> r: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
@@ -151,7 +169,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
 @group(0) @binding(5) var<storage, read> param: array<{{P_T}}>;
-@group(0) @binding(6) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -182,7 +201,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 @group(0) @binding(1) var<storage, read_write> v: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> param: array<{{P_T}}>;
-@group(0) @binding(4) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -212,7 +232,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // ==== section sq_fold ====
 @group(0) @binding(0) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
@@ -234,8 +255,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
 @group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> r: array<f32>;
 @group(0) @binding(4) var<storage, read> c: array<f32>;
-{{FLAGS_MAT}}
-@group(0) @binding({{PB_MAT}}) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 {{CHECK_FNS}}
@@ -249,8 +270,8 @@ fn u_at(i: u32) -> f32 {
 // ==== section u_vec ====
 @group(0) @binding(2) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
-{{FLAGS_VEC}}
-@group(0) @binding({{PB_VEC}}) var<uniform> p: Params;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 {{CHECK_FNS}}
@@ -293,4 +314,29 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 		param[w] = nw;
 		{{CHECK_LOW}}
 	}
+}
+
+// ==== section slot_clear ====
+@group(0) @binding(0) var<storage, read_write> slot: array<u32>;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let i = gid.x + gid.y * nwg.x * WG;
+	if (i < p.rows) { slot[i] = NO_SLOT; }
+}
+
+// ==== section slot_set ====
+@group(0) @binding(0) var<storage, read_write> slot: array<u32>;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+{{EXTRA_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+	let k = gid.x + gid.y * nwg.x * WG;
+	if (k >= p.rows_n) { return; }
+	let row = ids[p.rows_off + k];
+	if (row < p.rows) { slot[row] = k; }
 }

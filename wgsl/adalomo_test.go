@@ -73,9 +73,10 @@ func refAdaLomo(param, grad, r, c []float64, rows, cols int, s AdaLomoStep) []fl
 }
 
 func TestAdaLomoParamsLayout(t *testing.T) {
-	// Params in adalomo.wgsl: 8 u32 (rows .. _p1), then 8 f32 (lr .. clip_coef).
-	if got := unsafe.Sizeof(AdaLomoParams{}); got != 64 {
-		t.Errorf("AdaLomoParams is %d bytes, WGSL Params is 64", got)
+	// Params in adalomo.wgsl: 8 u32 (rows .. flag), 8 f32 (lr .. clip_coef),
+	// then 4 u32 (rows_off .. _p1).
+	if got := unsafe.Sizeof(AdaLomoParams{}); got != 80 {
+		t.Errorf("AdaLomoParams is %d bytes, WGSL Params is 80", got)
 	}
 	for _, f := range []struct {
 		name     string
@@ -87,6 +88,8 @@ func TestAdaLomoParamsLayout(t *testing.T) {
 		{"Eps2", unsafe.Offsetof(AdaLomoParams{}.Eps2), 44},
 		{"ClipThreshold", unsafe.Offsetof(AdaLomoParams{}.ClipThreshold), 48},
 		{"ClipCoef", unsafe.Offsetof(AdaLomoParams{}.ClipCoef), 60},
+		{"RowsOff", unsafe.Offsetof(AdaLomoParams{}.RowsOff), 64},
+		{"RowsN", unsafe.Offsetof(AdaLomoParams{}.RowsN), 68},
 	} {
 		if f.got != f.off {
 			t.Errorf("%s at %d, WGSL at %d", f.name, f.got, f.off)
@@ -215,6 +218,84 @@ func TestAdaLomoUpdate(t *testing.T) {
 	}
 }
 
+// TestAdaLomoRows: an update from a gradient by rows (AdaLomoStep.Rows: an
+// embedding's, the batch's rows) gives the update from the whole gradient,
+// zero in the other rows, bit for bit: weights, r and c, over three steps,
+// with and without weight decay (which scales the rows without a gradient
+// too), with a weight check, in f32, f16 and bf16 weights and f32 and f16
+// gradients; the row ids sit at an offset in a longer buffer. Absent
+// rows' state decays, so their weights stay only where nothing else moves
+// them.
+func TestAdaLomoRows(t *testing.T) {
+	base := AdaLomoStep{LR: 0.05, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1, Seed: 9}
+	all := AdaLomoStep{LR: 0.05, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 0.5, WeightDecay: 0.1, InvScale: 1.0 / 1024, ClipCoef: 0.6, Seed: 9}
+	cases := []struct {
+		rows, cols int
+		pt, gt     gpu.DType
+		present    []uint32 // the rows with a gradient, ascending
+		step       AdaLomoStep
+	}{
+		{40, 6, gpu.F32, gpu.F32, []uint32{0, 3, 4, 17, 39}, base},
+		{40, 6, gpu.F32, gpu.F32, []uint32{2, 5, 6, 7, 21, 22, 30}, all},
+		{300, 20, gpu.F32, gpu.F16, []uint32{1, 8, 64, 65, 299}, all}, // several column chunks
+		{33, 10, gpu.F16, gpu.F32, []uint32{0, 32}, base},
+		{33, 10, gpu.BF16, gpu.F32, []uint32{4, 9, 10, 11, 12}, all},
+		{6, 4, gpu.F32, gpu.F32, []uint32{0, 1, 2, 3, 4, 5}, all}, // every row
+	}
+	for ci, tc := range cases {
+		t.Run(fmt.Sprintf("%dx%d_%v_g%v_wd%v", tc.rows, tc.cols, tc.pt, tc.gt, tc.step.WeightDecay), func(t *testing.T) {
+			needF16(t, tc.pt)
+			needF16(t, tc.gt)
+			r := rng(uint64(900 + ci))
+			rows, cols, n, k := tc.rows, tc.cols, tc.rows*tc.cols, len(tc.present)
+			param := roundTo(randn(r, n, 1), tc.pt)
+			whole, byRows := upload(t, param, tc.pt), upload(t, param, tc.pt)
+			rw, cw := outputWith(t, make([]float64, rows)), outputWith(t, make([]float64, cols))
+			rr, cr := outputWith(t, make([]float64, rows)), outputWith(t, make([]float64, cols))
+			// The ids at an offset of 3, after other rows' ids.
+			ids := uploadU32(t, append([]uint32{7, 7, 7}, tc.present...))
+			for step := 1; step <= 3; step++ {
+				s := tc.step
+				s.Beta = float32(1 - math.Pow(float64(step), -0.8))
+				part := roundTo(randn(r, k*cols, 1), tc.gt)
+				dense := make([]float64, n)
+				for i, row := range tc.present {
+					copy(dense[int(row)*cols:(int(row)+1)*cols], part[i*cols:(i+1)*cols])
+				}
+				flagsW, flagsR := uploadU32(t, []uint32{0}), uploadU32(t, []uint32{0})
+				s.Check = &WeightCheck{Flags: flagsW}
+				if err := AdaLomoUpdate(dev, whole, upload(t, dense, tc.gt), rw, cw, tc.pt, tc.gt, rows, cols, s); err != nil {
+					t.Fatal(err)
+				}
+				s.Check = &WeightCheck{Flags: flagsR}
+				s.Rows, s.RowsOff, s.RowsN = ids, 3, k
+				if err := AdaLomoUpdate(dev, byRows, upload(t, part, tc.gt), rr, cr, tc.pt, tc.gt, rows, cols, s); err != nil {
+					t.Fatal(err)
+				}
+				what := fmt.Sprintf("step %d: ", step)
+				got := download(t, byRows, n, tc.pt)
+				want := download(t, whole, n, tc.pt)
+				assertSameBits(t, what+"weights", got, want)
+				assertSameBits(t, what+"r", download(t, rr, rows, gpu.F32), download(t, rw, rows, gpu.F32))
+				assertSameBits(t, what+"c", download(t, cr, cols, gpu.F32), download(t, cw, cols, gpu.F32))
+				if fw, fr := reduceReadFlags(t, flagsW, 1), reduceReadFlags(t, flagsR, 1); fw[0] != 0 || fr[0] != 0 {
+					t.Errorf("%sweight check flags %v (whole), %v (by rows) on finite weights", what, fw, fr)
+				}
+				moved := 0
+				for i := range got {
+					if got[i] != param[i] {
+						moved++
+					}
+				}
+				if moved == 0 {
+					t.Fatalf("%snothing moved", what)
+				}
+				param = got
+			}
+		})
+	}
+}
+
 func TestAdaLomoRejectsBadSizes(t *testing.T) {
 	p := upload(t, make([]float64, 12), gpu.F32)
 	g := upload(t, make([]float64, 12), gpu.F32)
@@ -232,6 +313,30 @@ func TestAdaLomoRejectsBadSizes(t *testing.T) {
 	}
 	if err := AdaLomoUpdate(dev, p, p, r, c, gpu.F32, gpu.F32, 3, 4, s); err == nil {
 		t.Error("param aliasing grad accepted")
+	}
+	// A gradient by rows: rows within the ids buffer and the matrix, a
+	// matrix's state, a gradient of that many rows.
+	ids := uploadU32(t, []uint32{0, 2})
+	byRows := func(off, n int) AdaLomoStep {
+		b := s
+		b.Rows, b.RowsOff, b.RowsN = ids, off, n
+		return b
+	}
+	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, gpu.F32, 3, 4, byRows(0, 2)); err != nil {
+		t.Errorf("valid gradient of rows 0 and 2 rejected: %v", err)
+	}
+	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, gpu.F32, 3, 4, byRows(1, 2)); err == nil {
+		t.Error("rows past the ids buffer's end accepted")
+	}
+	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, gpu.F32, 3, 4, byRows(0, 4)); err == nil {
+		t.Error("4 gradient rows of a 3-row matrix accepted")
+	}
+	if err := AdaLomoUpdate(dev, p, g, r, nil, gpu.F32, gpu.F32, 1, 12, byRows(0, 1)); err == nil {
+		t.Error("a vector's gradient by rows accepted")
+	}
+	small := upload(t, make([]float64, 4), gpu.F32)
+	if err := AdaLomoUpdate(dev, p, small, r, c, gpu.F32, gpu.F32, 3, 4, byRows(0, 2)); err == nil {
+		t.Error("a gradient of 1 row for 2 accepted")
 	}
 }
 
