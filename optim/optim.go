@@ -389,11 +389,11 @@ func (o *fused) adapterUpdate(p *nn.Param, g *gpu.Buffer, _, invScale, coef floa
 // rowGrads reports whether the step's tapes deliver an embedding's
 // gradient by rows (nn.Tape.RowGrads): a (tokens x C) buffer instead of
 // (vocab x C). LOMO without weight decay updates only those rows (rows
-// without a gradient stay as they are); AdaLomo reads the other rows'
-// gradients as zeros (wgsl.AdaLomoStep.Rows), since its state decays and
-// its RMS counts every row. LOMO with weight decay keeps the dense one.
+// without a gradient stay as they are); LOMO with weight decay and
+// AdaLomo, whose updates move every row, read the other rows' gradients as
+// zeros (wgsl.LomoUpdateRows, wgsl.AdaLomoStep.Rows).
 func (o *fused) rowGrads() bool {
-	return byRows && (o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 || o.cfg.Name == "adalomo")
+	return byRows && (o.cfg.Name == "lomo" || o.cfg.Name == "adalomo")
 }
 
 // byRows lets tables' gradients come by rows (rowGrads, headBlocks); tests
@@ -402,7 +402,9 @@ var byRows = true
 
 // headBlocks reports whether an untied head's gradient comes in blocks of
 // vocabulary rows (nn.Tape.HeadBlocks): only under LOMO without weight
-// decay, whose update of an element needs only its own gradient.
+// decay, whose update of an element needs only its own gradient and
+// leaves the rows outside a block as they are (with weight decay,
+// wgsl.LomoUpdateRows would decay the whole table at every block).
 func (o *fused) headBlocks() bool { return byRows && o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
 
 // lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
@@ -457,7 +459,7 @@ func (o *fused) adalomoUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef flo
 	if gr := p.GradRows(); gr != nil {
 		// An embedding's gradient by rows: the update of its whole
 		// gradient, the other rows read as zeros.
-		s.Rows, s.RowsOff, s.RowsN = gr.Rows, gr.Off, gr.N
+		s.Rows = &wgsl.TableRows{IDs: gr.Rows, Off: gr.Off, N: gr.N}
 	}
 	return wgsl.AdaLomoUpdate(p.Buf.Device(), p.Buf, g, st[0], st[1], p.DType, p.GradDType(), rows, cols, s)
 }

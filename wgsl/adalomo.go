@@ -15,7 +15,6 @@ type AdaLomoParams struct {
 	Chunks, Groups, Seed, Flag                     uint32
 	LR, Beta, Eps1, Eps2                           float32
 	ClipThreshold, WeightDecay, InvScale, ClipCoef float32
-	RowsOff, RowsN, _, _                           uint32
 }
 
 // AdaLomoStep holds the scalars of one AdaLomo update (REFERENCE §3): LR,
@@ -28,15 +27,12 @@ type AdaLomoStep struct {
 	// Check, if not nil, has the update flag weights it made NaN or
 	// infinite (LomoStep.Check).
 	Check *WeightCheck
-	// Rows, if not nil, says that grad holds only some rows of a matrix's
-	// gradient (an embedding's, nn.Tape.RowGrads): RowsN rows, those of
-	// table rows Rows[RowsOff+k] (u32, distinct, below rows), in that
-	// order; the other rows' gradients are zero. The update is the one the
+	// Rows, if not nil, says that grad holds only those rows of a
+	// matrix's gradient, the others being zero. The update is the one the
 	// whole gradient gives, bit for bit: every row's state decays, every
 	// row is scaled by the weight decay, and the rows without a gradient
 	// count in the means and the RMS as the zeros they are.
-	Rows           *gpu.Buffer
-	RowsOff, RowsN int
+	Rows *TableRows
 }
 
 // adalomoMaxChunks caps the row chunks of the column sums, so that their
@@ -83,13 +79,10 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 		if vector {
 			return fmt.Errorf("wgsl: %s: a gradient by rows needs a matrix's factored state", op)
 		}
-		if s.RowsN <= 0 || s.RowsN > rows || s.RowsOff < 0 {
-			return fmt.Errorf("wgsl: %s: %d gradient rows from %d of a (%d,%d) matrix", op, s.RowsN, s.RowsOff, rows, cols)
-		}
-		if err := reduceNeed(op, "rows", s.Rows, 4*int64(s.RowsOff+s.RowsN)); err != nil {
+		if err := s.Rows.check(op, rows); err != nil {
 			return err
 		}
-		gradRows = s.RowsN
+		gradRows = s.Rows.N
 	}
 	if err := reduceNeed(op, "grad", grad, gt.Bytes(gradRows*cols)); err != nil {
 		return err
@@ -106,7 +99,7 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 		}
 	}
 	if param == grad || param == r || param == c || grad == r || grad == c || r == c ||
-		s.Rows != nil && (s.Rows == param || s.Rows == r || s.Rows == c) {
+		s.Rows != nil && (s.Rows.IDs == param || s.Rows.IDs == r || s.Rows.IDs == c) {
 		return fmt.Errorf("wgsl: %s: param, grad, r, c and rows must be distinct buffers", op)
 	}
 	if err := checkNeed(op, s.Check, param, grad, r, c); err != nil {
@@ -121,7 +114,6 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 		Chunks: uint32(chunks), Groups: uint32(groups), Seed: s.Seed,
 		LR: s.LR, Beta: s.Beta, Eps1: s.Eps1, Eps2: s.Eps2,
 		ClipThreshold: s.ClipThreshold, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipCoef: s.ClipCoef,
-		RowsOff: uint32(s.RowsOff), RowsN: uint32(s.RowsN),
 	}
 	partN := 2 * groups
 	if !vector {
@@ -179,43 +171,17 @@ func AdaLomoUpdate(d *gpu.Device, param, grad, r, c *gpu.Buffer, pt, gt gpu.DTyp
 	}
 	subst := pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
 	checkSubst(subst, s.Check, pt)
-	// extra[i] are stage i's bindings after its own buffers: the slot map
-	// where it reads the gradient by rows, the weight check's flags.
-	extra := make([][]string, len(stages))
+	// Each stage's bindings after its own buffers: the row map where it
+	// reads the gradient by rows, then the weight check's flags.
+	readsRows := func(st stage) bool { return s.Rows != nil && slices.Contains(st.bufs, grad) }
+	checks := func(i int) bool { return s.Check != nil && i == len(stages)-1 }
 	if s.Rows != nil {
-		slot, err := d.NewBuffer(gpu.TagScratch, 4*int64(rows))
-		if err != nil {
-			return fmt.Errorf("wgsl: %s: %w", op, err)
-		}
-		defer slot.Release()
-		for i := range stages {
-			if slices.Contains(stages[i].bufs, grad) {
-				stages[i].variant += "_rows"
-				stages[i].bufs = append(stages[i].bufs, slot)
-				extra[i] = append(extra[i], "var<storage, read> slot: array<u32>;")
-			}
-		}
-		stages = append([]stage{
-			{"slot_clear", []string{"slot_clear"}, []*gpu.Buffer{slot}, grid(d.Grid(rows, 256))},
-			{"slot_set", []string{"slot_set"}, []*gpu.Buffer{slot, s.Rows}, grid(d.Grid(s.RowsN, 256))},
-		}, stages...)
-		extra = append([][]string{nil, nil}, extra...)
 		// The gradient as the kernels read it: row by row through slot,
 		// the rows without one zero.
-		subst["G_AT"] = strings.Replace(subst["G_AT"], "fn grad_at(", "fn grad_raw(", 1) + `
-fn grad_at(i: u32) -> f32 {
-	let row = i / p.cols;
-	let k = slot[row];
-	if (k == NO_SLOT) { return 0.0; }
-	return grad_raw(k * p.cols + (i - row * p.cols));
-}`
+		rowSlotsGradAt(subst)
 	}
 	if s.Check != nil {
 		p.Flag = uint32(s.Check.Index)
-		last := len(stages) - 1
-		stages[last].variant += checkVariant(s.Check)
-		stages[last].bufs = append(stages[last].bufs, s.Check.Flags)
-		extra[last] = append(extra[last], "var<storage, read_write> flags: array<atomic<u32>>;")
 	}
 	kernels := make([]*gpu.Kernel, len(stages))
 	for i, st := range stages {
@@ -231,23 +197,42 @@ fn grad_at(i: u32) -> f32 {
 		if st.sections[0] == "vec_partial" {
 			access[1] = rw // v
 		}
-		if s.Check != nil && i == len(stages)-1 {
-			access[len(access)-1] = rw // flags
+		var decl []string
+		if readsRows(st) {
+			variant += "_rows"
+			decl = append(decl, fmt.Sprintf("@group(0) @binding(%d) var<storage, read> slot: array<u32>;", len(access)))
+			access = append(access, ro)
 		}
-		first := len(st.bufs) - len(extra[i])
-		decl := make([]string, len(extra[i]))
-		for j, e := range extra[i] {
-			decl[j] = fmt.Sprintf("@group(0) @binding(%d) %s", first+j, e)
+		if checks(i) {
+			variant += checkVariant(s.Check)
+			decl = append(decl, fmt.Sprintf("@group(0) @binding(%d) var<storage, read_write> flags: array<atomic<u32>>;", len(access)))
+			access = append(access, rw)
 		}
-		subst["EXTRA_DECL"], subst["PB"] = strings.Join(decl, "\n"), fmt.Sprint(len(st.bufs))
+		subst["EXTRA_DECL"], subst["PB"] = strings.Join(decl, "\n"), fmt.Sprint(len(access))
 		if kernels[i], err = sectionKernel(d, "adalomo", variant, subst, st.sections, access, p); err != nil {
 			return err
 		}
 	}
-	// Every kernel compiled and every size checked: record them all.
+	// Every kernel compiled and every size checked: record them all, after
+	// the row map where the gradient comes by rows.
+	var slot *gpu.Buffer
+	if s.Rows != nil {
+		if slot, err = rowSlots(d, op, rows, s.Rows); err != nil {
+			return err
+		}
+		// Released once recorded, as part and stats.
+		defer slot.Release()
+	}
 	params := gpu.Params(p)
 	for i, st := range stages {
-		if err := d.Dispatch(kernels[i], params, st.bufs, st.grid[0], st.grid[1], st.grid[2]); err != nil {
+		bufs := slices.Clip(st.bufs)
+		if readsRows(st) {
+			bufs = append(bufs, slot)
+		}
+		if checks(i) {
+			bufs = append(bufs, s.Check.Flags)
+		}
+		if err := d.Dispatch(kernels[i], params, bufs, st.grid[0], st.grid[1], st.grid[2]); err != nil {
 			return err
 		}
 	}

@@ -37,28 +37,23 @@
 // lomo.wgsl does). Partitions depend only on the shape, so every
 // reduction is deterministic. Nothing is read back.
 //
-// Rows mode (AdaLomoStep.Rows, a matrix only): grad holds the gradient
-// rows of table rows ids[rows_off + k], k < rows_n (an embedding's
-// gradient by rows); every other row's gradient is zero. Two dispatches
-// first map each table row to its gradient row, slot_clear (gpu.Grid(R,
-// 256)) and slot_set (gpu.Grid(rows_n, 256)); then the kernels above read
-// the gradient through slot (bound after their own buffers, before the
-// flags), a zero where a row has none, so the update is the one the
-// whole gradient gives, bit for bit. Each kernel's extra bindings come in
-// at EXTRA_DECL and move Params to binding PB.
+// Rows mode (AdaLomoStep.Rows, a matrix only): grad holds only some rows
+// of the gradient (an embedding's, the batch's rows; every other row's
+// gradient is zero), and the kernels read it through slot (rowslots.wgsl,
+// the map from table rows to gradient rows, bound after their own
+// buffers, before the flags): grad_at gives a zero where a row has none,
+// so the update is the one the whole gradient gives, bit for bit. Each
+// kernel's extra bindings come in at EXTRA_DECL and move Params to
+// binding PB.
 
 struct Params {
 	rows: u32, cols: u32, n: u32, chunk_rows: u32,
 	chunks: u32, groups: u32, seed: u32, flag: u32,
 	lr: f32, beta: f32, eps1: f32, eps2: f32,
 	clip_threshold: f32, weight_decay: f32, inv_scale: f32, clip_coef: f32,
-	rows_off: u32, rows_n: u32, _p0: u32, _p1: u32,
 }
 
 const WG: u32 = 256u;
-
-// NO_SLOT marks a row without a gradient row in slot (rows mode).
-const NO_SLOT: u32 = 0xffffffffu;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -316,27 +311,3 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 	}
 }
 
-// ==== section slot_clear ====
-@group(0) @binding(0) var<storage, read_write> slot: array<u32>;
-{{EXTRA_DECL}}
-@group(0) @binding({{PB}}) var<uniform> p: Params;
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-	let i = gid.x + gid.y * nwg.x * WG;
-	if (i < p.rows) { slot[i] = NO_SLOT; }
-}
-
-// ==== section slot_set ====
-@group(0) @binding(0) var<storage, read_write> slot: array<u32>;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
-{{EXTRA_DECL}}
-@group(0) @binding({{PB}}) var<uniform> p: Params;
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-	let k = gid.x + gid.y * nwg.x * WG;
-	if (k >= p.rows_n) { return; }
-	let row = ids[p.rows_off + k];
-	if (row < p.rows) { slot[row] = k; }
-}

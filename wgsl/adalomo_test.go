@@ -73,10 +73,9 @@ func refAdaLomo(param, grad, r, c []float64, rows, cols int, s AdaLomoStep) []fl
 }
 
 func TestAdaLomoParamsLayout(t *testing.T) {
-	// Params in adalomo.wgsl: 8 u32 (rows .. flag), 8 f32 (lr .. clip_coef),
-	// then 4 u32 (rows_off .. _p1).
-	if got := unsafe.Sizeof(AdaLomoParams{}); got != 80 {
-		t.Errorf("AdaLomoParams is %d bytes, WGSL Params is 80", got)
+	// Params in adalomo.wgsl: 8 u32 (rows .. _p1), then 8 f32 (lr .. clip_coef).
+	if got := unsafe.Sizeof(AdaLomoParams{}); got != 64 {
+		t.Errorf("AdaLomoParams is %d bytes, WGSL Params is 64", got)
 	}
 	for _, f := range []struct {
 		name     string
@@ -88,8 +87,6 @@ func TestAdaLomoParamsLayout(t *testing.T) {
 		{"Eps2", unsafe.Offsetof(AdaLomoParams{}.Eps2), 44},
 		{"ClipThreshold", unsafe.Offsetof(AdaLomoParams{}.ClipThreshold), 48},
 		{"ClipCoef", unsafe.Offsetof(AdaLomoParams{}.ClipCoef), 60},
-		{"RowsOff", unsafe.Offsetof(AdaLomoParams{}.RowsOff), 64},
-		{"RowsN", unsafe.Offsetof(AdaLomoParams{}.RowsN), 68},
 	} {
 		if f.got != f.off {
 			t.Errorf("%s at %d, WGSL at %d", f.name, f.got, f.off)
@@ -268,7 +265,7 @@ func TestAdaLomoRows(t *testing.T) {
 					t.Fatal(err)
 				}
 				s.Check = &WeightCheck{Flags: flagsR}
-				s.Rows, s.RowsOff, s.RowsN = ids, 3, k
+				s.Rows = &TableRows{IDs: ids, Off: 3, N: k}
 				if err := AdaLomoUpdate(dev, byRows, upload(t, part, tc.gt), rr, cr, tc.pt, tc.gt, rows, cols, s); err != nil {
 					t.Fatal(err)
 				}
@@ -319,7 +316,7 @@ func TestAdaLomoRejectsBadSizes(t *testing.T) {
 	ids := uploadU32(t, []uint32{0, 2})
 	byRows := func(off, n int) AdaLomoStep {
 		b := s
-		b.Rows, b.RowsOff, b.RowsN = ids, off, n
+		b.Rows = &TableRows{IDs: ids, Off: off, N: n}
 		return b
 	}
 	if err := AdaLomoUpdate(dev, p, g, r, c, gpu.F32, gpu.F32, 3, 4, byRows(0, 2)); err != nil {

@@ -117,12 +117,17 @@ func TestEveryKernelBuilds(t *testing.T) {
 		for _, g := range both {
 			run("lomo", LomoUpdate(d, buf(), buf(), p, g, n, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
 			run("lomo rows", LomoUpdateRows(d, buf(), buf(), buf(), 0, p, g, rows, cols, 1, LomoStep{LR: 0.1, InvScale: 1, ClipCoef: 1}))
+			if g == gpu.F32 {
+				// An embedding's gradient by rows under weight decay, as
+				// the optimizer runs it.
+				run("lomo rows, weight decay", LomoUpdateRows(d, buf(), buf(), buf(), 0, p, g, rows, cols, 1, LomoStep{LR: 0.1, WeightDecay: 0.1, InvScale: 1, ClipCoef: 1, Check: &WeightCheck{Flags: buf()}}))
+			}
 			run("adalomo matrix", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, g, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
 			run("adalomo vector", AdaLomoUpdate(d, buf(), buf(), buf(), nil, p, g, 1, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1}))
 			if g == gpu.F32 {
 				// An embedding's gradient by rows, as the optimizer runs it.
 				run("adalomo matrix, gradient by rows", AdaLomoUpdate(d, buf(), buf(), buf(), buf(), p, g, rows, cols, AdaLomoStep{LR: 0.1, Beta: 0.9, Eps1: 1e-30, Eps2: 1e-3, ClipThreshold: 1, InvScale: 1, ClipCoef: 1,
-					Check: &WeightCheck{Flags: buf()}, Rows: buf(), RowsN: 1}))
+					Check: &WeightCheck{Flags: buf()}, Rows: &TableRows{IDs: buf(), N: 1}}))
 			}
 			var master *gpu.Buffer
 			if p.Half() {

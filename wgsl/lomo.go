@@ -36,20 +36,22 @@ type WeightCheck struct {
 	Index int
 }
 
-// lomoCheck sets the weight check's substitutions of lomo.wgsl (binding
-// numbers, the flag functions and their calls) and returns the extra
+// lomoCheck sets the weight check's substitutions of lomo.wgsl (its
+// binding, the given first binding after the kernel's buffers, Params'
+// binding, the flag functions and their calls) and returns the extra
 // binding, if any.
-func lomoCheck(m map[string]string, c *WeightCheck, pt gpu.DType, p *LomoParams) []*gpu.Buffer {
-	m["CHECK_DECL2"], m["CHECK_DECL3"] = "", ""
-	m["PB2"], m["PB3"] = "2", "3"
+func lomoCheck(m map[string]string, c *WeightCheck, pt gpu.DType, p *LomoParams, first int) []*gpu.Buffer {
+	m["CHECK_DECL"], m["PB"] = "", fmt.Sprint(first)
+	if _, ok := m["SLOT_DECL"]; !ok {
+		m["SLOT_DECL"] = ""
+	}
 	if c == nil {
 		checkSubst(m, nil, pt)
 		return nil
 	}
 	p.Flag = uint32(c.Index)
-	m["PB2"], m["PB3"] = "3", "4"
-	m["CHECK_DECL2"] = "@group(0) @binding(2) var<storage, read_write> flags: array<atomic<u32>>;"
-	m["CHECK_DECL3"] = "@group(0) @binding(3) var<storage, read_write> flags: array<atomic<u32>>;"
+	m["PB"] = fmt.Sprint(first + 1)
+	m["CHECK_DECL"] = fmt.Sprintf("@group(0) @binding(%d) var<storage, read_write> flags: array<atomic<u32>>;", first)
 	checkSubst(m, c, pt)
 	return []*gpu.Buffer{c.Flags}
 }
@@ -115,7 +117,7 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Seed: s.Seed}
 	subst := lomoSubst(pt, gt)
-	bufs := append([]*gpu.Buffer{param, grad}, lomoCheck(subst, s.Check, pt, &p)...)
+	bufs := append([]*gpu.Buffer{param, grad}, lomoCheck(subst, s.Check, pt, &p, 2)...)
 	access := []gpu.Access{rw, ro, rw}[:len(bufs)]
 	k, err := sectionKernel(d, "lomo", pt.String()+gradVariant(gt)+checkVariant(s.Check), subst, []string{lomoSection(pt)}, access, p)
 	if err != nil {
@@ -130,22 +132,24 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 	return d.Dispatch(k, gpu.Params(p), bufs, x, y, z)
 }
 
-// LomoUpdateRows records the LOMO update of the rows of a (vocab, cols)
-// table param that a row-sparse gradient holds: grad (nRows x cols, f32 or
-// f16 by gt) is the gradient of table rows rows[off..off+nRows-1] (u32,
-// distinct, each < vocab), which are updated as LomoUpdate updates every element; the
-// other rows are left as they are, which is what LomoUpdate does with their
-// zero gradient when s.WeightDecay is 0 (it is refused otherwise).
+// LomoUpdateRows records LomoUpdate of a (vocab, cols) table param from a
+// row-sparse gradient: grad (nRows x cols, f32 or f16 by gt) is the
+// gradient of table rows rows[off..off+nRows-1] (u32, distinct, each <
+// vocab), and every other row's gradient is zero. The result is
+// LomoUpdate's with the whole gradient, bit for bit. Without weight decay
+// only those rows are updated (a zero gradient leaves a row as it is):
+// one thread per element or pair of theirs, even cols for 16-bit weights.
+// With weight decay, which moves every row, the update runs over the
+// whole table and reads the gradient through the map from table rows to
+// gradient rows (rowSlots: two more dispatches, 4 bytes a table row of
+// scratch).
 func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
 	const op = "lomo update rows"
 	n := nRows * cols
 	if nRows <= 0 || cols <= 0 || nRows > vocab || int64(vocab)*int64(cols) > math.MaxUint32-1 {
 		return fmt.Errorf("wgsl: %s: %d rows of %d columns of a table of %d", op, nRows, cols, vocab)
 	}
-	if s.WeightDecay != 0 {
-		return fmt.Errorf("wgsl: %s: weight decay %v would change the rows without a gradient too", op, s.WeightDecay)
-	}
-	if pt.Half() && cols%2 != 0 {
+	if pt.Half() && cols%2 != 0 && s.WeightDecay == 0 {
 		return fmt.Errorf("wgsl: %s: %v rows of %d columns split u32 pairs", op, pt, cols)
 	}
 	if err := reduceNeed(op, "param", param, pt.Bytes(vocab*cols)); err != nil {
@@ -166,9 +170,12 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	if err := checkNeed(op, s.Check, param, grad, rows); err != nil {
 		return err
 	}
+	if s.WeightDecay != 0 {
+		return lomoUpdateTable(d, param, grad, &TableRows{IDs: rows, Off: off, N: nRows}, pt, gt, vocab, cols, s)
+	}
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off), Seed: s.Seed}
 	subst := lomoSubst(pt, gt)
-	bufs := append([]*gpu.Buffer{param, grad, rows}, lomoCheck(subst, s.Check, pt, &p)...)
+	bufs := append([]*gpu.Buffer{param, grad, rows}, lomoCheck(subst, s.Check, pt, &p, 3)...)
 	access := []gpu.Access{rw, ro, ro, rw}[:len(bufs)]
 	k, err := sectionKernel(d, "lomo", "rows_"+pt.String()+gradVariant(gt)+checkVariant(s.Check), subst, []string{"rows_" + lomoSection(pt)}, access, p)
 	if err != nil {
@@ -181,6 +188,35 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	// param rows[r] (cols) -= lr * clipped grad row r, in place.
 	x, y, z := d.Grid(threads, 256)
 	return d.Dispatch(k, gpu.Params(p), bufs, x, y, z)
+}
+
+// lomoUpdateTable is LomoUpdateRows over the whole table: LomoUpdate's
+// kernel, reading the gradient through the row map (rowSlotsGradAt).
+func lomoUpdateTable(d *gpu.Device, param, grad *gpu.Buffer, t *TableRows, pt, gt gpu.DType, vocab, cols int, s LomoStep) error {
+	const op = "lomo update rows"
+	n := vocab * cols
+	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), Seed: s.Seed}
+	subst := lomoSubst(pt, gt)
+	rowSlotsGradAt(subst)
+	subst["SLOT_DECL"] = "@group(0) @binding(2) var<storage, read> slot: array<u32>;"
+	check := lomoCheck(subst, s.Check, pt, &p, 3)
+	access := []gpu.Access{rw, ro, ro, rw}[:3+len(check)]
+	k, err := sectionKernel(d, "lomo", "table_"+pt.String()+gradVariant(gt)+checkVariant(s.Check), subst, []string{lomoSection(pt)}, access, p)
+	if err != nil {
+		return err
+	}
+	slot, err := rowSlots(d, op, vocab, t)
+	if err != nil {
+		return err
+	}
+	// Released once recorded: the dispatches keep their order.
+	defer slot.Release()
+	threads := n
+	if pt.Half() {
+		threads = (n + 1) / 2
+	}
+	x, y, z := d.Grid(threads, 256)
+	return d.Dispatch(k, gpu.Params(p), append([]*gpu.Buffer{param, grad, slot}, check...), x, y, z)
 }
 
 // checkNeed checks a weight check's flags buffer: large enough, and none

@@ -17,6 +17,10 @@
 // updated as above and no others (a zero gradient would leave them as they
 // are, weight decay aside). Bindings: 0 param (rw), 1 grad, 2 rows, 3
 // Params. rows_pairs needs an even cols (pairs within a row).
+// With weight decay, which moves every row, a row-sparse gradient is read
+// by f32 and pairs over the whole table instead, through the map from
+// table rows to gradient rows (rowslots.wgsl) bound as slot at binding 2:
+// grad_at gives a zero where a row has no gradient row.
 // With a weight check (LomoStep.Check), every section binds flags (rw,
 // u32) before Params and sets flags[p.flag] = 1 where a weight it wrote is
 // NaN or infinite (exponent bits all ones: CheckFinite's test, on the
@@ -44,8 +48,9 @@ fn lomo_step(param: f32, grad: f32) -> f32 {
 // ==== section f32 ====
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
-{{CHECK_DECL2}}
-@group(0) @binding({{PB2}}) var<uniform> p: Params;
+{{SLOT_DECL}}
+{{CHECK_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -61,8 +66,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // ==== section pairs ====
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
-{{CHECK_DECL2}}
-@group(0) @binding({{PB2}}) var<uniform> p: Params;
+{{SLOT_DECL}}
+{{CHECK_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 {{P_STORE}}
@@ -90,8 +96,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(0) var<storage, read_write> param: array<f32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<storage, read> rows: array<u32>;
-{{CHECK_DECL3}}
-@group(0) @binding({{PB3}}) var<uniform> p: Params;
+{{CHECK_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 
@@ -109,8 +115,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(0) var<storage, read_write> param: array<u32>;
 @group(0) @binding(1) var<storage, read> grad: array<{{G_T}}>;
 @group(0) @binding(2) var<storage, read> rows: array<u32>;
-{{CHECK_DECL3}}
-@group(0) @binding({{PB3}}) var<uniform> p: Params;
+{{CHECK_DECL}}
+@group(0) @binding({{PB}}) var<uniform> p: Params;
 
 {{G_AT}}
 {{P_STORE}}

@@ -157,47 +157,62 @@ func TestLomoUpdateRejectsBadSizes(t *testing.T) {
 // TestLomoUpdateRows: the row-sparse update equals the dense update of the
 // same gradient scattered into a zero (vocab, cols) gradient, bit for bit,
 // rows without a gradient included, with the row ids at an offset of their
-// buffer; weight decay is refused.
+// buffer: without weight decay (only the rows with a gradient change) and
+// with it (every row decays: the whole table through the row map, where
+// 16-bit rows of an odd length are allowed, since pairs need not be
+// within a row; without weight decay they are refused).
 func TestLomoUpdateRows(t *testing.T) {
-	const vocab, cols = 37, 6
+	const vocab = 37
 	rows := []uint32{0, 3, 4, 20, 36}
-	step := LomoStep{LR: 0.03, InvScale: 1.0 / 1024, ClipValue: 1, ClipCoef: 0.7}
 	for _, pt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
 		for _, gt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
-			t.Run(fmt.Sprintf("%v_g%v", pt, gt), func(t *testing.T) {
-				r := rng(77)
-				param := roundTo(randn(r, vocab*cols, 1), pt)
-				compact := roundTo(randn(r, len(rows)*cols, 1024), gt)
-				dense := make([]float64, vocab*cols)
-				for i, row := range rows {
-					copy(dense[row*cols:(row+1)*cols], compact[i*cols:(i+1)*cols])
-				}
-				// The rows at an offset, after two ids the update must not read.
-				rb := uploadU32(t, append([]uint32{vocab + 5, 1}, rows...))
-				sparse, full := upload(t, param, pt), upload(t, param, pt)
-				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, 2, pt, gt, vocab, cols, len(rows), step); err != nil {
-					t.Fatal(err)
-				}
-				if err := LomoUpdate(dev, full, upload(t, dense, gt), pt, gt, vocab*cols, step); err != nil {
-					t.Fatal(err)
-				}
-				got := download(t, sparse, vocab*cols, pt)
-				assertSameBits(t, "rows update against the dense update", got, download(t, full, vocab*cols, pt))
-				changed := 0
-				for i := range got {
-					if got[i] != param[i] {
-						changed++
+			for _, c := range []struct {
+				cols int
+				wd   float32
+			}{{6, 0}, {6, 0.1}, {5, 0.1}} {
+				t.Run(fmt.Sprintf("%v_g%v_cols%d_wd%v", pt, gt, c.cols, c.wd), func(t *testing.T) {
+					cols := c.cols
+					step := LomoStep{LR: 0.03, WeightDecay: c.wd, InvScale: 1.0 / 1024, ClipValue: 1, ClipCoef: 0.7, Seed: 3}
+					r := rng(77)
+					param := roundTo(randn(r, vocab*cols, 1), pt)
+					compact := roundTo(randn(r, len(rows)*cols, 1024), gt)
+					dense := make([]float64, vocab*cols)
+					for i, row := range rows {
+						copy(dense[int(row)*cols:(int(row)+1)*cols], compact[i*cols:(i+1)*cols])
 					}
-				}
-				if changed == 0 {
-					t.Fatal("the update changed nothing")
-				}
-				wd := step
-				wd.WeightDecay = 0.1
-				if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, 2, pt, gt, vocab, cols, len(rows), wd); err == nil {
-					t.Error("weight decay accepted on a row-sparse update")
-				}
-			})
+					// The rows at an offset, after two ids the update must not read.
+					rb := uploadU32(t, append([]uint32{vocab + 5, 1}, rows...))
+					sparse, full := upload(t, param, pt), upload(t, param, pt)
+					if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, 2, pt, gt, vocab, cols, len(rows), step); err != nil {
+						t.Fatal(err)
+					}
+					if err := LomoUpdate(dev, full, upload(t, dense, gt), pt, gt, vocab*cols, step); err != nil {
+						t.Fatal(err)
+					}
+					got := download(t, sparse, vocab*cols, pt)
+					assertSameBits(t, "rows update against the dense update", got, download(t, full, vocab*cols, pt))
+					changed := 0
+					for i := range got {
+						if got[i] != param[i] {
+							changed++
+						}
+					}
+					// Without weight decay the rows with a gradient, most
+					// of their elements; with it most of the table.
+					if want := len(rows) * cols / 2; c.wd > 0 {
+						if want = vocab * cols / 2; changed < want {
+							t.Errorf("the update with weight decay changed %d weights, want at least %d", changed, want)
+						}
+					} else if changed == 0 || changed > len(rows)*cols {
+						t.Errorf("the update changed %d weights, want 1 to %d", changed, len(rows)*cols)
+					}
+					if pt.Half() && c.wd == 0 {
+						if err := LomoUpdateRows(dev, sparse, upload(t, compact, gt), rb, 2, pt, gt, vocab, cols-1, len(rows), step); err == nil {
+							t.Error("16-bit rows of an odd length accepted without weight decay")
+						}
+					}
+				})
+			}
 		}
 	}
 }
