@@ -17,6 +17,7 @@ import (
 
 	"github.com/lomo-dev/lomo/internal/shared"
 	"github.com/lomo-dev/lomo/monitor"
+	"github.com/lomo-dev/lomo/train"
 )
 
 // lomo runs the CLI in-process and returns its exit code and output.
@@ -413,6 +414,42 @@ func TestPlanDevices(t *testing.T) {
 		code, _, errs := lomo(t, append([]string{"plan", "--model", "../../bench/configs/llama-7b.json"}, c.args...)...)
 		if code != 2 || !strings.Contains(errs, c.want) {
 			t.Errorf("plan %v: exit %d, %q; want exit 2 saying %q", c.args, code, errs, c.want)
+		}
+	}
+}
+
+// TestPlanVocabularyGradients: at LLaMA-7B (f16), no optimizer of lomo's
+// holds the embedding's whole f32 gradient (524288000 bytes): LOMO
+// without weight decay takes the head's in blocks too, so its largest
+// gradient is smaller than the head's; LOMO with --weight-decay and
+// AdaLomo hold the head's whole f16 gradient (32000 x 4096 x 2 =
+// 262144000 bytes), the largest.
+func TestPlanVocabularyGradients(t *testing.T) {
+	grads := func(args ...string) map[string]int64 {
+		t.Helper()
+		code, out, errs := lomo(t, append([]string{"plan", "--model", "../../bench/configs/llama-7b.json", "--dtype", "f16", "--batch", "1", "--seq", "64",
+			"--checkpointing", "--optimizer", "lomo,adalomo", "--json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("plan %v: exit %d: %s", args, code, errs)
+		}
+		g := map[string]int64{}
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var p train.Plan
+			if err := json.Unmarshal([]byte(l), &p); err != nil {
+				t.Fatal(err)
+			}
+			g[p.Optimizer] = p.Grads
+		}
+		return g
+	}
+	const head = 32000 * 4096 * 2
+	plain, decay := grads(), grads("--weight-decay", "0.1")
+	if plain["lomo"] >= head {
+		t.Errorf("LOMO: largest gradient %d bytes, want below the head's %d (blocks of rows)", plain["lomo"], head)
+	}
+	for what, g := range map[string]int64{"LOMO with weight decay": decay["lomo"], "AdaLomo": plain["adalomo"], "AdaLomo with weight decay": decay["adalomo"]} {
+		if g != head {
+			t.Errorf("%s: largest gradient %d bytes, want the head's %d", what, g, head)
 		}
 	}
 }
