@@ -670,9 +670,10 @@ func (t *Tape) CrossEntropy(logits *Tensor, labels *gpu.Buffer, opt LossOptions)
 // (a variable for tests).
 var headChunkBytes = 64 << 20
 
-// headGradBlockBytes bounds a block of the LM head's weight gradient
-// delivered by rows (Tape.HeadBlocks): 32 MiB, 8 blocks of f16 at LLaMA-7B.
-var headGradBlockBytes = 32 << 20
+// HeadGradBlockBytes bounds a block of the LM head's weight gradient
+// delivered by rows (Tape.HeadBlocks): 32 MiB, 8 blocks of f16 at LLaMA-7B
+// (a variable for tests of the optimizers that take the blocks).
+var HeadGradBlockBytes = 32 << 20
 
 // headChunkRows is how many rows of v logits HeadLoss takes at a time:
 // from 128 rows on, a multiple of 128, the rows of the matmuls' largest
@@ -852,7 +853,7 @@ func (t *Tape) headBackward(h *Tensor, w *Param, labels, loss *gpu.Buffer, opt L
 		if r0 != 0 || r != n {
 			return fmt.Errorf("head %s: %d of %d rows in a chunk, want all", w.Name, r, n)
 		}
-		block := max(1, min(v, headGradBlockBytes/int(w.GradDType().Bytes(c))))
+		block := max(1, min(v, HeadGradBlockBytes/int(w.GradDType().Bytes(c))))
 		for v0 := 0; v0 < v; v0 += block {
 			if err := t.headRowBlock(h, w, logits, ids, v0, min(block, v-v0)); err != nil {
 				return err
@@ -876,7 +877,7 @@ func (t *Tape) headRowBlock(h *Tensor, w *Param, logits, ids *gpu.Buffer, v0, vb
 	if err := wgsl.Matmul(t.D, wgsl.Mat{Buf: dw, DType: w.GradDType()}, wgsl.Mat{Buf: logits, T: true, Off: v0, LD: v}, wgsl.Mat{Buf: h.Buf, DType: h.DType}, vb, c, n, 1, 1, 0); err != nil {
 		return err
 	}
-	w.grad, w.gradRows = dw, &GradRows{Rows: ids, Off: v0, N: vb}
+	w.grad, w.gradRows = dw, &GradRows{Rows: ids, Off: v0, N: vb, Block: true}
 	err = t.callback(w, dw)
 	w.grad, w.gradRows = nil, nil
 	if err != nil {
@@ -938,7 +939,7 @@ func (t *Tape) headChunks(h *Tensor, w *Param, labels, loss, stats *gpu.Buffer, 
 func (t *Tape) headVocabBlocks(h *Tensor, w *Param, labels, stats *gpu.Buffer, chunk int) error {
 	n, c := rows(h), h.Shape[len(h.Shape)-1]
 	v := w.Shape[0]
-	block := max(1, min(v, headGradBlockBytes/int(w.GradDType().Bytes(c))))
+	block := max(1, min(v, HeadGradBlockBytes/int(w.GradDType().Bytes(c))))
 	var dh, sum *gpu.Buffer
 	if h.needsGrad {
 		var err error
@@ -1012,7 +1013,7 @@ func (t *Tape) headVocabBlocks(h *Tensor, w *Param, labels, stats *gpu.Buffer, c
 				return err
 			}
 		}
-		w.grad, w.gradRows = dw, &GradRows{Rows: ids, Off: v0, N: vb}
+		w.grad, w.gradRows = dw, &GradRows{Rows: ids, Off: v0, N: vb, Block: true}
 		err = t.callback(w, dw)
 		w.grad, w.gradRows = nil, nil
 		dw.Release() // recorded dispatches keep it valid

@@ -103,8 +103,8 @@ func TestMLPBackwardMemory(t *testing.T) {
 // tied embedding (the head adds to its gradient) stays dense. Every other
 // parameter's gradient is the dense tape's, bit for bit.
 func TestSparseEmbeddingGradient(t *testing.T) {
-	defer func(b int) { headGradBlockBytes = b }(headGradBlockBytes)
-	headGradBlockBytes = 3 * 4 * toyConfig(false).HiddenSize // blocks of 3 rows, the last shorter
+	defer func(b int) { HeadGradBlockBytes = b }(HeadGradBlockBytes)
+	HeadGradBlockBytes = 3 * 4 * toyConfig(false).HiddenSize // blocks of 3 rows, the last shorter
 	for _, tc := range []struct{ tied, ckpt, blocks bool }{
 		{false, false, true}, {false, true, true}, {true, false, true}, {true, true, true}, {false, true, false},
 	} {
@@ -133,6 +133,9 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 			}
 			if p == m.Embed {
 				if gr := p.GradRows(); gr != nil {
+					if gr.Block {
+						return fmt.Errorf("the embedding's rows came as a block")
+					}
 					r := *gr
 					rows = &r
 				}
@@ -141,8 +144,8 @@ func TestSparseEmbeddingGradient(t *testing.T) {
 			if p == m.Head && !tied && blocks {
 				// Blocks of vocabulary rows, in order, whole rows each.
 				gr := p.GradRows()
-				if gr == nil {
-					return fmt.Errorf("the untied head's gradient is dense")
+				if gr == nil || !gr.Block {
+					return fmt.Errorf("the untied head's gradient is not in blocks: %+v", gr)
 				}
 				raw, err := dev.Read(gr.Rows, int64(4*gr.Off), int64(4*gr.N))
 				if err != nil {
@@ -365,7 +368,7 @@ func sameF32Bits(t *testing.T, what string, got, want []float32) {
 // f32 for 16-bit activations), so the other weights' gradients match the
 // dense tape's to rounding, in f32, bf16 and f16.
 func TestHeadVocabBlocks(t *testing.T) {
-	defer func(b, c int) { headGradBlockBytes, headChunkBytes = b, c }(headGradBlockBytes, headChunkBytes)
+	defer func(b, c int) { HeadGradBlockBytes, headChunkBytes = b, c }(HeadGradBlockBytes, headChunkBytes)
 	cfg := toyConfig(false)
 	headChunkBytes = 5 * 4 * cfg.VocabSize // chunks of 5 of the batch's 24 rows
 	for _, dt := range []gpu.DType{gpu.F32, gpu.BF16, gpu.F16} {
@@ -373,9 +376,9 @@ func TestHeadVocabBlocks(t *testing.T) {
 			t.Logf("adapter %q has no shader-f16: f16 case skipped (activations stay f32 there)", dev.Info.Name)
 			continue
 		}
-		headGradBlockBytes = 3 * int(dt.Bytes(cfg.HiddenSize)) // blocks of 3 rows, the last shorter
+		HeadGradBlockBytes = 3 * int(dt.Bytes(cfg.HiddenSize)) // blocks of 3 rows, the last shorter
 		if dt == gpu.F32 {
-			headGradBlockBytes = 3 * 4 * cfg.HiddenSize
+			HeadGradBlockBytes = 3 * 4 * cfg.HiddenSize
 		}
 		for _, ckpt := range []bool{false, true} {
 			m, err := NewLlama(dev, toyConfig(false), dt)
@@ -413,8 +416,8 @@ func TestHeadVocabBlocks(t *testing.T) {
 					return nil
 				}
 				gr := p.GradRows()
-				if gr == nil {
-					return fmt.Errorf("the head's gradient is dense")
+				if gr == nil || !gr.Block {
+					return fmt.Errorf("the head's gradient is not in blocks: %+v", gr)
 				}
 				if gr.Off*p.Cols() != len(got[p.Name]) {
 					return fmt.Errorf("head block from row %d, want %d", gr.Off, len(got[p.Name])/p.Cols())

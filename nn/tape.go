@@ -44,9 +44,9 @@ type Tape struct {
 	// to its gradient (a tied head does).
 	RowGrads bool
 	// HeadBlocks lets an untied LM head deliver its gradient in blocks of
-	// vocabulary rows, one callback per block, for optimizers that update
-	// each element from its own gradient and leave rows without one as they
-	// are (LOMO without weight decay): no (V x C) gradient then exists.
+	// vocabulary rows, one callback per block (GradRows.Block), each row in
+	// one block, for optimizers that update each element from its own
+	// gradient (LOMO): no (V x C) gradient then exists.
 	HeadBlocks bool
 	// KeepForward says that the tape will run BackwardKeep and then
 	// Backward (an optimizer's norm pass and update on one forward): a

@@ -187,10 +187,14 @@ type Param struct {
 // gradient buffer a GradFunc receives holds N rows of the table's Cols(),
 // the gradients of table rows Rows[Off..Off+N-1] (u32, distinct,
 // ascending). For an embedding the other rows' gradients are zero; an LM
-// head's other rows come in the other calls.
+// head's other rows come in the other calls (Block).
 type GradRows struct {
 	Rows   *gpu.Buffer
 	Off, N int
+	// Block says that the other rows come in other calls, each row once
+	// (an LM head's blocks, Tape.HeadBlocks); false, that their gradients
+	// are zero (an embedding's, Tape.RowGrads).
+	Block bool
 }
 
 // GradRows returns the rows p's gradient holds during its GradFunc call,

@@ -401,21 +401,24 @@ func (o *fused) rowGrads() bool {
 var byRows = true
 
 // headBlocks reports whether an untied head's gradient comes in blocks of
-// vocabulary rows (nn.Tape.HeadBlocks): only under LOMO without weight
-// decay, whose update of an element needs only its own gradient and
-// leaves the rows outside a block as they are (with weight decay,
-// wgsl.LomoUpdateRows would decay the whole table at every block).
-func (o *fused) headBlocks() bool { return byRows && o.cfg.Name == "lomo" && o.cfg.WeightDecay == 0 }
+// vocabulary rows (nn.Tape.HeadBlocks): under LOMO, whose update of an
+// element needs only its own gradient (each block's rows are updated,
+// weight decay included, and every row is in one block).
+func (o *fused) headBlocks() bool { return byRows && o.cfg.Name == "lomo" }
 
-// lomoRowsUpdate is lomoUpdate of the rows a gradient delivered by rows
-// holds. It, lomoUpdate and adalomoUpdate check the weights they write in
+// lomoRowsUpdate is lomoUpdate from a gradient delivered by rows: an
+// embedding's (the other rows' gradients zero) or a block of an LM head's. It, lomoUpdate and adalomoUpdate check the weights they write in
 // the update's kernel (wgsl.WeightCheck).
 func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) error {
 	if o.cfg.Name != "lomo" {
 		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
 	}
 	gr := p.GradRows()
-	return wgsl.LomoUpdateRows(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
+	update := wgsl.LomoUpdateRows // the other rows' gradients are zero
+	if gr.Block {
+		update = wgsl.LomoUpdateBlock // the other rows come in other calls
+	}
+	return update(p.Buf.Device(), p.Buf, g, gr.Rows, gr.Off, p.DType, p.GradDType(), p.Rows(), p.Cols(), gr.N, wgsl.LomoStep{
 		LR: lr, WeightDecay: float32(o.cfg.WeightDecay), InvScale: invScale,
 		ClipValue: float32(o.cfg.ClipGradValue), ClipCoef: coef, Seed: roundingSeed(o.step, p),
 		Check: &wgsl.WeightCheck{Flags: st, Index: weightFlag},

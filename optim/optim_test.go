@@ -443,14 +443,16 @@ func TestAdaLomoMatchesReference(t *testing.T) {
 }
 
 // TestEmbeddingRows: steps with the embedding's gradient by rows (the
-// batch's rows, the others read as zeros) and, under LOMO without weight
-// decay, the head's by blocks give the weights of steps with the whole
-// gradients, bit for bit: LOMO with and without weight decay (which moves
-// the rows outside the batch too), AdaLomo with weight decay, in f32 and
-// bf16 (stochastic rounding included). In bf16, where the embedding's f32
+// batch's rows, the others read as zeros) and, under LOMO, the head's by
+// blocks of rows give the weights of steps with the whole gradients, bit
+// for bit: LOMO with and without weight decay (which moves the rows
+// outside the batch too, and must move each head row once), AdaLomo with
+// weight decay, in f32 and bf16 (stochastic rounding included). In bf16, where the embedding's f32
 // gradient was the largest, the gradients' peak is then smaller.
 func TestEmbeddingRows(t *testing.T) {
-	defer func() { byRows = true }()
+	defer func(b int) { byRows, nn.HeadGradBlockBytes = true, b }(nn.HeadGradBlockBytes)
+	// The toy head's 29 rows in blocks of 4, the last shorter.
+	nn.HeadGradBlockBytes = 4 * 16 * 2
 	for _, c := range []struct {
 		name string
 		wd   float64

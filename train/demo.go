@@ -126,7 +126,7 @@ func Demo(d *gpu.Device, o DemoOptions) (DemoReport, error) {
 		r.Seq = max(r.Seq, b.T)
 	}
 	plan := func(name string) (Plan, error) {
-		return PlanStep(PlanRequest{Config: tr.Model.Cfg, Batch: r.Batch, Seq: r.Seq, Optimizer: name, DType: tr.Model.DType, Checkpointing: true, ClipGradNorm: cfg.ClipGradNorm, WeightDecay: cfg.WeightDecay})
+		return PlanStep(PlanRequest{Config: tr.Model.Cfg, Batch: r.Batch, Seq: r.Seq, Optimizer: name, DType: tr.Model.DType, Checkpointing: true, ClipGradNorm: cfg.ClipGradNorm})
 	}
 	var p Plan
 	if p, err = plan("lomo"); err != nil {

@@ -21,9 +21,6 @@ type PlanRequest struct {
 	DType         gpu.DType
 	Checkpointing bool
 	ClipGradNorm  float64 // > 0: LOMO/AdaLomo run the two-pass step (forward recomputed, not kept)
-	// WeightDecay > 0 changes LOMO's memory: the LM head's gradient is then
-	// whole, not in blocks of rows (optim's rowGrads, headBlocks).
-	WeightDecay float64
 	// LoRA adds adapters (trained by AdamW); with LoRAOnly the base is
 	// frozen and Optimizer is not used, otherwise Optimizer (lomo or
 	// adalomo) trains the base.
@@ -133,7 +130,7 @@ func PlanStep(req PlanRequest) (Plan, error) {
 	} else if clip > 0 {
 		p.NormPass = "from the kept gradients"
 	}
-	opt, err := optim.New(d, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: clip, WeightDecay: req.WeightDecay, LoRA: lora}, req.DType)
+	opt, err := optim.New(d, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-3}, ClipGradNorm: clip, LoRA: lora}, req.DType)
 	if err != nil {
 		return p, err
 	}

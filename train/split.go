@@ -35,7 +35,7 @@ func (tr *Trainer) placement(modelDir string, dt gpu.DType) (nn.Placement, error
 		}
 		p, err := PlanStep(PlanRequest{
 			Config: cfg, Batch: tr.Cfg.TrainBatchSize, Seq: tr.Cfg.DataMaxLength, Optimizer: tr.Cfg.Optimizer, DType: dt,
-			Checkpointing: tr.Cfg.GradCheckpoint, ClipGradNorm: tr.Cfg.ClipGradNorm, WeightDecay: tr.Cfg.WeightDecay, Devices: len(tr.Devs),
+			Checkpointing: tr.Cfg.GradCheckpoint, ClipGradNorm: tr.Cfg.ClipGradNorm, Devices: len(tr.Devs),
 		})
 		if err != nil {
 			return nn.Placement{}, fmt.Errorf("train: planning the split over %d devices: %w", len(tr.Devs), err)

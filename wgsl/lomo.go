@@ -137,19 +137,41 @@ func LomoUpdate(d *gpu.Device, param, grad *gpu.Buffer, pt, gt gpu.DType, n int,
 // gradient of table rows rows[off..off+nRows-1] (u32, distinct, each <
 // vocab), and every other row's gradient is zero. The result is
 // LomoUpdate's with the whole gradient, bit for bit. Without weight decay
-// only those rows are updated (a zero gradient leaves a row as it is):
-// one thread per element or pair of theirs, even cols for 16-bit weights.
-// With weight decay, which moves every row, the update runs over the
-// whole table and reads the gradient through the map from table rows to
-// gradient rows (rowSlots: two more dispatches, 4 bytes a table row of
-// scratch).
+// only those rows are updated (LomoUpdateBlock: a zero gradient leaves a
+// row as it is). With weight decay, which moves every row, the update runs
+// over the whole table and reads the gradient through the map from table
+// rows to gradient rows (rowSlots: two more dispatches, 4 bytes a table
+// row of scratch).
 func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
-	const op = "lomo update rows"
+	if s.WeightDecay == 0 {
+		return lomoUpdateRows(d, "lomo update rows", param, grad, rows, off, pt, gt, vocab, cols, nRows, s)
+	}
+	if err := lomoRowsNeed("lomo update rows", false, param, grad, rows, off, pt, gt, vocab, cols, nRows, s); err != nil {
+		return err
+	}
+	return lomoUpdateTable(d, param, grad, &TableRows{IDs: rows, Off: off, N: nRows}, pt, gt, vocab, cols, s)
+}
+
+// LomoUpdateBlock records the LOMO update, weight decay included, of the
+// rows of a (vocab, cols) table param that grad holds: the gradient rows
+// of table rows rows[off..off+nRows-1] (as in LomoUpdateRows), and no
+// other rows. A gradient delivered in blocks of rows that cover the table
+// once (an LM head's, nn.Tape.HeadBlocks) thus gets LomoUpdate's result
+// with the whole gradient, bit for bit, one block at a time. One thread
+// per element or pair of the block's; 16-bit weights need an even cols.
+func LomoUpdateBlock(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
+	return lomoUpdateRows(d, "lomo update block", param, grad, rows, off, pt, gt, vocab, cols, nRows, s)
+}
+
+// lomoRowsNeed checks the arguments of LomoUpdateRows and LomoUpdateBlock;
+// byRows: for the kernel that updates the rows grad holds, whose 16-bit
+// pairs must lie within a row.
+func lomoRowsNeed(op string, byRows bool, param, grad, rows *gpu.Buffer, off int, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
 	n := nRows * cols
 	if nRows <= 0 || cols <= 0 || nRows > vocab || int64(vocab)*int64(cols) > math.MaxUint32-1 {
 		return fmt.Errorf("wgsl: %s: %d rows of %d columns of a table of %d", op, nRows, cols, vocab)
 	}
-	if pt.Half() && cols%2 != 0 && s.WeightDecay == 0 {
+	if pt.Half() && cols%2 != 0 && byRows {
 		return fmt.Errorf("wgsl: %s: %v rows of %d columns split u32 pairs", op, pt, cols)
 	}
 	if err := reduceNeed(op, "param", param, pt.Bytes(vocab*cols)); err != nil {
@@ -167,12 +189,15 @@ func LomoUpdateRows(d *gpu.Device, param, grad, rows *gpu.Buffer, off int, pt, g
 	if param == grad || param == rows {
 		return fmt.Errorf("wgsl: %s: param must be distinct from grad and rows", op)
 	}
-	if err := checkNeed(op, s.Check, param, grad, rows); err != nil {
+	return checkNeed(op, s.Check, param, grad, rows)
+}
+
+// lomoUpdateRows updates the rows grad holds (lomo.wgsl's rows sections).
+func lomoUpdateRows(d *gpu.Device, op string, param, grad, rows *gpu.Buffer, off int, pt, gt gpu.DType, vocab, cols, nRows int, s LomoStep) error {
+	if err := lomoRowsNeed(op, true, param, grad, rows, off, pt, gt, vocab, cols, nRows, s); err != nil {
 		return err
 	}
-	if s.WeightDecay != 0 {
-		return lomoUpdateTable(d, param, grad, &TableRows{IDs: rows, Off: off, N: nRows}, pt, gt, vocab, cols, s)
-	}
+	n := nRows * cols
 	p := LomoParams{N: uint32(n), LR: s.LR, WeightDecay: s.WeightDecay, InvScale: s.InvScale, ClipValue: s.ClipValue, ClipCoef: s.ClipCoef, Cols: uint32(cols), RowsOff: uint32(off), Seed: s.Seed}
 	subst := lomoSubst(pt, gt)
 	bufs := append([]*gpu.Buffer{param, grad, rows}, lomoCheck(subst, s.Check, pt, &p, 3)...)

@@ -217,6 +217,41 @@ func TestLomoUpdateRows(t *testing.T) {
 	}
 }
 
+// TestLomoUpdateBlock: blocks of rows that cover the table once (an LM
+// head's gradient by blocks), each updated by LomoUpdateBlock with weight
+// decay, give the dense update of the whole gradient, bit for bit.
+func TestLomoUpdateBlock(t *testing.T) {
+	const vocab, cols = 37, 6
+	blocks := [][2]int{{0, 12}, {12, 30}, {30, vocab}}
+	step := LomoStep{LR: 0.03, WeightDecay: 0.1, InvScale: 1.0 / 1024, ClipValue: 1, ClipCoef: 0.7, Seed: 5}
+	ids := make([]uint32, vocab)
+	for i := range ids {
+		ids[i] = uint32(i)
+	}
+	rb := uploadU32(t, ids)
+	for _, pt := range []gpu.DType{gpu.F32, gpu.F16, gpu.BF16} {
+		for _, gt := range []gpu.DType{gpu.F32, gpu.F16} {
+			t.Run(fmt.Sprintf("%v_g%v", pt, gt), func(t *testing.T) {
+				needF16(t, pt, gt)
+				r := rng(78)
+				param := roundTo(randn(r, vocab*cols, 1), pt)
+				grad := roundTo(randn(r, vocab*cols, 1024), gt)
+				byBlocks, full := upload(t, param, pt), upload(t, param, pt)
+				for _, b := range blocks {
+					g := upload(t, grad[b[0]*cols:b[1]*cols], gt)
+					if err := LomoUpdateBlock(dev, byBlocks, g, rb, b[0], pt, gt, vocab, cols, b[1]-b[0], step); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := LomoUpdate(dev, full, upload(t, grad, gt), pt, gt, vocab*cols, step); err != nil {
+					t.Fatal(err)
+				}
+				assertSameBits(t, "blocks against the dense update", download(t, byBlocks, vocab*cols, pt), download(t, full, vocab*cols, pt))
+			})
+		}
+	}
+}
+
 // bf16Neighbours returns the bf16 values just below and just above x
 // (equal when x is one), by truncating and rounding away from zero.
 func bf16Neighbours(x float64) (lo, hi float64) {

@@ -419,37 +419,29 @@ func TestPlanDevices(t *testing.T) {
 }
 
 // TestPlanVocabularyGradients: at LLaMA-7B (f16), no optimizer of lomo's
-// holds the embedding's whole f32 gradient (524288000 bytes): LOMO
-// without weight decay takes the head's in blocks too, so its largest
-// gradient is smaller than the head's; LOMO with --weight-decay and
-// AdaLomo hold the head's whole f16 gradient (32000 x 4096 x 2 =
-// 262144000 bytes), the largest.
+// holds the embedding's whole f32 gradient (524288000 bytes): LOMO takes
+// the head's in blocks too, so its largest gradient is smaller than the
+// head's; AdaLomo holds the head's whole f16 gradient (32000 x 4096 x 2 =
+// 262144000 bytes), its largest.
 func TestPlanVocabularyGradients(t *testing.T) {
-	grads := func(args ...string) map[string]int64 {
-		t.Helper()
-		code, out, errs := lomo(t, append([]string{"plan", "--model", "../../bench/configs/llama-7b.json", "--dtype", "f16", "--batch", "1", "--seq", "64",
-			"--checkpointing", "--optimizer", "lomo,adalomo", "--json"}, args...)...)
-		if code != 0 {
-			t.Fatalf("plan %v: exit %d: %s", args, code, errs)
+	code, out, errs := lomo(t, "plan", "--model", "../../bench/configs/llama-7b.json", "--dtype", "f16", "--batch", "1", "--seq", "64",
+		"--checkpointing", "--optimizer", "lomo,adalomo", "--json")
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, errs)
+	}
+	g := map[string]int64{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var p train.Plan
+		if err := json.Unmarshal([]byte(l), &p); err != nil {
+			t.Fatal(err)
 		}
-		g := map[string]int64{}
-		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			var p train.Plan
-			if err := json.Unmarshal([]byte(l), &p); err != nil {
-				t.Fatal(err)
-			}
-			g[p.Optimizer] = p.Grads
-		}
-		return g
+		g[p.Optimizer] = p.Grads
 	}
 	const head = 32000 * 4096 * 2
-	plain, decay := grads(), grads("--weight-decay", "0.1")
-	if plain["lomo"] >= head {
-		t.Errorf("LOMO: largest gradient %d bytes, want below the head's %d (blocks of rows)", plain["lomo"], head)
+	if g["lomo"] <= 0 || g["lomo"] >= head {
+		t.Errorf("LOMO: largest gradient %d bytes, want below the head's %d (blocks of rows)", g["lomo"], head)
 	}
-	for what, g := range map[string]int64{"LOMO with weight decay": decay["lomo"], "AdaLomo": plain["adalomo"], "AdaLomo with weight decay": decay["adalomo"]} {
-		if g != head {
-			t.Errorf("%s: largest gradient %d bytes, want the head's %d", what, g, head)
-		}
+	if g["adalomo"] != head {
+		t.Errorf("AdaLomo: largest gradient %d bytes, want the head's %d", g["adalomo"], head)
 	}
 }

@@ -33,7 +33,6 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	optName := fs.String("optimizer", "", "lomo, adalomo, sgd or adamw, or several comma separated (default: all)")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing per block")
 	clip := fs.Float64("clip-grad-norm", 1, "clip_grad_norm (LOMO/AdaLomo then run two passes; activations are recomputed, not kept)")
-	wd := fs.Float64("weight-decay", 0, "weight_decay (under LOMO it keeps the LM head's gradient whole instead of in blocks of rows)")
 	asJSON := fs.Bool("json", false, "one JSON object per line per optimizer")
 	loraR := fs.Int("lora-r", 0, "also plan LoRA adapters of this rank: LoRA alone, and LoRA beside each of lomo and adalomo (0: none)")
 	loraTargets := fs.String("lora-target-modules", strings.Join(peft.DefaultTargets, ","), "the layers the adapters adapt, comma separated")
@@ -77,7 +76,6 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	fs.atLeast("seq", seq, 1)
 	fs.listOf("optimizer", optName, "lomo", "adalomo", "sgd", "adamw")
 	fs.within("clip-grad-norm", clip, 0, math.Inf(1))
-	fs.within("weight-decay", wd, 0, math.Inf(1))
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -112,7 +110,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	}
 	var plans []train.Plan
 	plan := func(req train.PlanRequest) error {
-		req.Config, req.Batch, req.Seq, req.DType, req.Checkpointing, req.ClipGradNorm, req.WeightDecay = cfg, *batch, *seq, dt, *ckpt, *clip, *wd
+		req.Config, req.Batch, req.Seq, req.DType, req.Checkpointing, req.ClipGradNorm = cfg, *batch, *seq, dt, *ckpt, *clip
 		req.Devices, req.Split = nDev, sp
 		p, err := train.PlanStep(req)
 		if err != nil {
@@ -163,12 +161,8 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	decay := ""
-	if *wd > 0 {
-		decay = fmt.Sprintf(", weight decay %g", *wd)
-	}
-	fmt.Fprintf(stdout, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v%s (1 GB = 1e9 bytes)\n",
-		*model, count(cfg.NumParams()), *batch, *seq, dt, *ckpt, decay)
+	fmt.Fprintf(stdout, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v (1 GB = 1e9 bytes)\n",
+		*model, count(cfg.NumParams()), *batch, *seq, dt, *ckpt)
 	if lora != nil {
 		fmt.Fprintf(stdout, "LoRA r=%d on %s: %s adapter parameters (f32, in params)\n", *loraR, strings.Join(lora.TargetModules, ", "), count(plans[len(plans)-1].LoRAParams))
 	}
