@@ -407,8 +407,9 @@ var byRows = true
 func (o *fused) headBlocks() bool { return byRows && o.cfg.Name == "lomo" }
 
 // lomoRowsUpdate is lomoUpdate from a gradient delivered by rows: an
-// embedding's (the other rows' gradients zero) or a block of an LM head's. It, lomoUpdate and adalomoUpdate check the weights they write in
-// the update's kernel (wgsl.WeightCheck).
+// embedding's (the other rows' gradients zero) or a block of an LM
+// head's. It, lomoUpdate and adalomoUpdate check the weights they write
+// in the update's kernel (wgsl.WeightCheck).
 func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) error {
 	if o.cfg.Name != "lomo" {
 		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
