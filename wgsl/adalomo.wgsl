@@ -310,4 +310,3 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 		{{CHECK_LOW}}
 	}
 }
-

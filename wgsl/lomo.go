@@ -42,9 +42,6 @@ type WeightCheck struct {
 // binding, if any.
 func lomoCheck(m map[string]string, c *WeightCheck, pt gpu.DType, p *LomoParams, first int) []*gpu.Buffer {
 	m["CHECK_DECL"], m["PB"] = "", fmt.Sprint(first)
-	if _, ok := m["SLOT_DECL"]; !ok {
-		m["SLOT_DECL"] = ""
-	}
 	if c == nil {
 		checkSubst(m, nil, pt)
 		return nil
@@ -272,9 +269,12 @@ func lomoSection(pt gpu.DType) string {
 	return "f32"
 }
 
-// lomoSubst reads the gradient and packs the parameter's pairs.
+// lomoSubst reads the gradient and packs the parameter's pairs; no row
+// map bound (SLOT_DECL, lomoUpdateTable's).
 func lomoSubst(pt, gt gpu.DType) map[string]string {
-	return pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
+	m := pairSubst(pairSubst(nil, "P", "param", pt), "G", "grad", gt)
+	m["SLOT_DECL"] = ""
+	return m
 }
 
 // RoundingSeed is the seed of the stochastic rounding of parameter

@@ -30,7 +30,7 @@ func (t *TableRows) check(op string, rows int) error {
 }
 
 // rowSlots records the map from the table's rows to t's gradient rows
-// (rowslots.wgsl, two dispatches) into a new scratch buffer (u32 per
+// (Fill, then rowslots.wgsl: two dispatches) into a new scratch buffer (u32 per
 // table row, gpu.TagScratch) and returns it; the caller binds it where it
 // reads the gradient (rowSlotsGradAt) and releases it once recorded.
 func rowSlots(d *gpu.Device, op string, rows int, t *TableRows) (*gpu.Buffer, error) {
@@ -42,16 +42,11 @@ func rowSlots(d *gpu.Device, op string, rows int, t *TableRows) (*gpu.Buffer, er
 		return nil, fmt.Errorf("wgsl: %s: %w", op, err)
 	}
 	p := RowSlotsParams{Rows: uint32(rows), Off: uint32(t.Off), N: uint32(t.N)}
-	clear, err := sectionKernel(d, "rowslots", "clear", nil, []string{"clear"}, []gpu.Access{rw}, p)
+	set, err := kernel(d, "rowslots", "", nil, []gpu.Access{rw, ro}, p)
 	if err == nil {
-		var set *gpu.Kernel
-		if set, err = sectionKernel(d, "rowslots", "set", nil, []string{"set"}, []gpu.Access{rw, ro}, p); err == nil {
-			params := gpu.Params(p)
-			x, y, z := d.Grid(rows, 256)
-			if err = d.Dispatch(clear, params, []*gpu.Buffer{slot}, x, y, z); err == nil {
-				x, y, z = d.Grid(t.N, 256)
-				err = d.Dispatch(set, params, []*gpu.Buffer{slot, t.IDs}, x, y, z)
-			}
+		if err = Fill(d, slot, 0, rows, 0xffffffff); err == nil { // NO_SLOT
+			x, y, z := d.Grid(t.N, 256)
+			err = d.Dispatch(set, gpu.Params(p), []*gpu.Buffer{slot, t.IDs}, x, y, z)
 		}
 	}
 	if err != nil {

@@ -2,11 +2,11 @@
 // delivered by rows (an embedding's: the batch's rows), for updates that
 // run over the whole table and read the gradient through it (grad_at by
 // rowSlotsGradAt): slot[i] = k where ids[off + k] = i, k < n, and NO_SLOT
-// (0xffffffff) for a row without a gradient row.
-//   clear  slot[i] = NO_SLOT for every row; gpu.Grid(rows, 256)
-//   set    slot[ids[off + k]] = k; gpu.Grid(n, 256). ids are distinct, so
-//          no two threads write one slot; an id past the table is ignored.
-// Bindings: 0 slot (rw, u32, rows), 1 ids (u32; set only), then Params.
+// (0xffffffff) for a row without a gradient row. The launcher first fills
+// slot with NO_SLOT (Fill), then records this kernel: slot[ids[off + k]] = k,
+// gpu.Grid(n, 256). ids are distinct, so no two threads write one slot;
+// an id past the table is ignored.
+// Bindings: 0 slot (rw, u32, rows), 1 ids (u32), 2 Params.
 
 struct Params {
 	rows: u32, off: u32, n: u32, _p0: u32,
@@ -14,17 +14,6 @@ struct Params {
 
 const WG: u32 = 256u;
 
-// ==== section clear ====
-@group(0) @binding(0) var<storage, read_write> slot: array<u32>;
-@group(0) @binding(1) var<uniform> p: Params;
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-	let i = gid.x + gid.y * nwg.x * WG;
-	if (i < p.rows) { slot[i] = 0xffffffffu; }
-}
-
-// ==== section set ====
 @group(0) @binding(0) var<storage, read_write> slot: array<u32>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
