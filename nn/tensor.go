@@ -126,6 +126,12 @@ func FromF32(d *gpu.Device, tag gpu.Tag, dt gpu.DType, v []float32, shape ...int
 // EncodeF32 packs v in dtype dt, little-endian.
 func EncodeF32(v []float32, dt gpu.DType) []byte {
 	b := make([]byte, dt.Bytes(len(v)))
+	encodeF32(b, v, dt)
+	return b
+}
+
+// encodeF32 is EncodeF32 into b, which holds at least len(v) values of dt.
+func encodeF32(b []byte, v []float32, dt gpu.DType) {
 	for i, x := range v {
 		switch dt {
 		case gpu.F16:
@@ -136,7 +142,6 @@ func EncodeF32(v []float32, dt gpu.DType) []byte {
 			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 		}
 	}
-	return b
 }
 
 // DecodeF32 unpacks n values of dtype dt.
