@@ -169,7 +169,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	for _, s := range rep.Steps {
 		fmt.Fprintf(w, "%s %s B%d T%d\t%.3f s/step\t%.0f tok/s\t%.2f TFLOP/s\tfloor %.3f s\tpeak %s (plan %s, %.2f%%)\t%d dispatches\t\n",
 			s.Optimizer, s.DType, s.Batch, s.Seq, s.StepSeconds, s.TokensPerSec, s.TFLOPs, s.FloorSeconds,
-			decimalBytes(s.PeakBytes), decimalBytes(s.PlannedBytes), s.PlanErrorPct, s.Dispatches)
+			peakBytes(s.PeakBytes), peakBytes(s.PlannedBytes), s.PlanErrorPct, s.Dispatches)
 		if len(s.Profile) > 0 {
 			fmt.Fprintf(w, "  profiled step\t%.3f s\t(each dispatch alone)\t\n", s.ProfileSeconds)
 		}

@@ -20,6 +20,9 @@ func init() {
 	register("plan", "predict device memory for each optimizer and whether it fits a card", cmdPlan)
 }
 
+// cards are the fit columns of the plan table. A card sold as 24 GB has 24
+// GiB; comparing a plan with 24e9 bytes leaves the other 7% to what lomo
+// does not count (the driver's context, a display).
 var cards = []struct {
 	name  string
 	bytes int64
@@ -170,7 +173,7 @@ func cmdPlan(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(w, "optimizer\tparams\tgrads\toptimizer\tactivations\tscratch\ttotal\t24GB\t48GB\t80GB\t")
 	gb := decimalBytes
 	for _, p := range plans {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Optimizer, gb(p.Params), gb(p.Grads), gb(p.OptimizerSt), gb(p.Activations), gb(p.Scratch), gb(p.Total))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s", p.Optimizer, gb(p.Params), gb(p.Grads), gb(p.OptimizerSt), gb(p.Activations), gb(p.Scratch), peakBytes(p.Total))
 		for _, c := range cards {
 			fit := "no"
 			if p.Total <= c.bytes {
@@ -218,8 +221,8 @@ func planDevices(v string) (int, []string, error) {
 	return len(names), names, nil
 }
 
-// parseBytes reads a memory size: 24GB (decimal, as GPU vendors count),
-// 24GiB (binary), or plain bytes.
+// parseBytes reads a memory size: 24GB (decimal, 24e9 bytes), 24GiB
+// (binary), or plain bytes.
 func parseBytes(v string) (int64, error) {
 	units := []struct {
 		suffix string
@@ -262,7 +265,7 @@ func printSplitPlans(w io.Writer, model string, cfg *config.Llama, plans []train
 	fmt.Fprintf(w, "%s: %s parameters, batch %d, seq %d, %s, checkpointing %v, split over %d devices (1 GB = 1e9 bytes)\n",
 		model, count(cfg.NumParams()), batch, seq, dtype, ckpt, n)
 	for _, p := range plans {
-		fmt.Fprintf(w, "\n%s: blocks per device %s; largest per-device peak %s", p.Optimizer, joinInts(p.Split), gb(p.Total))
+		fmt.Fprintf(w, "\n%s: blocks per device %s; largest per-device peak %s", p.Optimizer, joinInts(p.Split), peakBytes(p.Total))
 		if mem > 0 {
 			fmt.Fprintf(w, " on devices of %s: %s", gb(mem), fits(p.Total, mem))
 		}
@@ -304,7 +307,7 @@ func joinInts(xs []int) string {
 	return strings.Join(s, "+")
 }
 
-// decimalBytes formats bytes in decimal units (GB as GPU vendors count).
+// decimalBytes formats bytes in decimal units.
 func decimalBytes(n int64) string {
 	switch {
 	case n >= 1e9:
@@ -315,6 +318,15 @@ func decimalBytes(n int64) string {
 		return fmt.Sprintf("%.1f kB", float64(n)/1e3)
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// peakBytes is decimalBytes with GiB beside from 1 GB on, the unit that
+// PyTorch's memory figures and the LOMO paper's use.
+func peakBytes(n int64) string {
+	if n < 1e9 {
+		return decimalBytes(n)
+	}
+	return fmt.Sprintf("%s (%.2f GiB)", decimalBytes(n), float64(n)/(1<<30))
 }
 
 // count formats a parameter count.
