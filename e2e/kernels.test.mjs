@@ -5,9 +5,10 @@
 // pipeline under Tint; the other tests check each kernel against its
 // float64 reference, as natively.
 //
-// -test.short: the matmul tests run every tiling on fewer cases (see
-// wgsl.TestMatmul; the native runs check them all), and the cross-entropy
-// and RMSNorm tests leave out their largest grids.
+// -test.short: the matmul tests run every tiling on fewer cases, and the
+// leading-dimension test ChooseTile's tilings only (see wgsl.TestMatmul;
+// the native runs check them all), and the cross-entropy and RMSNorm tests
+// leave out their largest grids.
 //
 // Known gap, skipped here: RoPE's precision tests. SwiftShader's sin and cos
 // are only as accurate as WGSL requires (absolute error 2^-11 on [-pi, pi]),
