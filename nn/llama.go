@@ -155,8 +155,9 @@ func (m *Llama) Release() {
 
 // InitRandom sets weights to N(0, std) and norm weights to 1 (seeded), from
 // one random stream over all parameters in order (the pretraining recipe's
-// weights depend on it). At LLaMA-7B that stream takes about a minute of
-// one CPU: InitRandomBlocks draws the same distribution on all CPUs.
+// weights depend on it). It takes 22 ns a value on one CPU here, two and a
+// half minutes at LLaMA-7B: InitRandomBlocks draws the same distribution
+// on all CPUs.
 func (m *Llama) InitRandom(seed uint64, std float64) error {
 	r := rand.New(rand.NewPCG(seed, 0x11a3a))
 	for _, p := range m.params {

@@ -69,7 +69,7 @@ func BenchStep(d *gpu.Device, req BenchRequest) (BenchResult, error) {
 	}
 	defer m.Release()
 	m.Checkpointing = req.Checkpointing
-	if err := m.InitRandomBlocks(1, 0.02); err != nil { // a minute less than InitRandom at 7B on 16 CPUs
+	if err := m.InitRandomBlocks(1, 0.02); err != nil { // InitRandom takes minutes at 7B
 		return r, err
 	}
 	opt, err := optim.New(d, optim.Config{Name: req.Optimizer, Schedule: optim.Schedule{Kind: "constant", LR: 1e-4}, ClipGradNorm: req.ClipGradNorm}, req.DType)
