@@ -283,23 +283,11 @@ func cmdEval(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dt, err := fs.ModelDType(*model)
+	m, release, err := fs.loadModel(*model, stderr)
 	if err != nil {
 		return err
 	}
-	d, err := fs.open(stderr)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	m, err := nn.LoadLlama(d, *model, dt)
-	if err != nil {
-		return err
-	}
-	defer m.Release()
-	if err := fs.applyPeft(m); err != nil {
-		return err
-	}
+	defer release()
 	r, err := train.Evaluate(m, tok, t, train.EvalOptions{BatchSize: *batch, MaxLen: *maxLen, Mean: *mean, MaxNewTokens: 32})
 	if err != nil {
 		return err
@@ -350,23 +338,11 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dt, err := fs.ModelDType(*model)
+	m, release, err := fs.loadModel(*model, io.Discard)
 	if err != nil {
 		return err
 	}
-	d, err := fs.open(io.Discard)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	m, err := nn.LoadLlama(d, *model, dt)
-	if err != nil {
-		return err
-	}
-	defer m.Release()
-	if err := fs.applyPeft(m); err != nil {
-		return err
-	}
+	defer release()
 	ids, err := train.PromptIDs(tok, *prompt)
 	if err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/lomo-dev/lomo/nn"
 	"github.com/lomo-dev/lomo/train"
 )
 
@@ -33,23 +32,11 @@ func cmdMerge(args []string, stdout, stderr io.Writer) error {
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	dt, err := fs.ModelDType(*model) // the merged weights' storage
+	m, release, err := fs.loadModel(*model, io.Discard) // in the storage the merged weights take
 	if err != nil {
 		return err
 	}
-	d, err := fs.open(io.Discard)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	m, err := nn.LoadLlama(d, *model, dt)
-	if err != nil {
-		return err
-	}
-	defer m.Release()
-	if err := fs.applyPeft(m); err != nil {
-		return err
-	}
+	defer release()
 	pc := m.PeftConfig()
 	n := m.NumLoRAParams()
 	if err := m.MergeLoRA(); err != nil {

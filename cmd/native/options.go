@@ -55,6 +55,30 @@ func (o *options) applyPeft(m *nn.Llama) error {
 	return m.LoadLoRA(o.peft)
 }
 
+// loadModel opens the device (its log to log) and loads the model folder
+// in --dtype's storage with --peft's adapters added; release frees the
+// model, then the device.
+func (o *options) loadModel(model string, log io.Writer) (m *nn.Llama, release func(), err error) {
+	dt, err := o.ModelDType(model)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := o.open(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m, err = nn.LoadLlama(d, model, dt); err != nil {
+		d.Close()
+		return nil, nil, err
+	}
+	release = func() { m.Release(); d.Close() }
+	if err := o.applyPeft(m); err != nil {
+		release()
+		return nil, nil, err
+	}
+	return m, release, nil
+}
+
 func newOptions(name string, stderr io.Writer) *options {
 	return &options{FlagSet: newFlags(name, stderr)}
 }
