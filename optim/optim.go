@@ -328,8 +328,15 @@ func (o *fused) Step(params []*nn.Param, fwd Forward) (Result, error) {
 	defer lossT.Release()
 	err = t.Backward(lossT, func(p *nn.Param, g *gpu.Buffer) error {
 		update := o.update
-		if p.GradRows() != nil && o.cfg.Name == "lomo" {
-			update = o.lomoRowsUpdate
+		if gr := p.GradRows(); gr != nil {
+			switch {
+			case o.cfg.Name == "lomo":
+				update = o.lomoRowsUpdate
+			case o.cfg.Name == "adalomo" && !gr.Block:
+				// adalomoUpdate reads the other rows' gradients as zeros.
+			default:
+				return fmt.Errorf("optim: %s has a gradient by rows (block %v), which %s cannot apply", p.Name, gr.Block, o.cfg.Name)
+			}
 		}
 		if p.LoRA {
 			if o.adapters == nil {
@@ -411,9 +418,6 @@ func (o *fused) headBlocks() bool { return byRows && o.cfg.Name == "lomo" }
 // head's. It, lomoUpdate and adalomoUpdate check the weights they write
 // in the update's kernel (wgsl.WeightCheck).
 func (o *fused) lomoRowsUpdate(p *nn.Param, g *gpu.Buffer, lr, invScale, coef float32, st *gpu.Buffer) error {
-	if o.cfg.Name != "lomo" {
-		return fmt.Errorf("optim: %s has a row-sparse gradient, which %s cannot apply", p.Name, o.cfg.Name)
-	}
 	gr := p.GradRows()
 	update := wgsl.LomoUpdateRows // the other rows' gradients are zero
 	if gr.Block {
